@@ -1,0 +1,104 @@
+"""Registry of token mixers.
+
+Every mixer is an ``nn.Module`` whose forward maps ``(B, H, W, C) -> (B, H, W, C)``. Mixers
+register themselves with :func:`register_mixer`; backbones and configs build them by name with
+:func:`build_mixer`. The registry drives the test-suite, so a newly registered mixer is covered
+by the existing property tests without writing new ones.
+
+Example
+-------
+>>> import torch
+>>> from afno_repro.mixers import build_mixer
+>>> mixer = build_mixer("afno", 64, num_blocks=8)
+>>> mixer(torch.randn(2, 7, 5, 64)).shape
+torch.Size([2, 7, 5, 64])
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+__all__ = ["MixerSpec", "register_mixer", "build_mixer", "list_mixers", "get_mixer_spec"]
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """What the registry knows about one mixer.
+
+    Attributes
+    ----------
+    name: registry name (the value of ``mixer.name`` in the configs).
+    cls: the ``nn.Module`` class.
+    fourier: True for mixers that act in the Fourier domain of the token grid; the test-suite
+        checks those for circular shift-equivariance.
+    """
+
+    name: str
+    cls: type[nn.Module]
+    fourier: bool = False
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Keyword options the constructor accepts besides ``dim``."""
+        params = inspect.signature(self.cls.__init__).parameters
+        return tuple(p for p in params if p not in ("self", "dim"))
+
+
+_REGISTRY: dict[str, MixerSpec] = {}
+
+
+def register_mixer(name: str, *, fourier: bool = False) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a mixer to the registry under ``name``."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"mixer name {name!r} is already registered to {_REGISTRY[name].cls.__name__}")
+        _REGISTRY[name] = MixerSpec(name=name, cls=cls, fourier=fourier)
+        return cls
+
+    return decorator
+
+
+def list_mixers() -> list[str]:
+    """Names of all registered mixers, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_mixer_spec(name: str) -> MixerSpec:
+    """The :class:`MixerSpec` for ``name``; ``ValueError`` naming the valid choices otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown mixer {name!r}; valid mixers are: {', '.join(list_mixers())}. "
+            "Pick one of these for `mixer=` (or `mixer.name=`)."
+        ) from None
+
+
+def build_mixer(name: str, dim: int, grid_size: tuple[int, int] | None = None, **options) -> nn.Module:
+    """Build the mixer registered as ``name`` for ``dim`` channels.
+
+    Parameters
+    ----------
+    name: registry name, e.g. ``"afno"``; see :func:`list_mixers`.
+    dim: channel width ``C`` of the ``(B, H, W, C)`` tokens.
+    grid_size: the token grid ``(H, W)`` the backbone will feed. Passed only to mixers whose
+        constructor takes a ``grid_size`` argument (e.g. GFN sizes its filter with it); the others
+        work on any grid and ignore it.
+    **options: the mixer's own keyword options. An option the mixer does not take raises
+        ``ValueError`` naming the options it does take.
+    """
+    spec = get_mixer_spec(name)
+    valid = spec.options
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"mixer {name!r} got unknown option(s) {unknown}; it accepts: {', '.join(o for o in valid if o != 'grid_size') or 'none'}."
+        )
+    if "grid_size" in valid and grid_size is not None:
+        options["grid_size"] = tuple(grid_size)
+    return spec.cls(dim, **options)
