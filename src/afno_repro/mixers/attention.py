@@ -1,0 +1,97 @@
+"""Multi-head self-attention, the quadratic baseline of the paper (Section 3.1, Eq. 1).
+
+Also home of :func:`check_num_heads`, the head-count check shared by every attention-family mixer
+(``long_short``, ``efficient_attention``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afno_repro.mixers.registry import register_mixer
+
+__all__ = ["SelfAttention", "check_num_heads"]
+
+
+def check_num_heads(dim: int, num_heads: int, mixer: str) -> int:
+    """Per-head width ``dim // num_heads``; ``ValueError`` if ``num_heads`` does not divide ``dim``.
+
+    Parameters
+    ----------
+    dim: channel width ``C`` of the tokens.
+    num_heads: requested number of attention heads.
+    mixer: registry name of the calling mixer, quoted in the error message.
+
+    Examples
+    --------
+    >>> check_num_heads(768, 12, "attention")
+    64
+    """
+    if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads != 0:
+        valid = [h for h in range(1, dim + 1) if dim % h == 0]
+        raise ValueError(
+            f"mixer {mixer!r}: num_heads={num_heads!r} does not divide the channel width dim={dim}, "
+            f"so the channels cannot be split into equal heads. Valid head counts for dim={dim} are "
+            f"{valid}; pick one of these for `num_heads` or change the width."
+        )
+    return dim // num_heads
+
+
+@register_mixer("attention")
+class SelfAttention(nn.Module):
+    r"""Multi-head self-attention over all ``N = H * W`` tokens (paper Section 3.1, Eq. 1).
+
+    Implements ``Att(X) = softmax(X W_q (X W_k)^T / sqrt(d_h)) X W_v`` per head (Vaswani et al.,
+    2017) followed by the output projection of standard ViTs, using
+    :func:`torch.nn.functional.scaled_dot_product_attention`. Cost: ``O(N^2 d + N d^2)``.
+
+    Parameter count: ``4 d^2`` weights (+ ``4 d`` biases): the fused query/key/value map
+    ``Linear(d, 3d)`` and the output projection ``Linear(d, d)``. The paper's Table 1 lists
+    ``3 d^2`` because Eq. 1 has no output projection; the ViT it trains (and ours) has one.
+
+    Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W`` (odd and non-square
+    included); the grid only fixes ``N``, attention itself is permutation-equivariant.
+
+    Parameters
+    ----------
+    dim: channel width ``C``.
+    num_heads: number of heads; must divide ``dim``. The paper uses 16 heads at width 768
+        (ViT-B/4, A.2) and 12 at width 324 (ViT-S/4, A.5).
+    qkv_bias: whether the query/key/value projection has a bias (as in timm's ViT).
+    attn_drop: dropout probability on the attention weights (training only).
+    proj_drop: dropout probability after the output projection.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mixer = SelfAttention(64, num_heads=4)
+    >>> mixer(torch.randn(2, 7, 5, 64)).shape
+    torch.Size([2, 7, 5, 64])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.head_dim = check_num_heads(dim, num_heads, "attention")
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        qkv = self.qkv(x.reshape(batch, height * width, channels))
+        q, k, v = qkv.reshape(batch, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(batch, height, width, channels)
+        return self.proj_drop(self.proj(out))

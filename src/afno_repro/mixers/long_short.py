@@ -1,0 +1,176 @@
+"""Long-Short attention (Transformer-LS, Zhu et al. 2021) on a 2D token grid."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afno_repro.mixers.attention import check_num_heads
+from afno_repro.mixers.registry import register_mixer
+
+__all__ = ["LongShortAttention"]
+
+
+@register_mixer("long_short")
+class LongShortAttention(nn.Module):
+    r"""Short-range windowed attention and long-range dynamic-projection attention, in one softmax.
+
+    The "LS" mixer of the paper's comparisons (Section 2, Tables 2-5; Zhu et al. 2021), an
+    efficient approximation of Eq. 1. Per head, with queries ``Q``, keys ``K`` and values ``V``
+    (``Linear(C, C)`` and ``Linear(C, 2C)`` of the tokens):
+
+    * short range: the queries of each non-overlapping ``w x w`` window attend to the keys of the
+      ``(w + 2 * (w // 2))^2`` neighbourhood centred on that window (the window plus a halo of
+      ``w // 2`` tokens on every side);
+    * long range: ``P = softmax_N(X W_p)`` with ``W_p = Linear(C, rank * num_heads)`` is a
+      data-dependent projection; head ``h`` gets ``rank`` landmark keys ``P_h^T K_h`` and values
+      ``P_h^T V_h``, weighted sums over all ``N`` tokens;
+    * every query attends to ``[its window's neighbourhood keys ; the rank landmark keys]``
+      under ONE softmax, then the output projection ``Linear(C, C)`` is applied.
+
+    DualLN: the neighbourhood keys/values and the landmark keys/values each get their own
+    ``LayerNorm(C)`` (shared by keys and values of that set) before attention, because the
+    landmarks are sums over ``N`` tokens and live at a different scale than single tokens.
+
+    Borders: the halo outside the grid is zero-padded and those keys are masked out (they get no
+    attention weight). When ``H`` or ``W`` is not a multiple of ``window_size`` the grid is padded
+    at the bottom/right to the next multiple and the output is cropped back; the padded
+    positions are masked out as keys and never enter the landmarks, so the output on the real
+    grid does not depend on the padding. Cost: ``O(N d (w + 2 (w // 2))^2 + N d rank)``.
+
+    Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W``. Fully vectorised (no
+    Python loop over windows) and free of data-dependent control flow, so it runs on the meta
+    device for FLOP counting.
+
+    Parameters
+    ----------
+    dim: channel width ``C``.
+    num_heads: number of heads; must divide ``dim``. The paper does not state it for LS.
+    window_size: side ``w`` of the square query windows. The paper uses 4 (A.2, A.5); the
+        Transformer-LS vision code defaults to 2.
+    rank: number ``r`` of dynamic-projection landmarks per head. The paper uses 8 (A.2, A.5);
+        the Transformer-LS vision code defaults to 2. ``rank=0`` removes the long-range branch
+        (windowed attention only).
+    qkv_bias: whether the query and key/value projections have a bias.
+    attn_drop: dropout probability on the attention weights (training only).
+    proj_drop: dropout probability after the output projection.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mixer = LongShortAttention(64, num_heads=4, window_size=4, rank=8)
+    >>> mixer(torch.randn(2, 7, 5, 64)).shape
+    torch.Size([2, 7, 5, 64])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        window_size: int = 4,
+        rank: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.head_dim = check_num_heads(dim, num_heads, "long_short")
+        if not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(
+                f"mixer 'long_short': window_size={window_size!r} is not a positive integer. It is the "
+                "side of the square query windows of the short-range branch: use an integer >= 1 "
+                "(the paper uses 4, the Transformer-LS code 2)."
+            )
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError(
+                f"mixer 'long_short': rank={rank!r} is not a non-negative integer. It is the number of "
+                "dynamic-projection landmarks per head of the long-range branch: use an integer >= 1 "
+                "(the paper uses 8, the Transformer-LS code 2), or 0 for windowed attention only."
+            )
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.halo = window_size // 2
+        self.rank = rank
+        self.attn_drop = attn_drop
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.norm_short = nn.LayerNorm(dim)
+        if rank > 0:
+            self.dynamic_projection = nn.Linear(dim, rank * num_heads)
+            self.norm_long = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        heads, head_dim, w, halo = self.num_heads, self.head_dim, self.window_size, self.halo
+        rows, cols = -(-height // w), -(-width // w)
+        span = w + 2 * halo
+
+        # Round the grid up to whole windows; the extra queries are cropped after attention.
+        q = F.pad(self.q(x), (0, 0, 0, cols * w - width, 0, rows * w - height))
+        q = q.reshape(batch, rows, w, cols, w, heads, head_dim).permute(0, 1, 3, 5, 2, 4, 6)
+        q = q.reshape(batch * rows * cols, heads, w * w, head_dim)
+
+        # The halo and round-up keys are zeros after the norm; the mask, not their value, keeps
+        # them out of the softmax.
+        kv = self.kv(x).reshape(batch, height, width, 2, channels)
+        pad = (0, 0, 0, 0, halo, halo + cols * w - width, halo, halo + rows * w - height)
+        k, v = self._neighbourhoods(F.pad(self.norm_short(kv), pad), span).unbind(1)
+        mask = self._key_mask(height, width, rows, cols, span, x.device).repeat(batch, 1, 1, 1)
+
+        if self.rank > 0:
+            k_long, v_long = self._landmarks(x, kv, windows=rows * cols)
+            k = torch.cat([k, k_long], dim=2)
+            v = torch.cat([v, v_long], dim=2)
+            mask = F.pad(mask, (0, self.rank), value=True)
+
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        out = out.reshape(batch, rows, cols, heads, w, w, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        out = out.reshape(batch, rows * w, cols * w, channels)[:, :height, :width]
+        return self.proj_drop(self.proj(out))
+
+    def _neighbourhoods(self, kv: torch.Tensor, span: int) -> torch.Tensor:
+        """Halo-padded ``(B, H', W', 2, C)`` -> ``(B * windows, 2, heads, span^2, C / heads)``.
+
+        Strided views (``unfold`` with step ``window_size``) cut one overlapping ``span x span``
+        neighbourhood per window without a Python loop.
+        """
+        w = self.window_size
+        patches = kv.unfold(1, span, w).unfold(2, span, w)
+        batch, rows, cols = patches.shape[:3]
+        patches = patches.reshape(batch * rows * cols, 2, self.num_heads, self.head_dim, span * span)
+        return patches.transpose(3, 4)
+
+    def _key_mask(self, height: int, width: int, rows: int, cols: int, span: int, device: torch.device) -> torch.Tensor:
+        """Boolean ``(windows, 1, 1, span^2)``: True where a neighbourhood key lies on the real grid.
+
+        Built from shapes only (no data-dependent control flow), so it works on the meta device.
+        """
+        w, halo = self.window_size, self.halo
+        row = torch.arange(rows * w + 2 * halo, device=device) - halo
+        col = torch.arange(cols * w + 2 * halo, device=device) - halo
+        inside = ((row >= 0) & (row < height))[:, None] & ((col >= 0) & (col < width))[None, :]
+        return inside.unfold(0, span, w).unfold(1, span, w).reshape(rows * cols, 1, 1, span * span)
+
+    def _landmarks(self, x: torch.Tensor, kv: torch.Tensor, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Long-range keys and values, each ``(B * windows, heads, rank, C / heads)``.
+
+        ``P = softmax over the N tokens of Linear(C, rank * heads)(x)``; head ``h`` gets the
+        ``rank`` weighted sums ``P_h^T K_h`` and ``P_h^T V_h`` of its raw keys/values, then the
+        long-range LayerNorm of DualLN. The same landmarks serve every window.
+        """
+        batch, height, width, two, channels = kv.shape
+        tokens = height * width
+        scores = self.dynamic_projection(x).reshape(batch, tokens, self.num_heads, self.rank).softmax(dim=1)
+        per_head = kv.reshape(batch, tokens, two, self.num_heads, self.head_dim)
+        landmarks = torch.einsum("bnhr,bnshd->bsrhd", scores, per_head)
+        landmarks = self.norm_long(landmarks.reshape(batch, two, self.rank, channels))
+        landmarks = landmarks.reshape(batch, 1, two, self.rank, self.num_heads, self.head_dim)
+        landmarks = landmarks.expand(-1, windows, -1, -1, -1, -1).permute(2, 0, 1, 4, 3, 5)
+        k_long, v_long = landmarks.reshape(two, batch * windows, self.num_heads, self.rank, self.head_dim)
+        return k_long, v_long
