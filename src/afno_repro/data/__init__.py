@@ -1,0 +1,63 @@
+"""Data: random-walk inpainting masks, datasets by name, and the inpainting DataModule.
+
+Datasets are built by name with :func:`build_dataset`; ``"skimage"`` is the embedded default
+(photographs bundled in scikit-image, no download) and ``"imagenet"`` reads the standard
+ImageNet folder layout.
+
+Example
+-------
+>>> from afno_repro.data import build_dataset, list_datasets
+>>> list_datasets()
+['imagenet', 'skimage']
+>>> build_dataset("skimage", "val", image_size=32, samples_per_epoch=2)[1].shape
+torch.Size([3, 32, 32])
+"""
+
+from torch.utils.data import Dataset
+
+from afno_repro.data.embedded import SkimagePhotos
+from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_subset, save_subset
+from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
+
+DATASETS: dict[str, type[Dataset]] = {"skimage": SkimagePhotos, "imagenet": ImageNetFolder}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`build_dataset` (and ``data.name``), sorted."""
+    return sorted(DATASETS)
+
+
+def get_dataset_class(name: str) -> type[Dataset]:
+    """The dataset class registered as ``name``; ``ValueError`` naming the valid names otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; valid datasets are: {', '.join(list_datasets())}. "
+            "Set data.name to one of these ('skimage' needs no download)."
+        ) from None
+
+
+def build_dataset(name: str, split: str, **options) -> Dataset:
+    """Build split ``split`` of the dataset registered as ``name`` with its own ``options``."""
+    return get_dataset_class(name)(split=split, **options)
+
+
+# Imported last: the DataModule builds its datasets through the registry defined above.
+from afno_repro.data.datamodule import InpaintingDataModule  # noqa: E402
+
+__all__ = [
+    "DATASETS",
+    "ImageNetFolder",
+    "InpaintingDataModule",
+    "RandomWalkMask",
+    "SkimagePhotos",
+    "build_dataset",
+    "derive_seed",
+    "get_dataset_class",
+    "list_datasets",
+    "load_subset",
+    "make_subset",
+    "masked_fraction",
+    "save_subset",
+]

@@ -1,0 +1,131 @@
+"""Datasets: the embedded scikit-image photographs, the ImageNet folder loader and its subset."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from afno_repro.data import build_dataset, list_datasets
+from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
+from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_subset, save_subset
+
+CLASSES = ("n01440764", "n01443537", "n01484850")
+
+
+def write_imagenet(root, train_per_class=10, val_per_class=2):
+    """A tiny ImageNet in the real layout: small random-colour JPEGs, one folder per wnid."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in CLASSES:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    return root
+
+
+@pytest.fixture
+def imagenet_root(tmp_path):
+    return write_imagenet(tmp_path / "imagenet")
+
+
+def test_registry_names_and_unknown_name():
+    assert list_datasets() == ["imagenet", "skimage"]
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'.*imagenet, skimage"):
+        build_dataset("cifar", "train")
+
+
+def test_skimage_photos_load_offline_in_unit_range():
+    train = SkimagePhotos("train", image_size=24, samples_per_epoch=12)
+    val = SkimagePhotos("val", image_size=24, samples_per_epoch=4)
+    assert len(train) == 12 and len(val) == 4
+    for dataset in (train, val):
+        image = dataset[len(dataset) - 1]
+        assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+        assert 0 <= image.min() and image.max() <= 1 and image.std() > 0.01
+    assert set(PHOTO_SPLITS["train"]).isdisjoint(PHOTO_SPLITS["val"])
+
+
+def test_skimage_val_crops_are_fixed_and_train_crops_random():
+    first, second = SkimagePhotos("val", image_size=16, samples_per_epoch=3), SkimagePhotos("val", image_size=16, samples_per_epoch=3)
+    assert all(torch.equal(first[i], second[i]) for i in range(3))
+    assert not torch.equal(first[0], SkimagePhotos("val", image_size=16, samples_per_epoch=3, seed=1)[0])
+    train = SkimagePhotos("train", image_size=16)
+    assert not torch.equal(train[0], train[0])
+    torch.manual_seed(4)
+    again = train[0]
+    torch.manual_seed(4)
+    assert torch.equal(again, train[0])
+
+
+@pytest.mark.parametrize("options, message", [({"split": "test"}, "split='test'"), ({"image_size": 0}, "image_size=0"), ({"samples_per_epoch": 0}, "samples_per_epoch=0")])
+def test_skimage_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        SkimagePhotos(**options)
+
+
+def test_imagenet_folder_reads_the_standard_layout(imagenet_root):
+    train = ImageNetFolder(imagenet_root, "train", image_size=16)
+    val = ImageNetFolder(imagenet_root, "val", image_size=16)
+    assert train.classes == list(CLASSES) and len(train) == 30 and len(val) == 6
+    image, target = train[13]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and target == 1
+    assert 0 <= image.min() and image.max() <= 1
+    assert torch.equal(val[5][0], val[5][0]) and val[5][1] == 2
+
+
+def test_subset_is_class_balanced_seeded_and_round_trips(imagenet_root, tmp_path):
+    subset = make_subset(imagenet_root, fraction=0.3, seed=0)
+    assert Counter(path.split("/")[1] for path in subset) == {wnid: 3 for wnid in CLASSES}
+    assert all(path.startswith("train/") for path in subset) and subset == sorted(subset)
+    assert make_subset(imagenet_root, fraction=0.3, seed=0) == subset
+    assert make_subset(imagenet_root, fraction=0.3, seed=1) != subset
+    file = save_subset(subset, tmp_path / "run" / "imagenet_subset.txt")
+    assert load_subset(file) == subset
+    dataset = ImageNetFolder(imagenet_root, "train", image_size=16, subset_file=file)
+    assert len(dataset) == 9 and Counter(dataset.targets) == {0: 3, 1: 3, 2: 3}
+    assert sorted(Path(path).relative_to(imagenet_root).as_posix() for path, _ in dataset.samples) == subset
+
+
+def test_subset_fraction_keeps_at_least_one_file_per_class(imagenet_root):
+    assert len(make_subset(imagenet_root, fraction=0.01, seed=0)) == len(CLASSES)
+    with pytest.raises(ValueError, match="fraction 0"):
+        make_subset(imagenet_root, fraction=0)
+
+
+def test_subset_listing_files_that_do_not_exist(imagenet_root, tmp_path):
+    file = save_subset(["train/n01440764/n01440764_0.JPEG", "train/n01440764/gone.JPEG"], tmp_path / "subset.txt")
+    with pytest.raises(ValueError, match="gone.JPEG"):
+        ImageNetFolder(imagenet_root, "train", subset_file=file)
+
+
+def test_missing_root(tmp_path):
+    with pytest.raises(ValueError, match="does not exist.*data.root"):
+        ImageNetFolder(tmp_path / "nowhere")
+
+
+def test_root_without_split_folders(tmp_path):
+    with pytest.raises(ValueError, match="has no 'train' folder"):
+        ImageNetFolder(tmp_path)
+
+
+def test_split_without_images(tmp_path):
+    (tmp_path / "train" / "n01440764").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no usable images"):
+        ImageNetFolder(tmp_path, "train")
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ValueError, match="no usable images"):
+        ImageNetFolder(tmp_path, "val")
+
+
+def test_corrupt_image_names_the_file_at_load_time(imagenet_root):
+    corrupt = imagenet_root / "train" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+    corrupt.write_bytes(b"this is not a JPEG")
+    dataset = ImageNetFolder(imagenet_root, "train", image_size=16)
+    assert dataset[1][0].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match=f"{CLASSES[0]}_0.JPEG.*cannot be read as an image"):
+        dataset[0]
