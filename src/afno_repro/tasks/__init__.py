@@ -1,0 +1,21 @@
+"""Lightning tasks: each owns its loss, metrics and logging, and receives its backbone."""
+
+from afno_repro.tasks.baselines import evaluate_baselines
+from afno_repro.tasks.inpainting import (
+    InpaintingTask,
+    NonFiniteLossError,
+    composite,
+    image_quality_metrics,
+    make_inpainting_grid,
+    masked_mse,
+)
+
+__all__ = [
+    "InpaintingTask",
+    "NonFiniteLossError",
+    "composite",
+    "evaluate_baselines",
+    "image_quality_metrics",
+    "make_inpainting_grid",
+    "masked_mse",
+]

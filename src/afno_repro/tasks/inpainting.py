@@ -1,0 +1,461 @@
+"""Image inpainting on ImageNet (paper appendix A.2) as a Lightning task.
+
+A random-walk mask hides pixels, the hidden pixels are set to zero, and the backbone (a ViT-B/4
+with a linear pixel head in the paper) reconstructs the image. The loss is the mean squared error
+on the hidden pixels; PSNR and SSIM are reported "between the ground truth and the
+reconstruction" on the full image.
+
+Batches are dicts ``{"image": (B, 3, H, W) in [0, 1], "mask": (B, 1, H, W), "index": (B,)}``
+where ``mask == 1`` marks a hidden pixel.
+
+Example
+-------
+>>> import torch
+>>> from functools import partial
+>>> from afno_repro.tasks import InpaintingTask
+>>> task = InpaintingTask(torch.nn.Conv2d(3, 3, 3, padding=1), partial(torch.optim.Adam, lr=1e-3))
+>>> image, mask = torch.rand(2, 3, 16, 12), (torch.rand(2, 1, 16, 12) < 0.2).float()
+>>> task(image, mask).shape
+torch.Size([2, 3, 16, 12])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from timm.scheduler import PlateauLRScheduler
+from timm.scheduler.scheduler import Scheduler as TimmScheduler
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torchmetrics import MaxMetric, Metric, MetricCollection
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio
+from torchvision.utils import make_grid, save_image
+
+__all__ = [
+    "InpaintingTask",
+    "NonFiniteLossError",
+    "StructuralSimilarity",
+    "image_quality_metrics",
+    "masked_mse",
+    "composite",
+    "make_inpainting_grid",
+]
+
+LOSS_REGIONS = ("masked", "full")
+METRIC_REGIONS = ("composite", "raw")
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stops instead of continuing on NaN."""
+
+
+class StructuralSimilarity(Metric):
+    """SSIM of Wang et al. (2004) per image, borders excluded, averaged over images.
+
+    The SSIM map is computed with an 11x11 Gaussian window (``sigma`` 1.5), K1 0.01 and K2 0.03,
+    and averaged over the pixels whose window lies inside the image, as in Wang et al.'s
+    reference MATLAB code and ``skimage.metrics.structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False)``. ``torchmetrics``' own
+    ``StructuralSimilarityIndexMeasure`` also averages the window-radius border, computed on
+    reflect-padded images (a choice made in torchmetrics issue #2718), which shifts SSIM the more
+    the smaller the image; we reuse its SSIM map and only crop that border.
+
+    Parameters
+    ----------
+    data_range
+        Range of the pixel values (1.0 for images in ``[0, 1]``).
+    sigma
+        Standard deviation of the Gaussian window; its radius is ``int(3.5 * sigma + 0.5)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> target = torch.rand(2, 3, 24, 20)
+    >>> round(StructuralSimilarity()(target, target).item(), 4)
+    1.0
+    """
+
+    is_differentiable = True
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, data_range: float = 1.0, sigma: float = 1.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.data_range = data_range
+        self.sigma = sigma
+        self.border = int(3.5 * sigma + 0.5)
+        self.add_state("similarity_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the SSIMs of a batch of ``(B, C, H, W)`` images."""
+        height, width = target.shape[-2:]
+        if min(height, width) <= 2 * self.border:
+            raise ValueError(
+                f"images of {height}x{width} pixels leave no pixel whose {2 * self.border + 1}x"
+                f"{2 * self.border + 1} SSIM window fits inside the image; use images larger than "
+                f"{2 * self.border} pixels per side or a smaller sigma."
+            )
+        _, ssim_map = structural_similarity_index_measure(
+            preds, target, sigma=self.sigma, data_range=self.data_range, reduction="none", return_full_image=True
+        )
+        inside = ssim_map[..., self.border : height - self.border, self.border : width - self.border]
+        self.similarity_sum += inside.flatten(1).mean(1).double().sum()
+        self.num_images += target.shape[0]
+
+    def compute(self) -> Tensor:
+        """The mean SSIM over all images seen."""
+        return (self.similarity_sum / self.num_images).float()
+
+
+def image_quality_metrics() -> MetricCollection:
+    """PSNR and SSIM for images in ``[0, 1]``, each computed per image and averaged over images.
+
+    ``PeakSignalNoiseRatio`` pools the squared error over the whole batch by default, which is
+    neither the per-image mean that image-restoration papers report nor independent of the batch
+    size; ``dim=(1, 2, 3)`` makes it compute one PSNR per image and average those. SSIM is
+    :class:`StructuralSimilarity` (Wang et al.'s, borders excluded). Both equal the mean over
+    images of scikit-image's ``peak_signal_noise_ratio`` / ``structural_similarity`` (with the
+    Gaussian-window options above), which the tests check.
+
+    Returns
+    -------
+    MetricCollection
+        ``{"psnr": ..., "ssim": ...}``; call with ``(prediction, target)``, both ``(B, 3, H, W)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> metrics = image_quality_metrics()
+    >>> target = torch.rand(2, 3, 32, 32)
+    >>> sorted(metrics(target.clamp(0.1, 0.9), target))
+    ['psnr', 'ssim']
+    """
+    return MetricCollection(
+        {
+            "psnr": PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
+            "ssim": StructuralSimilarity(data_range=1.0),
+        }
+    )
+
+
+def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over the hidden pixels only (paper A.2).
+
+    Parameters
+    ----------
+    prediction, target
+        ``(B, C, H, W)``.
+    mask
+        ``(B, 1, H, W)`` (or ``(B, C, H, W)``), 1 where a pixel is hidden.
+
+    Returns
+    -------
+    Tensor
+        Scalar: sum of squared errors over hidden pixels and channels divided by their count;
+        0 (with a zero gradient) when nothing is hidden.
+
+    Example
+    -------
+    >>> import torch
+    >>> mask = torch.zeros(1, 1, 2, 2); mask[..., 0, 0] = 1
+    >>> masked_mse(torch.full((1, 3, 2, 2), 2.0), torch.zeros(1, 3, 2, 2), mask)
+    tensor(4.)
+    """
+    mask = mask.expand_as(prediction)
+    squared_error = (prediction - target).square() * mask
+    return squared_error.sum() / mask.sum().clamp_min(1.0)
+
+
+def composite(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """The prediction on hidden pixels, the ground truth on visible ones, clamped to ``[0, 1]``.
+
+    Example
+    -------
+    >>> import torch
+    >>> composite(torch.full((1, 1, 1, 2), 2.0), torch.zeros(1, 1, 1, 2), torch.tensor([[[[1.0, 0.0]]]]))
+    tensor([[[[1., 0.]]]])
+    """
+    return (mask * prediction + (1 - mask) * image).clamp(0, 1)
+
+
+def make_inpainting_grid(image: Tensor, mask: Tensor, recon: Tensor, padding: int = 2) -> Tensor:
+    """One image grid: rows masked input / mask / reconstruction / ground truth, one column per image.
+
+    Parameters
+    ----------
+    image
+        ``(N, 3, H, W)`` ground truth in ``[0, 1]``.
+    mask
+        ``(N, 1, H, W)``, 1 where a pixel is hidden; drawn white.
+    recon
+        ``(N, 3, H, W)`` reconstruction; clamped to ``[0, 1]`` for display.
+    padding
+        Pixels of white between cells.
+
+    Returns
+    -------
+    Tensor
+        ``(3, 4 * (H + padding) + padding, N * (W + padding) + padding)`` in ``[0, 1]``.
+
+    Example
+    -------
+    >>> import torch
+    >>> make_inpainting_grid(torch.rand(2, 3, 8, 6), torch.zeros(2, 1, 8, 6), torch.rand(2, 3, 8, 6)).shape
+    torch.Size([3, 42, 18])
+    """
+    rows = [image * (1 - mask), mask.expand_as(image), recon.clamp(0, 1), image]
+    cells = torch.cat([row.detach().float().cpu() for row in rows])
+    return make_grid(cells, nrow=image.shape[0], padding=padding, pad_value=1.0)
+
+
+class InpaintingTask(pl.LightningModule):
+    """Masked-image reconstruction (paper appendix A.2): loss, metrics, logging and image grids.
+
+    The model sees ``image * (1 - mask)`` ("we randomly mask pixel intensities to zero") and
+    predicts the whole image.
+
+    Parameters
+    ----------
+    backbone
+        Maps ``(B, 3, H, W)`` images in ``[0, 1]`` with hidden pixels zeroed to a reconstruction
+        of the same shape (``afno_repro.models.ViT`` with its pixel head).
+    optimizer
+        ``optimizer(params) -> Optimizer``, e.g. a Hydra ``_partial_: true`` config.
+    scheduler
+        ``scheduler(optimizer) -> scheduler`` or None. Both torch ``LRScheduler`` s (incl.
+        ``ReduceLROnPlateau``) and timm schedulers (``timm.scheduler.CosineLRScheduler`` ...)
+        work: a timm scheduler is stepped with ``step(epoch=...)`` at the end of each epoch
+        when ``scheduler_interval="epoch"`` and with ``step_update(num_updates=...)`` after each
+        optimizer step when ``"step"``, and its ``t_in_epochs`` must agree with that interval.
+        Metric-driven schedulers (``ReduceLROnPlateau``, timm's ``PlateauLRScheduler``) read
+        ``val/loss``.
+    scheduler_interval
+        ``"epoch"`` or ``"step"``: how often Lightning steps the scheduler.
+    loss_region
+        ``"masked"`` (paper A.2: "the mean squared error between the ground truth and
+        reconstruction of the masked pixels") or ``"full"`` (MSE over every pixel).
+    metric_region
+        What PSNR/SSIM compare with the ground truth, always on the full image in ``[0, 1]``.
+        ``"composite"`` (default): the prediction on hidden pixels pasted into the visible
+        ones, ``mask * pred + (1 - mask) * image``; our reading of "between the ground truth and
+        the reconstruction", because the masked loss leaves the output on visible pixels
+        unconstrained. ``"raw"``: the backbone output itself, clamped to ``[0, 1]``.
+    num_grid_images
+        How many validation images (the first ones of validation batch 0, so the same images
+        every epoch) go into the image grid written at the end of each validation; 0 disables it.
+    compile
+        ``torch.compile`` the backbone in place at ``setup("fit")``.
+
+    Notes
+    -----
+    Logged: ``train/loss``, ``train/psnr``, ``train/masked_fraction``; ``val/loss``,
+    ``val/psnr``, ``val/ssim``, ``val/psnr_best``, ``val/ssim_best``,
+    ``val/masked_fraction``; ``test/loss``, ``test/psnr``, ``test/ssim``,
+    ``test/masked_fraction``. ``*_masked_fraction`` is the fraction of pixels hidden, which
+    decides how hard the task is and belongs next to every reported PSNR/SSIM. A NaN or
+    infinite loss raises :class:`NonFiniteLossError` naming the global step.
+    The image grid's reconstruction row shows the image the metrics score (per
+    ``metric_region``). It is saved to ``<trainer.default_root_dir>/images/
+    val_epoch{epoch:03d}.png`` and ``images/val_latest.png``, and logged to W&B as
+    ``val/reconstructions`` when a ``WandbLogger`` is attached. The backbone is not stored in
+    the hyperparameters (it is saved with the weights), so pass it to ``load_from_checkpoint``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from functools import partial
+    >>> task = InpaintingTask(torch.nn.Conv2d(3, 3, 3, padding=1), partial(torch.optim.Adam, lr=1e-3))
+    >>> batch = {"image": torch.rand(2, 3, 16, 16), "mask": torch.ones(2, 1, 16, 16), "index": torch.arange(2)}
+    >>> loss = task.loss(task(batch["image"], batch["mask"]), batch["image"], batch["mask"])
+    >>> loss.shape, bool(loss > 0)
+    (torch.Size([]), True)
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
+        scheduler: Callable[[Optimizer], LRScheduler | TimmScheduler] | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        loss_region: Literal["masked", "full"] = "masked",
+        metric_region: Literal["composite", "raw"] = "composite",
+        num_grid_images: int = 4,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_choice("loss_region", loss_region, LOSS_REGIONS)
+        _check_choice("metric_region", metric_region, METRIC_REGIONS)
+        _check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
+        if isinstance(num_grid_images, bool) or not isinstance(num_grid_images, int) or num_grid_images < 0:
+            raise ValueError(
+                f"num_grid_images={num_grid_images!r} is not a non-negative integer. It is how many "
+                "validation images the reconstruction grid shows; use 0 to switch the grid off or a "
+                "small count such as 4."
+            )
+        self.save_hyperparameters(logger=False, ignore=["backbone"])
+        self.backbone = backbone
+
+        self.train_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        self.val_metrics = image_quality_metrics()
+        self.test_metrics = image_quality_metrics()
+        self.val_psnr_best = MaxMetric()
+        self.val_ssim_best = MaxMetric()
+        self._grid_batch: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Reconstruct ``image`` from its visible pixels; returns the raw backbone output."""
+        return self.backbone(image * (1 - mask))
+
+    def loss(self, prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+        """The training objective for ``loss_region``, in float32 whatever the autocast dtype."""
+        prediction, image = prediction.float(), image.float()
+        if self.hparams.loss_region == "masked":
+            return masked_mse(prediction, image, mask.float())
+        return nn.functional.mse_loss(prediction, image)
+
+    def evaluated_image(self, prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+        """The image PSNR/SSIM compare with the ground truth, per ``metric_region``."""
+        prediction = prediction.float()
+        if self.hparams.metric_region == "composite":
+            return composite(prediction, image.float(), mask.float())
+        return prediction.clamp(0, 1)
+
+    def setup(self, stage: str) -> None:
+        # In-place compilation keeps the state-dict keys (`backbone.*`) those of the eager module,
+        # so checkpoints load into compiled and eager models alike.
+        if self.hparams.compile and stage == "fit":
+            self.backbone.compile()
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor, Tensor]:
+        image, mask = batch["image"], batch["mask"]
+        prediction = self(image, mask)
+        loss = self.loss(prediction, image, mask)
+        # One scalar sync per step buys stopping at the first bad step; agreeing across ranks
+        # makes every DDP process raise together instead of the others waiting in an all-reduce.
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
+            raise NonFiniteLossError(
+                f"the {stage} loss is {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}) on at least one process; the run stops here so that "
+                "the last good checkpoint is kept. Try a lower learning rate, fp32 instead of "
+                "bf16/fp16 precision, or gradient clipping (trainer.gradient_clip_val=1.0, as in "
+                "paper A.2)."
+            )
+        batch_size = image.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=stage != "train",
+                 prog_bar=True, batch_size=batch_size)
+        self.log(f"{stage}/masked_fraction", mask.float().mean(), on_step=False, on_epoch=True,
+                 batch_size=batch_size)
+        return loss, self.evaluated_image(prediction, image, mask), image.float()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, evaluated, target = self._shared_step(batch, "train")
+        self.train_psnr(evaluated.detach(), target)
+        self.log("train/psnr", self.train_psnr, on_step=True, on_epoch=False, batch_size=target.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, evaluated, target = self._shared_step(batch, "val")
+        self.val_metrics.update(evaluated, target)
+        self.log_dict(
+            {f"val/{name}": metric for name, metric in self.val_metrics.items()},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=target.shape[0],
+        )
+        if batch_idx == 0 and self.hparams.num_grid_images > 0:
+            n = self.hparams.num_grid_images
+            self._grid_batch = (target[:n].cpu(), batch["mask"][:n].float().cpu(), evaluated[:n].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        # The sanity check runs untrained weights on a few batches: it must set no best score and
+        # write no grid.
+        if self.trainer.sanity_checking:
+            return
+        metrics = self.val_metrics.compute()
+        self.val_psnr_best(metrics["psnr"])
+        self.val_ssim_best(metrics["ssim"])
+        self.log("val/psnr_best", self.val_psnr_best.compute(), sync_dist=True, prog_bar=True)
+        self.log("val/ssim_best", self.val_ssim_best.compute(), sync_dist=True)
+        if self._grid_batch is not None:
+            self._write_grid(make_inpainting_grid(*self._grid_batch))
+
+    def _write_grid(self, grid: Tensor) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        # The run directory, beside checkpoints/ and metrics.json.
+        image_dir = Path(self.trainer.default_root_dir) / "images"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        save_image(grid, image_dir / f"val_epoch{self.current_epoch:03d}.png")
+        save_image(grid, image_dir / "val_latest.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    key="val/reconstructions",
+                    images=[grid],
+                    step=self.global_step,
+                    caption=[f"epoch {self.current_epoch}: masked input / mask / reconstruction / ground truth"],
+                )
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, evaluated, target = self._shared_step(batch, "test")
+        self.test_metrics.update(evaluated, target)
+        self.log_dict(
+            {f"test/{name}": metric for name, metric in self.test_metrics.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=target.shape[0],
+        )
+
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        interval = self.hparams.scheduler_interval
+        if isinstance(scheduler, TimmScheduler) and scheduler.t_in_epochs != (interval == "epoch"):
+            raise ValueError(
+                f"the timm scheduler {type(scheduler).__name__} has t_in_epochs={scheduler.t_in_epochs} "
+                f"but scheduler_interval={interval!r}: timm ignores step_update() calls when its "
+                "times are in epochs and step() calls when they are in updates, so the learning rate "
+                "would never change. Set t_in_epochs=True with scheduler_interval='epoch', or "
+                "t_in_epochs=False (and t_initial/warmup_t in optimizer steps) with "
+                "scheduler_interval='step'."
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": interval,
+                "frequency": 1,
+                "monitor": "val/loss",
+                "reduce_on_plateau": isinstance(scheduler, (ReduceLROnPlateau, PlateauLRScheduler)),
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler: LRScheduler | TimmScheduler, metric: Any | None) -> None:
+        if not isinstance(scheduler, TimmScheduler):
+            super().lr_scheduler_step(scheduler, metric)
+        elif self.hparams.scheduler_interval == "step":
+            # timm expects the number of optimizer updates done so far, which `global_step` is
+            # once Lightning has stepped the optimizer.
+            scheduler.step_update(num_updates=self.global_step, metric=metric)
+        else:
+            # timm expects the index of the epoch about to start.
+            scheduler.step(epoch=self.current_epoch + 1, metric=metric)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not one of {', '.join(map(repr, choices))}. See the "
+            f"InpaintingTask docstring for what each {name} means and pick one of these."
+        )
