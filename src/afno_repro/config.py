@@ -1,0 +1,92 @@
+"""Hydra configuration helpers: where the configs live, composing them from Python, resolvers.
+
+The configs are the single description of every paper row (``configs/paper_model/<table>/<row>``);
+training and the model table both compose them, so the table counts exactly what is trained.
+
+Importing this module registers the OmegaConf resolvers the configs use:
+
+``${sanitize:...}``
+    makes a string safe as one path component (``/`` and ``=`` become ``-``).
+``${equal_params_width:depth,base_dim,base_blocks,blocks}``
+    Figure 4 (right): the ViT-XS/4 AFNO width whose parameter count is closest to the
+    ``base_dim``/``base_blocks`` model's, among multiples of ``blocks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+__all__ = ["CONFIG_DIR", "compose", "equal_params_width"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _config_dir() -> Path:
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"the Hydra configs were not found at {CONFIG_DIR}. afno-repro reads its configs from the "
+            "source checkout: install it with `pip install -e .` from a clone of the repository."
+        )
+    return CONFIG_DIR
+
+
+def compose(overrides: Sequence[str] = (), output_dir: str = "outputs/composed") -> DictConfig:
+    """Compose ``configs/train.yaml`` with command-line style ``overrides``, outside a Hydra run.
+
+    The result is fully resolved (``${hydra:runtime.output_dir}`` becomes ``output_dir``) and can be
+    instantiated, e.g. ``hydra.utils.instantiate(compose(["paper_model=table2/afno"]).backbone)``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    OmegaConf.set_readonly(cfg, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = output_dir
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int) -> int:
+    """Width of a ViT-XS/4 AFNO with ``blocks`` blocks whose parameters match the base model's.
+
+    Figure 4 (right) varies the block count "simultaneously adjusting the hidden size so the overall
+    parameter count of the models are equal". Parameters are counted on models instantiated on the
+    meta device (no memory, no hand-written formula); candidate widths are multiples of ``blocks``.
+    """
+    import torch
+
+    from afno_repro.models import ViT
+
+    def count(dim: int, k: int) -> int:
+        with torch.device("meta"):
+            model = ViT(img_size=224, patch_size=4, embed_dim=dim, depth=depth, pos_embed=False, head="pixel",
+                        mixer={"name": "afno", "num_blocks": k})
+        return sum(p.numel() for p in model.parameters())
+
+    target = count(base_dim, base_blocks)
+    # Parameters grow as (8 + 4/k) d^2 per layer, so this width is within a few blocks of the answer.
+    guess = base_dim * ((8 + 4 / base_blocks) / (8 + 4 / blocks)) ** 0.5
+    centre = max(1, round(guess / blocks))
+    candidates = [m * blocks for m in range(max(1, centre - 3), centre + 4)]
+    return min(candidates, key=lambda d: abs(count(d, blocks) - target))
+
+
+def _register_resolvers() -> None:
+    resolvers = {
+        "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
+        "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+_register_resolvers()

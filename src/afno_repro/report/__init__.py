@@ -1,0 +1,1 @@
+"""Collect run results (metrics.json) into tables beside the paper's numbers."""

@@ -1,0 +1,53 @@
+"""Fixtures for end-to-end runs of train.py (smoke-sized, embedded data, CSV logging)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _clean_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture(scope="session")
+def train_cmd() -> Callable[..., list[str]]:
+    def command(*overrides: str, multirun: bool = False) -> list[str]:
+        return [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *overrides]
+
+    return command
+
+
+@pytest.fixture(scope="session")
+def train(train_cmd) -> Callable[..., subprocess.CompletedProcess]:
+    """Run train.py as a user would: a subprocess from the repository root, no W&B credentials."""
+
+    def run(*overrides: str, multirun: bool = False, timeout: int = 600, env: dict | None = None):
+        return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, env=_clean_env(env))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def clean_env() -> Callable[[dict | None], dict]:
+    return _clean_env
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def metrics_of() -> Callable[[Path], dict]:
+    return read_metrics

@@ -1,0 +1,89 @@
+"""Bad input gives one clear paragraph that names the fix, never a traceback, and loses no work."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from afno_repro.config import compose
+from afno_repro.train import main
+
+SMOKE = ["debug=smoke", "run_baselines=false", "count_flops=false"]
+
+
+def _user_error(overrides, tmp_path, capsys) -> str:
+    cfg = compose([*overrides], output_dir=str(tmp_path / "run"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().startswith("error:")
+    return err
+
+
+def test_unknown_mixer_name_lists_valid_ones(tmp_path, capsys):
+    err = _user_error([*SMOKE, "mixer.name=nope"], tmp_path, capsys)
+    assert "unknown mixer 'nope'" in err and "afno" in err and "gfn" in err
+
+
+def test_unknown_data_name_lists_valid_ones(tmp_path, capsys):
+    err = _user_error([*SMOKE, "data.name=nope"], tmp_path, capsys)
+    assert "nope" in err and "skimage" in err and "imagenet" in err
+
+
+def test_missing_data_root(tmp_path, capsys):
+    err = _user_error([*SMOKE, "data=imagenet"], tmp_path, capsys)
+    assert "data.root" in err
+
+
+def test_nonexistent_and_empty_data_root(tmp_path, capsys):
+    err = _user_error([*SMOKE, "data=imagenet", f"data.root={tmp_path / 'nowhere'}"], tmp_path, capsys)
+    assert "nowhere" in err
+    (tmp_path / "empty").mkdir()
+    err = _user_error([*SMOKE, "data=imagenet", f"data.root={tmp_path / 'empty'}"], tmp_path, capsys)
+    assert "empty" in err and "train" in err
+
+
+def test_image_size_not_divisible_by_patch(tmp_path, capsys):
+    err = _user_error([*SMOKE, "data.image_size=30", "backbone.img_size=30"], tmp_path, capsys)
+    assert "30" in err and "4" in err
+
+
+def test_corrupt_image_is_named(tmp_path, capsys):
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n01443537"):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), (60 * i, 90, 120)).save(folder / f"{wnid}_{i}.JPEG")
+    for split in ("train", "val"):
+        (root / split / "n01440764" / "n01440764_9.JPEG").write_bytes(b"this is not a JPEG")
+    err = _user_error([*SMOKE, "data=imagenet", f"data.root={root}", "data.image_size=32", "data.num_workers=0",
+                       "data.batch_size=10", "data.val_batch_size=10"], tmp_path, capsys)
+    assert "n01440764_9.JPEG" in err
+
+
+def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, capsys, metrics_of):
+    # Epoch 0 trains at the warm-up lr; epoch 1 jumps to an absurd lr and the loss blows up.
+    err = _user_error([*SMOKE, "trainer.max_epochs=3", "optimizer.lr=1e38", "scheduler.warmup_t=1",
+                       "scheduler.warmup_lr_init=1e-4"], tmp_path, capsys)
+    assert "step" in err and "last.ckpt" in err
+    run_dir = tmp_path / "run"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    metrics = metrics_of(run_dir)
+    assert metrics["status"].startswith("failed") and metrics["epochs"] >= 1
+
+
+@pytest.mark.parametrize("override,expected", [("experiment=nope", "table2_inpainting"), ("mixer=nope", "afno")])
+def test_unknown_config_names_list_valid_ones_without_traceback(train, override, expected):
+    result = train(override, "debug=smoke")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "nope" in result.stderr and expected in result.stderr
+
+
+def test_user_error_from_the_command_line_has_no_traceback(train):
+    result = train("debug=smoke", "mixer.name=nope", "count_flops=false")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "unknown mixer 'nope'" in result.stderr
