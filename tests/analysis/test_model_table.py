@@ -90,3 +90,17 @@ def test_scaling_study_fits_exponents_and_skips_cases_over_budget(model_table):
     assert all(case["seconds"] > 0 and case["peak_mib"] >= 0 for case in measured)
     assert study["exponents"]["gfn"]["time"] is not None
     assert "does not fit" in model_table.format_scaling(study)
+
+
+def test_afno_conv1d_skip_reading_counts_as_reference_md_says():
+    """A.2's text reading (a Conv1d "bias" per token) adds N*C^2 per layer: 278.4 GFLOPs (REFERENCE.md)."""
+    import hydra.utils
+    import torch
+
+    from afno_repro.analysis import count_flops
+    from afno_repro.config import compose
+
+    cfg = compose(["paper_model=table2/afno", "mixer.skip=conv1d"])
+    with torch.device("meta"):
+        model = hydra.utils.instantiate(cfg.backbone)
+    assert count_flops(model, (1, 3, 224, 224)).gflops == pytest.approx(278.4, rel=0.005)

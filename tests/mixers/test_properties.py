@@ -2,7 +2,7 @@
 
 A mixer added with ``@register_mixer`` is tested here without new code: shapes on odd and
 non-square grids, gradients to every parameter, circular shift-equivariance of the mixers
-registered with ``fourier=True``, running on a grid other than the one it was built for,
+registered with ``shift_equivariant=True``, running on a grid other than the one it was built for,
 the registry's errors, and bfloat16 autocast.
 """
 
@@ -27,7 +27,7 @@ MIXER_OPTIONS = {
     "aff": {"num_blocks": 4},
 }
 
-FOURIER_MIXERS = [name for name in list_mixers() if get_mixer_spec(name).fourier]
+SHIFT_EQUIVARIANT_MIXERS = [name for name in list_mixers() if get_mixer_spec(name).shift_equivariant]
 GRID_SIZE_MIXERS = [name for name in list_mixers() if "grid_size" in get_mixer_spec(name).options]
 
 
@@ -53,13 +53,13 @@ def test_gradients_reach_every_parameter(name):
     assert x.grad.any(), f"{name}: no gradient reaches the input tokens"
 
 
-@pytest.mark.parametrize("name", FOURIER_MIXERS)
-def test_fourier_mixers_circular_shift(name):
+@pytest.mark.parametrize("name", SHIFT_EQUIVARIANT_MIXERS)
+def test_shift_equivariant_mixers_commute_with_circular_shifts(name):
     """Rolling the input over H and W rolls the output by the same amount (convolution theorem).
 
-    ``fourier=True`` promises this: a roll multiplies each frequency by a phase, which commutes
+    ``shift_equivariant=True`` promises this: a roll multiplies each frequency by a phase, which commutes
     with a map that is linear and bias-free per frequency (GFN, FNO). Spectral mixers with biases
-    or nonlinearities per frequency (AFNO, AFF) break it and register with ``fourier=False``.
+    or nonlinearities per frequency (AFNO, AFF) break it and register with ``shift_equivariant=False``.
     """
     mixer = make_mixer(name).double().eval()
     x = torch.randn(2, 7, 5, DIM, dtype=torch.float64)
@@ -109,5 +109,5 @@ def test_bfloat16_autocast(name):
         out_fp32 = mixer(x)
     assert out_bf16.dtype == torch.bfloat16
     assert torch.isfinite(out_bf16).all() and torch.isfinite(out_fp32).all()
-    if get_mixer_spec(name).fourier:
+    if get_mixer_spec(name).spectral:
         assert out_fp32.dtype == torch.float32

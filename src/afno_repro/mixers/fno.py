@@ -17,7 +17,7 @@ from afno_repro.mixers.registry import register_mixer
 __all__ = ["FNO2D"]
 
 
-@register_mixer("fno", fourier=True)
+@register_mixer("fno", spectral=True, shift_equivariant=True)
 class FNO2D(nn.Module):
     """Discrete FNO: a separate complex channel-mixing matrix for every kept frequency.
 

@@ -35,7 +35,7 @@ def check_grid_size(grid_size, owner: str) -> tuple[int, int]:
     return height, width
 
 
-@register_mixer("gfn", fourier=True)
+@register_mixer("gfn", spectral=True, shift_equivariant=True)
 class GlobalFilter(nn.Module):
     """Global filter: element-wise complex gain per frequency and channel (GFNet).
 

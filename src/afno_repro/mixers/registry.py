@@ -33,13 +33,18 @@ class MixerSpec:
     ----------
     name: registry name (the value of ``mixer.name`` in the configs).
     cls: the ``nn.Module`` class.
-    fourier: True for mixers that act in the Fourier domain of the token grid; the test-suite
-        checks those for circular shift-equivariance.
+    spectral: True for mixers that act in the Fourier domain of the token grid (FFTs in float32
+        even under autocast, output in the input dtype; the test-suite checks that).
+    shift_equivariant: True for mixers that commute with circular shifts of the token grid (a
+        roll of the input rolls the output): the linear per-frequency ones (GFN, FNO). AFNO is
+        spectral but not shift-equivariant: its per-frequency biases and the ReLU/softshrink on
+        real and imaginary parts do not commute with the phase a shift puts on each frequency.
     """
 
     name: str
     cls: type[nn.Module]
-    fourier: bool = False
+    spectral: bool = False
+    shift_equivariant: bool = False
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -51,13 +56,15 @@ class MixerSpec:
 _REGISTRY: dict[str, MixerSpec] = {}
 
 
-def register_mixer(name: str, *, fourier: bool = False) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register_mixer(
+    name: str, *, spectral: bool = False, shift_equivariant: bool = False
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator adding a mixer to the registry under ``name``."""
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"mixer name {name!r} is already registered to {_REGISTRY[name].cls.__name__}")
-        _REGISTRY[name] = MixerSpec(name=name, cls=cls, fourier=fourier)
+        _REGISTRY[name] = MixerSpec(name=name, cls=cls, spectral=spectral, shift_equivariant=shift_equivariant)
         return cls
 
     return decorator

@@ -1,0 +1,500 @@
+"""Adaptive Fourier Neural Operator mixers (paper Section 4, Figure 3, Eqs. 5-8).
+
+``afno`` is the paper's mixer: a block-diagonal complex two-layer MLP shared by all frequencies of
+the ``rfft2`` of the token grid, followed by soft-thresholding. ``afno_static`` is Table 6's
+"non-adaptive weights" ablation: the same machinery with a single block-diagonal complex linear map.
+
+Both keep every complex tensor as a real tensor with a leading axis of size 2 (real, imaginary), the
+layout of the public AFNO checkpoints (FourCastNet, physicsnemo), so those weights load unchanged.
+Where the speed over the reference formulation (four real einsums per complex layer, into zeroed
+buffers) comes from, measured by ``scripts/benchmark_mixers.py``:
+
+- the complex block products use Gauss' three-multiplication trick in a custom autograd function,
+  three real matrix products per complex product instead of four, forward and backward, on
+  contiguous ``(k, tokens, block)`` batches with no zero buffers;
+- the real FFTs have hand-written backwards (one inverse real FFT each, where torch's backward of
+  ``rfft`` runs a complex FFT of twice the size), run on the channels-first view, and with a
+  low-pass only the kept modes are transformed along H and fed to the MLP.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from afno_repro.mixers.registry import register_mixer
+
+__all__ = ["AFNO2D", "AFNOStatic", "SpectralBlockMixer", "complex_block_linear", "low_pass_cutoff"]
+
+_SKIPS = ("identity", "conv1d")
+
+
+def low_pass_cutoff(size: int, hard_thresholding_fraction: float) -> int | None:
+    """Cut-off ``m`` of the low-pass along a spatial axis of ``size`` tokens, ``None`` to keep all.
+
+    The paper keeps "the bottom 35% frequencies", which "in practice means we keep 32/56 frequencies
+    of the tokens along each spatial dimension" (A.6). Read per dimension, 35% of 56 would be 19.6;
+    the two statements agree only if the fraction is the share of the 2-D spectrum that is kept, so
+    each axis keeps ``sqrt(fraction)`` of its frequencies: ``m = floor(sqrt(fraction) * size / 2)``
+    and the kept frequencies are ``k in [-m, m)`` along the full FFT axis (the first ``m`` and the
+    last ``m`` entries, ``2 m`` in all) and ``k < m`` along the half-spectrum ``rfft`` axis. At 56
+    tokens and 35% that is ``m = 16``: 32 of the 56 frequencies, as A.6 states; 25% keeps half of
+    each axis. A fraction of 1 keeps every mode (also on odd grids, where ``2 m < size``); at least
+    the zero frequency is always kept. The output being real, the one kept mode whose conjugate is
+    not kept, ``(k_h, k_w) = (-m, 0)``, also shows up mirrored at ``(m, 0)`` in the output spectrum.
+
+    Parameters
+    ----------
+    size : int
+        Number of tokens along the axis.
+    hard_thresholding_fraction : float
+        Share of the 2-D spectrum to keep, in ``(0, 1]``.
+
+    Returns
+    -------
+    int or None
+        ``m``, or ``None`` when the fraction is 1.
+
+    Examples
+    --------
+    >>> low_pass_cutoff(56, 0.35)
+    16
+    >>> low_pass_cutoff(56, 1.0) is None
+    True
+    """
+    if hard_thresholding_fraction >= 1.0:
+        return None
+    return max(1, math.floor(math.sqrt(hard_thresholding_fraction) * size / 2))
+
+
+class _ComplexBlockMatmul(torch.autograd.Function):
+    """``x @ weight + bias`` on complex block tensors stored as (real, imaginary) pairs.
+
+    Each complex product ``(a + ib)(c + id)`` costs three real matrix products (Gauss):
+    ``t1 = (a + b) c``, ``re = t1 - b (c + d)``, ``im = t1 + a (d - c)``; the backward products
+    ``dx = dy w^H`` and ``dw = x^H dy`` are done the same way, so forward and backward use 9 real
+    products per layer where the reference formulation uses 12.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        xr, xi = x[0], x[1]
+        wr, wi = weight[0], weight[1]
+        x_sum, w_sum, w_diff = xr + xi, wr + wi, wi - wr
+        y = x.new_empty(2, x.shape[1], x.shape[2], weight.shape[-1])
+        # t1 is written where the imaginary part goes, so only the real part needs a copy of it.
+        t1 = torch.bmm(x_sum, wr, out=y[1])
+        torch.baddbmm(t1, xi, w_sum, alpha=-1, out=y[0])
+        torch.baddbmm(t1, xr, w_diff, out=t1)
+        y += bias.unsqueeze(2)
+        ctx.save_for_backward(x, x_sum, wr, w_sum, w_diff)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, x_sum, wr, w_sum, w_diff = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        gr, gi = grad_y[0], grad_y[1]
+        grad_sum = gr + gi
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # dx = dy w^H: Gauss with a1 = gr, a2 = gi, b1 = wr^T, b2 = -wi^T.
+            grad_x = torch.empty_like(x)
+            t1 = torch.bmm(grad_sum, wr.mT, out=grad_x[1])
+            torch.baddbmm(t1, gi, w_diff.mT, out=grad_x[0])
+            torch.baddbmm(t1, gr, w_sum.mT, alpha=-1, out=t1)
+        if ctx.needs_input_grad[1]:
+            # dw = conj(x^T conj(dy)): written this way the Gauss sum is xr + xi, kept from the forward.
+            grad_weight = x.new_empty(2, *wr.shape)
+            t1 = torch.bmm(x_sum.mT, gr, out=grad_weight[0])
+            torch.baddbmm(t1, x[0].mT, grad_sum, beta=-1, out=grad_weight[1])
+            torch.baddbmm(t1, x[1].mT, gi - gr, out=t1)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum(dim=2)
+        return grad_x, grad_weight, grad_bias
+
+
+def _scale_mirrored_columns_(spectrum: torch.Tensor, dim: int, size: int, factor: float) -> torch.Tensor:
+    """Multiply in place the half-spectrum entries along ``dim`` that stand for two frequencies (all
+    but the zero and, for even ``size``, the Nyquist one) by ``factor``; returns ``spectrum``."""
+    count = min((size + 1) // 2, spectrum.shape[dim]) - 1
+    if count > 0:
+        spectrum.narrow(dim, 1, count).mul_(factor)
+    return spectrum
+
+
+class _OrthoRFFT(torch.autograd.Function):
+    """``rfftn(x, dim=dims, norm="ortho")`` with a backward that is a single ``irfftn``.
+
+    torch differentiates ``rfft`` by zero-padding the gradient to the full spectrum and running a
+    complex FFT twice the size, the costliest step of the mixer's backward. The adjoint of the
+    orthonormal real FFT is the ``irfft`` of the gradient with the entries that stand for two
+    frequencies halved.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dims):
+        ctx.dims, ctx.sizes = dims, tuple(x.shape[d] for d in dims)
+        return torch.fft.rfftn(x, dim=dims, norm="ortho")
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = _scale_mirrored_columns_(grad.clone(), ctx.dims[-1], ctx.sizes[-1], 0.5)
+        return torch.fft.irfftn(grad, s=ctx.sizes, dim=ctx.dims, norm="ortho"), None
+
+
+class _OrthoIRFFT(torch.autograd.Function):
+    """``irfftn(z, s=sizes, dim=dims, norm="ortho")`` with a backward that is a single ``rfftn``.
+
+    The adjoint of :class:`_OrthoRFFT`'s backward: ``rfftn`` of the gradient with the entries that
+    stand for two frequencies doubled, cut to ``z``'s length where ``irfftn`` zero-filled.
+    """
+
+    @staticmethod
+    def forward(ctx, z, sizes, dims):
+        ctx.dims, ctx.sizes, ctx.length = dims, sizes, z.shape[dims[-1]]
+        return torch.fft.irfftn(z, s=sizes, dim=dims, norm="ortho")
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_z = torch.fft.rfftn(grad, dim=ctx.dims, norm="ortho")
+        return _scale_mirrored_columns_(grad_z, ctx.dims[-1], ctx.sizes[-1], 2.0).narrow(ctx.dims[-1], 0, ctx.length), None, None
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    Undoing the (real, imaginary) interleaving leaves a strided gradient, on which the element-wise
+    backward kernels of soft-thresholding and ReLU run several times slower than on a contiguous one.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def complex_block_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal complex linear map ``x W + b`` (paper Eq. 5) shared by all frequencies.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(2, k, T, n)``: real and imaginary parts of ``T`` frequencies, ``k`` channel blocks of ``n``.
+    weight : torch.Tensor
+        ``(2, k, n, h)`` in the public checkpoint layout (real, imaginary).
+    bias : torch.Tensor
+        ``(2, k, h)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(2, k, T, h)``, computed with three real matrix products per complex product.
+
+    Examples
+    --------
+    >>> x, w, b = torch.randn(2, 4, 10, 3), torch.randn(2, 4, 3, 5), torch.randn(2, 4, 5)
+    >>> y = complex_block_linear(x, w, b)
+    >>> z = torch.complex(x[0], x[1]) @ torch.complex(w[0], w[1]) + torch.complex(b[0], b[1])[:, None]
+    >>> torch.allclose(torch.complex(y[0], y[1]), z, atol=1e-5)
+    True
+    """
+    return _ComplexBlockMatmul.apply(x.contiguous(), weight.to(x.dtype), bias.to(x.dtype))
+
+
+class SpectralBlockMixer(nn.Module, abc.ABC):
+    """Shared machinery of the AFNO family: skip, float32 ``rfft2``, low-pass, blocks, ``irfft2``.
+
+    A subclass implements :meth:`spectral_op`, a map on the kept frequencies in the block layout
+    ``(2, k, T, n)`` (real/imaginary, block, frequency token, channel within the block). The mixer
+    computes, for input ``x`` of shape ``(B, H, W, C)``::
+
+        irfft2(lowpass(spectral_op(lowpass(rfft2(x))))) + skip(x)
+
+    with both FFTs ``norm="ortho"`` over ``(H, W)`` and everything between them in float32 even under
+    autocast (half-precision FFTs lose too much; the result is cast back to the input dtype).
+
+    Parameters
+    ----------
+    dim : int
+        Channels ``C``.
+    num_blocks : int
+        Number ``k`` of diagonal channel blocks (Eq. 5); must divide ``dim``.
+    hard_thresholding_fraction : float
+        Share of the spectrum kept by a true low-pass, in ``(0, 1]``; see :func:`low_pass_cutoff`.
+        Modes outside it are neither computed nor passed on (their output spectrum is zero).
+    skip : {"identity", "conv1d"}
+        The residual the paper calls "bias" in Figure 3: the input itself (released code, and what the
+        paper's parameter and FLOP counts fit), or "a 1D convolution layer as the bias" (A.2, A.5):
+        ``Conv1d(C, C, 1)``, a per-token linear map with bias.
+    """
+
+    def __init__(self, dim: int, *, num_blocks: int, hard_thresholding_fraction: float, skip: str):
+        super().__init__()
+        if num_blocks < 1 or dim % num_blocks:
+            divisors = [d for d in range(1, dim + 1) if dim % d == 0]
+            raise ValueError(
+                f"num_blocks={num_blocks} does not divide dim={dim}: the channels are split into "
+                f"num_blocks equal blocks (paper Eq. 5). Valid num_blocks for dim={dim}: {divisors}. "
+                "Pick one of these, or change the width."
+            )
+        if not 0.0 < hard_thresholding_fraction <= 1.0:
+            raise ValueError(
+                f"hard_thresholding_fraction={hard_thresholding_fraction} is outside (0, 1]: it is the "
+                "share of the spectrum the low-pass keeps (1.0 keeps every mode, 0.35 is paper A.6's "
+                "'AFNO-35%'). Pass a value in (0, 1]."
+            )
+        if skip not in _SKIPS:
+            raise ValueError(
+                f"skip={skip!r} is not a known residual; valid choices are {_SKIPS}: 'identity' adds the "
+                "input (released code, default), 'conv1d' adds Conv1d(C, C, 1) of the input (paper A.2's "
+                "'1D convolution layer as the bias'). Pass one of these."
+            )
+        self.dim = dim
+        self.num_blocks = num_blocks
+        self.block_size = dim // num_blocks
+        self.hard_thresholding_fraction = hard_thresholding_fraction
+        self.skip = nn.Conv1d(dim, dim, kernel_size=1) if skip == "conv1d" else None
+
+    @abc.abstractmethod
+    def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
+        """Map the kept modes ``(2, k, T, n)`` to new ones of the same shape."""
+
+    @abc.abstractmethod
+    def complex_weights(self) -> list[torch.Tensor]:
+        """The ``(2, k, n, h)`` block weights applied to every kept mode, for :meth:`reference_macs`."""
+
+    def cutoffs(self, h: int, w: int) -> tuple[int | None, int | None]:
+        """Low-pass cut-offs ``(m_h, m_w)`` on an ``h x w`` grid; ``None`` keeps the whole axis."""
+        m_h = low_pass_cutoff(h, self.hard_thresholding_fraction)
+        # A one-token axis holds only the zero frequency; [-m, m) would list it twice.
+        if m_h is not None and 2 * m_h >= h:
+            m_h = None
+        return m_h, low_pass_cutoff(w, self.hard_thresholding_fraction)
+
+    def kept_modes(self, h: int, w: int) -> int:
+        """Number of ``rfft2`` modes the low-pass keeps on an ``h x w`` grid."""
+        m_h, m_w = self.cutoffs(h, w)
+        rows = h if m_h is None else 2 * m_h
+        cols = w // 2 + 1 if m_w is None else m_w
+        return rows * cols
+
+    def reference_macs(self, h: int, w: int) -> int:
+        """Multiply-accumulates of this mixer in the reference formulation, for one sample.
+
+        The reference does four real einsums per complex block product, over the kept modes only:
+        ``4 * kept_modes * k * n * h`` per layer. This mixer's kernel does three (Gauss), so a shape
+        counter such as ``torch.utils.flop_counter`` sees exactly 3/4 of that; the accounting
+        (``afno_repro.analysis``) replaces what it traced inside this module by this number. The
+        ``conv1d`` skip, a per-token ``C x C`` linear map, is included (``h * w * C^2``); FFTs and
+        element-wise operations are not, as in the paper's convention.
+        """
+        spectral = 4 * self.kept_modes(h, w) * sum(weight[0].numel() for weight in self.complex_weights())
+        skip = 0 if self.skip is None else h * w * self.skip.weight.shape[0] * self.skip.weight.shape[1]
+        return spectral + skip
+
+    def _skip(self, x: torch.Tensor) -> torch.Tensor:
+        if self.skip is None:
+            return x
+        # A kernel-1 Conv1d over the tokens is a per-token linear map; applied as one it stays
+        # channels-last, while the Conv1d keeps the parameter layout of checkpoints that have it.
+        return F.linear(x, self.skip.weight.squeeze(-1), self.skip.bias)
+
+    # The 2-D FFT is done as two 1-D FFTs, each over the innermost axis of a contiguous tensor:
+    # torch's CPU FFT copies strided input into that layout anyway, and doing the transposes here
+    # (channels-first for W, then (W, H) swapped for H) folds them into copies that are needed
+    # regardless and lets the block layout be built from the result with one copy. Tokens are
+    # ordered (batch, W frequency, H frequency), the same way in both directions.
+    def _kept_spectrum(self, x: torch.Tensor, m_h: int | None, m_w: int | None) -> torch.Tensor:
+        """``rfft2(x)`` on the kept modes only, in the block layout ``(2, k, T, n)``."""
+        z = _OrthoRFFT.apply(x.permute(0, 3, 1, 2), (3,))
+        if m_w is not None:
+            # Dropping the high W columns before the H transform spares that transform on them.
+            z = z[..., :m_w]
+        z = torch.fft.fft(z.transpose(2, 3).contiguous(), dim=3, norm="ortho")
+        if m_h is not None:
+            z = torch.cat((z[..., :m_h], z[..., -m_h:]), dim=3)
+        b, _, cols, rows = z.shape
+        z = torch.view_as_real(z).reshape(b, self.num_blocks, self.block_size, cols, rows, 2)
+        return z.permute(5, 1, 0, 3, 4, 2).contiguous().view(2, self.num_blocks, b * cols * rows, self.block_size)
+
+    def _grid_from_modes(self, y: torch.Tensor, b: int, h: int, w: int, m_h: int | None, m_w: int | None) -> torch.Tensor:
+        """``irfft2`` of the kept modes ``y`` (block layout), every dropped mode being zero."""
+        rows = h if m_h is None else 2 * m_h
+        cols = w // 2 + 1 if m_w is None else m_w
+        y = y.reshape(2, self.num_blocks, b, cols, rows, self.block_size).permute(2, 1, 5, 3, 4, 0)
+        y = torch.view_as_complex(y.contiguous().view(b, self.dim, cols, rows, 2))
+        if m_h is not None:
+            y = torch.cat((y[..., :m_h], y.new_zeros(b, self.dim, cols, h - rows), y[..., m_h:]), dim=3)
+        y = torch.fft.ifft(y, dim=3, norm="ortho").transpose(2, 3).contiguous()
+        # irfft zero-fills the dropped high W columns itself, so no full-size zero spectrum is built.
+        return _OrthoIRFFT.apply(y, (w,), (3,)).permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects tokens of shape (B, H, W, {self.dim}), got {tuple(x.shape)}; "
+                "reshape the sequence to its (H, W) grid with channels last."
+            )
+        b, h, w, _ = x.shape
+        m_h, m_w = self.cutoffs(h, w)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            z = self._kept_spectrum(x.to(torch.promote_types(x.dtype, torch.float32)), m_h, m_w)
+            y = self._grid_from_modes(_ContiguousGrad.apply(self.spectral_op(z)), b, h, w, m_h, m_w)
+        # The skip goes first so that the sum takes its channels-last memory layout.
+        return self._skip(x) + y.to(x.dtype)
+
+
+@register_mixer("afno", spectral=True)
+class AFNO2D(SpectralBlockMixer):
+    """Adaptive Fourier Neural Operator token mixer (paper Section 4, Figure 3, Eqs. 5-8).
+
+    For tokens ``x`` of shape ``(B, H, W, C)``: ``z = rfft2(x)`` over the grid, split into ``k``
+    channel blocks, a complex two-layer block MLP shared by all frequencies (Eq. 6)
+    ``o = W2 ReLU(W1 z + b1) + b2`` with ReLU on real and imaginary parts separately, soft-thresholding
+    ``S_lambda`` on real and imaginary parts separately (Eq. 8), ``irfft2`` back, plus the skip. The
+    output has the input's shape and dtype, for any grid (odd and non-square included): nothing
+    depends on the grid the model was built for.
+
+    Parameters are stored in the public checkpoint layout (leading axis = real, imaginary):
+    ``w1 (2, k, C/k, C/k*f)``, ``b1 (2, k, C/k*f)``, ``w2 (2, k, C/k*f, C/k)``, ``b2 (2, k, C/k)``,
+    initialised ``0.02 * randn``.
+
+    Parameters
+    ----------
+    dim : int
+        Channels ``C``.
+    num_blocks : int, default 8
+        Diagonal blocks ``k`` (Eq. 5); must divide ``dim``.
+    sparsity_threshold : float, default 0.01
+        ``lambda`` of the soft-thresholding (paper text, A.6 and released code; A.2 and A.5 say 0.1).
+        0 disables it (paper A.6's "AFNO-35%", "no sparsity threshold").
+    hidden_size_factor : int, default 1
+        Width of the MLP hidden layer relative to the block size.
+    hard_thresholding_fraction : float, default 1.0
+        Share of the spectrum kept by a true low-pass (:func:`low_pass_cutoff`); 0.35 keeps 32 of 56
+        frequencies per axis (A.6). Dropped modes are not computed.
+    skip : {"identity", "conv1d"}, default "identity"
+        Residual: the input, or ``Conv1d(C, C, 1)`` of it (the paper's "1D convolution as the bias").
+
+    Notes
+    -----
+    The mixer is not shift-equivariant over the grid: a circular shift multiplies each frequency by a
+    phase, which does not commute with the biases, ReLU and soft-thresholding acting on real and
+    imaginary parts separately. It is therefore registered with ``shift_equivariant=False`` (the registry's
+    flag marks the mixers tested for circular shift-equivariance), as are ``afno_static`` (its
+    bias breaks equivariance) and ``aff``.
+
+    Examples
+    --------
+    >>> mixer = AFNO2D(64, num_blocks=8)
+    >>> mixer(torch.randn(2, 7, 5, 64)).shape
+    torch.Size([2, 7, 5, 64])
+    >>> mixer.w1.shape
+    torch.Size([2, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_blocks: int = 8,
+        sparsity_threshold: float = 0.01,
+        hidden_size_factor: int = 1,
+        hard_thresholding_fraction: float = 1.0,
+        skip: str = "identity",
+    ):
+        super().__init__(dim, num_blocks=num_blocks, hard_thresholding_fraction=hard_thresholding_fraction, skip=skip)
+        if sparsity_threshold < 0:
+            raise ValueError(
+                f"sparsity_threshold={sparsity_threshold} is negative: it is the lambda of the "
+                "soft-thresholding S_lambda (paper Eq. 8). Use 0.01 (paper text), 0.1 (paper A.2) or 0 "
+                "to switch soft-thresholding off."
+            )
+        if not isinstance(hidden_size_factor, int) or hidden_size_factor < 1:
+            raise ValueError(
+                f"hidden_size_factor={hidden_size_factor!r} must be a positive integer: the MLP hidden "
+                "layer has block_size * hidden_size_factor channels per block. Use 1 (paper default)."
+            )
+        self.sparsity_threshold = sparsity_threshold
+        self.hidden_size_factor = hidden_size_factor
+        k, n = num_blocks, self.block_size
+        hidden = n * hidden_size_factor
+        self.w1 = nn.Parameter(0.02 * torch.randn(2, k, n, hidden))
+        self.b1 = nn.Parameter(0.02 * torch.randn(2, k, hidden))
+        self.w2 = nn.Parameter(0.02 * torch.randn(2, k, hidden, n))
+        self.b2 = nn.Parameter(0.02 * torch.randn(2, k, n))
+
+    def complex_weights(self) -> list[torch.Tensor]:
+        return [self.w1, self.w2]
+
+    def block_mlp(self, z: torch.Tensor) -> torch.Tensor:
+        """Complex block MLP and soft-thresholding on modes ``(2, k, T, n)`` (Eqs. 6 and 8)."""
+        z = F.relu(complex_block_linear(z, self.w1, self.b1))
+        z = complex_block_linear(z, self.w2, self.b2)
+        return F.softshrink(z, self.sparsity_threshold) if self.sparsity_threshold > 0 else z
+
+    def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
+        return self.block_mlp(z)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_blocks={self.num_blocks}, sparsity_threshold={self.sparsity_threshold}, "
+            f"hidden_size_factor={self.hidden_size_factor}, "
+            f"hard_thresholding_fraction={self.hard_thresholding_fraction}"
+        )
+
+
+@register_mixer("afno_static", spectral=True)
+class AFNOStatic(SpectralBlockMixer):
+    """AFNO with non-adaptive weights (paper Table 6, "AFNO [Non-Adaptive Weights]").
+
+    Per the authors' answer upstream, the ablation replaces the block MLP by a block-diagonal complex
+    LINEAR map shared by all frequencies: ``o = W z + b`` on each of the ``k`` blocks (Eq. 5 with
+    shared weights). No hidden layer, no ReLU and no soft-thresholding. Everything else (float32
+    ``rfft2``/``irfft2``, low-pass, skip) is :class:`SpectralBlockMixer`. Shapes: ``(B, H, W, C)`` in
+    and out, any grid. Parameters ``w (2, k, C/k, C/k)`` and ``b (2, k, C/k)``, ``0.02 * randn``.
+
+    Parameters
+    ----------
+    dim : int
+        Channels ``C``.
+    num_blocks : int, default 8
+        Diagonal blocks ``k``; must divide ``dim`` (A.6 uses 4).
+    hard_thresholding_fraction : float, default 1.0
+        Share of the spectrum kept by the low-pass (:func:`low_pass_cutoff`).
+    skip : {"identity", "conv1d"}, default "identity"
+        Residual, as for :class:`AFNO2D`.
+
+    Examples
+    --------
+    >>> mixer = AFNOStatic(64, num_blocks=4)
+    >>> mixer(torch.randn(2, 9, 12, 64)).shape
+    torch.Size([2, 9, 12, 64])
+    """
+
+    def __init__(
+        self, dim: int, *, num_blocks: int = 8, hard_thresholding_fraction: float = 1.0, skip: str = "identity"
+    ):
+        super().__init__(dim, num_blocks=num_blocks, hard_thresholding_fraction=hard_thresholding_fraction, skip=skip)
+        k, n = num_blocks, self.block_size
+        self.w = nn.Parameter(0.02 * torch.randn(2, k, n, n))
+        self.b = nn.Parameter(0.02 * torch.randn(2, k, n))
+
+    def complex_weights(self) -> list[torch.Tensor]:
+        return [self.w]
+
+    def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
+        return complex_block_linear(z, self.w, self.b)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_blocks={self.num_blocks}, hard_thresholding_fraction={self.hard_thresholding_fraction}"

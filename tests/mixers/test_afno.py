@@ -1,0 +1,277 @@
+"""AFNO and AFNO-static: maths against independent naive references, low-pass, layout, precision."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from afno_repro.mixers import afno, build_mixer, get_mixer_spec
+from afno_repro.mixers.afno import AFNO2D, AFNOStatic, complex_block_linear, low_pass_cutoff
+
+
+def randomise(module, std=0.5):
+    """Weights large enough that ReLU and soft-thresholding neither pass nor kill everything."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def kept_mask(h, w, fraction):
+    """Boolean (h, w//2+1) mask of the kept rfft2 modes, from the signed frequencies themselves."""
+    k_h = torch.fft.fftfreq(h, 1.0 / h).round().long()
+    k_w = torch.arange(w // 2 + 1)
+    if fraction >= 1.0:
+        return torch.ones(h, w // 2 + 1, dtype=torch.bool)
+    m_h = max(1, math.floor(math.sqrt(fraction) * h / 2))
+    m_w = max(1, math.floor(math.sqrt(fraction) * w / 2))
+    rows = (k_h >= -m_h) & (k_h < m_h) if 2 * m_h < h else torch.ones(h, dtype=torch.bool)
+    return rows[:, None] & (k_w < m_w)[None, :]
+
+
+def naive_afno(x, sd, num_blocks, sparsity_threshold, fraction=1.0, conv=None):
+    """AFNO in complex arithmetic, float64, over all modes then masked: independent of the kernel."""
+    b, h, w, c = x.shape
+    z = torch.fft.rfft2(x.double(), dim=(1, 2), norm="ortho").reshape(b, h, w // 2 + 1, num_blocks, c // num_blocks)
+
+    def cplx(t):
+        return torch.complex(t[0].double(), t[1].double())
+
+    def split_relu(t):
+        return torch.complex(F.relu(t.real), F.relu(t.imag))
+
+    o = split_relu(torch.einsum("bhwki,kio->bhwko", z, cplx(sd["w1"])) + cplx(sd["b1"]))
+    o = torch.einsum("bhwki,kio->bhwko", o, cplx(sd["w2"])) + cplx(sd["b2"])
+    if sparsity_threshold > 0:
+        o = torch.complex(F.softshrink(o.real, sparsity_threshold), F.softshrink(o.imag, sparsity_threshold))
+    o = o.reshape(b, h, w // 2 + 1, c) * kept_mask(h, w, fraction)[None, :, :, None]
+    y = torch.fft.irfft2(o, s=(h, w), dim=(1, 2), norm="ortho")
+    skip = x.double() if conv is None else x.double() @ conv.weight[:, :, 0].double().T + conv.bias.double()
+    return y + skip
+
+
+@pytest.mark.parametrize("grid", [(7, 5), (9, 12), (1, 4)])
+@pytest.mark.parametrize("name", ["afno", "afno_static"])
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_shape_and_dtype_on_odd_non_square_grids(name, grid, fraction):
+    mixer = build_mixer(name, 16, num_blocks=4, hard_thresholding_fraction=fraction)
+    x = torch.randn(2, *grid, 16)
+    y = mixer(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_blocks": 4},
+        {"num_blocks": 1, "hidden_size_factor": 2, "sparsity_threshold": 0.0},
+        {"num_blocks": 2, "hard_thresholding_fraction": 0.35, "skip": "conv1d"},
+        {"num_blocks": 8, "hard_thresholding_fraction": 0.6, "sparsity_threshold": 0.3},
+    ],
+)
+@pytest.mark.parametrize("grid", [(7, 5), (9, 12), (8, 8)])
+def test_afno_equals_naive_complex_reference(options, grid):
+    torch.manual_seed(0)
+    mixer = randomise(AFNO2D(16, **options)).double()
+    x = torch.randn(2, *grid, 16, dtype=torch.float64)
+    expected = naive_afno(
+        x,
+        mixer.state_dict(),
+        options["num_blocks"],
+        options.get("sparsity_threshold", 0.01),
+        options.get("hard_thresholding_fraction", 1.0),
+        mixer.skip,
+    )
+    torch.testing.assert_close(mixer(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_public_checkpoint_layout_loads_and_matches_reference():
+    torch.manual_seed(1)
+    dim, k, f = 24, 3, 2
+    n = dim // k
+    state = {
+        "w1": 0.3 * torch.randn(2, k, n, n * f),
+        "b1": 0.3 * torch.randn(2, k, n * f),
+        "w2": 0.3 * torch.randn(2, k, n * f, n),
+        "b2": 0.3 * torch.randn(2, k, n),
+    }
+    mixer = build_mixer("afno", dim, num_blocks=k, hidden_size_factor=f)
+    mixer.load_state_dict(state, strict=True)
+    assert {name: p.shape for name, p in mixer.state_dict().items()} == {name: t.shape for name, t in state.items()}
+    x = torch.randn(2, 6, 10, dim)
+    expected = naive_afno(x, state, k, 0.01)
+    torch.testing.assert_close(mixer(x).double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter():
+    for mixer in (randomise(AFNO2D(16, num_blocks=4, skip="conv1d")), randomise(AFNOStatic(16, num_blocks=4))):
+        mixer(torch.randn(2, 7, 5, 16)).square().sum().backward()
+        for name, p in mixer.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_complex_block_linear_gradcheck_and_value():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(complex_block_linear, (x, w, b))
+    y = complex_block_linear(x, w, b)
+    expected = torch.complex(x[0], x[1]) @ torch.complex(w[0], w[1]) + torch.complex(b[0], b[1])[:, None]
+    torch.testing.assert_close(torch.complex(y[0], y[1]), expected)
+
+
+def test_softshrink_zeroes_exactly_entries_within_lambda():
+    torch.manual_seed(0)
+    lam = 0.4
+    mixer = randomise(AFNO2D(8, num_blocks=2, sparsity_threshold=lam)).double()
+    z = torch.randn(2, 2, 50, 4, dtype=torch.float64)
+    out = mixer.spectral_op(z)
+    sd = mixer.state_dict()
+    zc = torch.complex(z[0], z[1])
+    hidden = zc @ torch.complex(sd["w1"][0], sd["w1"][1]) + torch.complex(sd["b1"][0], sd["b1"][1])[:, None]
+    hidden = torch.complex(F.relu(hidden.real), F.relu(hidden.imag))
+    pre = hidden @ torch.complex(sd["w2"][0], sd["w2"][1]) + torch.complex(sd["b2"][0], sd["b2"][1])[:, None]
+    pre = torch.stack((pre.real, pre.imag))
+    inside = pre.abs() <= lam
+    assert 0.1 < inside.double().mean() < 0.9
+    assert (out[inside] == 0).all()
+    torch.testing.assert_close(out[~inside], pre[~inside] - lam * pre[~inside].sign())
+
+
+def test_low_pass_cutoff_matches_paper_a6():
+    assert low_pass_cutoff(56, 0.35) == 16  # 2 * 16 = 32 of 56 frequencies per axis (A.6)
+    assert low_pass_cutoff(56, 0.25) == 14  # 25% of the spectrum = half of each axis
+    assert low_pass_cutoff(56, 1.0) is None
+    assert low_pass_cutoff(3, 0.01) == 1
+
+
+@pytest.mark.parametrize("grid, fraction, rows, cols", [((56, 56), 0.35, 32, 16), ((9, 12), 0.5, 6, 4), ((7, 5), 1.0, 7, 3)])
+def test_low_pass_output_spectrum_is_exactly_the_kept_modes(grid, fraction, rows, cols):
+    """Non-zero output modes = kept set (+ the conjugate mirror that irfft2 creates in column 0)."""
+    torch.manual_seed(0)
+    h, w = grid
+    mixer = randomise(AFNO2D(4, num_blocks=1, sparsity_threshold=0.0, hard_thresholding_fraction=fraction)).double()
+    x = torch.randn(1, h, w, 4, dtype=torch.float64)
+    spectrum = torch.fft.rfft2(mixer(x) - x, dim=(1, 2), norm="ortho").abs().amax(dim=(0, 3))
+    nonzero = spectrum > 1e-9
+    kept = kept_mask(h, w, fraction)
+    mirrored = kept.clone()
+    mirrored[:, 0] |= kept[(-torch.arange(h)) % h, 0]
+    assert nonzero[kept].all()
+    assert not nonzero[~mirrored].any()
+    assert nonzero[:, 1:].any(dim=1).sum() == rows or w // 2 + 1 == 1
+    assert nonzero.any(dim=0).sum() == cols
+    assert mixer.kept_modes(h, w) == rows * cols
+
+
+def test_no_grid_dependence():
+    mixer = randomise(AFNO2D(8, num_blocks=2)).double()
+    for grid in [(4, 4), (11, 3), (16, 9)]:
+        x = torch.randn(1, *grid, 8, dtype=torch.float64)
+        torch.testing.assert_close(mixer(x), naive_afno(x, mixer.state_dict(), 2, 0.01))
+
+
+def test_afno_static_is_a_per_frequency_block_diagonal_linear_map():
+    torch.manual_seed(0)
+    dim, k = 12, 3
+    mixer = randomise(AFNOStatic(dim, num_blocks=k)).double()
+    assert {n: tuple(p.shape) for n, p in mixer.named_parameters()} == {"w": (2, k, 4, 4), "b": (2, k, 4)}
+    x = torch.randn(2, 5, 6, dim, dtype=torch.float64)
+    w = torch.complex(mixer.w[0], mixer.w[1]).detach()
+    matrix = torch.block_diag(*w)  # (C, C), zero off the diagonal blocks
+    bias = torch.complex(mixer.b[0], mixer.b[1]).detach().reshape(dim)
+    z = torch.fft.rfft2(x, dim=(1, 2), norm="ortho")
+    expected = torch.fft.irfft2(z @ matrix + bias, s=(5, 6), dim=(1, 2), norm="ortho") + x
+    torch.testing.assert_close(mixer(x), expected)
+
+
+def test_reference_macs_and_what_a_flop_counter_sees():
+    mixer = AFNO2D(750, num_blocks=1)
+    assert mixer.reference_macs(56, 56) == 8 * 56 * 29 * 750 * 750  # Table 2's AFNO mixer convention
+    small = AFNO2D(16, num_blocks=4, hidden_size_factor=2, hard_thresholding_fraction=0.35)
+    with FlopCounterMode(display=False) as counter:
+        small(torch.randn(3, 12, 10, 16))
+    assert counter.get_total_flops() // 2 == 3 * small.reference_macs(12, 10) * 3 // 4  # Gauss: 3 of 4
+
+
+class _DtypeRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.dtypes = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name.startswith("_fft") or name in ("bmm", "baddbmm"):
+            self.dtypes.setdefault(name, set()).add(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["afno", "afno_static"])
+def test_bf16_autocast_keeps_float32_spectral_maths(name):
+    mixer = build_mixer(name, 16, num_blocks=4)
+    x = torch.randn(2, 7, 6, 16).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16), _DtypeRecorder() as recorder:
+        y = mixer(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    assert set().union(*recorder.dtypes.values()) <= {torch.float32, torch.complex64}
+    assert {"_fft_r2c", "_fft_c2r", "bmm"} <= set(recorder.dtypes)
+    torch.testing.assert_close(y.float(), mixer(x.float()), rtol=2e-2, atol=2e-2)
+
+
+def test_invalid_options_raise_value_error():
+    with pytest.raises(ValueError, match=r"\[1, 2, 3, 4, 6, 12\]"):
+        AFNO2D(12, num_blocks=5)
+    with pytest.raises(ValueError, match="hard_thresholding_fraction"):
+        AFNO2D(12, num_blocks=4, hard_thresholding_fraction=0.0)
+    with pytest.raises(ValueError, match="identity"):
+        AFNOStatic(12, num_blocks=4, skip="conv2d")
+    with pytest.raises(ValueError, match="sparsity_threshold"):
+        AFNO2D(12, num_blocks=4, sparsity_threshold=-0.1)
+    with pytest.raises(ValueError, match=r"\(B, H, W, 12\)"):
+        AFNO2D(12, num_blocks=4)(torch.randn(2, 5, 5, 8))
+
+
+@pytest.mark.parametrize("name", ["afno", "afno_static"])
+def test_registered_as_not_shift_equivariant_because_it_is_not(name):
+    """The registry's ``shift_equivariant`` flag promises circular shift-equivariance; biases break it."""
+    assert get_mixer_spec(name).shift_equivariant is False
+    mixer = randomise(build_mixer(name, 8, num_blocks=2))
+    x = torch.randn(1, 8, 8, 8)
+    shifted = mixer(torch.roll(x, (2, 3), (1, 2)))
+    assert (shifted - torch.roll(mixer(x), (2, 3), (1, 2))).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("grid", [(7, 5), (6, 8), (4, 1)])
+@pytest.mark.parametrize("dims", [(1, 2), (2,)])
+def test_fft_backwards_are_the_adjoints(grid, dims):
+    """The hand-written FFT backwards (one inverse transform each) equal autograd's numerically."""
+    x = torch.randn(2, *grid, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: afno._OrthoRFFT.apply(t, dims), (x,))
+    sizes = tuple(grid[d - 1] for d in dims)
+    for cols in {grid[1] // 2 + 1, max(1, grid[1] // 2)}:  # full half-spectrum, and zero-filled by irfft
+        z = torch.randn(2, grid[0], cols, 3, dtype=torch.complex128, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: afno._OrthoIRFFT.apply(t, sizes, dims), (z,))
+
+
+def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, capsys):
+    """scripts/benchmark_mixers.py checks our kernel against its reference and fails loudly."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "scripts" / "benchmark_mixers.py"
+    spec = importlib.util.spec_from_file_location("benchmark_mixers", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    try:
+        assert benchmark.main(["--quick", "--repeats", "1", "--threads", "1"]) == 0
+        monkeypatch.setattr(AFNO2D, "spectral_op", lambda self, z: 1.001 * self.block_mlp(z))
+        assert benchmark.main(["--quick", "--repeats", "1", "--threads", "1"]) == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert "FAILED" in capsys.readouterr().err
