@@ -80,7 +80,7 @@ def _finish_wandb() -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish(quiet=True)
+            wandb.finish()
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -48,14 +48,15 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def _swept(rows: list[dict[str, Any]]) -> list[str]:
-    """Labels that tell the runs apart: the paper row, else the mixer options that vary."""
+    """Labels that tell the runs apart: the paper row (else the mixer), plus the mixer options that
+    vary between runs of the same row (e.g. Figure 4's sparsity threshold)."""
+    bases = [r.get("paper_model") or r["mixer"] for r in rows]
     labels = []
-    options = [r.get("mixer_options", {}) for r in rows]
-    varying = {k for o in options for k in o if len({str(other.get(k)) for other in options}) > 1}
-    for r in rows:
-        label = r.get("paper_model") or r["mixer"]
-        extra = ", ".join(f"{k}={r['mixer_options'][k]}" for k in sorted(varying))
-        labels.append(f"{label} {extra}".strip())
+    for base, row in zip(bases, rows):
+        siblings = [r.get("mixer_options", {}) for b, r in zip(bases, rows) if b == base]
+        options = row.get("mixer_options", {})
+        varying = sorted(k for k in options if len({str(o.get(k)) for o in siblings}) > 1)
+        labels.append(" ".join([base, *(f"{k}={options[k]}" for k in varying)]))
     return labels
 
 
