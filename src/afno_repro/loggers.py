@@ -53,6 +53,9 @@ def make_wandb_logger(
     """A :class:`~pytorch_lightning.loggers.WandbLogger` whose mode is chosen by :func:`wandb_mode`."""
     resolved = wandb_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    # The run's own summary (afno_repro.train) says where the W&B run is and how to sync it; W&B's
+    # end-of-run banner would push that summary off the screen.
+    os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(
         project=project,
         save_dir=save_dir,

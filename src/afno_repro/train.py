@@ -131,6 +131,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from afno_repro.tasks.baselines import evaluate_baselines
 
         summary["baselines"] = evaluate_baselines(datamodule.val_dataloader(), max_batches=cfg.get("baseline_batches"))
+    _finish_wandb()
     if trainer.is_global_zero:
         _write_metrics(run_dir, summary, started)
         print(_format_summary(summary), flush=True)
@@ -229,8 +230,11 @@ def _format_summary(summary: dict[str, Any]) -> str:
     model = f"{summary['mixer']}{params}, final"
     lines.append(f"{model:<34}{_fmt(summary['final']['psnr'], 2):>10}{_fmt(summary['final']['ssim'], 4):>9}")
     lines.append(f"{summary['mixer'] + ', best epoch':<34}{_fmt(summary['best']['psnr'], 2):>10}{_fmt(summary['best']['ssim'], 4):>9}")
-    lines += [f"run directory: {summary['run_dir']}  (metrics.json, checkpoints/, images/val_latest.png)", ""]
-    return "\n".join(lines)
+    lines.append(f"run directory: {summary['run_dir']}  (metrics.json, checkpoints/, images/val_latest.png)")
+    offline = sorted(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
+    if offline:
+        lines.append(f"W&B offline run: wandb sync {offline[-1]}")
+    return "\n".join(lines + [""])
 
 
 def _fmt(value: float | None, digits: int) -> str:

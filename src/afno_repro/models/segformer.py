@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import calculate_drop_path_rates, to_2tuple
 from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
 from afno_repro.mixers import build_mixer, get_mixer_spec
 from afno_repro.models.heads import AllMLPDecodeHead
-from afno_repro.models.vit import Block, init_outside, mixer_name_and_options
+from afno_repro.models.vit import Block, init_outside, init_vit_weights, mixer_name_and_options
 
 __all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES"]
 
@@ -113,15 +113,9 @@ class MiTStage(nn.Module):
 
 
 def _init_mit_weights(module: nn.Module) -> None:
-    # SegFormer's init: He-normal on fan-out for convs, truncated normal for linear layers.
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
+    # SegFormer's init: ViT's for linear layers and norms, He-normal on fan-out for convs.
+    init_vit_weights(module)
+    if isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, std=math.sqrt(2.0 / fan_out))
         if module.bias is not None:

@@ -65,7 +65,7 @@ def init_outside(root: nn.Module, excluded: Iterable[nn.Module], init_fn: Callab
             init_fn(module)
 
 
-def _init_vit_weights(module: nn.Module) -> None:
+def init_vit_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -258,7 +258,7 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
-        init_outside(self, [block.mixer for block in self.blocks], _init_vit_weights)
+        init_outside(self, [block.mixer for block in self.blocks], init_vit_weights)
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
         self.reset_head(head, num_classes)
@@ -287,7 +287,7 @@ class ViT(nn.Module):
             self.head = ClassifierHead(self.embed_dim, num_classes, pool_type="avg", input_fmt="NHWC")
         else:
             self.head = nn.Identity()
-        self.head.apply(_init_vit_weights)
+        self.head.apply(init_vit_weights)
         self.head_name = head
         self.num_classes = num_classes if head in ("segmentation", "classification") else None
 
