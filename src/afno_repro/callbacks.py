@@ -20,9 +20,11 @@ class RNGStateCheckpoint(pl.Callback):
     """
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # Plain tuples, ints and tensors only, so the checkpoint loads with weights_only=True.
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -32,7 +34,8 @@ class RNGStateCheckpoint(pl.Callback):
         if states is None:
             return
         random.setstate(states["python"])
-        np.random.set_state(states["numpy"])
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])

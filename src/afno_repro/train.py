@@ -89,7 +89,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
+    # which must load with torch.load(weights_only=True).
+    datamodule = instantiate(cfg.data, _convert_="all")
     backbone = instantiate(cfg.backbone)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)

@@ -32,6 +32,6 @@ def test_wandb_offline_by_default_and_csv_always(train, tmp_path, metrics_of):
 
 def test_slurm_launcher_config(train):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = train("-m", "hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher")
+    result = train("hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout and "tasks_per_node" in result.stdout

@@ -300,14 +300,23 @@ class InpaintingTask(pl.LightningModule):
                 "validation images the reconstruction grid shows; use 0 to switch the grid off or a "
                 "small count such as 4."
             )
-        self.save_hyperparameters(logger=False, ignore=["backbone"])
+        # The backbone and the optimizer/scheduler factories are objects, not hyperparameters: kept
+        # out so checkpoints hold plain data and load with torch.load(weights_only=True). The full
+        # config is saved by Hydra in the run directory (.hydra/config.yaml).
+        self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "scheduler"])
         self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
 
         self.train_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
         self.val_metrics = image_quality_metrics()
         self.test_metrics = image_quality_metrics()
         self.val_psnr_best = MaxMetric()
         self.val_ssim_best = MaxMetric()
+        # The best-so-far values are part of the training state: saved in checkpoints so a resumed
+        # run reports the same best epoch as an uninterrupted one.
+        self.val_psnr_best.persistent(True)
+        self.val_ssim_best.persistent(True)
         self._grid_batch: tuple[Tensor, Tensor, Tensor] | None = None
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -416,10 +425,10 @@ class InpaintingTask(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         interval = self.hparams.scheduler_interval
         if isinstance(scheduler, TimmScheduler) and scheduler.t_in_epochs != (interval == "epoch"):
             raise ValueError(
