@@ -111,3 +111,12 @@ def test_bfloat16_autocast(name):
     assert torch.isfinite(out_bf16).all() and torch.isfinite(out_fp32).all()
     if get_mixer_spec(name).spectral:
         assert out_fp32.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", list_mixers())
+def test_runs_on_the_meta_device(name):
+    """FLOP accounting and parameter counting trace models on the meta device: every mixer must run there."""
+    with torch.device("meta"):
+        mixer = make_mixer(name)
+        out = mixer(torch.randn(2, 7, 5, DIM))
+    assert out.shape == (2, 7, 5, DIM) and out.device.type == "meta"

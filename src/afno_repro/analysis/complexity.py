@@ -244,9 +244,8 @@ def count_flops(
         (the paper's Table 2), ``"both"`` as its two (Table 4, and ``FlopCounterMode`` itself).
     device: where to trace. ``"meta"`` (default) computes and allocates nothing, so any size takes
         seconds: parameters and input become storage-less fake tensors (torch's ``FakeTensorMode``)
-        that present as CPU tensors, so device-dependent code in the model (an autocast region,
-        the choice of attention kernel) takes its CPU path; the true meta device would reject
-        ``torch.autocast("meta")``. A real device runs the model (needed only by a model with
+        that present as CPU tensors, so device-dependent code in the model (the choice of
+        attention kernel) takes its CPU path and the count is the CPU model's. A real device runs the model (needed only by a model with
         data-dependent shapes, for which ``"meta"`` raises :class:`DataDependentShapeError`); a
         model built on the meta device gets uninitialised weights there.
 

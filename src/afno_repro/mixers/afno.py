@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import register_mixer
 
 __all__ = ["AFNO2D", "AFNOStatic", "SpectralBlockMixer", "complex_block_linear", "low_pass_cutoff"]
@@ -347,7 +348,7 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
             )
         b, h, w, _ = x.shape
         m_h, m_w = self.cutoffs(h, w)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x):
             z = self._kept_spectrum(x.to(torch.promote_types(x.dtype, torch.float32)), m_h, m_w)
             y = self._grid_from_modes(_ContiguousGrad.apply(self.spectral_op(z)), b, h, w, m_h, m_w)
         # The skip goes first so that the sum takes its channels-last memory layout.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import register_mixer
 
 __all__ = ["FNet"]
@@ -62,7 +63,7 @@ class FNet(nn.Module):
                 "sequence to its (H, W) grid with channels last."
             )
         dims = (1, 2, 3) if self.fft_over_channels else (1, 2)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x):
             y = torch.fft.fftn(x.to(torch.promote_types(x.dtype, torch.float32)), dim=dims, norm=self.norm).real
         return y.to(x.dtype)
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from afno_repro.mixers.gfn import GlobalFilter, check_grid_size
+from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import register_mixer
 
 __all__ = ["FNO2D"]
@@ -156,7 +157,7 @@ class FNO2D(nn.Module):
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
         top, bottom = self._corner_rows(height)
         stored_rows = self.weight.shape[0]
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x):
             spectrum = torch.fft.rfft2(x.to(compute_dtype), dim=(1, 2), norm="ortho")
             cols = min(self.weight.shape[1], spectrum.shape[2])
             weight = torch.view_as_complex(self.weight.to(compute_dtype))[:, :cols]

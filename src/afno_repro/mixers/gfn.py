@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import register_mixer
 
 __all__ = ["GlobalFilter", "FILTER_INTERPOLATION_MODES", "check_grid_size"]
@@ -125,7 +126,7 @@ class GlobalFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, height, width, _ = x.shape
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x):
             spectrum = torch.fft.rfft2(x.to(compute_dtype), dim=(1, 2), norm="ortho")
             spectrum = spectrum * self.filter_for_grid(height, width).to(spectrum.dtype)
             out = torch.fft.irfft2(spectrum, s=(height, width), dim=(1, 2), norm="ortho")
