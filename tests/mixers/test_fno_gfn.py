@@ -170,3 +170,17 @@ def test_state_dict_round_trip(name, options, keys):
     assert not torch.equal(restored(x), original(x))
     restored.load_state_dict(state)
     assert torch.equal(restored(x), original(x))
+
+
+def test_fno_reference_macs_count_real_products_of_the_kept_modes():
+    """Four real multiply-accumulates per complex one, over the two kept corners only; the
+    complex einsum a shape counter sees is a quarter of that."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mixer = build_mixer("fno", 16, modes=(3, 2), num_blocks=4)
+    assert mixer.reference_macs(12, 10) == 4 * (2 * 3) * 2 * 4 * 4 * 4
+    assert mixer.reference_macs(4, 2) == 4 * 4 * 2 * 4 * 4 * 4  # clipped to the modes a 4x2 grid has
+    counter = FlopCounterMode(display=False)
+    with counter:
+        mixer(torch.randn(1, 12, 10, 16))
+    assert counter.get_total_flops() // 2 == mixer.reference_macs(12, 10) // 4

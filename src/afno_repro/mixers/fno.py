@@ -146,6 +146,19 @@ class FNO2D(nn.Module):
         stored_rows = self.weight.shape[0]
         return min((height + 1) // 2, (stored_rows + 1) // 2), min(height // 2, stored_rows // 2)
 
+    def reference_macs(self, h: int, w: int) -> int:
+        """Real multiply-accumulates of the channel mixing on an ``h x w`` grid, for one sample.
+
+        Each kept mode multiplies a complex ``C/k x C/k`` block per channel block: four real
+        products per complex one. A shape counter (``torch.utils.flop_counter``) sees the complex
+        einsum as one real-sized product, so the accounting uses this number instead (the paper's
+        convention counts real multiply-accumulates; FFTs are not counted).
+        """
+        top, bottom = self._corner_rows(h)
+        cols = min(self.weight.shape[1], w // 2 + 1)
+        block_size = self.dim // self.num_blocks
+        return 4 * (top + bottom) * cols * self.num_blocks * block_size * block_size
+
     def _mix_channels(self, modes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Step (2), ``W_{m,n} z_{m,n}`` block by block: modes ``(B, h, w, C)``, weights
         ``(h, w, k, C/k, C/k)``."""
