@@ -35,3 +35,11 @@ def test_slurm_launcher_config(train):
     result = train("hydra/launcher=slurm", "--cfg", "hydra", "-p", "hydra.launcher")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout and "tasks_per_node" in result.stdout
+
+
+def test_bf16_mixed_precision_run(train, tmp_path, metrics_of):
+    run_dir = tmp_path / "bf16"
+    result = train("debug=smoke", "trainer.precision=bf16-mixed", "run_baselines=false", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = metrics_of(run_dir)["final"]
+    assert final["psnr"] is not None and 0.5 < final["ssim"] <= 1

@@ -112,3 +112,15 @@ def test_composite_equals_the_hand_composite():
     ours = composite(prediction, target, mask)
     np.testing.assert_allclose(ours.numpy(), expected, atol=1e-7)
     assert torch.equal(ours[~torch.from_numpy(hidden)], target[~torch.from_numpy(hidden)])
+
+
+def test_ssim_is_computed_in_float32_under_bf16_autocast():
+    """Validation runs under autocast with bf16-mixed precision; the SSIM window is a convolution
+    that autocast would run in bf16. The metric must give its float32 value there too."""
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32)
+    preds = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    reference = image_quality_metrics()(preds, target)["ssim"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = image_quality_metrics()(preds, target)["ssim"]
+    assert abs(float(under_autocast) - float(reference)) < 1e-6

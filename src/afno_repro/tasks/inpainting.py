@@ -103,9 +103,13 @@ class StructuralSimilarity(Metric):
                 f"{2 * self.border + 1} SSIM window fits inside the image; use images larger than "
                 f"{2 * self.border} pixels per side or a smaller sigma."
             )
-        _, ssim_map = structural_similarity_index_measure(
-            preds, target, sigma=self.sigma, data_range=self.data_range, reduction="none", return_full_image=True
-        )
+        # The Gaussian window is a convolution: under bf16 autocast it would be computed in bf16
+        # and SSIM would be off by ~0.2, so the metric always runs in float32.
+        with torch.autocast(device_type=target.device.type, enabled=False):
+            _, ssim_map = structural_similarity_index_measure(
+                preds.float(), target.float(), sigma=self.sigma, data_range=self.data_range, reduction="none",
+                return_full_image=True,
+            )
         inside = ssim_map[..., self.border : height - self.border, self.border : width - self.border]
         self.similarity_sum += inside.flatten(1).mean(1).double().sum()
         self.num_images += target.shape[0]
