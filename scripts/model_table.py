@@ -22,6 +22,7 @@ Usage::
     python scripts/model_table.py --table table2 --json  # one table, as a JSON list
     python scripts/model_table.py --params-only          # parameter counts only, no FLOP counting
     python scripts/model_table.py --scaling              # the scaling study (under ~3 minutes)
+    python scripts/model_table.py --experiment fig4_blocks  # every run of a sweep: width, params
     python scripts/model_table.py --scaling --dim 128 --time-budget 20 --threads 2
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
-from afno_repro.config import CONFIG_DIR, compose
+from afno_repro.config import CONFIG_DIR, compose, sweep_points
 from afno_repro.mixers import build_mixer
 from afno_repro.paper import paper_results
 
@@ -173,6 +174,34 @@ def measure_row(table: str, row: str, *, flops: bool = True) -> dict[str, Any]:
         notes += [entry.pop("flops_note")] if "flops_note" in entry else []
     entry["note"] = "; ".join(notes) or None
     return entry
+
+
+def sweep_table(experiment: str, *, flops: bool = True) -> list[dict[str, Any]]:
+    """Every run of ``-m experiment=<experiment>``, counted: its overrides, width and parameters
+    (and GFLOPs, every matmul counted). Figure 4's block sweep shows here that its widths hold the
+    parameter count equal."""
+    entries = []
+    for point in sweep_points(experiment):
+        model, shape, mixer = _build([f"experiment={experiment}", *point])
+        entry: dict[str, Any] = {
+            "experiment": experiment,
+            "overrides": point,
+            "mixer": mixer,
+            "width": getattr(model, "embed_dim", None),
+            "params_m": _params_m(model),
+        }
+        if flops:
+            entry["gflops"] = _count(model, shape, "both")[0].gflops
+        entries.append(entry)
+    return entries
+
+
+def format_sweep_table(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'run':<52}{'width':>6}{'params M':>10}{'GFLOPs':>9}"]
+    for entry in entries:
+        gflops = f"{entry['gflops']:9.2f}" if "gflops" in entry else ""
+        lines.append(f"{' '.join(entry['overrides']):<52}{entry['width'] or '':>6}{entry['params_m']:10.3f}{gflops}")
+    return "\n".join(lines)
 
 
 def model_table(tables: list[str], *, flops: bool = True) -> list[dict[str, Any]]:
@@ -343,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON list (the scaling study: an object)")
     parser.add_argument("--params-only", action="store_true", help="parameter counts only (seconds), no FLOP counting")
     parser.add_argument("--scaling", action="store_true", help="run the scaling study instead of the model table")
+    parser.add_argument("--experiment", help="count every run of this experiment's sweep instead (e.g. fig4_blocks)")
     parser.add_argument("--mixers", nargs="+", default=list(SCALING_MIXERS), help="mixers of the scaling study")
     parser.add_argument("--grids", nargs="+", type=int, default=list(SCALING_GRIDS), help="token grid sides")
     parser.add_argument("--dim", type=int, default=64, help="mixer width of the scaling study")
@@ -356,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.mixers), tuple(args.grids), args.dim, args.repeats, args.time_budget, args.memory_budget, args.threads
         )
         print(json.dumps(study, indent=1) if args.json else format_scaling(study))
+        return 0
+    if args.experiment:
+        entries = sweep_table(args.experiment, flops=not args.params_only)
+        print(json.dumps(entries, indent=1) if args.json else format_sweep_table(entries))
         return 0
     entries = model_table(args.table or sorted(TABLES), flops=not args.params_only)
     print(json.dumps(entries, indent=1) if args.json else format_model_table(entries))

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "compose", "equal_params_width"]
+__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "sweep_points"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -52,6 +52,20 @@ def compose(overrides: Sequence[str] = (), output_dir: str = "outputs/composed")
         del cfg["hydra"]
     OmegaConf.resolve(cfg)
     return cfg
+
+
+def sweep_points(experiment: str) -> list[list[str]]:
+    """The overrides of every run of ``-m experiment=<experiment>``: the cartesian product of the
+    ``hydra.sweeper.params`` the experiment declares (``[[]]`` when it declares none)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    points: list[list[str]] = [[]]
+    for key, values in (cfg.hydra.sweeper.params or {}).items():
+        points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
+    return points
 
 
 def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int) -> int:

@@ -104,3 +104,16 @@ def test_afno_conv1d_skip_reading_counts_as_reference_md_says():
     with torch.device("meta"):
         model = hydra.utils.instantiate(cfg.backbone)
     assert count_flops(model, (1, 3, 224, 224)).gflops == pytest.approx(278.4, rel=0.005)
+
+
+def test_experiment_mode_lists_every_sweep_point(model_table):
+    """`--experiment fig4_blocks` prints one line per run with its width and parameters."""
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert model_table.main(["--experiment", "fig4_blocks", "--params-only", "--json"]) == 0
+    entries = json.loads(capture.getvalue())
+    blocks = [int(e["overrides"][-1].split("=")[1]) for e in entries]
+    assert blocks == [1, 2, 4, 8, 16, 32, 64]
+    assert all(e["width"] % k == 0 for e, k in zip(entries, blocks))
+    reference = entries[2]["params_m"]
+    assert all(abs(e["params_m"] - reference) / reference < 0.01 for e in entries[:5])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from afno_repro.config import CONFIG_DIR, compose
+from afno_repro.config import CONFIG_DIR, compose, sweep_points
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -20,15 +20,8 @@ def test_every_sweep_point_composes_and_builds(experiment):
     """Each experiment's declared sweep, point by point, composes and instantiates its model."""
     import hydra.utils
     import torch
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        params = hydra_compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
-    assert params, f"{experiment} declares no sweep"
-    points = [[]]
-    for key, values in params.items():
-        points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
+    points = sweep_points(experiment)
     assert 4 <= len(points) <= 7, f"{experiment} sweeps {len(points)} points: {points}"
     for point in points:
         cfg = compose([f"experiment={experiment}", *point])
