@@ -33,6 +33,25 @@ from omegaconf.errors import MissingMandatoryValue
 
 log = logging.getLogger(__name__)
 
+
+def _quiet_third_party_noise() -> None:
+    """Drop two messages that every run would print and that say nothing about the run: Lightning's
+    advertisement for its cloud logger and a deprecation inside Lightning's own pytree helper."""
+    import warnings
+
+    class _DropAdvert(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for name in ("pytorch_lightning", "lightning.pytorch"):
+        logging.getLogger(name).addFilter(_DropAdvert())
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_DropAdvert())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+_quiet_third_party_noise()
+
 __all__ = ["main", "run", "UserFacingError"]
 
 # Exceptions that carry a message written for the user (our ValueErrors name the fix).
