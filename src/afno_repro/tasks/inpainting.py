@@ -374,16 +374,21 @@ class InpaintingTask(pl.LightningModule):
         self.log("train/psnr", self.train_psnr, on_step=True, on_epoch=False, batch_size=target.shape[0])
         return loss
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, evaluated, target = self._shared_step(batch, "val")
-        self.val_metrics.update(evaluated, target)
+    def _evaluation_step(self, batch: dict[str, Tensor], stage: str, metrics: MetricCollection) -> tuple[Tensor, Tensor]:
+        """Loss, PSNR and SSIM of a validation or test batch, logged per epoch as metric objects."""
+        _, evaluated, target = self._shared_step(batch, stage)
+        metrics.update(evaluated, target)
         self.log_dict(
-            {f"val/{name}": metric for name, metric in self.val_metrics.items()},
+            {f"{stage}/{name}": metric for name, metric in metrics.items()},
             on_step=False,
             on_epoch=True,
-            prog_bar=True,
+            prog_bar=stage == "val",
             batch_size=target.shape[0],
         )
+        return evaluated, target
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        evaluated, target = self._evaluation_step(batch, "val", self.val_metrics)
         if batch_idx == 0 and self.hparams.num_grid_images > 0:
             n = self.hparams.num_grid_images
             self._grid_batch = (target[:n].cpu(), batch["mask"][:n].float().cpu(), evaluated[:n].cpu())
@@ -419,14 +424,7 @@ class InpaintingTask(pl.LightningModule):
                 )
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, evaluated, target = self._shared_step(batch, "test")
-        self.test_metrics.update(evaluated, target)
-        self.log_dict(
-            {f"test/{name}": metric for name, metric in self.test_metrics.items()},
-            on_step=False,
-            on_epoch=True,
-            batch_size=target.shape[0],
-        )
+        self._evaluation_step(batch, "test", self.test_metrics)
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
