@@ -1,7 +1,14 @@
-"""Fixtures shared by the whole suite: deterministic torch, limited to the two shared cores."""
+"""Fixtures shared by the whole suite: deterministic torch on the two shared cores, and a tiny
+ImageNet written in the real on-disk layout."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 
 torch.set_num_threads(2)
 
@@ -10,3 +17,28 @@ torch.set_num_threads(2)
 def _seed_torch():
     """Every test starts from the same random state, so a failure reproduces."""
     torch.manual_seed(0)
+
+
+def write_imagenet(root: Path, train_per_class: int = 10, val_per_class: int = 2) -> Path:
+    """A tiny ImageNet in the standard layout, ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG``:
+    small random-colour JPEGs of varying height, one folder per class of ``IMAGENET_CLASSES``."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in IMAGENET_CLASSES:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    return root
+
+
+@pytest.fixture
+def imagenet_root(tmp_path: Path) -> Path:
+    return write_imagenet(tmp_path / "imagenet")
+
+
+@pytest.fixture
+def imagenet_classes() -> tuple[str, ...]:
+    """The wnids ``imagenet_root`` holds, sorted."""
+    return IMAGENET_CLASSES

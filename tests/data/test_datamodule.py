@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from test_datasets import write_imagenet
 
 from afno_repro.data import InpaintingDataModule, RandomWalkMask, load_subset
 
@@ -74,8 +73,8 @@ def test_masked_fraction_is_measured_on_the_validation_masks():
     assert _datamodule(mask=None).masked_fraction(32) > 3 * dm.masked_fraction(32)
 
 
-def test_imagenet_subset_is_made_saved_and_reused(tmp_path):
-    root = write_imagenet(tmp_path / "imagenet")
+def test_imagenet_subset_is_made_saved_and_reused(tmp_path, imagenet_root):
+    root = imagenet_root
     subset_file = tmp_path / "run" / "imagenet_subset.txt"
     dm = _datamodule(name="imagenet", root=root, subset_fraction=0.2, subset_seed=3, subset_file=subset_file, train_samples_per_epoch=None, val_samples=None)
     dm.setup("fit")

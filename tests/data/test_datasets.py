@@ -12,26 +12,6 @@ from afno_repro.data import build_dataset, list_datasets
 from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
 from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_subset, save_subset
 
-CLASSES = ("n01440764", "n01443537", "n01484850")
-
-
-def write_imagenet(root, train_per_class=10, val_per_class=2):
-    """A tiny ImageNet in the real layout: small random-colour JPEGs, one folder per wnid."""
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for wnid in CLASSES:
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
-    return root
-
-
-@pytest.fixture
-def imagenet_root(tmp_path):
-    return write_imagenet(tmp_path / "imagenet")
-
 
 def test_registry_names_and_unknown_name():
     assert list_datasets() == ["imagenet", "skimage"]
@@ -68,19 +48,19 @@ def test_skimage_bad_options(options, message):
         SkimagePhotos(**options)
 
 
-def test_imagenet_folder_reads_the_standard_layout(imagenet_root):
+def test_imagenet_folder_reads_the_standard_layout(imagenet_root, imagenet_classes):
     train = ImageNetFolder(imagenet_root, "train", image_size=16)
     val = ImageNetFolder(imagenet_root, "val", image_size=16)
-    assert train.classes == list(CLASSES) and len(train) == 30 and len(val) == 6
+    assert train.classes == list(imagenet_classes) and len(train) == 30 and len(val) == 6
     image, target = train[13]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and target == 1
     assert 0 <= image.min() and image.max() <= 1
     assert torch.equal(val[5][0], val[5][0]) and val[5][1] == 2
 
 
-def test_subset_is_class_balanced_seeded_and_round_trips(imagenet_root, tmp_path):
+def test_subset_is_class_balanced_seeded_and_round_trips(imagenet_root, tmp_path, imagenet_classes):
     subset = make_subset(imagenet_root, fraction=0.3, seed=0)
-    assert Counter(path.split("/")[1] for path in subset) == {wnid: 3 for wnid in CLASSES}
+    assert Counter(path.split("/")[1] for path in subset) == {wnid: 3 for wnid in imagenet_classes}
     assert all(path.startswith("train/") for path in subset) and subset == sorted(subset)
     assert make_subset(imagenet_root, fraction=0.3, seed=0) == subset
     assert make_subset(imagenet_root, fraction=0.3, seed=1) != subset
@@ -91,8 +71,8 @@ def test_subset_is_class_balanced_seeded_and_round_trips(imagenet_root, tmp_path
     assert sorted(Path(path).relative_to(imagenet_root).as_posix() for path, _ in dataset.samples) == subset
 
 
-def test_subset_fraction_keeps_at_least_one_file_per_class(imagenet_root):
-    assert len(make_subset(imagenet_root, fraction=0.01, seed=0)) == len(CLASSES)
+def test_subset_fraction_keeps_at_least_one_file_per_class(imagenet_root, imagenet_classes):
+    assert len(make_subset(imagenet_root, fraction=0.01, seed=0)) == len(imagenet_classes)
     with pytest.raises(ValueError, match="fraction 0"):
         make_subset(imagenet_root, fraction=0)
 
@@ -122,10 +102,10 @@ def test_split_without_images(tmp_path):
         ImageNetFolder(tmp_path, "val")
 
 
-def test_corrupt_image_names_the_file_at_load_time(imagenet_root):
-    corrupt = imagenet_root / "train" / CLASSES[0] / f"{CLASSES[0]}_0.JPEG"
+def test_corrupt_image_names_the_file_at_load_time(imagenet_root, imagenet_classes):
+    corrupt = imagenet_root / "train" / imagenet_classes[0] / f"{imagenet_classes[0]}_0.JPEG"
     corrupt.write_bytes(b"this is not a JPEG")
     dataset = ImageNetFolder(imagenet_root, "train", image_size=16)
     assert dataset[1][0].shape == (3, 16, 16)
-    with pytest.raises(ValueError, match=f"{CLASSES[0]}_0.JPEG.*cannot be read as an image"):
+    with pytest.raises(ValueError, match=f"{imagenet_classes[0]}_0.JPEG.*cannot be read as an image"):
         dataset[0]
