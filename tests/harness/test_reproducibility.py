@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import torch
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +49,6 @@ def test_same_seed_same_metrics_and_resume_after_sigkill(train, train_cmd, clean
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert last.exists() and not (killed / "metrics.json").exists()
-    import torch
-
     # The checkpoint holds plain data only (loads with weights_only=True) and is an early epoch's.
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] < 2
 
