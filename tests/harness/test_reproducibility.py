@@ -6,10 +6,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import torch
-
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
