@@ -28,7 +28,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from afno_repro.mixers.precision import autocast_off
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import check_channel_split, register_mixer
 
 __all__ = ["AFNO2D", "AFNOStatic", "SpectralBlockMixer", "complex_block_linear", "low_pass_cutoff"]
 
@@ -241,13 +241,7 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
 
     def __init__(self, dim: int, *, num_blocks: int, hard_thresholding_fraction: float, skip: str):
         super().__init__()
-        if num_blocks < 1 or dim % num_blocks:
-            divisors = [d for d in range(1, dim + 1) if dim % d == 0]
-            raise ValueError(
-                f"num_blocks={num_blocks} does not divide dim={dim}: the channels are split into "
-                f"num_blocks equal blocks (paper Eq. 5). Valid num_blocks for dim={dim}: {divisors}. "
-                "Pick one of these, or change the width."
-            )
+        check_channel_split(dim, num_blocks, "num_blocks", type(self).__name__)  # paper Eq. 5's blocks
         if not 0.0 < hard_thresholding_fraction <= 1.0:
             raise ValueError(
                 f"hard_thresholding_fraction={hard_thresholding_fraction} is outside (0, 1]: it is the "

@@ -1,8 +1,4 @@
-"""Multi-head self-attention, the quadratic baseline of the paper (Section 3.1, Eq. 1).
-
-Also home of :func:`check_num_heads`, the head-count check shared by every attention-family mixer
-(``long_short``, ``efficient_attention``).
-"""
+"""Multi-head self-attention, the quadratic baseline of the paper (Section 3.1, Eq. 1)."""
 
 from __future__ import annotations
 
@@ -10,33 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import check_channel_split, register_mixer
 
-__all__ = ["SelfAttention", "check_num_heads"]
-
-
-def check_num_heads(dim: int, num_heads: int, mixer: str) -> int:
-    """Per-head width ``dim // num_heads``; ``ValueError`` if ``num_heads`` does not divide ``dim``.
-
-    Parameters
-    ----------
-    dim: channel width ``C`` of the tokens.
-    num_heads: requested number of attention heads.
-    mixer: registry name of the calling mixer, quoted in the error message.
-
-    Examples
-    --------
-    >>> check_num_heads(768, 12, "attention")
-    64
-    """
-    if not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads != 0:
-        valid = [h for h in range(1, dim + 1) if dim % h == 0]
-        raise ValueError(
-            f"mixer {mixer!r}: num_heads={num_heads!r} does not divide the channel width dim={dim}, "
-            f"so the channels cannot be split into equal heads. Valid head counts for dim={dim} are "
-            f"{valid}; pick one of these for `num_heads` or change the width."
-        )
-    return dim // num_heads
+__all__ = ["SelfAttention"]
 
 
 @register_mixer("attention")
@@ -81,7 +53,7 @@ class SelfAttention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        self.head_dim = check_num_heads(dim, num_heads, "attention")
+        self.head_dim = check_channel_split(dim, num_heads, "num_heads", "attention")
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afno_repro.mixers.attention import check_num_heads
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import check_channel_split, register_mixer
 
 __all__ = ["EfficientSelfAttention"]
 
@@ -58,7 +57,7 @@ class EfficientSelfAttention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        self.head_dim = check_num_heads(dim, num_heads, "efficient_attention")
+        self.head_dim = check_channel_split(dim, num_heads, "num_heads", "efficient_attention")
         if not isinstance(sr_ratio, int) or sr_ratio < 1:
             raise ValueError(
                 f"mixer 'efficient_attention': sr_ratio={sr_ratio!r} is not a positive integer. It is the "

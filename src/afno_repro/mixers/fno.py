@@ -13,7 +13,7 @@ from torch import nn
 
 from afno_repro.mixers.gfn import GlobalFilter, check_grid_size
 from afno_repro.mixers.precision import autocast_off
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import check_channel_split, register_mixer
 
 __all__ = ["FNO2D"]
 
@@ -86,13 +86,7 @@ class FNO2D(nn.Module):
         grid_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        if num_blocks < 1 or dim % num_blocks:
-            divisors = [k for k in range(1, dim + 1) if dim % k == 0]
-            raise ValueError(
-                f"FNO2D got num_blocks={num_blocks} for dim={dim}; the channels are split into "
-                f"equal blocks, so num_blocks must divide dim: valid values are {divisors}. "
-                "Change num_blocks (or the width)."
-            )
+        check_channel_split(dim, num_blocks, "num_blocks", "fno")
         if modes is None:
             if grid_size is None:
                 raise ValueError(

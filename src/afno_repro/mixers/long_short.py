@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afno_repro.mixers.attention import check_num_heads
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import check_channel_split, register_mixer
 
 __all__ = ["LongShortAttention"]
 
@@ -76,7 +75,7 @@ class LongShortAttention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        self.head_dim = check_num_heads(dim, num_heads, "long_short")
+        self.head_dim = check_channel_split(dim, num_heads, "num_heads", "long_short")
         if not isinstance(window_size, int) or window_size < 1:
             raise ValueError(
                 f"mixer 'long_short': window_size={window_size!r} is not a positive integer. It is the "

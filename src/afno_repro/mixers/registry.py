@@ -22,7 +22,7 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = ["MixerSpec", "register_mixer", "build_mixer", "list_mixers", "get_mixer_spec"]
+__all__ = ["MixerSpec", "register_mixer", "build_mixer", "list_mixers", "get_mixer_spec", "check_channel_split"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,23 @@ def build_mixer(name: str, dim: int, grid_size: tuple[int, int] | None = None, *
     if "grid_size" in valid and grid_size is not None:
         options["grid_size"] = tuple(grid_size)
     return spec.cls(dim, **options)
+
+
+def check_channel_split(dim: int, count: int, option: str, mixer: str) -> int:
+    """Width of each of ``count`` equal channel groups (heads, blocks) of ``dim`` channels.
+
+    Raises ``ValueError`` naming the valid counts when ``count`` does not divide ``dim``.
+
+    Examples
+    --------
+    >>> check_channel_split(768, 12, "num_heads", "attention")
+    64
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1 or dim % count:
+        valid = [c for c in range(1, dim + 1) if dim % c == 0]
+        raise ValueError(
+            f"mixer {mixer!r}: {option}={count!r} does not divide the channel width dim={dim}, so the "
+            f"channels cannot be split into equal groups. Valid values of {option} for dim={dim} are "
+            f"{valid}; pick one of these or change the width."
+        )
+    return dim // count
