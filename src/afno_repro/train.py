@@ -147,7 +147,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     summary.update(status="interrupted" if trainer.interrupted else "completed", **_progress(trainer, task))
     if cfg.get("test_after_fit"):
-        trainer.test(task, datamodule=datamodule, ckpt_path="best")
+        (results,) = trainer.test(task, datamodule=datamodule, ckpt_path="best")
+        summary["test"] = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
     if trainer.is_global_zero and cfg.get("run_baselines", True):
         from afno_repro.tasks.baselines import evaluate_baselines
 

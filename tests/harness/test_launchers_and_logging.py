@@ -18,7 +18,7 @@ def test_two_process_ddp_on_cpu(train, tmp_path, metrics_of):
 
 def test_wandb_offline_by_default_and_csv_always(train, tmp_path, metrics_of):
     run_dir = tmp_path / "wandb_run"
-    result = train("debug=smoke", "logger=wandb", "run_baselines=false", f"hydra.run.dir={run_dir}")
+    result = train("debug=smoke", "logger=wandb", "run_baselines=false", "test_after_fit=true", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run was written"
     with open(run_dir / "csv" / "metrics.csv") as handle:
@@ -28,6 +28,9 @@ def test_wandb_offline_by_default_and_csv_always(train, tmp_path, metrics_of):
     for key in ("params_m", "gflops", "seed", "git_commit", "experiment", "mixer", "final", "best"):
         assert key in metrics
     assert (run_dir / "images" / "val_latest.png").is_file()
+    # test_after_fit evaluates the best checkpoint on the validation split with its fixed masks:
+    # it must give back the best epoch's validation PSNR.
+    assert abs(metrics["test"]["psnr"] - metrics["best"]["psnr"]) < 1e-4
 
 
 def test_slurm_launcher_config(train):
