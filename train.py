@@ -4,10 +4,12 @@ With no arguments: AFNO inpainting on the photographs embedded in scikit-image (
 See README.md for the paper experiments and configs/ for every option.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-import afno_repro.config  # noqa: F401  (registers the resolvers the configs use)
+from afno_repro.config import missing_paper_row  # importing it registers the resolvers the configs use
 from afno_repro.train import main
 
 
@@ -17,4 +19,8 @@ def cli(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    # Checked before Hydra composes: its error for a missing row would not list the table's rows.
+    if (message := missing_paper_row(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
     cli()

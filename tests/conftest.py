@@ -13,6 +13,15 @@ IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 torch.set_num_threads(2)
 
 
+def pytest_report_header(config) -> list[str]:
+    """The versions the results depend on, at the top of every test run (and in every metrics.json)."""
+    from afno_repro.runs import library_versions
+
+    versions = library_versions()
+    return ["afno-repro versions: " + ", ".join(f"{name} {versions[name]}" for name in
+            ("torch", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb", "python"))]
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     """Every test starts from the same random state, so a failure reproduces."""

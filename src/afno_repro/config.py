@@ -14,12 +14,13 @@ Importing this module registers the OmegaConf resolvers the configs use:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "sweep_points"]
+__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "missing_paper_row", "paper_rows", "sweep_points"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -66,6 +67,68 @@ def sweep_points(experiment: str) -> list[list[str]]:
     for key, values in (cfg.hydra.sweeper.params or {}).items():
         points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
     return points
+
+
+def paper_rows(table: str) -> list[str]:
+    """The mixers that have a row in paper table ``table`` (``configs/paper_row/<table>/*.yaml``)."""
+    return sorted(path.stem for path in (_config_dir() / "paper_row" / table).glob("*.yaml"))
+
+
+def _experiment_table(experiment: str) -> str | None:
+    """The paper table whose rows ``experiment`` selects by mixer (its ``paper_row: <table>/${mixer}``),
+    following the experiments it builds on."""
+    file = _config_dir() / "experiment" / f"{experiment}.yaml"
+    if not file.is_file():
+        return None
+    text = file.read_text()
+    found = re.search(r"/paper_row:\s*(\w+)/\$\{mixer\}", text)
+    if found:
+        return found.group(1)
+    parent = re.search(r"^defaults:\s*\n\s*-\s*(\w+)\s*$", text, re.MULTILINE)
+    return _experiment_table(parent.group(1)) if parent else None
+
+
+def _row_mixer(paper_model: str) -> str | None:
+    """The mixer a ``paper_model=<table>/<row>`` file selects (following the row it builds on)."""
+    file = _config_dir() / "paper_model" / f"{paper_model}.yaml"
+    if not file.is_file():
+        return None
+    text = file.read_text()
+    found = re.search(r"override /mixer:\s*(\w+)", text)
+    if found:
+        return found.group(1)
+    parent = re.search(r"-\s*/paper_model/(\S+)", text)
+    return _row_mixer(parent.group(1)) if parent else None
+
+
+def missing_paper_row(arguments: Sequence[str]) -> str | None:
+    """A message when a paper experiment is asked for a mixer its table has no row for, else None.
+
+    In a paper experiment ``mixer=<name>`` selects that table's row for the mixer
+    (``configs/paper_row/<table>/<name>.yaml``); Hydra's own error for a missing row would not list
+    the rows there are. ``arguments`` are the command-line overrides of ``train.py``.
+    """
+    values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("+", "~", "hydra")))
+    values = {key.lstrip("+"): value for key, value in values.items()}
+    experiments = [e for e in values.get("experiment", "").split(",") if e]
+    mixers = [m for m in values.get("mixer", "").split(",") if m]
+    mixers += [m for m in (_row_mixer(row) for row in values.get("paper_model", "").split(",") if row) if m]
+    if "~paper_row" in arguments:
+        return None
+    for experiment in experiments:
+        table = _experiment_table(experiment)
+        if table is None:
+            continue
+        rows = paper_rows(table)
+        for mixer in mixers:
+            if mixer not in rows:
+                return (
+                    f"experiment={experiment} reproduces {table} of the paper, which has no row for mixer={mixer}. "
+                    f"Its rows are: {', '.join(rows)} (python train.py experiment={experiment} mixer=<one of them>). "
+                    f"To train {mixer} with this experiment's recipe at the backbone's default width instead, "
+                    "add ~paper_row (no paper row: no paper numbers beside the results)."
+                )
+    return None
 
 
 def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int) -> int:

@@ -13,13 +13,13 @@ checkpoints and results already written stay where they are.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +27,61 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
+
+from afno_repro.runs import library_versions, refuse_reuse_message, resume_command, unwritable_message, write_json
 
 log = logging.getLogger(__name__)
 
 
 def _quiet_third_party_noise() -> None:
-    """Drop two messages that every run would print and that say nothing about the run: Lightning's
-    advertisement for its cloud logger and a deprecation inside Lightning's own pytree helper."""
+    """Drop what every run would print and that says nothing about the run, or says it wrong:
+    Lightning's advertisement for its cloud logger, a deprecation inside Lightning's own pytree
+    helper, and the "Total Flops" line of Lightning's layer table, which counts only modules that
+    set ``example_input_array`` and so printed 0 right under the run's own GFLOPs line."""
     import warnings
 
     class _DropAdvert(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in record.getMessage()
+            message = record.getMessage()
+            # The second: Lightning announcing that it keeps the layer table configured in callbacks/.
+            return "litlogger" not in message and "Skipping setting a default `ModelSummary`" not in message
+
+    class _DropZeroFlops(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            message = record.getMessage()
+            if "Total Flops" in message:
+                record.msg, record.args = _without_flops(message), ()
+            return True
 
     for name in ("pytorch_lightning", "lightning.pytorch"):
         logging.getLogger(name).addFilter(_DropAdvert())
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(_DropAdvert())
+        logging.getLogger(f"{name}.callbacks.model_summary").addFilter(_DropZeroFlops())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Printed by every run on a machine that has Slurm installed, also when the run is not meant for it.
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+
+
+def _without_flops(table: str) -> str:
+    """Lightning's layer table without its FLOPs column and "Total Flops" line."""
+    lines = [line for line in table.splitlines() if not line.rstrip().endswith("Total Flops")]
+    header = next((line for line in lines if " | " in line), None)
+    if header is None or "FLOPs" not in [cell.strip() for cell in header.split(" | ")]:
+        return "\n".join(lines)
+    column = [cell.strip() for cell in header.split(" | ")].index("FLOPs")
+    kept = []
+    for line in lines:
+        if " | " in line:
+            cells = line.split(" | ")
+            line = " | ".join(cells[:column] + cells[column + 1:]).rstrip()
+        kept.append(line)
+    width = max((len(line) for line in kept if " | " in line), default=0)
+    return "\n".join("-" * width if line and set(line) == {"-"} else line for line in kept)
 
 
 _quiet_third_party_noise()
@@ -62,18 +96,45 @@ class UserFacingError(RuntimeError):
     """An error whose message is meant for the person running the command."""
 
 
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Run :func:`run` and turn user errors into one clear paragraph and exit status 2."""
+class RunFolderInUse(UserFacingError):
+    """The run folder already holds another run's results."""
+
+
+class RunInterrupted(RuntimeError):
+    """Training was stopped by Ctrl-C (or SIGTERM); ``metrics.json`` says how to resume."""
+
+
+def main(cfg: DictConfig) -> dict[str, Any] | None:
+    """Run :func:`run`; turn user errors into one clear paragraph and exit status 2.
+
+    In a sweep (``-m``) a failing run does not stop the sweep: its ``metrics.json`` records the
+    failure, the next run starts, and the sweep summary lists it and ends with a non-zero status.
+    """
     try:
         return run(cfg)
+    except RunInterrupted as error:
+        print(f"\ninterrupted: {error}\n", file=sys.stderr, flush=True)
+        sys.exit(130)
     except Exception as error:  # noqa: BLE001 - classified below, re-raised when not ours
         cause = _user_cause(error)
-        if cause is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        in_sweep = _in_sweep()
+        _record_failure(cfg, error, cause)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or (cause is None and not in_sweep):
             raise
-        print(f"\nerror: {_describe(cause)}\n", file=sys.stderr, flush=True)
+        if cause is None:
+            # A bug rather than bad input: keep the traceback for the report, go on with the sweep.
+            traceback.print_exception(error, file=sys.stderr)
+        else:
+            print(f"\nerror: {_describe(cause)}\n", file=sys.stderr, flush=True)
+        if in_sweep:
+            return None
         sys.exit(2)
     finally:
         _finish_wandb()
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _user_cause(error: BaseException) -> BaseException | None:
@@ -94,6 +155,30 @@ def _describe(error: BaseException) -> str:
     return str(error)
 
 
+def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException | None) -> None:
+    """Write ``metrics.json`` with status ``failed`` unless the run already recorded its own end."""
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = run_dir / "metrics.json"
+    # Another run's folder is left exactly as it was.
+    if metrics.is_file() or _rank() != 0 or isinstance(cause, RunFolderInUse):
+        return
+    message = _describe(cause) if cause is not None else f"{type(error).__name__}: {error}"
+    try:
+        identity = _identity(cfg, run_dir)
+    except Exception:  # noqa: BLE001 - the config itself may be what failed; record the error alone
+        identity = {"run_dir": str(run_dir), "overrides": list(HydraConfig.get().overrides.task)}
+    try:
+        write_json(metrics, {**identity, "status": "failed", "error": message})
+    except OSError:
+        pass  # an unwritable run folder is itself the error being reported
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+
+
 def _finish_wandb() -> None:
     if "wandb" in sys.modules:
         import wandb
@@ -102,10 +187,35 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
+def check_options(cfg: DictConfig, run_dir: Path) -> None:
+    """Check the run-level options a user types before anything is built or trained.
+
+    Everything that would otherwise fail after training (or train on nonsense) fails here, with the
+    option named: ``seed``, ``trainer.max_epochs``, the run folder (writable, not another run's).
+    """
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UserFacingError(f"seed={seed!r} is not a valid seed: it must be an integer from 0 to 2**32 - 1, e.g. seed=0.")
+    epochs = cfg.trainer.get("max_epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserFacingError(
+            f"trainer.max_epochs={epochs!r} is not a positive whole number of epochs; give e.g. trainer.max_epochs=30 "
+            "(the experiments set the paper's count)."
+        )
+    message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
+    if message is not None:
+        raise RunFolderInUse(message)
+    # Lightning only warns when it cannot write a checkpoint, after the epoch it trained for.
+    message = unwritable_message(run_dir / "checkpoints", "checkpoint folder")
+    if message is not None:
+        raise UserFacingError(message)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns what it writes to ``metrics.json``."""
+    """Train, pick the checkpoint, evaluate it on the reported split; returns ``metrics.json``'s content."""
     started = time.time()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_options(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
@@ -128,51 +238,96 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
         if model_info:
-            log.info("model: %.3fM parameters, %.3f GFLOPs (paper convention)", model_info["params_m"], model_info["gflops"])
+            log.info("model: %.3fM parameters, %.3f GFLOPs at %dx%d (paper convention)", model_info["params_m"],
+                     model_info["gflops"], model_info["gflops_image_size"], model_info["gflops_image_size"])
     for logger in loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": model_info})
 
-    summary = _base_summary(cfg, run_dir, model_info)
+    summary = {**_identity(cfg, run_dir), **model_info, "reading": _reading(cfg, task)}
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except FloatingPointError as error:
-        summary.update(status="failed: non-finite loss", error=str(error), **_progress(trainer, task))
-        if trainer.is_global_zero:
-            _write_metrics(run_dir, summary, started)
+        summary.update(status="failed: non-finite loss", error=str(error), **_progress(trainer))
+        _write_metrics(trainer, run_dir, summary, started)
         raise UserFacingError(
             f"{error} Training stopped; the checkpoints written before it are kept in "
             f"{run_dir / 'checkpoints'} (last.ckpt is the last good epoch) and {run_dir / 'metrics.json'} "
             "records the failure."
         ) from error
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful stop and then sys.exit(1).
+        if not trainer.interrupted:
+            raise
+        _record_interruption(trainer, run_dir, summary, started)
+    if trainer.interrupted:
+        _record_interruption(trainer, run_dir, summary, started)
 
-    summary.update(status="interrupted" if trainer.interrupted else "completed", **_progress(trainer, task))
-    if cfg.get("test_after_fit"):
-        (results,) = trainer.test(task, datamodule=datamodule, ckpt_path="best")
-        summary["test"] = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
-    if trainer.is_global_zero and cfg.get("run_baselines", True):
-        from afno_repro.tasks.baselines import evaluate_baselines
-
-        summary["baselines"] = evaluate_baselines(datamodule.val_dataloader(), max_batches=cfg.get("baseline_batches"))
+    summary.update(status="completed", **_progress(trainer))
+    summary.update(_evaluate(cfg, trainer, task, datamodule))
     _finish_wandb()
+    _write_metrics(trainer, run_dir, summary, started)
     if trainer.is_global_zero:
-        _write_metrics(run_dir, summary, started)
         print(_format_summary(summary), flush=True)
     return summary
 
 
+def _record_interruption(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], started: float) -> None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    overrides = list(HydraConfig.get().overrides.task)
+    command = resume_command(overrides, last, run_dir) if last.is_file() else None
+    summary.update(status="interrupted", resume_command=command, **_progress(trainer))
+    _write_metrics(trainer, run_dir, summary, started)
+    resume = f"resume with:\n  {command}" if command else "no checkpoint had been written yet; start the run again."
+    raise RunInterrupted(f"training stopped at epoch {trainer.current_epoch}; {run_dir / 'metrics.json'} records it; {resume}")
+
+
+def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, datamodule: Any) -> dict[str, Any]:
+    """Score the selected checkpoint on the reported split (model and baselines on the same images)."""
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    (results,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+    values = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
+    count = _count(values.pop("num_images", None))
+    protocol = str(cfg.data.get("selection", "val"))
+    test = {
+        "split": "val",
+        "checkpoint": best or "last weights (no checkpoint callback)",
+        "num_images": count,
+        **{key: value for key, value in values.items() if "/" not in key},
+    }
+    baselines: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key.startswith("baseline/"):
+            _, name, metric = key.split("/")
+            baselines.setdefault(name, {"num_images": count, "masked_fraction": test.get("masked_fraction")})[metric] = value
+    label = (
+        "validation split, checkpoint chosen on a held-out selection split" if protocol == "heldout" else
+        "best epoch on the validation split (the paper's protocol: the checkpoint is chosen on the reported split)"
+    )
+    return {"test": test, "baselines": baselines,
+            "result": {"psnr": test.get("psnr"), "ssim": test.get("ssim"), "num_images": count, "protocol": label}}
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(round(value))
+
+
 def _model_info(cfg: DictConfig) -> dict[str, Any]:
-    """Parameters and GFLOPs of the configured backbone, counted on the meta device."""
+    """Parameters and GFLOPs of the configured backbone at the training resolution, on the meta device."""
     from afno_repro.analysis.complexity import count_flops, count_params
 
     with torch.device("meta"):
         model = instantiate(cfg.backbone)
-    size = int(cfg.backbone.img_size)
+    # The data's size, not backbone.img_size: the cost of what is trained (the ViT resizes its
+    # position embedding when the two differ).
+    size = int(cfg.data.image_size)
     # Every matmul counted (both attention products): the run's real cost. scripts/model_table.py
     # shows each paper row under the convention that row's published number implies.
     report = count_flops(model, (1, int(cfg.backbone.get("in_chans", 3)), size, size), attention_matmuls="both")
     return {
         "params_m": count_params(model) / 1e6,
         "gflops": report.gflops,
+        "gflops_image_size": size,
         "attention_qk_gflops": report.attention_qk_gflops,
         "mixer_gflops": report.mixer_gflops,
         "fft_gflops": report.fft_gflops,
@@ -180,32 +335,52 @@ def _model_info(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _base_summary(cfg: DictConfig, run_dir: Path, model_info: dict[str, Any]) -> dict[str, Any]:
+def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """What the run is: experiment, paper row, mixer, data, seed, code and library versions."""
     choices = HydraConfig.get().runtime.choices
-    paper_model = choices.get("paper_model")
+    paper = cfg.get("paper") or {}
+    row = f"{paper.get('table')}/{paper.get('row')}" if paper.get("table") and paper.get("row") else None
+    mixer = cfg.get("mixer") or {}
     return {
         "experiment": None if choices.get("experiment") in (None, "null") else choices.get("experiment"),
-        "paper_model": None if paper_model in (None, "null") else paper_model,
-        "mixer": cfg.mixer.name,
-        "mixer_options": {k: v for k, v in OmegaConf.to_container(cfg.mixer, resolve=True).items() if k != "name"},
+        "paper_row": row,
+        "mixer": mixer.get("name"),
+        "mixer_options": {k: v for k, v in OmegaConf.to_container(mixer, resolve=True).items() if k != "name"},
         "backbone": choices.get("backbone"),
-        "data": cfg.data.name,
-        "image_size": int(cfg.data.image_size),
-        "seed": int(cfg.seed),
+        "data": cfg.data.get("name") if cfg.get("data") else None,
+        "image_size": cfg.data.get("image_size") if cfg.get("data") else None,
+        "seed": cfg.get("seed"),
+        "overrides": list(HydraConfig.get().overrides.task),
         "git_commit": _git_commit(),
+        "versions": library_versions(),
         "run_dir": str(run_dir),
-        **model_info,
     }
 
 
-def _progress(trainer: pl.Trainer, task: pl.LightningModule) -> dict[str, Any]:
+def _reading(cfg: DictConfig, task: pl.LightningModule) -> dict[str, Any]:
+    """The readings of the paper's open choices this run uses (masks, metric and loss regions, selection)."""
+    mask = OmegaConf.to_container(cfg.data.get("mask") or {}, resolve=True)
+    hparams = getattr(task, "hparams", {})
+    return {
+        "mask": mask,
+        "metric_region": hparams.get("metric_region"),
+        "loss_region": hparams.get("loss_region"),
+        "selection": str(cfg.data.get("selection", "val")),
+    }
+
+
+def _progress(trainer: pl.Trainer) -> dict[str, Any]:
+    """Training progress and the selection split's numbers (the split that picks the checkpoint)."""
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
-    result = {
+    result: dict[str, Any] = {
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "final": {"psnr": metrics.get("val/psnr"), "ssim": metrics.get("val/ssim"), "loss": metrics.get("val/loss")},
-        "best": {"psnr": metrics.get("val/psnr_best"), "ssim": metrics.get("val/ssim_best")},
-        "masked_fraction": metrics.get("val/masked_fraction"),
+        "selection": {
+            "num_images": _count(metrics.get("val/num_images")),
+            "final": {"psnr": metrics.get("val/psnr"), "ssim": metrics.get("val/ssim"), "loss": metrics.get("val/loss")},
+            "best": {"psnr": metrics.get("val/psnr_best"), "ssim": metrics.get("val/ssim_best")},
+            "masked_fraction": metrics.get("val/masked_fraction"),
+        },
     }
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     if checkpoint is not None and checkpoint.best_model_path:
@@ -232,26 +407,28 @@ def _git_commit() -> str:
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _write_metrics(run_dir: Path, summary: dict[str, Any], started: float) -> None:
+def _write_metrics(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], started: float) -> None:
+    if not trainer.is_global_zero:
+        return
     summary["wall_time_s"] = round(time.time() - started, 1)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(run_dir / "metrics.json", summary)
 
 
 def _format_summary(summary: dict[str, Any]) -> str:
-    fraction = summary.get("masked_fraction")
+    test = summary.get("test") or {}
+    fraction = test.get("masked_fraction")
+    count = test.get("num_images")
     lines = [
         "",
-        f"Validation: {summary['data']} at {summary['image_size']}x{summary['image_size']}"
+        f"Test: {summary['data']} at {summary['image_size']}x{summary['image_size']}, {count} images"
         + (f", {100 * fraction:.1f}% of pixels masked" if fraction is not None else ""),
         f"{'method':<34}{'PSNR (dB)':>10}{'SSIM':>9}",
     ]
     for name, values in (summary.get("baselines") or {}).items():
         lines.append(f"{name.replace('_', ' '):<34}{_fmt(values.get('psnr'), 2):>10}{_fmt(values.get('ssim'), 4):>9}")
     params = f" ({summary['params_m']:.2f}M params)" if "params_m" in summary else ""
-    model = f"{summary['mixer']}{params}, final"
-    lines.append(f"{model:<34}{_fmt(summary['final']['psnr'], 2):>10}{_fmt(summary['final']['ssim'], 4):>9}")
-    lines.append(f"{summary['mixer'] + ', best epoch':<34}{_fmt(summary['best']['psnr'], 2):>10}{_fmt(summary['best']['ssim'], 4):>9}")
+    lines.append(f"{summary['mixer'] + params:<34}{_fmt(test.get('psnr'), 2):>10}{_fmt(test.get('ssim'), 4):>9}")
+    lines.append(f"({summary['result']['protocol']})")
     lines.append(f"run directory: {summary['run_dir']}  (metrics.json, checkpoints/, images/val_latest.png)")
     offline = sorted(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
     if offline:

@@ -30,11 +30,13 @@ def train_cmd() -> Callable[..., list[str]]:
 
 @pytest.fixture(scope="session")
 def train(train_cmd) -> Callable[..., subprocess.CompletedProcess]:
-    """Run train.py as a user would: a subprocess from the repository root, no W&B credentials."""
+    """Run train.py as a user would: a subprocess (from the repository root unless ``cwd`` is given, where
+    the outputs/ folder then goes), no W&B credentials."""
 
-    def run(*overrides: str, multirun: bool = False, timeout: int = 600, env: dict | None = None):
-        return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout, env=_clean_env(env))
+    def run(*overrides: str, multirun: bool = False, timeout: int = 600, env: dict | None = None,
+            cwd: Path | None = None):
+        return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=cwd or ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=_clean_env(env))
 
     return run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,21 +56,32 @@ def test_fig4_blocks_holds_parameters_equal():
             assert gap / target < 0.01, (k, width, gap / target)
 
 
-def test_table2_smoke_sweep(train, tmp_path, metrics_of):
-    """`-m experiment=table2_inpainting debug=smoke`: four rows, one metrics.json each, a summary."""
-    sweep_dir = tmp_path / "sweep"
-    result = train("experiment=table2_inpainting", "debug=smoke", f"hydra.sweep.dir={sweep_dir}", multirun=True)
+def _only_sweep(cwd: Path) -> Path:
+    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
+    return sweep_dir
+
+
+def test_table2_smoke_sweep_as_readme_prints_it(train, tmp_path):
+    """`python train.py -m experiment=table2_inpainting debug=smoke`, exactly as README prints it (from a
+    temporary working directory): four rows, one metrics.json each, a summary naming the reading."""
+    result = train("experiment=table2_inpainting", "debug=smoke", multirun=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = _only_sweep(tmp_path)
+    assert sweep_dir.name.endswith("_table2_inpainting")
     rows = json.loads((sweep_dir / "summary.json").read_text())
-    assert sorted(r["paper_model"] for r in rows) == sorted(f"table2/{m}" for m in ("attention", "long_short", "gfn", "afno"))
+    assert sorted(r["paper_row"] for r in rows) == sorted(f"table2/{m}" for m in ("attention", "long_short", "gfn", "afno"))
     for row in rows:
         assert row["status"] == "completed"
         assert row["experiment"] == "table2_inpainting"
-        assert row["final"]["psnr"] is not None and 0 < row["final"]["psnr"] < 100
-        assert 0 < row["final"]["ssim"] <= 1
+        assert row["result"]["psnr"] is not None and 0 < row["result"]["psnr"] < 100
+        assert 0 < row["result"]["ssim"] <= 1
+        assert row["result"]["num_images"] == row["test"]["num_images"] > 0
         assert row["paper"]["psnr"] > 20  # the paper's number travels with the row
         assert {"masked_input", "biharmonic"} <= set(row["baselines"])
-    assert "table2/afno" in (sweep_dir / "summary.md").read_text()
+        assert row["baselines"]["biharmonic"]["num_images"] == row["test"]["num_images"]
+        assert row["reading"]["mask"]["grid"] and row["reading"]["metric_region"]
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "table2/afno" in summary and "grid" in summary
 
 
 @pytest.mark.parametrize("experiment,sweep", [
@@ -78,11 +90,26 @@ def test_table2_smoke_sweep(train, tmp_path, metrics_of):
     ("fig4_blocks", "mixer.num_blocks=1,64"),
 ])
 def test_ablation_smoke_sweeps(train, tmp_path, experiment, sweep):
-    sweep_dir = tmp_path / "sweep"
     extra = [sweep] if sweep else []
-    result = train(f"experiment={experiment}", "debug=smoke", "run_baselines=false", f"hydra.sweep.dir={sweep_dir}",
-                   *extra, multirun=True)
+    result = train(f"experiment={experiment}", "debug=smoke", "run_baselines=false", *extra, multirun=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((sweep_dir / "summary.json").read_text())
+    rows = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
     assert len(rows) == (4 if sweep is None else 2)
-    assert all(r["status"] == "completed" and r["final"]["psnr"] is not None for r in rows)
+    assert all(r["status"] == "completed" and r["result"]["psnr"] is not None for r in rows)
+    if sweep is None:
+        assert sorted(r["paper_row"] for r in rows) == sorted(f"table6/{row}" for row in
+                                                              ("fno", "afno_static", "afno_hard35", "afno"))
+
+
+def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):
+    """`-m debug=smoke optimizer.lr=1e6,1e-3`: the first row's loss blows up; it is recorded as failed,
+    the second row still runs, the summary lists both, and the sweep's exit status says a row failed."""
+    result = train("debug=smoke", "optimizer.lr=1e6,1e-3", multirun=True, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
+    assert len(rows) == 2
+    by_lr = {r["overrides"][-1]: r for r in rows}
+    assert by_lr["optimizer.lr=1e6"]["status"].startswith("failed")
+    assert by_lr["optimizer.lr=1e-3"]["status"] == "completed"
+    assert "did not complete" in result.stderr
+    assert "failed" in (_only_sweep(tmp_path) / "summary.md").read_text()

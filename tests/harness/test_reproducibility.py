@@ -16,8 +16,9 @@ SMOKE = ("debug=smoke", "run_baselines=false", "trainer.max_epochs=3", "data.tra
 
 
 def _final(metrics: dict) -> tuple:
-    return (metrics["final"]["psnr"], metrics["final"]["ssim"], metrics["final"]["loss"], metrics["best"]["psnr"],
-            metrics["global_step"])
+    selection = metrics["selection"]
+    return (selection["final"]["psnr"], selection["final"]["ssim"], selection["final"]["loss"], selection["best"]["psnr"],
+            metrics["test"]["psnr"], metrics["global_step"])
 
 
 def test_same_seed_same_metrics_and_resume_after_sigkill(train, train_cmd, clean_env, metrics_of, tmp_path):

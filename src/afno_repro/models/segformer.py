@@ -236,6 +236,11 @@ class SegFormer(nn.Module):
         sizes = VARIANTS[variant]
         self.embed_dims = _four(embed_dims, sizes["embed_dims"], "embed_dims")
         self.depths = _four(depths, sizes["depths"], "depths")
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in self.depths):
+            raise ValueError(
+                f"depths={list(self.depths)} must be four positive block counts, one per stage (every stage needs a "
+                "block to mix its tokens); MiT-B3 uses [3, 4, 18, 3]."
+            )
         self.num_heads = _four(num_heads, _MIT_NUM_HEADS, "num_heads")
         self.sr_ratios = _four(sr_ratios, _MIT_SR_RATIOS, "sr_ratios")
         self.in_chans = in_chans

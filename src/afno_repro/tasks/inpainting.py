@@ -32,7 +32,7 @@ from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-from torchmetrics import MaxMetric, Metric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, SumMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 from torchvision.utils import make_grid, save_image
@@ -257,15 +257,22 @@ class InpaintingTask(pl.LightningModule):
         every epoch) go into the image grid written at the end of each validation; 0 disables it.
     compile
         ``torch.compile`` the backbone in place at ``setup("fit")``.
+    run_baselines
+        Score the learning-free baselines (masked input, biharmonic) in the test loop, on every
+        test image with the model's masks.
 
     Notes
     -----
-    Logged: ``train/loss``, ``train/psnr``, ``train/masked_fraction``; ``val/loss``,
-    ``val/psnr``, ``val/ssim``, ``val/psnr_best``, ``val/ssim_best``,
-    ``val/masked_fraction``; ``test/loss``, ``test/psnr``, ``test/ssim``,
-    ``test/masked_fraction``. ``*_masked_fraction`` is the fraction of pixels hidden, which
-    decides how hard the task is and belongs next to every reported PSNR/SSIM. A NaN or
-    infinite loss raises :class:`NonFiniteLossError` naming the global step.
+    Logged: ``train/loss``, ``train/psnr``, ``train/masked_fraction`` per step; per evaluation
+    split (``val``: the split that selects the checkpoint, ``test``: the reported split)
+    ``<split>/psnr``, ``<split>/ssim``, ``<split>/loss``, ``<split>/masked_fraction`` and
+    ``<split>/num_images`` (how many images the numbers average); ``val/psnr_best``,
+    ``val/ssim_best``; and in the test loop, when ``run_baselines``, ``test/baseline/<name>/psnr``
+    and ``.../ssim`` for every baseline of :mod:`afno_repro.tasks.baselines`, scored on the same
+    images and masks as the model. All evaluation numbers are metric objects, reduced over DDP
+    ranks. ``*_masked_fraction`` is the fraction of pixels hidden, which decides how hard the
+    task is and belongs next to every reported PSNR/SSIM. A NaN or infinite loss raises
+    :class:`NonFiniteLossError` naming the global step.
     The image grid's reconstruction row shows the image the metrics score (per
     ``metric_region``). It is saved to ``<trainer.default_root_dir>/images/
     val_epoch{epoch:03d}.png`` and ``images/val_latest.png``, and logged to W&B as
@@ -293,6 +300,7 @@ class InpaintingTask(pl.LightningModule):
         metric_region: Literal["composite", "raw"] = "composite",
         num_grid_images: int = 4,
         compile: bool = False,
+        run_baselines: bool = True,
     ) -> None:
         super().__init__()
         _check_choice("loss_region", loss_region, LOSS_REGIONS)
@@ -313,8 +321,16 @@ class InpaintingTask(pl.LightningModule):
         self.scheduler_factory = scheduler
 
         self.train_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.val_metrics = image_quality_metrics()
-        self.test_metrics = image_quality_metrics()
+        # Every evaluation number is a metric object, so under DDP its state is summed over the
+        # ranks: a 2-process evaluation gives the numbers of a 1-process one on the same images.
+        self.val_metrics = self._evaluation_metrics()
+        self.test_metrics = self._evaluation_metrics()
+        # The learning-free baselines are scored in the test loop on the same images and masks as
+        # the model (each rank its shard, synced like the model's metrics).
+        from afno_repro.tasks.baselines import BASELINES
+
+        self.baseline_fills = dict(BASELINES) if run_baselines else {}
+        self.baseline_metrics = nn.ModuleDict({name: image_quality_metrics() for name in self.baseline_fills})
         self.val_psnr_best = MaxMetric()
         self.val_ssim_best = MaxMetric()
         # The best-so-far values are part of the training state: saved in checkpoints so a resumed
@@ -322,6 +338,13 @@ class InpaintingTask(pl.LightningModule):
         self.val_psnr_best.persistent(True)
         self.val_ssim_best.persistent(True)
         self._grid_batch: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @staticmethod
+    def _evaluation_metrics() -> MetricCollection:
+        """PSNR, SSIM, loss, masked fraction and image count of one evaluation split."""
+        metrics = image_quality_metrics()
+        metrics.add_metrics({"loss": MeanMetric(), "masked_fraction": MeanMetric(), "num_images": SumMetric()})
+        return metrics
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """Reconstruct ``image`` from its visible pixels; returns the raw backbone output."""
@@ -361,11 +384,9 @@ class InpaintingTask(pl.LightningModule):
                 "bf16/fp16 precision, or gradient clipping (trainer.gradient_clip_val=1.0, as in "
                 "paper A.2)."
             )
-        batch_size = image.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=stage != "train",
-                 prog_bar=True, batch_size=batch_size)
-        self.log(f"{stage}/masked_fraction", mask.float().mean(), on_step=False, on_epoch=True,
-                 batch_size=batch_size)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=image.shape[0])
+            self.log("train/masked_fraction", mask.float().mean(), on_step=True, on_epoch=False, batch_size=image.shape[0])
         return loss, self.evaluated_image(prediction, image, mask), image.float()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -376,14 +397,19 @@ class InpaintingTask(pl.LightningModule):
 
     def _evaluation_step(self, batch: dict[str, Tensor], stage: str, metrics: MetricCollection) -> tuple[Tensor, Tensor]:
         """Loss, PSNR and SSIM of a validation or test batch, logged per epoch as metric objects."""
-        _, evaluated, target = self._shared_step(batch, stage)
-        metrics.update(evaluated, target)
+        loss, evaluated, target = self._shared_step(batch, stage)
+        batch_size = target.shape[0]
+        metrics["psnr"].update(evaluated, target)
+        metrics["ssim"].update(evaluated, target)
+        metrics["loss"].update(loss.detach(), weight=batch_size)
+        metrics["masked_fraction"].update(batch["mask"].float().flatten(1).mean(1))
+        metrics["num_images"].update(torch.tensor(float(batch_size), device=target.device))
         self.log_dict(
             {f"{stage}/{name}": metric for name, metric in metrics.items()},
             on_step=False,
             on_epoch=True,
-            prog_bar=stage == "val",
-            batch_size=target.shape[0],
+            prog_bar=False,
+            batch_size=batch_size,
         )
         return evaluated, target
 
@@ -401,6 +427,8 @@ class InpaintingTask(pl.LightningModule):
         metrics = self.val_metrics.compute()
         self.val_psnr_best(metrics["psnr"])
         self.val_ssim_best(metrics["ssim"])
+        # The metric objects already hold the value reduced over ranks, so every rank logs the same
+        # number and sync_dist only averages identical values.
         self.log("val/psnr_best", self.val_psnr_best.compute(), sync_dist=True, prog_bar=True)
         self.log("val/ssim_best", self.val_ssim_best.compute(), sync_dist=True)
         if self._grid_batch is not None:
@@ -424,7 +452,13 @@ class InpaintingTask(pl.LightningModule):
                 )
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluation_step(batch, "test", self.test_metrics)
+        _, target = self._evaluation_step(batch, "test", self.test_metrics)
+        mask = batch["mask"].float()
+        for name, fill in self.baseline_fills.items():
+            metrics = self.baseline_metrics[name]
+            metrics.update(fill(target, mask).to(target.device), target)
+            self.log_dict({f"test/baseline/{name}/{key}": metric for key, metric in metrics.items()},
+                          on_step=False, on_epoch=True, batch_size=target.shape[0])
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,0 +1,153 @@
+"""Run folders: what a run records about itself, and the guard that keeps one run from overwriting another.
+
+Every run writes ``metrics.json`` into its folder (see :mod:`afno_repro.train`); this module holds
+the pieces of that record that do not depend on the task (library versions, the resume command)
+and :class:`RunFolderGuard`, a Hydra callback that refuses to start a run in a folder that already
+holds one unless the run resumes that folder's own checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+__all__ = ["RunFolderGuard", "existing_run", "library_versions", "refuse_reuse_message", "resume_command",
+           "unwritable_message", "write_json"]
+
+# The libraries whose versions decide a run's numbers (and the model table's counts).
+_LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb",
+              "scikit-image", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and the key libraries' versions, as recorded in every ``metrics.json``.
+
+    Example
+    -------
+    >>> versions = library_versions()
+    >>> {"python", "torch", "pytorch-lightning"} <= set(versions)
+    True
+    """
+    versions = {"python": sys.version.split()[0]}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def existing_run(run_dir: str | Path) -> list[str]:
+    """What a previous run left in ``run_dir`` (results, checkpoints, CSV logs); empty if nothing.
+
+    ``.hydra/`` alone does not count (Hydra writes it for every run before the task starts), nor
+    does the ``metrics.json`` of a run that failed before it trained: retrying in its folder loses
+    nothing.
+    """
+    run_dir = Path(run_dir)
+    found = [name for name in ("csv/metrics.csv",) if (run_dir / name).is_file()]
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            record = json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if record.get("status") != "failed" or "epochs" in record:
+            found.insert(0, "metrics.json")
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        found += sorted(str(path.relative_to(run_dir)) for path in checkpoints.glob("*.ckpt"))
+    return found
+
+
+def _resumes_inside(ckpt_path: Any, run_dir: Path) -> bool:
+    if not ckpt_path:
+        return False
+    try:
+        return Path(str(ckpt_path)).resolve().is_relative_to(run_dir.resolve())
+    except OSError:
+        return False
+
+
+def refuse_reuse_message(run_dir: str | Path, ckpt_path: Any) -> str | None:
+    """Why a run must not start in ``run_dir``, or None when it may.
+
+    A folder that already holds a run's results may only be reused to resume that run from one of
+    its own checkpoints: otherwise the new run would overwrite ``metrics.json``, the CSV log and the
+    Hydra config of the first, and leave the first run's ``last.ckpt`` beside its own
+    ``last-v1.ckpt``.
+    """
+    run_dir = Path(run_dir)
+    found = existing_run(run_dir)
+    if not found or _resumes_inside(ckpt_path, run_dir):
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = f"resume it with `ckpt_path={last}` (and the same overrides), or " if last.is_file() else ""
+    return (
+        f"the run folder {run_dir} already holds a run ({', '.join(found[:4])}); starting another one there "
+        f"would overwrite its results. Either {resume}start a new run in a new folder (leave out "
+        "`hydra.run.dir=`, or give a folder that does not exist yet)."
+    )
+
+
+def unwritable_message(folder: str | Path, what: str = "run folder") -> str | None:
+    """Why ``folder`` cannot be created or written to, or None when it can."""
+    folder = Path(folder)
+    probe = folder / ".write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return (
+            f"cannot create or write the {what} {folder} ({error.strerror or error}): the run could save no checkpoint "
+            "or result. Make it writable (e.g. `chmod u+w`), or choose another folder (`hydra.run.dir=...` for a run, "
+            "`hydra.sweep.dir=...` for a sweep)."
+        )
+    return None
+
+
+class RunFolderGuard(Callback):
+    """Hydra callback: check the output folder before Hydra writes anything into it.
+
+    A single run must get a writable folder that does not already hold another run (unless it
+    resumes that run's own checkpoint); a sweep must get a writable sweep folder. It runs before
+    Hydra writes ``.hydra/``, so a refused run changes nothing. (Sweep jobs are checked again by
+    :func:`afno_repro.train.run`, in their own job folders.)
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse(unwritable_message(config.hydra.run.dir)
+                or refuse_reuse_message(config.hydra.run.dir, config.get("ckpt_path")))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse(unwritable_message(config.hydra.sweep.dir, "sweep folder"))
+
+
+def _refuse(message: str | None) -> None:
+    if message is not None:
+        print(f"\nerror: {message}\n", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def resume_command(overrides: list[str], last_checkpoint: str | Path, run_dir: str | Path) -> str:
+    """The command that resumes a run in its own folder from ``last_checkpoint``."""
+    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    words = ["python", "train.py", *kept, f"ckpt_path={last_checkpoint}", f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    partial.replace(path)

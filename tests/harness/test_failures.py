@@ -1,0 +1,156 @@
+"""A failure loses nothing and says what to do: options checked before training, run folders never
+overwritten, Ctrl-C leaves a resumable record, `mixer=` in a paper experiment picks that table's row."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from afno_repro.config import compose, missing_paper_row
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ("debug=smoke", "run_baselines=false", "count_flops=false")
+
+
+def _refused(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "error:" in result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("override,named", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs"),
+    ("trainer.max_epochs=0", "trainer.max_epochs"),
+    ("seed=abc", "seed"),
+    ("backbone.depth=0", "depth"),
+])
+def test_bad_run_options_are_refused_before_training(train, tmp_path, override, named):
+    run_dir = tmp_path / "run"
+    err = _refused(train(*SMOKE, override, f"hydra.run.dir={run_dir}"))
+    assert named in err
+    assert not list((run_dir / "checkpoints").glob("*.ckpt")), "it trained before refusing"
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of):
+    run_dir = tmp_path / "run"
+    assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    err = _refused(train(*SMOKE, "seed=1", f"hydra.run.dir={run_dir}"))
+    assert str(run_dir) in err and "ckpt_path=" in err
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    # Asked to resume its own checkpoint in place, it may.
+    last = run_dir / "checkpoints" / "last.ckpt"
+    result = train(*SMOKE, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics_of(run_dir)["epochs"] == 3
+    assert not (run_dir / "checkpoints" / "last-v1.ckpt").exists()
+
+
+def test_a_run_folder_retried_after_a_failure_before_training_is_allowed(train, tmp_path):
+    run_dir = tmp_path / "run"
+    _refused(train(*SMOKE, "seed=abc", f"hydra.run.dir={run_dir}"))
+    assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+
+
+def test_unwritable_run_and_checkpoint_folders_fail_before_training(train, tmp_path):
+    # Tests run as root, for whom permissions do not block writes: a file where a folder must go
+    # blocks them for everyone.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    err = _refused(train(*SMOKE, f"hydra.run.dir={blocker / 'run'}"))
+    assert "cannot create or write the run folder" in err
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("")
+    err = _refused(train(*SMOKE, f"hydra.run.dir={run_dir}"))
+    assert "checkpoint folder" in err
+
+
+def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, clean_env, tmp_path, metrics_of):
+    run_dir = tmp_path / "run"
+    slow = (*SMOKE, "trainer.max_epochs=50", "data.train_samples_per_epoch=64", f"hydra.run.dir={run_dir}")
+    process = subprocess.Popen(train_cmd(*slow), cwd=ROOT, env=clean_env(None), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "interrupted" and "Traceback" not in err
+    command = metrics["resume_command"]
+    assert f"ckpt_path={last}" in command and command in err
+    # The recorded command resumes the run in its own folder and completes it.
+    words = shlex.split(command.replace("trainer.max_epochs=50", "trainer.max_epochs=3"))
+    assert words[:2] == ["python", "train.py"]
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=ROOT, env=clean_env(None),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics_of(run_dir)["status"] == "completed"
+
+
+def test_gflops_are_counted_at_the_training_resolution(train, tmp_path, metrics_of):
+    for size in (32, 48):
+        run_dir = tmp_path / f"size{size}"
+        result = train("debug=smoke", "run_baselines=false", "trainer.max_epochs=1", f"data.image_size={size}",
+                       f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    small, large = metrics_of(tmp_path / "size32"), metrics_of(tmp_path / "size48")
+    assert small["gflops_image_size"] == 32 and large["gflops_image_size"] == 48
+    # backbone.img_size stays 32 in debug=smoke; the cost follows the 1.5x larger images (2.25x tokens).
+    assert large["gflops"] > 2 * small["gflops"]
+
+
+@pytest.mark.parametrize("experiment,mixer,width,lr", [
+    ("table2_inpainting", "attention", 768, 1e-4),
+    ("table2_inpainting", "long_short", 768, 1e-3),
+    ("table2_inpainting", "gfn", 768, 1e-3),
+    ("table2_inpainting", "afno", 750, 1e-3),
+    ("table6_pretrain", "fno", 64, 1e-3),
+    ("table6_pretrain", "afno_static", 124, 1e-3),
+    ("table6_pretrain", "afno", 584, 1e-3),
+])
+def test_mixer_selects_the_papers_row(experiment, mixer, width, lr):
+    by_mixer = compose([f"experiment={experiment}", f"mixer={mixer}"])
+    assert by_mixer.mixer.name == mixer and by_mixer.backbone.embed_dim == width
+    assert by_mixer.optimizer.lr == pytest.approx(lr)
+    assert by_mixer.paper.table == experiment.split("_")[0] and by_mixer.paper.row == mixer
+    # paper_model= names the same row and keeps working.
+    by_row = compose([f"experiment={experiment}", f"paper_model={by_mixer.paper.table}/{mixer}"])
+    assert by_row == by_mixer
+
+
+def test_table2_attention_row_has_the_papers_heads_width_and_lr():
+    cfg = compose(["experiment=table2_inpainting", "mixer=attention"])
+    assert (cfg.backbone.embed_dim, cfg.mixer.num_heads, cfg.optimizer.lr) == (768, 16, 1e-4)
+    assert cfg.paper.row == "attention"
+
+
+def test_a_mixer_without_a_row_lists_the_rows(train):
+    assert missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"]) is None
+    assert missing_paper_row(["experiment=table6_pretrain", "paper_model=table6/afno_hard35"]) is None
+    result = train("experiment=table2_inpainting", "mixer=fno")
+    err = _refused(result)
+    assert "no row for mixer=fno" in err
+    for row in ("afno", "attention", "gfn", "long_short"):
+        assert row in err
+    # Sweeps and the ablations' own experiments are checked the same way.
+    assert "no row for mixer=gfn" in missing_paper_row(["experiment=fig4_sparsity", "mixer=gfn"])
+    assert "no row for mixer=fno" in missing_paper_row(["experiment=table2_inpainting", "mixer=gfn,fno"])
+
+
+def test_without_a_paper_row_any_mixer_trains_with_the_experiments_recipe():
+    cfg = compose(["experiment=table2_inpainting", "mixer=fno", "~paper_row"])
+    assert cfg.mixer.name == "fno" and cfg.paper.row is None and cfg.trainer.max_epochs == 100
+    assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_row"]) is None
