@@ -3,14 +3,12 @@
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from afno_repro.data import build_dataset, list_datasets
 from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
-from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_subset, save_subset
+from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_selection, make_subset, random_resized_crop_params, save_subset
 
 
 def test_registry_names_and_unknown_name():
@@ -107,5 +105,32 @@ def test_corrupt_image_names_the_file_at_load_time(imagenet_root, imagenet_class
     corrupt.write_bytes(b"this is not a JPEG")
     dataset = ImageNetFolder(imagenet_root, "train", image_size=16)
     assert dataset[1][0].shape == (3, 16, 16)
-    with pytest.raises(ValueError, match=f"{imagenet_classes[0]}_0.JPEG.*cannot be read as an image"):
+    with pytest.raises(ValueError, match=f"{imagenet_classes[0]}_0.JPEG.*cannot be decoded as an image.*corrupt"):
         dataset[0]
+
+
+def test_item_draws_the_augmentation_from_the_generator(imagenet_root):
+    for dataset in (SkimagePhotos("train", image_size=16), ImageNetFolder(imagenet_root, "train", image_size=16)):
+        first, again, other = (dataset.item(3, torch.Generator().manual_seed(seed)) for seed in (5, 5, 6))
+        if isinstance(first, tuple):
+            first, again, other = first[0], again[0], other[0]
+        assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_random_resized_crop_stays_inside_and_falls_back_to_the_centre():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        top, left, height, width = random_resized_crop_params(20, 28, (0.35, 1.0), (3 / 4, 4 / 3), generator)
+        assert 0 <= top <= top + height <= 20 and 0 <= left <= left + width <= 28
+        assert 0.3 * 560 <= height * width and 3 / 4 - 0.1 <= width / height <= 4 / 3 + 0.1
+    # No crop of a 1x100 strip has an aspect ratio in 3/4 ... 4/3 and a third of its area.
+    assert random_resized_crop_params(1, 100, (0.35, 1.0), (3 / 4, 4 / 3), generator) == (0, 49, 1, 1)
+
+
+def test_selection_takes_a_share_of_each_class_but_never_its_last_file():
+    files = [f"train/n{c}/{i}.JPEG" for c, size in enumerate((1, 2, 10)) for i in range(size)]
+    selection = make_selection(files, fraction=0.5, seed=0)
+    assert Counter(path.split("/")[1] for path in selection) == {"n1": 1, "n2": 5}
+    assert selection == sorted(selection) and make_selection(files, 0.5, 0) == selection != make_selection(files, 0.5, 1)
+    with pytest.raises(ValueError, match="selection fraction 1"):
+        make_selection(files, fraction=1)

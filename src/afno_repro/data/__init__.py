@@ -2,7 +2,10 @@
 
 Datasets are built by name with :func:`build_dataset`; ``"skimage"`` is the embedded default
 (photographs bundled in scikit-image, no download) and ``"imagenet"`` reads the standard
-ImageNet folder layout.
+ImageNet folder layout. A dataset the DataModule trains on also provides
+``item(index, generator)``, which draws the item's random augmentation from ``generator``.
+Problems with the files on disk raise :class:`DataError`; :func:`user_message` gives the message
+to show a user, also for errors re-raised from DataLoader worker processes.
 
 Example
 -------
@@ -16,7 +19,8 @@ torch.Size([3, 32, 32])
 from torch.utils.data import Dataset
 
 from afno_repro.data.embedded import SkimagePhotos
-from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_subset, save_subset
+from afno_repro.data.errors import DataError, user_message
+from afno_repro.data.imagenet import ImageNetFolder, load_image, load_subset, make_selection, make_subset, save_subset
 from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
 
 DATASETS: dict[str, type[Dataset]] = {"skimage": SkimagePhotos, "imagenet": ImageNetFolder}
@@ -44,10 +48,13 @@ def build_dataset(name: str, split: str, **options) -> Dataset:
 
 
 # Imported last: the DataModule builds its datasets through the registry defined above.
-from afno_repro.data.datamodule import InpaintingDataModule  # noqa: E402
+from afno_repro.data.datamodule import SELECTIONS, EvaluationSampler, InpaintingDataModule  # noqa: E402
 
 __all__ = [
     "DATASETS",
+    "SELECTIONS",
+    "DataError",
+    "EvaluationSampler",
     "ImageNetFolder",
     "InpaintingDataModule",
     "RandomWalkMask",
@@ -56,8 +63,11 @@ __all__ = [
     "derive_seed",
     "get_dataset_class",
     "list_datasets",
+    "load_image",
     "load_subset",
+    "make_selection",
     "make_subset",
     "masked_fraction",
     "save_subset",
+    "user_message",
 ]

@@ -1,12 +1,30 @@
 """The inpainting DataModule: images from a named dataset plus random-walk masks (paper A.2).
 
+Three splits. ``train``; ``selection``, held out of training (one scikit-image photograph, or a
+seeded class-balanced slice of the ImageNet training files in use) to pick the best checkpoint
+on; ``val``, the official validation split, on which results are reported. With
+``selection="heldout"`` (default) Lightning's validation loop runs on ``selection`` and its
+test loop on ``val``, so the reported number is not selected on the data it is measured on. With
+``selection="val"`` (the paper's protocol: the best over the run on the validation split) both
+loops run on ``val`` and nothing is held out of training.
+
 Reproducibility without depending on the number of workers: the training sampler runs in the
 main process and hands every item its own two seeds (one for the image augmentation, one for the
-mask), drawn from a generator seeded by ``(seed, epoch)``. Workers only apply them, so the
-batches of epoch ``e`` are the same for ``num_workers=0`` or ``8`` and across runs with the same
-``seed``; ``set_epoch`` (called by Lightning each epoch) makes resumed runs continue the same
-sequence. Validation masks are fixed per image: image ``i`` always gets
-``RandomWalkMask.mask_for_index(i, val_mask_seed, size)``, whatever the batch it lands in.
+mask), drawn from a generator seeded by ``(seed, epoch)``. Workers only apply them, each with a
+``torch.Generator`` of its own (the global random state, CPU or CUDA, is neither read nor
+reseeded), so the batches of epoch ``e`` are the same for ``num_workers=0`` or ``8`` and across
+runs with the same ``seed``; ``set_epoch`` (called by Lightning each epoch) makes resumed runs
+continue the same sequence. Evaluation masks are fixed per image: image ``i`` of ``val`` always
+gets ``RandomWalkMask.mask_for_index(i, val_mask_seed, size)`` (``selection_mask_seed`` for the
+selection split), whatever the batch it lands in.
+
+Several processes (DDP): when ``torch.distributed`` is initialised with world size ``W > 1``,
+each rank ``r`` trains on positions ``r, r + W, ...`` of the epoch's seeded order (padded by
+wrapping around to a multiple of ``W``, so every rank runs the same number of steps) and
+evaluates indices ``r, r + W, ...`` of each evaluation split without padding
+(:class:`EvaluationSampler`): every image is counted exactly once. Both samplers are
+``DistributedSampler`` subclasses, so Lightning keeps them as they are whether
+``trainer.use_distributed_sampler`` is true or false.
 """
 
 from __future__ import annotations
@@ -18,33 +36,77 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from afno_repro.data import build_dataset, get_dataset_class
-from afno_repro.data.imagenet import load_subset, make_subset, save_subset
+from afno_repro.data.embedded import PHOTO_SPLITS
+from afno_repro.data.errors import DataError
+from afno_repro.data.imagenet import load_subset, make_selection, make_subset, save_subset
 from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
 
-__all__ = ["InpaintingDataModule"]
+__all__ = ["EvaluationSampler", "InpaintingDataModule", "SELECTIONS"]
+
+SELECTIONS = ("heldout", "val")
 
 _MAX_SEED = 2**63 - 1
 
 
-class _SeededSampler(Sampler):
-    """Yields ``(index, image_seed, mask_seed)`` for a shuffled epoch of ``num_samples`` items.
+def _process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group; ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
-    Indices are a random permutation of the dataset (repeated when ``num_samples`` exceeds its
-    length, truncated when it is smaller); everything is drawn from a generator seeded by
-    ``(seed, epoch)``. ``epoch`` advances after each pass unless ``set_epoch`` sets it.
+
+class EvaluationSampler(DistributedSampler):
+    """Rank ``rank``'s share of ``num_items`` evaluation items: indices ``rank, rank + W, ...``.
+
+    Unlike torch's ``DistributedSampler`` (which Lightning injects by default), the shards are not
+    padded to equal length with repeated items, which an evaluation would count twice; metrics
+    that synchronise their state across processes (torchmetrics) handle uneven shards. It
+    subclasses ``DistributedSampler`` because Lightning replaces only samplers that are not one.
+
+    Parameters
+    ----------
+    num_items: length of the evaluation split.
+    num_replicas: world size ``W``.
+    rank: this process's rank, ``0 <= rank < W``.
+
+    Example
+    -------
+    >>> [list(EvaluationSampler(5, num_replicas=2, rank=r)) for r in range(2)]
+    [[0, 2, 4], [1, 3]]
     """
 
-    def __init__(self, dataset_size: int, num_samples: int, seed: int) -> None:
-        self.dataset_size = dataset_size
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
+    def __init__(self, num_items: int, num_replicas: int, rank: int) -> None:
+        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.indices = range(rank, num_items, num_replicas)
+        self.num_samples = self.total_size = len(self.indices)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _SeededSampler(DistributedSampler):
+    """Yields ``(index, image_seed, mask_seed)`` for this rank's share of a shuffled epoch.
+
+    The epoch is ``num_samples`` items: a random permutation of the dataset (repeated when
+    ``num_samples`` exceeds its length, truncated when it is smaller), everything drawn from a
+    generator seeded by ``(seed, epoch)``. Rank ``r`` of ``W`` takes positions ``r, r + W, ...``
+    of it, wrapped around to a multiple of ``W`` so all ranks get the same count. ``epoch``
+    advances after each pass unless ``set_epoch`` sets it. A ``DistributedSampler`` so that
+    Lightning does not wrap it in one that would shard (and reshuffle) it again.
+    """
+
+    def __init__(self, dataset_size: int, num_samples: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.dataset_size = dataset_size
+        self.epoch_size = num_samples
+        self.num_samples = -(-num_samples // num_replicas)
+        self.total_size = self.num_samples * num_replicas
 
     def __len__(self) -> int:
         return self.num_samples
@@ -52,18 +114,20 @@ class _SeededSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         self.epoch += 1
-        rounds = -(-self.num_samples // self.dataset_size)
-        order = torch.cat([torch.randperm(self.dataset_size, generator=generator) for _ in range(rounds)])[: self.num_samples]
-        seeds = torch.randint(0, _MAX_SEED, (self.num_samples, 2), generator=generator)
-        return iter(zip(order.tolist(), *seeds.T.tolist()))
+        rounds = -(-self.epoch_size // self.dataset_size)
+        order = torch.cat([torch.randperm(self.dataset_size, generator=generator) for _ in range(rounds)])[: self.epoch_size]
+        seeds = torch.randint(0, _MAX_SEED, (self.epoch_size, 2), generator=generator)
+        items = list(zip(order.tolist(), *seeds.T.tolist()))
+        items += items[: self.total_size - self.epoch_size]
+        return iter(items[self.rank : self.total_size : self.num_replicas])
 
 
 class _MaskedImages(Dataset):
     """Adapts an image dataset to the batch items the mask collation needs.
 
     Training keys are ``(index, image_seed, mask_seed)`` from :class:`_SeededSampler`: the image
-    is drawn with torch's generator seeded by ``image_seed`` (in a forked RNG state, so the
-    worker's global stream is untouched). Validation keys are plain indices, and the mask seed is
+    is ``images.item(index, generator)`` with a ``torch.Generator`` seeded by ``image_seed``, so
+    the global random state is left alone. Evaluation keys are plain indices, and the mask seed is
     derived from ``(fixed_mask_seed, index)``.
     """
 
@@ -77,9 +141,7 @@ class _MaskedImages(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
             index, image_seed, mask_seed = key
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(image_seed)
-                image = self.images[index]
+            image = self.images.item(index, torch.Generator().manual_seed(image_seed))
         else:
             index, image = key, self.images[key]
             mask_seed = derive_seed(self.fixed_mask_seed, index)
@@ -104,6 +166,14 @@ class _MaskCollate:
         }
 
 
+def _evenly_spaced(dataset: Dataset, count: int | None) -> Dataset:
+    """``count`` evenly spaced items of ``dataset`` (all of it for ``None``): on a split sorted by
+    class, every class stays represented."""
+    if count is None or count >= len(dataset):
+        return dataset
+    return Subset(dataset, torch.linspace(0, len(dataset) - 1, count).round().long().tolist())
+
+
 class InpaintingDataModule(pl.LightningDataModule):
     """Images with random-walk masks for the inpainting task (paper A.2).
 
@@ -111,6 +181,9 @@ class InpaintingDataModule(pl.LightningDataModule):
     ``(B, 1, S, S)``, 1 = hidden pixel (the model sees ``image * (1 - mask)``, the loss is the MSE
     on the hidden pixels); ``"index"`` long ``(B,)``, the item's index in its split. Report
     :meth:`masked_fraction` with the results: it depends strongly on the mask options.
+
+    :meth:`val_dataloader` serves the split named by :attr:`validation_split` (``"selection"``
+    or ``"val"``, see ``selection``); :meth:`test_dataloader` always serves ``"val"``.
 
     Parameters
     ----------
@@ -120,20 +193,35 @@ class InpaintingDataModule(pl.LightningDataModule):
     mask: keyword options of :class:`~afno_repro.data.masks.RandomWalkMask` (``steps``, ``grid``,
         ``brush_size``, ``border``, ``steps_scaling``, ``reference_size``, ``patch_size``);
         ``None`` = the paper's reading (3136-step pixel walk, clipped at the border).
-    batch_size: training batch size; ``val_batch_size`` defaults to it.
+    batch_size: training batch size; ``val_batch_size`` (both evaluation splits) defaults to it.
     num_workers: data-loader worker processes (batches do not depend on it).
     train_samples_per_epoch: items per training epoch; ``None`` = one pass over the split
         (1024 random crops for ``"skimage"``).
     val_samples: validation images; ``None`` = the whole split (64 fixed crops for
         ``"skimage"``). For ImageNet, a smaller value keeps evenly spaced images of the sorted
         split, so every class stays represented.
+    selection: which split picks the best checkpoint (Lightning's validation loop):
+        ``"heldout"`` = the selection split, held out of training, with the official validation
+        split left for :meth:`test_dataloader`; ``"val"`` = the official validation split for
+        both (the paper's protocol), and nothing held out of training.
+    selection_fraction: ImageNet, ``selection="heldout"``: the fraction of each class's
+        training files (in use: after ``subset_fraction``) held out, at least one per class
+        (:func:`~afno_repro.data.imagenet.make_selection`). ``"skimage"`` holds out one
+        photograph instead (:data:`~afno_repro.data.embedded.PHOTO_SPLITS`).
+    selection_seed: seeds which ImageNet training files are held out.
+    selection_samples: selection images; ``None`` = all held-out files (ImageNet) or 64 fixed
+        crops of the held-out photograph (``"skimage"``); a smaller ImageNet value keeps evenly
+        spaced ones.
     subset_fraction: ImageNet only: train on a seeded class-balanced fraction of the training
         split (0.1 for Table 6), drawn with ``subset_seed``. Validation always uses the full split.
     subset_file: ImageNet only: if the file exists, train on the files it lists (reusing a
         previous run's subset); otherwise, with ``subset_fraction`` set, the new subset is written
         there (point it into the run directory).
-    val_mask_seed: seeds the fixed validation masks.
+    val_mask_seed: seeds the fixed masks of the validation split.
+    selection_mask_seed: seeds the fixed masks of the selection split.
     seed: seeds the training order, augmentations and masks.
+    max_image_pixels: ImageNet only: images with more pixels are refused with an error naming
+        the file; ``None`` = PIL's decompression-bomb limit (178,956,970 pixels).
     pin_memory: passed to the data loaders.
 
     Example
@@ -144,6 +232,8 @@ class InpaintingDataModule(pl.LightningDataModule):
     >>> batch = next(iter(dm.val_dataloader()))
     >>> batch["image"].shape, batch["mask"].shape, batch["index"].tolist()
     (torch.Size([4, 3, 32, 32]), torch.Size([4, 1, 32, 32]), [0, 1, 2, 3])
+    >>> dm.validation_split, dm.num_images("selection"), dm.num_images("val")
+    ('selection', 64, 64)
     """
 
     def __init__(
@@ -157,20 +247,43 @@ class InpaintingDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         train_samples_per_epoch: int | None = None,
         val_samples: int | None = None,
+        selection: str = "heldout",
+        selection_fraction: float = 0.01,
+        selection_seed: int = 0,
+        selection_samples: int | None = None,
         subset_fraction: float | None = None,
         subset_seed: int = 0,
         subset_file: str | os.PathLike | None = None,
         val_mask_seed: int = 1234,
+        selection_mask_seed: int = 5678,
         seed: int = 0,
+        max_image_pixels: int | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
         get_dataset_class(name)
         if name == "imagenet" and root is None:
             raise ValueError("data.name='imagenet' needs data.root, the folder holding train/ and val/; set it, or use data.name='skimage' for the embedded photographs.")
-        if name != "imagenet" and (subset_fraction is not None or subset_file is not None):
-            raise ValueError(f"subset_fraction/subset_file apply to ImageNet only, but data.name={name!r}; remove them or use data.name='imagenet'.")
-        for option, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("train_samples_per_epoch", train_samples_per_epoch), ("val_samples", val_samples)):
+        imagenet_only = {"subset_fraction": subset_fraction, "subset_file": subset_file, "max_image_pixels": max_image_pixels}
+        for option, value in imagenet_only.items():
+            if name != "imagenet" and value is not None:
+                raise ValueError(f"{option} applies to ImageNet only, but data.name={name!r}; remove it or use data.name='imagenet'.")
+        if selection not in SELECTIONS:
+            raise ValueError(
+                f"InpaintingDataModule got selection={selection!r}; use 'heldout' (pick checkpoints on a split held out of "
+                "training, report on val) or 'val' (the paper's protocol: pick and report on val)."
+            )
+        if not 0 < selection_fraction < 1:
+            raise ValueError(f"InpaintingDataModule got selection_fraction={selection_fraction!r}; it must be in (0, 1), e.g. 0.01.")
+        sizes = {
+            "batch_size": batch_size,
+            "val_batch_size": val_batch_size,
+            "train_samples_per_epoch": train_samples_per_epoch,
+            "val_samples": val_samples,
+            "selection_samples": selection_samples,
+            "max_image_pixels": max_image_pixels,
+        }
+        for option, value in sizes.items():
             if value is not None and value < 1:
                 raise ValueError(f"InpaintingDataModule got {option}={value!r}; it must be >= 1 (or null for the default).")
         self.save_hyperparameters()
@@ -183,15 +296,28 @@ class InpaintingDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.train_samples_per_epoch = train_samples_per_epoch
         self.val_samples = val_samples
+        self.selection = selection
+        self.selection_fraction = selection_fraction
+        self.selection_seed = selection_seed
+        self.selection_samples = selection_samples
         self.subset_fraction = subset_fraction
         self.subset_seed = subset_seed
         self.subset_file = subset_file
         self.val_mask_seed = val_mask_seed
+        self.selection_mask_seed = selection_mask_seed
         self.seed = seed
+        self.max_image_pixels = max_image_pixels
         self.pin_memory = pin_memory
         self.subset: list[str] | None = None
+        self.selection_files: list[str] | None = None
         self.train_set: Dataset | None = None
+        self.selection_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    @property
+    def validation_split(self) -> str:
+        """The split :meth:`val_dataloader` serves: ``"selection"`` or ``"val"``."""
+        return "selection" if self.selection == "heldout" else "val"
 
     def _imagenet_subset(self) -> list[str] | None:
         if self.subset_file is not None and Path(self.subset_file).is_file():
@@ -212,16 +338,41 @@ class InpaintingDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        heldout = self.selection == "heldout"
         if self.name == "skimage":
-            self.train_set = build_dataset("skimage", "train", image_size=self.image_size, samples_per_epoch=self.train_samples_per_epoch)
+            photos = PHOTO_SPLITS["train"] + (() if heldout else PHOTO_SPLITS["selection"])
+            self.train_set = build_dataset("skimage", "train", image_size=self.image_size, samples_per_epoch=self.train_samples_per_epoch, photos=photos)
+            if heldout:
+                self.selection_set = build_dataset("skimage", "selection", image_size=self.image_size, samples_per_epoch=self.selection_samples)
             self.val_set = build_dataset("skimage", "val", image_size=self.image_size, samples_per_epoch=self.val_samples)
             return
         self.subset = self._imagenet_subset()
-        self.train_set = build_dataset("imagenet", "train", root=self.root, image_size=self.image_size, subset=self.subset)
-        val_set = build_dataset("imagenet", "val", root=self.root, image_size=self.image_size)
-        if self.val_samples is not None and self.val_samples < len(val_set):
-            val_set = Subset(val_set, torch.linspace(0, len(val_set) - 1, self.val_samples).round().long().tolist())
-        self.val_set = val_set
+        images = {"root": self.root, "image_size": self.image_size, "max_image_pixels": self.max_image_pixels}
+        train_set = build_dataset("imagenet", "train", subset=self.subset, **images)
+        if heldout:
+            self.selection_files = make_selection(train_set.files(), self.selection_fraction, self.selection_seed)
+            if not self.selection_files:
+                raise DataError(
+                    f"no training file of {str(self.root)!r} can be held out for checkpoint selection: every class has a "
+                    "single training file in use, and it must stay in training. Use data.selection=val, or train on "
+                    "more files per class (a larger data.subset_fraction)."
+                )
+            selection_set = train_set.only(self.selection_files, augment=False, source="the selection split")
+            self.selection_set = _evenly_spaced(selection_set, self.selection_samples)
+            train_set = train_set.without(self.selection_files)
+        self.train_set = train_set
+        self.val_set = _evenly_spaced(build_dataset("imagenet", "val", **images), self.val_samples)
+
+    def num_images(self, split: str) -> int:
+        """Items in ``split`` (``"train"``, ``"selection"`` or ``"val"``); ``"train"`` counts the
+        dataset, not ``train_samples_per_epoch``."""
+        if split not in ("train", "selection", "val"):
+            raise ValueError(f"unknown split {split!r}; use 'train', 'selection' or 'val'.")
+        self.setup()
+        dataset = {"train": self.train_set, "selection": self.selection_set, "val": self.val_set}[split]
+        if dataset is None:
+            raise ValueError("there is no selection split with data.selection='val' (nothing is held out); use data.selection=heldout.")
+        return len(dataset)
 
     def save_subset(self, file: str | os.PathLike) -> Path:
         """Write the ImageNet training subset in use (after :meth:`setup`) to ``file``."""
@@ -240,25 +391,39 @@ class InpaintingDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _evaluation_loader(self, dataset: Dataset, mask_seed: int) -> DataLoader:
+        rank, world_size = _process_group()
+        sampler = EvaluationSampler(len(dataset), world_size, rank) if world_size > 1 else None
+        return self._loader(_MaskedImages(dataset, mask_seed), self.val_batch_size, sampler)
+
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
+        rank, world_size = _process_group()
         num_samples = self.train_samples_per_epoch or len(self.train_set)
-        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed)
+        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
         return self._loader(_MaskedImages(self.train_set), self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
+        """The split that picks the best checkpoint (:attr:`validation_split`), with its fixed masks."""
         self.setup("validate")
-        return self._loader(_MaskedImages(self.val_set, self.val_mask_seed), self.val_batch_size, None)
+        if self.selection == "heldout":
+            return self._evaluation_loader(self.selection_set, self.selection_mask_seed)
+        return self._evaluation_loader(self.val_set, self.val_mask_seed)
 
     def test_dataloader(self) -> DataLoader:
-        """The validation split with its fixed masks (the paper reports ImageNet validation)."""
-        return self.val_dataloader()
+        """The official validation split with its fixed masks (the paper reports ImageNet validation)."""
+        self.setup("test")
+        return self._evaluation_loader(self.val_set, self.val_mask_seed)
 
-    def masked_fraction(self, num_images: int = 256) -> float:
-        """Mean masked fraction of the fixed validation masks of the first ``num_images`` images.
+    def masked_fraction(self, num_images: int = 256, split: str = "val") -> float:
+        """Mean masked fraction of the fixed masks of the first ``num_images`` images of ``split``.
 
-        Measured on the masks themselves, at this DataModule's image size and mask options, and
-        independent of the dataset, so it can be reported before or after training.
+        ``split`` is ``"val"`` or ``"selection"`` (their masks have different seeds). Measured on
+        the masks themselves, at this DataModule's image size and mask options, and independent
+        of the dataset, so it can be reported before or after training.
         """
-        masks = self.masker.masks_for_indices(range(num_images), self.val_mask_seed, self.image_size)
+        seeds = {"val": self.val_mask_seed, "selection": self.selection_mask_seed}
+        if split not in seeds:
+            raise ValueError(f"masked_fraction got split={split!r}; use 'val' or 'selection'.")
+        masks = self.masker.masks_for_indices(range(num_images), seeds[split], self.image_size)
         return float(masked_fraction(masks).mean())

@@ -6,15 +6,18 @@ has real natural-image statistics to work on out of the box. Only the RGB photog
 ``colorwheel``) and the images that need the optional ``pooch`` download are left out, and so is
 ``retina`` (mostly a black border around the fundus disc).
 
-The split is fixed (by photograph, so no validation scene is seen in training):
+The split is fixed by photograph, so no scene of one split is seen in another:
 
-- train: astronaut, rocket, motorcycle_left, motorcycle_right (the stereo pair of one scene, so
-  both sides stay in train), hubble_deep_field, immunohistochemistry;
+- train: astronaut, motorcycle_left, motorcycle_right (the stereo pair of one scene, so both
+  sides stay in train), hubble_deep_field, immunohistochemistry;
+- selection: rocket, held out of training to pick checkpoints on (the inpainting DataModule's
+  ``selection="heldout"``; with ``selection="val"`` it trains on it, pass ``photos``);
 - val: chelsea (the cat), coffee.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -28,7 +31,8 @@ from afno_repro.data.masks import derive_seed
 __all__ = ["SkimagePhotos", "PHOTO_SPLITS", "load_photo"]
 
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
-    "train": ("astronaut", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field", "immunohistochemistry"),
+    "train": ("astronaut", "motorcycle_left", "motorcycle_right", "hubble_deep_field", "immunohistochemistry"),
+    "selection": ("rocket",),
     "val": ("chelsea", "coffee"),
 }
 
@@ -49,24 +53,27 @@ class SkimagePhotos(Dataset):
 
     Training items are random crops: a square whose side is a uniform fraction
     ``min_scale ... 1`` of the photograph's short side, at a uniform position, flipped
-    horizontally with probability 1/2, resized (antialiased) to ``image_size``. They are drawn
-    from torch's global generator, so seeding that generator (the inpainting DataModule does it per
-    sample) makes them reproducible. Validation items are a fixed set of such crops: item ``k``
-    comes from photograph ``k % 2`` with a generator seeded by ``(seed, k)``, so the same
-    ``seed`` always gives the same validation images.
+    horizontally with probability 1/2, resized (antialiased) to ``image_size``.
+    ``dataset.item(i, generator)`` draws them from ``generator`` (the inpainting DataModule gives
+    each sample its own), ``dataset[i]`` from torch's global generator. Evaluation items
+    (``"selection"`` and ``"val"``) are a fixed set of such crops: item ``k`` comes from
+    photograph ``k % n_photos`` with a generator seeded by ``(seed, k)``, so the same ``seed``
+    always gives the same images.
 
     Parameters
     ----------
-    split: ``"train"`` or ``"val"``.
+    split: ``"train"``, ``"selection"`` or ``"val"`` (:data:`PHOTO_SPLITS`).
     image_size: side ``S`` of the square output crops in pixels.
-    samples_per_epoch: dataset length (crops per epoch for train, fixed crops for val); the
+    samples_per_epoch: dataset length (crops per epoch for train, fixed crops otherwise); the
         photographs are cycled through in turn, so each gets the same share.
-    seed: seeds the fixed validation crops; unused for training crops.
+    seed: seeds the fixed evaluation crops; unused for training crops.
     min_scale: smallest crop side as a fraction of the photograph's short side.
+    photos: names of the photographs to use instead of the split's own (e.g. train plus
+        selection, to train on every non-validation photograph).
 
     Shape contract
     --------------
-    ``dataset[i]`` is a float32 ``(3, S, S)`` tensor in ``[0, 1]``.
+    ``dataset[i]`` and ``dataset.item(i, generator)`` are float32 ``(3, S, S)`` tensors in ``[0, 1]``.
 
     Example
     -------
@@ -77,7 +84,15 @@ class SkimagePhotos(Dataset):
     (torch.Size([3, 32, 32]), True)
     """
 
-    def __init__(self, split: str = "train", image_size: int = 64, samples_per_epoch: int | None = None, seed: int = 0, min_scale: float = 0.35) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        image_size: int = 64,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        min_scale: float = 0.35,
+        photos: Sequence[str] | None = None,
+    ) -> None:
         if split not in PHOTO_SPLITS:
             raise ValueError(f"SkimagePhotos got split={split!r}; valid splits are {', '.join(map(repr, PHOTO_SPLITS))}. Pass one of those.")
         if not isinstance(image_size, int) or image_size < 1:
@@ -87,13 +102,16 @@ class SkimagePhotos(Dataset):
         if samples_per_epoch is None:
             samples_per_epoch = 1024 if split == "train" else 64
         if samples_per_epoch < 1:
-            raise ValueError(f"SkimagePhotos got samples_per_epoch={samples_per_epoch!r}; it must be >= 1. Raise it (train default 1024, val default 64).")
+            raise ValueError(f"SkimagePhotos got samples_per_epoch={samples_per_epoch!r}; it must be >= 1. Raise it (train default 1024, otherwise 64).")
+        known = {name for names in PHOTO_SPLITS.values() for name in names}
+        if photos is not None and (not photos or not set(photos) <= known):
+            raise ValueError(f"SkimagePhotos got photos={photos!r}; give one or more of {', '.join(sorted(known))}.")
         self.split = split
         self.image_size = image_size
         self.samples_per_epoch = int(samples_per_epoch)
         self.seed = seed
         self.min_scale = min_scale
-        self.photo_names = PHOTO_SPLITS[split]
+        self.photo_names = tuple(photos) if photos is not None else PHOTO_SPLITS[split]
         self.photos = [load_photo(name) for name in self.photo_names]
 
     def __len__(self) -> int:
@@ -111,10 +129,14 @@ class SkimagePhotos(Dataset):
             crop = TF.horizontal_flip(crop)
         return crop.float().div_(255)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def item(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Item ``index``; a training crop is drawn from ``generator`` (``None``: the global one)."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is out of range for {len(self)} samples")
         photo = self.photos[index % len(self.photos)]
         if self.split == "train":
-            return self._crop(photo, None)
+            return self._crop(photo, generator)
         return self._crop(photo, torch.Generator().manual_seed(derive_seed(self.seed, index)))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.item(index)

@@ -1,4 +1,5 @@
-"""ImageNet-1K from the standard folder layout, and the seeded class-balanced subset of Table 6.
+"""ImageNet-1K from the standard folder layout, the seeded class-balanced subset of Table 6, and
+the held-out selection slice of the training split.
 
 Layout (what ``torchvision.datasets.ImageFolder`` expects, one folder per WordNet id)::
 
@@ -6,62 +7,101 @@ Layout (what ``torchvision.datasets.ImageFolder`` expects, one folder per WordNe
     root/val/n01440764/ILSVRC2012_val_00000293.JPEG
 
 The paper does not state its augmentation for inpainting or for the Table 6 runs. Ours: training
-images get ``RandomResizedCrop(image_size, scale=(0.35, 1))`` and a horizontal flip; validation
-images are resized to ``image_size * 256 / 224`` on the short side and centre-cropped (the
-common ImageNet evaluation crop).
+images get a random resized crop (scale 0.35 ... 1 of the area, aspect ratio 3/4 ... 4/3, as
+torchvision's ``RandomResizedCrop``) and a horizontal flip, both drawn from a
+``torch.Generator`` passed in (:class:`ImageNetTransform`), so per-item seeding leaves torch's
+global random state alone; evaluation images are resized to ``image_size * 256 / 224`` on the
+short side and centre-cropped (the common ImageNet evaluation crop).
+
+Files are read by :func:`load_image`: any bit depth and colour mode PIL opens (8- and 16-bit,
+grayscale, palette, RGBA, CMYK, ...) becomes RGB scaled to ``[0, 1]``. A file that cannot be
+used raises :class:`~afno_repro.data.errors.DataError` naming it: unreadable (permissions),
+corrupt, or larger than the decompression-bomb limit (``max_image_pixels``).
 
 Table 6 trains on a 10% subset: :func:`make_subset` draws a fixed, seeded, class-balanced list of
 training files, :func:`save_subset` / :func:`load_subset` write and read it as text so each run
 keeps the exact list it used and another run can reuse it via ``subset_file``.
+:func:`make_selection` draws, from the training files in use, the class-balanced slice that is
+held out of training to select checkpoints on.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
+from afno_repro.data.errors import DataError
 from afno_repro.data.masks import derive_seed
 
-__all__ = ["ImageNetFolder", "make_subset", "save_subset", "load_subset", "SPLITS", "imagenet_transform"]
+__all__ = [
+    "ImageNetFolder",
+    "ImageNetTransform",
+    "SPLITS",
+    "load_image",
+    "load_subset",
+    "make_selection",
+    "make_subset",
+    "random_resized_crop_params",
+    "save_subset",
+]
 
 SPLITS = ("train", "val")
 _LAYOUT = "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG"
 
+# PIL modes whose samples do not fit 8 bits, and the value that maps to 1.0. PIL's own
+# convert("RGB") clips them at 255 (a 16-bit image comes out almost white).
+_HIGH_BIT_DEPTH_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+
 
 def _split_dir(root: str | os.PathLike, split: str) -> Path:
-    """``root/split`` after checking that the layout is there; ``ValueError`` naming the fix."""
+    """``root/split`` after checking that the layout is there; ``DataError`` naming the fix."""
     if split not in SPLITS:
         raise ValueError(f"ImageNet split {split!r} is not valid; use one of {', '.join(map(repr, SPLITS))}.")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ValueError(
+        raise DataError(
             f"ImageNet root {str(root)!r} does not exist or is not a folder. Point data.root at the folder "
             f"that holds the ImageNet layout {_LAYOUT}, or use data=skimage for the embedded photographs."
         )
     split_dir = root / split
     if not split_dir.is_dir():
-        raise ValueError(
+        raise DataError(
             f"ImageNet root {str(root)!r} has no {split!r} folder. Expected the layout {_LAYOUT}; "
             "check that data.root is the folder above train/ and val/ (not train/ itself)."
         )
     return split_dir
 
 
+def _unreadable_folder(folder: str | os.PathLike) -> DataError:
+    return DataError(
+        f"ImageNet folder {str(folder)!r} cannot be read: permission denied. Make the dataset readable by "
+        f"this user (chmod -R a+rX {str(folder)!r}, or for the whole dataset chmod -R a+rX <data.root>) "
+        "and run again."
+    )
+
+
 @contextmanager
 def _images_required(split_dir: str | os.PathLike):
-    """Turn torchvision's "no class folder" / "no valid file" errors into a ``ValueError`` with the fix."""
+    """Turn torchvision's "no class folder" / "no valid file" errors into a ``DataError`` with the fix."""
     try:
         yield
+    except PermissionError as error:
+        raise _unreadable_folder(error.filename or split_dir) from None
     except FileNotFoundError as error:
-        raise ValueError(
+        raise DataError(
             f"ImageNet split folder {str(split_dir)!r} has no usable images: {str(error).rstrip('.')}. "
             f"Expected the layout {_LAYOUT} with at least one image in every class folder: remove empty "
             "class folders or finish extracting the archive (the official val archive is flat; sort its "
@@ -69,32 +109,184 @@ def _images_required(split_dir: str | os.PathLike):
         ) from None
 
 
+def _make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False) -> list[tuple[str, int]]:
+    """torchvision's ``make_dataset``, after checking that every class folder can be listed.
+
+    ``os.walk`` (inside ``make_dataset``) skips a folder it may not list, so an unreadable class
+    folder would otherwise be reported as an empty one.
+    """
+    with _images_required(directory):
+        for name in class_to_idx:
+            try:
+                with os.scandir(Path(directory) / name):
+                    pass
+            except PermissionError:
+                raise _unreadable_folder(Path(directory) / name) from None
+        return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+
+
 def _scan(root: str | os.PathLike, split: str) -> tuple[list[str], list[tuple[str, int]]]:
     """Class names and ``(path, class index)`` samples of one split."""
     split_dir = _split_dir(root, split)
     with _images_required(split_dir):
         classes, class_to_idx = find_classes(split_dir)
-        return classes, make_dataset(split_dir, class_to_idx, extensions=IMG_EXTENSIONS)
+    return classes, _make_dataset(split_dir, class_to_idx, extensions=IMG_EXTENSIONS)
 
 
-def _load_rgb(path: str) -> Image.Image:
-    """Open ``path`` as RGB; a file PIL cannot read raises ``ValueError`` naming the file."""
+@contextmanager
+def _pil_pixel_limit_off():
+    """Switch off PIL's global decompression-bomb check while :func:`load_image` applies its own.
+
+    PIL's limit is a module global; the data loaders read images one at a time per process, so
+    changing it for the duration of one read affects no other read.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(
-            f"image file {path!r} cannot be read as an image ({error}). The file is corrupt or not an "
-            "image; re-extract it from the ImageNet archive or delete it (and any subset file listing it)."
-        ) from error
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
-def imagenet_transform(split: str, image_size: int = 224) -> v2.Compose:
-    """Our ImageNet transform for ``split`` (the paper is silent; see the module docstring)."""
-    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if split == "train":
-        return v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(), *to_tensor])
-    return v2.Compose([v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size), *to_tensor])
+def _rgb(image: Image.Image, path: str) -> torch.Tensor:
+    """``(3, H, W)`` RGB of an opened image: uint8 for 8-bit modes, float32 in [0, 1] otherwise."""
+    full_scale = _HIGH_BIT_DEPTH_FULL_SCALE.get(image.mode)
+    if full_scale is None:
+        try:
+            image = image.convert("RGB")
+        except ValueError as error:
+            raise DataError(
+                f"image file {path!r} has colour mode {image.mode!r}, which PIL cannot convert to RGB ({error}). "
+                "Re-save it as an 8- or 16-bit RGB or grayscale image (e.g. PNG or JPEG)."
+            ) from error
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    pixels = np.asarray(image, dtype=np.float32)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > full_scale):
+        raise DataError(
+            f"image file {path!r} has {image.mode!r} pixels from {pixels.min():g} to {pixels.max():g}, outside "
+            f"0 ... {full_scale}, so their scale is unknown. Re-save it as an 8- or 16-bit image."
+        )
+    return torch.from_numpy(pixels / full_scale).expand(3, -1, -1).contiguous()
+
+
+def load_image(path: str, max_pixels: int | None = None) -> torch.Tensor:
+    """Read an image file as a ``(3, H, W)`` RGB tensor.
+
+    Parameters
+    ----------
+    path: the image file.
+    max_pixels: refuse images with more pixels than this (a decompression-bomb guard);
+        ``None`` = PIL's own limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels).
+
+    Returns
+    -------
+    uint8 for 8-bit files (grayscale, palette, RGB, RGBA with the alpha channel dropped, CMYK,
+    ...); float32 in ``[0, 1]`` for higher bit depths (16-bit files scaled by 1/65535, float
+    files taken as they are, which must lie in ``[0, 1]``). ``v2.ToDtype(float32, scale=True)``
+    brings both to ``[0, 1]``.
+
+    Raises
+    ------
+    DataError: naming the file, when it cannot be opened (permissions, missing), is corrupt or
+        not an image, is over the pixel limit, or has pixels whose scale is unknown.
+    """
+    try:
+        file = open(path, "rb")
+    except PermissionError:
+        raise DataError(
+            f"image file {path!r} cannot be read: permission denied. Make it readable by this user "
+            f"(chmod a+r {path!r}, or for the whole dataset chmod -R a+rX <data.root>) and run again."
+        ) from None
+    except OSError as error:
+        raise DataError(
+            f"image file {path!r} cannot be opened ({error.strerror or error}). It was listed when the dataset "
+            "was scanned; if it was moved or deleted since, restore it (and any subset file listing it) and run again."
+        ) from None
+    limit = max_pixels if max_pixels is not None else (2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None)
+    with file, _pil_pixel_limit_off():
+        try:
+            image = Image.open(file)
+            # Only the header is read so far: a too-large image is refused before it is decoded.
+            if limit is not None and image.width * image.height > limit:
+                raise DataError(
+                    f"image file {path!r} is {image.width}x{image.height} = {image.width * image.height:,} pixels, more "
+                    f"than the limit of {limit:,} (PIL's decompression-bomb guard). If the file is genuine, shrink "
+                    "it (e.g. `mogrify -resize '4096x4096>' FILE`) or raise the limit with "
+                    "data.max_image_pixels=<pixels> (ImageNetFolder(max_image_pixels=...))."
+                )
+            image.load()
+        except DataError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            # PIL reports undecodable data with any of these, depending on the format and the damage.
+            raise DataError(
+                f"image file {path!r} cannot be decoded as an image ({error}). The file is corrupt or not an "
+                "image; re-extract it from the ImageNet archive or delete it (and any subset file listing it)."
+            ) from error
+        return _rgb(image, path)
+
+
+def random_resized_crop_params(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
+    """``(top, left, crop_height, crop_width)`` of a random resized crop, drawn from ``generator``.
+
+    The sampling of torchvision's ``RandomResizedCrop`` (area a uniform fraction ``scale`` of
+    the image, aspect ratio log-uniform in ``ratio``, ten tries, then the central crop of the
+    nearest ratio). torchvision draws it from the global generator only; this takes one, so a
+    per-item generator reproduces the crop without touching (or reseeding) the global state.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect_ratio = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+        crop_width = round(math.sqrt(target_area * aspect_ratio))
+        crop_height = round(math.sqrt(target_area / aspect_ratio))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = int(torch.randint(0, height - crop_height + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))
+            return top, left, crop_height, crop_width
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        crop_width, crop_height = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        crop_width, crop_height = round(height * max(ratio)), height
+    else:
+        crop_width, crop_height = width, height
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+class ImageNetTransform:
+    """Our ImageNet transform (the paper is silent; see the module docstring).
+
+    Parameters
+    ----------
+    image_size: output side ``S``.
+    augment: ``True``: random resized crop (scale ``scale``, aspect ratio 3/4 ... 4/3) and a
+        horizontal flip with probability 1/2, drawn from the generator given to each call;
+        ``False``: resize the short side to ``S * 256 / 224`` and take the centre crop.
+    scale: area range of the random crop, as a fraction of the image.
+
+    Calling it maps a ``(3, H, W)`` uint8 or float image (:func:`load_image`) and an optional
+    ``torch.Generator`` (``None`` = torch's global one) to a float32 ``(3, S, S)`` image in [0, 1].
+    """
+
+    def __init__(self, image_size: int = 224, augment: bool = True, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+        self.image_size = image_size
+        self.augment = augment
+        self.scale = scale
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        size = [self.image_size, self.image_size]
+        if self.augment:
+            top, left, height, width = random_resized_crop_params(*image.shape[-2:], self.scale, (3 / 4, 4 / 3), generator)
+            image = F.resized_crop(image, top, left, height, width, size, antialias=True)
+            if float(torch.rand((), generator=generator)) < 0.5:
+                image = F.horizontal_flip(image)
+        else:
+            image = F.center_crop(F.resize(image, round(self.image_size * 256 / 224), antialias=True), size)
+        return F.to_dtype(image, torch.float32, scale=True)
 
 
 class ImageNetFolder(ImageFolder):
@@ -109,18 +301,23 @@ class ImageNetFolder(ImageFolder):
         kept (Table 6's 10% subset). Class indices still come from all class folders.
     subset: the same as a list of relative paths (e.g. straight from :func:`make_subset`);
         give at most one of ``subset_file`` and ``subset``.
+    augment: random crops and flips (:class:`ImageNetTransform`); ``None`` = for the train split
+        only. ``False`` on the train split gives the fixed evaluation crop (the held-out slice).
+    max_image_pixels: refuse images with more pixels (see :func:`load_image`); ``None`` = PIL's limit.
 
     Shape contract
     --------------
-    ``dataset[i]`` is ``(image, class_index)`` with a float32 ``(3, S, S)`` image in ``[0, 1]``.
+    ``dataset[i]`` and ``dataset.item(i, generator)`` are ``(image, class_index)`` with a float32
+    ``(3, S, S)`` image in ``[0, 1]``; ``item`` draws the augmentation from ``generator``,
+    indexing from torch's global generator.
 
     Example
     -------
     >>> from afno_repro.data.imagenet import ImageNetFolder
-    >>> ImageNetFolder("/no/such/folder")
+    >>> ImageNetFolder("/no/such/folder")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
         ...
-    ValueError: ImageNet root '/no/such/folder' does not exist or is not a folder. ...
+    afno_repro.data.errors.DataError: ImageNet root '/no/such/folder' does not exist or is not a folder. ...
     """
 
     def __init__(
@@ -130,32 +327,61 @@ class ImageNetFolder(ImageFolder):
         image_size: int = 224,
         subset_file: str | os.PathLike | None = None,
         subset: Sequence[str] | None = None,
+        augment: bool | None = None,
+        max_image_pixels: int | None = None,
     ) -> None:
         if subset_file is not None and subset is not None:
             raise ValueError("ImageNetFolder got both subset_file and subset; pass only one (the file is read into the list).")
+        if max_image_pixels is not None and max_image_pixels < 1:
+            raise ValueError(f"ImageNetFolder got max_image_pixels={max_image_pixels!r}; it must be >= 1, or None for PIL's limit.")
         self.split = split
         self.image_root = Path(root).expanduser()
         self.image_size = image_size
         split_dir = _split_dir(root, split)
-        super().__init__(split_dir, transform=imagenet_transform(split, image_size), loader=_load_rgb)
+        transform = ImageNetTransform(image_size, augment=split == "train" if augment is None else augment)
+        super().__init__(split_dir, transform=transform, loader=partial(load_image, max_pixels=max_image_pixels))
         if subset_file is not None:
             subset = load_subset(subset_file)
         if subset is not None:
-            self._keep(subset, source=str(subset_file) if subset_file is not None else "the given subset")
+            self._set_samples(self._listed(subset, source=str(subset_file) if subset_file is not None else "the given subset"))
 
     def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
         with _images_required(directory):
             return find_classes(directory)
 
-    @staticmethod
-    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-        with _images_required(directory):
-            return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+    make_dataset = staticmethod(_make_dataset)
 
-    def _keep(self, subset: Sequence[str], source: str) -> None:
+    def item(self, index: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Item ``index`` with its augmentation (if any) drawn from ``generator``."""
+        path, target = self.samples[index]
+        return self.transform(self.loader(path), generator), target
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.item(index)
+
+    def files(self) -> list[str]:
+        """The files of this dataset as paths relative to the root, ``<split>/<wnid>/<file>``."""
+        return [self._relative(path) for path, _ in self.samples]
+
+    def only(self, paths: Collection[str], augment: bool | None = None, source: str = "the given file list") -> ImageNetFolder:
+        """A copy holding only ``paths`` (every one must be in this dataset), optionally with other augmentation."""
+        dataset = copy.copy(self)
+        dataset._set_samples(self._listed(paths, source))
+        if augment is not None:
+            dataset.transform = ImageNetTransform(self.image_size, augment=augment)
+        return dataset
+
+    def without(self, paths: Collection[str]) -> ImageNetFolder:
+        """A copy without the files ``paths``."""
+        dropped = set(paths)
+        dataset = copy.copy(self)
+        dataset._set_samples([(path, target) for path, target in self.samples if self._relative(path) not in dropped])
+        return dataset
+
+    def _listed(self, subset: Collection[str], source: str) -> list[tuple[str, int]]:
         wanted = {path for path in subset if path.split("/", 1)[0] == self.split}
         if not wanted:
-            raise ValueError(
+            raise DataError(
                 f"{source} lists no files of the {self.split!r} split (paths must look like "
                 f"'{self.split}/<wnid>/<file>'). Make it with make_subset(root, fraction, seed, split={self.split!r})."
             )
@@ -163,15 +389,35 @@ class ImageNetFolder(ImageFolder):
         if len(samples) != len(wanted):
             found = {self._relative(path) for path, _ in samples}
             missing = sorted(wanted - found)
-            raise ValueError(
+            raise DataError(
                 f"{source} lists {len(missing)} file(s) that are not in {str(self.image_root)!r}, e.g. {missing[0]!r}. "
                 "The subset was made for another copy of ImageNet; make a new one with make_subset or fix data.root."
             )
+        return samples
+
+    def _set_samples(self, samples: list[tuple[str, int]]) -> None:
         self.samples = self.imgs = samples
         self.targets = [target for _, target in samples]
 
     def _relative(self, path: str) -> str:
         return Path(path).relative_to(self.image_root).as_posix()
+
+
+def _class_balanced(paths: Iterable[str], count: Callable[[int], int], seed: int) -> list[str]:
+    """From each class (the ``<wnid>`` of ``<split>/<wnid>/...``), ``count(n_class)`` files, sorted.
+
+    Class ``c`` (in sorted order) draws with a generator seeded by ``(seed, c)``, so the choice
+    depends only on the files, ``count`` and ``seed``.
+    """
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        by_class[path.split("/")[1]].append(path)
+    chosen = []
+    for position, wnid in enumerate(sorted(by_class)):
+        files = sorted(by_class[wnid])
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(derive_seed(seed, position)))
+        chosen.extend(files[i] for i in order[: count(len(files))].tolist())
+    return sorted(chosen)
 
 
 def make_subset(root: str | os.PathLike, fraction: float = 0.1, seed: int = 0, split: str = "train") -> list[str]:
@@ -184,17 +430,31 @@ def make_subset(root: str | os.PathLike, fraction: float = 0.1, seed: int = 0, s
     if not 0 < fraction <= 1:
         raise ValueError(f"subset fraction {fraction!r} is not valid; it must be in (0, 1], e.g. 0.1 for the Table 6 10% subset.")
     root = Path(root).expanduser()
-    classes, samples = _scan(root, split)
-    by_class: list[list[str]] = [[] for _ in classes]
-    for path, target in samples:
-        by_class[target].append(Path(path).relative_to(root).as_posix())
-    chosen = []
-    for target, files in enumerate(by_class):
-        files.sort()
-        keep = max(1, round(fraction * len(files)))
-        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(derive_seed(seed, target)))
-        chosen.extend(files[i] for i in order[:keep].tolist())
-    return sorted(chosen)
+    _, samples = _scan(root, split)
+    return _class_balanced((Path(path).relative_to(root).as_posix() for path, _ in samples), lambda n: max(1, round(fraction * n)), seed)
+
+
+def make_selection(paths: Iterable[str], fraction: float = 0.01, seed: int = 0) -> list[str]:
+    """The held-out selection slice of the training files ``paths`` (``train/<wnid>/<file>``).
+
+    Each class gives ``round(fraction * n_class)`` of its files, at least 1 and at most
+    ``n_class - 1`` (every class keeps a training file; a class with one file gives none), drawn
+    as in :func:`make_subset` with ``seed``. Pass the training files in use (the Table 6 subset
+    when there is one) and train on the rest. The list is sorted.
+
+    Example
+    -------
+    >>> files = [f"train/n0{c}/{i}.JPEG" for c in range(2) for i in range(10)]
+    >>> make_selection(files, fraction=0.2, seed=0) == make_selection(files, fraction=0.2, seed=0)
+    True
+    >>> sorted({path.split("/")[1] for path in make_selection(files, fraction=0.2, seed=0)})
+    ['n00', 'n01']
+    >>> len(make_selection(files, fraction=0.2, seed=0))
+    4
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"selection fraction {fraction!r} is not valid; it must be in (0, 1), e.g. 0.01 (1% of each class held out).")
+    return _class_balanced(paths, lambda n: min(max(1, round(fraction * n)), n - 1), seed)
 
 
 def save_subset(paths: Sequence[str], file: str | os.PathLike) -> Path:
@@ -209,7 +469,7 @@ def load_subset(file: str | os.PathLike) -> list[str]:
     """Read a subset list written by :func:`save_subset` (blank lines are skipped)."""
     file = Path(file)
     if not file.is_file():
-        raise ValueError(
+        raise DataError(
             f"subset file {str(file)!r} does not exist. Pass the subset list a previous run saved "
             "(imagenet_subset.txt in its run directory), or set data.subset_fraction to make a new one."
         )
