@@ -152,7 +152,9 @@ def _describe(error: BaseException) -> str:
         key = error.full_key or "a required value"
         return (f"`{key}` is required and has no value (it is `???` in the config): pass it on the command "
                 f"line, e.g. `python train.py ... {key}=/path/to/data`.")
-    return str(error)
+    from afno_repro.data.errors import user_message
+
+    return user_message(error)
 
 
 def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException | None) -> None:
@@ -263,6 +265,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _record_interruption(trainer, run_dir, summary, started)
 
     summary.update(status="completed", **_progress(trainer))
+    if trainer.is_global_zero and getattr(datamodule, "selection_files", None):
+        # The held-out ImageNet files, beside the run's results, so the selection can be reused exactly.
+        from afno_repro.data.imagenet import save_subset
+
+        summary["selection"]["files"] = str(save_subset(datamodule.selection_files, run_dir / "imagenet_selection.txt"))
     summary.update(_evaluate(cfg, trainer, task, datamodule))
     _finish_wandb()
     _write_metrics(trainer, run_dir, summary, started)
@@ -288,7 +295,7 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, da
     (results,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     values = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
     count = _count(values.pop("num_images", None))
-    protocol = str(cfg.data.get("selection", "val"))
+    protocol = datamodule.selection
     test = {
         "split": "val",
         "checkpoint": best or "last weights (no checkpoint callback)",
@@ -365,17 +372,19 @@ def _reading(cfg: DictConfig, task: pl.LightningModule) -> dict[str, Any]:
         "mask": mask,
         "metric_region": hparams.get("metric_region"),
         "loss_region": hparams.get("loss_region"),
-        "selection": str(cfg.data.get("selection", "val")),
+        "selection": str(cfg.data.get("selection", "heldout")),
     }
 
 
 def _progress(trainer: pl.Trainer) -> dict[str, Any]:
     """Training progress and the selection split's numbers (the split that picks the checkpoint)."""
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
+    datamodule = trainer.datamodule
     result: dict[str, Any] = {
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "selection": {
+            "split": getattr(datamodule, "validation_split", None),
             "num_images": _count(metrics.get("val/num_images")),
             "final": {"psnr": metrics.get("val/psnr"), "ssim": metrics.get("val/ssim"), "loss": metrics.get("val/loss")},
             "best": {"psnr": metrics.get("val/psnr_best"), "ssim": metrics.get("val/ssim_best")},
