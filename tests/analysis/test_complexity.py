@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils import flop_counter
 
-from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
+from afno_repro.analysis import ATTENTION_MATMULS, DataDependentShapeError, count_flops, count_params
 from afno_repro.mixers import build_mixer, get_mixer_spec, list_mixers
 from afno_repro.models import ViT
 
@@ -124,6 +126,77 @@ def test_mixer_share_is_what_the_mixer_counts_alone(name):
         assert report.mixer_gflops == pytest.approx(alone.gflops, abs=1e-12)
         assert macs(report) == h * w * dim * dim + macs(alone)
         assert list(report.mixer_gflops_by_module) == ["1"]
+
+
+SDPA_BACKENDS = {"default": None, "math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}
+
+
+def count_with_backend(model, shape, backend, **options):
+    """``count_flops`` with torch restricted to one SDPA kernel, or skip where it cannot run the call."""
+    if SDPA_BACKENDS[backend] is None:
+        return count_flops(model, shape, **options)
+    try:
+        with sdpa_kernel(SDPA_BACKENDS[backend]):
+            return count_flops(model, shape, **options)
+    except RuntimeError as error:
+        if "No available kernel" not in str(error):
+            raise
+        pytest.skip(f"torch {torch.__version__} cannot run this call with the {backend} SDPA kernel")
+
+
+@pytest.mark.parametrize("backend", sorted(SDPA_BACKENDS))
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_attention_mixer_count_is_the_shape_formula_whatever_kernel_torch_picks(device, backend):
+    """torch 2.14 runs fake/CPU attention in ``_scaled_dot_product_flash_attention_for_cpu``, which
+    FlopCounterMode does not count, while the math kernel is counted as two bmm: the count must be
+    the shape formula either way, neither missing nor doubled."""
+    h, w, dim, heads = 5, 7, 32, 4
+    tokens = h * w
+    mixer = build_mixer("attention", dim, num_heads=heads)
+    one = count_with_backend(mixer, (2, h, w, dim), backend, attention_matmuls="one", device=device)
+    both = count_with_backend(mixer, (2, h, w, dim), backend, attention_matmuls="both", device=device)
+    projections = 2 * tokens * 4 * dim * dim
+    assert macs(one) == projections + 2 * tokens**2 * dim
+    assert macs(both) == projections + 2 * 2 * tokens**2 * dim
+    assert one.mixer_gflops == one.gflops and both.mixer_gflops == both.gflops
+
+
+@pytest.mark.skipif(
+    not hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu") or not hasattr(flop_counter, "flop_registry"),
+    reason="this torch has no CPU flash kernel or no flop_registry to add it to",
+)
+def test_a_torch_that_counts_the_cpu_flash_kernel_gives_the_same_count(monkeypatch):
+    """Newer torch registers a FlopCounterMode formula for the kernel fake/CPU tensors take; made so
+    here, the kernel's own count must be replaced by the shape formula, not added to it."""
+    mixer = build_mixer("attention", 32, num_heads=4)
+    before = {convention: count_flops(mixer, (1, 5, 7, 32), attention_matmuls=convention) for convention in ATTENTION_MATMULS}
+    cpu_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    registry = flop_counter.flop_registry
+    monkeypatch.setitem(registry, cpu_flash, registry[torch.ops.aten._scaled_dot_product_flash_attention])
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        count_flops(mixer, (1, 5, 7, 32))
+    assert counter.get_flop_counts()["Global"].get(cpu_flash, 0) > 0  # the kernel is now counted by torch
+    for convention, report in before.items():
+        assert macs(count_flops(mixer, (1, 5, 7, 32), attention_matmuls=convention)) == macs(report)
+
+
+@pytest.mark.parametrize("backend", ["math", "flash"])
+@pytest.mark.parametrize("name", list_mixers())
+def test_every_mixer_counts_the_same_whatever_sdpa_kernel_runs(name, backend):
+    """Attention with a mask over windows (Long-Short) or over reduced keys (efficient attention)
+    counts the same under the math kernel, which torch counts, and the fused one, which it may not."""
+    h, w, dim = 8, 6, 16
+    mixer = build_mixer(name, dim, grid_size=(h, w), **small_mixer_options(name))
+    for convention in ("one", "both"):
+        default = count_flops(mixer, (1, h, w, dim), attention_matmuls=convention)
+        forced = count_with_backend(mixer, (1, h, w, dim), backend, attention_matmuls=convention)
+        assert macs(forced) == macs(default) and forced.mixer_gflops == default.mixer_gflops
+
+
+def test_a_negative_count_is_an_error_naming_the_module():
+    model = nn.Sequential(nn.Linear(4, 4), FastKernel(4, reference_per_token=-1))
+    with pytest.raises(RuntimeError, match=r"'1' \(FastKernel\).*negative"):
+        count_flops(model, (1, 2, 3, 4))
 
 
 def test_data_dependent_shapes_need_a_real_device():

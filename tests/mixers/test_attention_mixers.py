@@ -10,12 +10,14 @@ import math
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
+from afno_repro.analysis import count_flops
 from afno_repro.mixers import build_mixer
 from afno_repro.mixers.attention import SelfAttention
 from afno_repro.mixers.efficient_attention import EfficientSelfAttention
 from afno_repro.mixers.long_short import LongShortAttention
+from afno_repro.models import SegFormer, ViT
 
 ATTENTION_FAMILY = {
     "attention": {"num_heads": 4},
@@ -217,14 +219,11 @@ def test_bf16_autocast_matches_float32(name):
 
 
 def _mixer_macs(name: str, dim: int, grid: tuple[int, int], **options) -> int:
-    """Multiply-accumulates of one forward pass, counted on the meta device."""
+    """Multiply-accumulates of one forward pass of a mixer built on the meta device, both
+    attention matmuls counted (from the shapes, so whichever SDPA kernel torch picks)."""
     with torch.device("meta"):
         mixer = build_mixer(name, dim, **options)
-        x = torch.randn(1, *grid, dim)
-    with FlopCounterMode(display=False) as counter:
-        out = mixer(x)
-    assert out.shape == x.shape and out.is_meta
-    return counter.get_total_flops() // 2
+    return round(count_flops(mixer, (1, *grid, dim), attention_matmuls="both").gflops * 1e9)
 
 
 def test_meta_device_flops_of_long_short_at_vit_b4_scale():
@@ -252,3 +251,58 @@ def test_meta_device_flops_of_efficient_attention():
     projections = 2 * tokens * dim * dim + 2 * keys * dim * dim
     conv = keys * dim * dim * sr * sr
     assert macs == projections + conv + 2 * tokens * keys * dim
+
+
+def assert_initialised_as_their_authors_do(mixer: nn.Module, where: str) -> set[str]:
+    """timm / SegFormer init: linear weights truncated normal std 0.02, LayerNorms one and zero,
+    convs normal with std sqrt(2 / fan_out), every bias zero. Returns the checked layers' names."""
+    checked = set()
+    for name, module in mixer.named_modules():
+        if isinstance(module, nn.Linear):
+            expected_std = 0.02
+        elif isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+            expected_std = math.sqrt(2.0 / fan_out)
+        elif isinstance(module, nn.LayerNorm):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0), f"{where}.{name}"
+            continue
+        else:
+            continue
+        # Thousands of draws at width 64: the sample std is within a few percent of the init's.
+        assert module.weight.std().item() == pytest.approx(expected_std, rel=0.1), f"{where}.{name}"
+        assert module.weight.mean().abs().item() < 0.1 * expected_std, f"{where}.{name}"
+        assert module.bias is None or torch.all(module.bias == 0), f"{where}.{name}"
+        checked.add(name.rsplit(".", 1)[-1])
+    return checked
+
+
+# The layers each mixer's authors initialise; the check above must reach all of them.
+INITIALISED_LAYERS = {
+    "attention": {"qkv", "proj"},
+    "long_short": {"q", "kv", "dynamic_projection", "proj"},
+    "efficient_attention": {"q", "kv", "proj", "sr"},
+}
+
+
+@pytest.mark.parametrize("dim", [64, 768])
+@pytest.mark.parametrize("name", sorted(ATTENTION_FAMILY))
+def test_built_alone_the_mixer_is_initialised_as_its_authors_do(name, dim):
+    mixer = build_mixer(name, dim, **ATTENTION_FAMILY[name])
+    assert assert_initialised_as_their_authors_do(mixer, name) == INITIALISED_LAYERS[name]
+
+
+@pytest.mark.parametrize("dim", [64, 768])
+@pytest.mark.parametrize("name", sorted(ATTENTION_FAMILY))
+def test_inside_vit_and_segformer_the_mixer_keeps_its_authors_init(name, dim):
+    """The backbones init everything but their mixers (``init_outside``): what a mixer chose must
+    be what a built ViT or SegFormer ends up with, at every block and stage."""
+    mixer = {"name": name, **ATTENTION_FAMILY[name]}
+    vit = ViT(img_size=16, patch_size=4, embed_dim=dim, depth=2, mixer=mixer)
+    segformer = SegFormer(
+        variant="b0", embed_dims=[64, 64, 64, dim], depths=[1, 1, 1, 1], img_size=64, num_classes=5,
+        decoder_dim=32, mixer=mixer,
+    )
+    mixers = [(f"vit.blocks.{i}", block.mixer) for i, block in enumerate(vit.blocks)]
+    mixers += [(f"segformer.stages.{i}", stage.blocks[0].mixer) for i, stage in enumerate(segformer.stages)]
+    for where, built in mixers:
+        assert assert_initialised_as_their_authors_do(built, where) == INITIALISED_LAYERS[name]

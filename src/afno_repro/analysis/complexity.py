@@ -9,10 +9,14 @@ SegFormer-B3 at 1024x1024 is counted in seconds without allocating a weight.
 
 Three things the tracer alone cannot decide, each explicit:
 
-* ``attention_matmuls``: ``FlopCounterMode`` counts ``scaled_dot_product_attention`` as both of
-  its ``N^2 d`` matmuls (``Q K^T`` and ``A V``). The paper's Table 2 self-attention row (357.2)
-  counts only one of them, its Table 4 efficient-attention mixer (129.9) counts both.
-  ``"one"`` subtracts the ``Q K^T`` product of every ``scaled_dot_product_attention`` call.
+* ``attention_matmuls``: every ``scaled_dot_product_attention`` call is counted from its shapes
+  as its two matmuls, ``Q K^T`` (``L * S * E`` per head) and ``A V`` (``L * S * Ev``), never by
+  the kernel torch runs: below that function torch picks a math path (two ``bmm``, counted) or a
+  fused kernel that ``FlopCounterMode`` counts or not depending on the kernel and the torch
+  version (torch 2.14's ``_scaled_dot_product_flash_attention_for_cpu``, which fake and CPU
+  tensors take, is not counted). Whatever was traced inside the call is taken out again. The
+  paper's Table 2 self-attention row (357.2) counts only one of the two ``N^2 d`` matmuls, its
+  Table 4 efficient-attention mixer (129.9) counts both: ``"one"`` leaves out ``Q K^T``.
 * Reference formulations: a module may compute faster than the formulation the paper counted
   (AFNO's complex block MLP as complex-dtype matmuls, which the tracer counts as one real-sized
   matmul instead of four). Any module with a ``reference_macs(h, w)`` method (multiply-accumulates
@@ -110,8 +114,8 @@ def count_params(model: nn.Module) -> int:
 def counting_convention(attention_matmuls: str) -> str:
     """The counting convention of :func:`count_flops` as one printable sentence."""
     attention = {
-        "one": "scaled_dot_product_attention as ONE N^2 d matmul",
-        "both": "scaled_dot_product_attention as BOTH N^2 d matmuls",
+        "one": "scaled_dot_product_attention as ONE N^2 d matmul (from its shapes)",
+        "both": "scaled_dot_product_attention as BOTH N^2 d matmuls (from its shapes)",
     }[attention_matmuls]
     return (
         "GFLOPs = multiply-accumulates counted once (FlopCounterMode / 2) over linear, conv, "
@@ -122,23 +126,36 @@ def counting_convention(attention_matmuls: str) -> str:
 
 
 class _AttentionCounter(TorchFunctionMode):
-    """Adds up the ``Q K^T`` multiply-accumulates of every ``scaled_dot_product_attention`` call.
+    """Counts every ``scaled_dot_product_attention`` call from its shapes, whatever kernel runs it.
 
-    Seen at the function level because below it the call is a fused kernel on CPU/GPU but two
-    ``bmm`` on the meta device; either way ``FlopCounterMode`` counts both matmuls.
+    Seen at the function level, above torch's choice of kernel: what ``flop_counter`` recorded
+    during the call (two ``bmm`` on the math path, a formula for some fused kernels, nothing for
+    others) is kept in ``traced_flops`` so that it can be taken out of the total again, and the
+    call's ``Q K^T`` and ``A V`` multiply-accumulates are added up from the shapes of query
+    ``(..., L, E)``, key ``(..., S, E)`` and value ``(..., S, Ev)``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flop_counter: FlopCounterMode) -> None:
         super().__init__()
+        self.flop_counter = flop_counter
+        self.traced_flops = 0
         self.qk_macs = 0
+        self.av_macs = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention:
-            named = dict(zip(("query", "key"), args)) | kwargs
-            query, key = named["query"], named["key"]
-            self.qk_macs += math.prod(query.shape[:-1]) * key.shape[-2] * query.shape[-1]
-        return func(*args, **kwargs)
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **kwargs)
+        named = dict(zip(("query", "key", "value"), args)) | kwargs
+        query, key, value = named["query"], named["key"], named["value"]
+        before = self.flop_counter.get_total_flops()
+        out = func(*args, **kwargs)
+        self.traced_flops += self.flop_counter.get_total_flops() - before
+        # Query heads index the output; grouped-query keys/values are broadcast to them.
+        scores = math.prod(query.shape[:-1]) * key.shape[-2]
+        self.qk_macs += scores * query.shape[-1]
+        self.av_macs += scores * value.shape[-1]
+        return out
 
 
 class _FFTCounter(TorchDispatchMode):
@@ -158,6 +175,18 @@ class _FFTCounter(TorchDispatchMode):
             points = math.prod(signal.shape[d] for d in args[1])
             self.flops += signal.numel() * math.ceil(math.log2(points))
         return out
+
+
+def _not_negative(macs: int, name: str, module: nn.Module, what: str) -> int:
+    """``macs``, or ``RuntimeError`` naming the module: a negative count is a bug, not a number."""
+    if macs < 0:
+        raise RuntimeError(
+            f"count_flops: module {name or '<model>'!r} ({type(module).__name__}) has a negative count "
+            f"({what}: {macs} multiply-accumulates), which no model can have. Either its reference_macs() "
+            "returns a negative number, or the counting subtracted something it never counted (e.g. "
+            "an attention matmul that the traced kernel did not record); no count is reported."
+        )
+    return macs
 
 
 @dataclass
@@ -190,9 +219,9 @@ class _Tracer:
                 self.handles.append(module.register_forward_hook(self._exit(), always_call=True))
 
     def macs(self) -> int:
-        """Multiply-accumulates traced so far, attention convention applied, no substitution."""
-        traced = self.flop_counter.get_total_flops() // 2
-        return traced - (self.attention.qk_macs if self.subtract_qk else 0)
+        """Multiply-accumulates traced so far, attention counted by shape in its convention, no substitution."""
+        traced = (self.flop_counter.get_total_flops() - self.attention.traced_flops) // 2
+        return traced + self.attention.av_macs + (0 if self.subtract_qk else self.attention.qk_macs)
 
     def _enter(self, name: str, is_mixer: bool):
         def hook(module, args, kwargs):
@@ -202,13 +231,16 @@ class _Tracer:
                 batch, h, w = x.shape[0], x.shape[1], x.shape[2]
                 reference = batch * int(module.reference_macs(h, w))
             self.stack.append(_Call(name, is_mixer, reference, self.macs()))
+            # Raised after the push: the exit hook, called even when this one raises, pops the call.
+            if reference is not None:
+                _not_negative(reference, name, module, "reference_macs()")
 
         return hook
 
     def _exit(self):
         def hook(module, args, output):
             call = self.stack.pop()
-            traced = self.macs() - call.start
+            traced = _not_negative(self.macs() - call.start, call.name, module, "traced")
             # An outer reference formulation replaces whatever was substituted inside it.
             adjustment = call.adjustment if call.reference_macs is None else call.reference_macs - traced
             if self.stack:
@@ -216,7 +248,8 @@ class _Tracer:
             else:
                 self.adjustment += adjustment
             if call.is_mixer and not any(outer.is_mixer for outer in self.stack):
-                self.mixer_macs[call.name] = self.mixer_macs.get(call.name, 0) + traced + adjustment
+                own = _not_negative(traced + adjustment, call.name, module, "counted")
+                self.mixer_macs[call.name] = self.mixer_macs.get(call.name, 0) + own
 
         return hook
 
@@ -241,11 +274,12 @@ def count_flops(
         (``torch.func.functional_call``), and it is traced in eval mode, its modes restored after.
     input_shape: shape of the input tensor, batch included (e.g. ``(1, 3, 224, 224)``).
     attention_matmuls: ``"one"`` counts ``scaled_dot_product_attention`` as one ``N^2 d`` matmul
-        (the paper's Table 2), ``"both"`` as its two (Table 4, and ``FlopCounterMode`` itself).
+        (the paper's Table 2), ``"both"`` as its two (Table 4). Either way counted from the
+        query/key/value shapes, so the count is the same whichever kernel torch runs.
     device: where to trace. ``"meta"`` (default) computes and allocates nothing, so any size takes
         seconds: parameters and input become storage-less fake tensors (torch's ``FakeTensorMode``)
-        that present as CPU tensors, so device-dependent code in the model (the choice of
-        attention kernel) takes its CPU path and the count is the CPU model's. A real device runs the model (needed only by a model with
+        that present as CPU tensors, so device-dependent code in the model takes its CPU path and
+        the count is the CPU model's. A real device runs the model (needed only by a model with
         data-dependent shapes, for which ``"meta"`` raises :class:`DataDependentShapeError`); a
         model built on the meta device gets uninitialised weights there.
 
@@ -258,14 +292,14 @@ def count_flops(
         raise ValueError(
             f"attention_matmuls={attention_matmuls!r} is not a counting convention; valid choices are "
             "'one' (the paper's Table 2: Q K^T and A V counted as one N^2 d matmul) and 'both' (its "
-            "Table 4, FlopCounterMode's own count). Pass one of these."
+            "Table 4: both counted). Pass one of these."
         )
     device = torch.device(device)
     storageless = device.type == "meta"
     target = torch.device("cpu") if storageless else device
     training = {module: module.training for module in model.modules()}
     flop_counter = FlopCounterMode(display=False)
-    attention = _AttentionCounter()
+    attention = _AttentionCounter(flop_counter)
     tracer = _Tracer(model, flop_counter, attention, subtract_qk=attention_matmuls == "one")
     ffts = _FFTCounter()
     model.eval()
@@ -291,7 +325,7 @@ def count_flops(
         tracer.remove()
         for module, mode in training.items():
             module.training = mode
-    total = tracer.macs() + tracer.adjustment
+    total = _not_negative(tracer.macs() + tracer.adjustment, "", model, "total")
     return FlopReport(
         input_shape=tuple(input_shape),
         gflops=total / 1e9,

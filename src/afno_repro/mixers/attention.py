@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from afno_repro.mixers.registry import check_channel_split, register_mixer
+from afno_repro.mixers.weight_init import init_vit_weights
 
 __all__ = ["SelfAttention"]
 
@@ -25,6 +26,9 @@ class SelfAttention(nn.Module):
 
     Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W`` (odd and non-square
     included); the grid only fixes ``N``, attention itself is permutation-equivariant.
+
+    Init as timm's ViT (:func:`~afno_repro.mixers.weight_init.init_vit_weights`): linear weights
+    truncated normal with std 0.02, biases zero.
 
     Parameters
     ----------
@@ -59,6 +63,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.apply(init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape

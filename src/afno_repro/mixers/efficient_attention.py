@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from afno_repro.mixers.registry import check_channel_split, register_mixer
+from afno_repro.mixers.weight_init import init_mit_weights
 
 __all__ = ["EfficientSelfAttention"]
 
@@ -27,6 +28,10 @@ class EfficientSelfAttention(nn.Module):
     still produce queries and outputs. A grid smaller than ``sr_ratio`` raises ``ValueError``.
 
     Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W >= sr_ratio``.
+
+    Init as SegFormer (:func:`~afno_repro.mixers.weight_init.init_mit_weights`): linear weights
+    truncated normal with std 0.02, the reduction conv normal with std ``sqrt(2 / fan_out)``
+    (``fan_out = sr_ratio^2 * C``), biases zero, LayerNorm weight one and bias zero.
 
     Parameters
     ----------
@@ -74,6 +79,7 @@ class EfficientSelfAttention(nn.Module):
             self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.apply(init_mit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape

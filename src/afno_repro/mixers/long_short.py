@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from afno_repro.mixers.registry import check_channel_split, register_mixer
+from afno_repro.mixers.weight_init import init_vit_weights
 
 __all__ = ["LongShortAttention"]
 
@@ -41,6 +42,10 @@ class LongShortAttention(nn.Module):
     Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W``. Fully vectorised (no
     Python loop over windows) and free of data-dependent control flow, so it runs on the meta
     device for FLOP counting.
+
+    Init as the Transformer-LS vision code and timm's ViT
+    (:func:`~afno_repro.mixers.weight_init.init_vit_weights`): linear weights truncated normal
+    with std 0.02, biases zero, LayerNorms weight one and bias zero.
 
     Parameters
     ----------
@@ -101,6 +106,7 @@ class LongShortAttention(nn.Module):
             self.norm_long = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.apply(init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape
