@@ -1,0 +1,117 @@
+"""A bad ``ckpt_path`` gets a ValueError naming the file, the problem and the fix: missing, empty,
+truncated, not a PyTorch file, not a Lightning checkpoint, or written by another model."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import afno_repro.train
+from afno_repro.checkpoints import check_resume_checkpoint
+from afno_repro.config import compose
+from afno_repro.train import main, run
+
+SMOKE = ["debug=smoke", "run_baselines=false", "count_flops=false", "logger=csv"]
+
+
+def _task(output_dir: Path, *overrides: str) -> torch.nn.Module:
+    cfg = compose([*SMOKE, *overrides], output_dir=str(output_dir))
+    return instantiate(cfg.task, backbone=instantiate(cfg.backbone), optimizer=instantiate(cfg.optimizer),
+                       scheduler=None)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """A real checkpoint from a one-epoch smoke run, in a run folder laid out as train.py leaves it."""
+    run_dir = tmp_path_factory.mktemp("written")
+    overrides = [*SMOKE, "trainer.max_epochs=1"]
+    run(compose(overrides, output_dir=str(run_dir)))
+    # What @hydra.main writes beside the checkpoints (compose() alone does not).
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(compose(overrides, output_dir=str(run_dir)), run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> torch.nn.Module:
+    return _task(tmp_path_factory.mktemp("task"))
+
+
+def test_good_checkpoint_passes_and_is_returned(written, task):
+    checkpoint = check_resume_checkpoint(written, task)
+    assert checkpoint["epoch"] == 0 and checkpoint["state_dict"].keys() == task.state_dict().keys()
+    assert check_resume_checkpoint("last", task) is None  # Lightning resolves its own names
+
+
+def _truncated(good: Path, path: Path) -> None:
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+
+def _bare_state_dict(good: Path, path: Path) -> None:
+    torch.save(torch.load(good, map_location="cpu", weights_only=True)["state_dict"], path)
+
+
+BAD_FILES = {
+    "missing": (lambda good, path: None, "does not exist"),
+    "directory": (lambda good, path: path.mkdir(), "is a directory"),
+    "empty": (lambda good, path: path.write_bytes(b""), "is empty (0 bytes)"),
+    "truncated": (_truncated, "is truncated or corrupt"),
+    "text": (lambda good, path: path.write_text("epoch: 3\nweights: none\n"), "is not a PyTorch checkpoint"),
+    "no_state_dict": (lambda good, path: torch.save({"epoch": 3, "weights": torch.ones(2)}, path),
+                      "not a Lightning checkpoint: it is a dict with keys 'epoch', 'weights'"),
+    "bare_state_dict": (_bare_state_dict, "a bare model state_dict"),
+    "python_objects": (lambda good, path: torch.save({"state_dict": {}, "layer": torch.nn.Linear(2, 2)}, path),
+                       "holds a torch.nn.modules.linear.Linear"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_file_is_named_with_its_problem(written, task, tmp_path, kind):
+    make, problem = BAD_FILES[kind]
+    path = tmp_path / f"{kind}.ckpt"
+    make(written, path)
+    with pytest.raises(ValueError) as error:
+        check_resume_checkpoint(path, task)
+    message = str(error.value)
+    assert f"ckpt_path={path} " in message and problem in message
+    assert "weights_only=False" not in message and "Traceback" not in message
+
+
+def test_checkpoint_of_another_width_lists_the_shapes(written, tmp_path):
+    with pytest.raises(ValueError) as error:
+        check_resume_checkpoint(written, _task(tmp_path, "backbone.embed_dim=96"))
+    message = str(error.value)
+    assert f"ckpt_path={written} does not fit the configured model" in message
+    assert "backbone.pos_embed: checkpoint (1, 8, 8, 64) vs model (1, 8, 8, 96)" in message
+    assert "more)" in message  # every weight differs: the first few are listed, the rest counted
+    # The fix: the writer's configuration, its overrides, or no ckpt_path.
+    assert str(written.parent.parent / ".hydra" / "config.yaml") in message
+    assert "trainer.max_epochs=1" in message and "leave ckpt_path out" in message
+
+
+def test_checkpoint_of_another_mixer_lists_missing_and_unexpected(written, tmp_path):
+    with pytest.raises(ValueError) as error:
+        check_resume_checkpoint(written, _task(tmp_path, "mixer=gfn"))
+    message = str(error.value)
+    assert "missing from the checkpoint (backbone.blocks.0.mixer.complex_weight" in message
+    assert "that the model does not have (backbone.blocks.0.mixer.w1" in message
+
+
+@pytest.mark.skipif("check_resume_checkpoint" not in inspect.getsource(afno_repro.train),
+                    reason="afno_repro.train.run does not call check_resume_checkpoint yet")
+def test_train_reports_a_bad_checkpoint_without_traceback(written, tmp_path, capsys):
+    truncated = tmp_path / "truncated.ckpt"
+    _truncated(written, truncated)
+    with pytest.raises(SystemExit) as exit_info:
+        main(compose([*SMOKE, f"ckpt_path={truncated}"], output_dir=str(tmp_path / "run")))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error:") and "Traceback" not in err
+    assert str(truncated) in err and "truncated or corrupt" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()  # stopped before training, not after
