@@ -34,7 +34,7 @@ def slurm_cluster() -> None:
     result = _script("start")
     output = (result.stdout + result.stderr).strip()
     if result.returncode in CANNOT_HOST:
-        pytest.skip(f"no local Slurm cluster ({CANNOT_HOST[result.returncode]}): {output.splitlines()[-1]}")
+        pytest.skip(f"no local Slurm cluster ({CANNOT_HOST[result.returncode]}): {output[-500:]}")
     assert result.returncode == 0, f"scripts/slurm_local.sh start failed:\n{output}"
 
 
