@@ -226,6 +226,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     backbone = instantiate(cfg.backbone)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    if cfg.get("ckpt_path"):
+        # A bad checkpoint gets its paragraph before any logger or W&B run starts.
+        from afno_repro.checkpoints import check_resume_checkpoint
+
+        check_resume_checkpoint(cfg.ckpt_path, task)
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

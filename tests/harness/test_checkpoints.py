@@ -3,7 +3,7 @@ truncated, not a PyTorch file, not a Lightning checkpoint, or written by another
 
 from __future__ import annotations
 
-import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import afno_repro.train
 from afno_repro.checkpoints import check_resume_checkpoint
 from afno_repro.config import compose
 from afno_repro.train import main, run
@@ -103,8 +102,6 @@ def test_checkpoint_of_another_mixer_lists_missing_and_unexpected(written, tmp_p
     assert "that the model does not have (backbone.blocks.0.mixer.w1" in message
 
 
-@pytest.mark.skipif("check_resume_checkpoint" not in inspect.getsource(afno_repro.train),
-                    reason="afno_repro.train.run does not call check_resume_checkpoint yet")
 def test_train_reports_a_bad_checkpoint_without_traceback(written, tmp_path, capsys):
     truncated = tmp_path / "truncated.ckpt"
     _truncated(written, truncated)
@@ -114,4 +111,6 @@ def test_train_reports_a_bad_checkpoint_without_traceback(written, tmp_path, cap
     err = capsys.readouterr().err
     assert err.strip().startswith("error:") and "Traceback" not in err
     assert str(truncated) in err and "truncated or corrupt" in err
-    assert not (tmp_path / "run" / "metrics.json").exists()  # stopped before training, not after
+    # Stopped before training, not after: the run's record says failed and holds no epoch.
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "epochs" not in record and "truncated or corrupt" in record["error"]

@@ -10,7 +10,6 @@ timm's (MiT is PVTv2's encoder with a different MLP ratio), the block is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +19,9 @@ from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
 from afno_repro.mixers import build_mixer, get_mixer_spec
+from afno_repro.mixers.weight_init import init_mit_weights
 from afno_repro.models.heads import AllMLPDecodeHead
-from afno_repro.models.vit import Block, init_outside, init_vit_weights, mixer_name_and_options
+from afno_repro.models.vit import Block, init_outside, mixer_name_and_options
 
 __all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES"]
 
@@ -110,16 +110,6 @@ class MiTStage(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x).permute(0, 3, 1, 2)
-
-
-def _init_mit_weights(module: nn.Module) -> None:
-    # SegFormer's init: ViT's for linear layers and norms, He-normal on fan-out for convs.
-    init_vit_weights(module)
-    if isinstance(module, nn.Conv2d):
-        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-        nn.init.normal_(module.weight, std=math.sqrt(2.0 / fan_out))
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 def _four(value: Sequence[int] | None, default: Sequence[int], what: str) -> tuple[int, ...]:
@@ -282,7 +272,7 @@ class SegFormer(nn.Module):
             )
         self.decode_head = AllMLPDecodeHead(self.embed_dims, decoder_dim, num_classes, dropout=decoder_dropout)
         mixers = [block.mixer for stage in self.stages for block in stage.blocks]
-        init_outside(self, mixers, _init_mit_weights)
+        init_outside(self, mixers, init_mit_weights)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder only: the four stage outputs, ``(B, C_i, h_i, w_i)`` each, shallowest first."""

@@ -18,6 +18,7 @@ from timm.layers.pos_embed import resample_abs_pos_embed_nhwc
 from torch import nn
 
 from afno_repro.mixers import build_mixer
+from afno_repro.mixers.weight_init import init_vit_weights
 from afno_repro.models.heads import PatchPixelHead
 
 __all__ = ["ViT", "Block", "HEADS", "mixer_name_and_options", "init_outside"]
@@ -63,16 +64,6 @@ def init_outside(root: nn.Module, excluded: Iterable[nn.Module], init_fn: Callab
     for module in root.modules():
         if id(module) not in skipped:
             init_fn(module)
-
-
-def init_vit_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def _nearest_multiples(size: int, multiple: int) -> str:
