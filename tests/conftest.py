@@ -42,6 +42,12 @@ def write_imagenet(root: Path, train_per_class: int = 10, val_per_class: int = 2
     return root
 
 
+@pytest.fixture(scope="session")
+def imagenet_writer():
+    """:func:`write_imagenet` itself, for tests that need another size of it."""
+    return write_imagenet
+
+
 @pytest.fixture
 def imagenet_root(tmp_path: Path) -> Path:
     return write_imagenet(tmp_path / "imagenet")

@@ -7,6 +7,8 @@ Importing this module registers the OmegaConf resolvers the configs use:
 
 ``${sanitize:...}``
     makes a string safe as one path component (``/`` and ``=`` become ``-``).
+``${or_default:value,default}``
+    ``value``, or ``default`` when it is unset (e.g. the experiment of a sweep without one).
 ``${equal_params_width:depth,base_dim,base_blocks,blocks}``
     Figure 4 (right): the ViT-XS/4 AFNO width whose parameter count is closest to the
     ``base_dim``/``base_blocks`` model's, among multiples of ``blocks``.
@@ -159,6 +161,7 @@ def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int)
 def _register_resolvers() -> None:
     resolvers = {
         "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
+        "or_default": lambda value, default: default if value in (None, "None", "null", "") else value,
         "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
     }
     for name, fn in resolvers.items():

@@ -204,6 +204,14 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
             f"trainer.max_epochs={epochs!r} is not a positive whole number of epochs; give e.g. trainer.max_epochs=30 "
             "(the experiments set the paper's count)."
         )
+    # A ViT of depth 0 is a valid module (the tests use one to look at the position embedding
+    # alone), but trained it has no token mixer: nothing of what the run would measure.
+    depth = cfg.backbone.get("depth") if cfg.get("backbone") else None
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise UserFacingError(
+            f"backbone.depth={depth!r} is not a positive number of transformer blocks; a model without blocks has "
+            "no token mixer to train. Use e.g. backbone.depth=12 (ViT-B/4, ViT-S/4) or 5 (ViT-XS/4)."
+        )
     message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
     if message is not None:
         raise RunFolderInUse(message)

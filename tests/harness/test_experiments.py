@@ -108,8 +108,8 @@ def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     rows = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
     assert len(rows) == 2
-    by_lr = {r["overrides"][-1]: r for r in rows}
-    assert by_lr["optimizer.lr=1e6"]["status"].startswith("failed")
-    assert by_lr["optimizer.lr=1e-3"]["status"] == "completed"
+    by_lr = {float(r["overrides"][-1].removeprefix("optimizer.lr=")): r for r in rows}
+    assert by_lr[1e6]["status"].startswith("failed") and "non-finite" in by_lr[1e6]["status"]
+    assert by_lr[1e-3]["status"] == "completed"
     assert "did not complete" in result.stderr
     assert "failed" in (_only_sweep(tmp_path) / "summary.md").read_text()

@@ -29,7 +29,7 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("trainer.max_epochs=abc", "trainer.max_epochs"),
     ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("seed=abc", "seed"),
-    ("backbone.depth=0", "depth"),
+    ("backbone.depth=0", "backbone.depth"),
 ])
 def test_bad_run_options_are_refused_before_training(train, tmp_path, override, named):
     run_dir = tmp_path / "run"

@@ -66,8 +66,13 @@ def test_slurm_launcher_config(train):
 
 
 def test_bf16_mixed_precision_run(train, tmp_path, metrics_of):
-    run_dir = tmp_path / "bf16"
-    result = train("debug=smoke", "trainer.precision=bf16-mixed", "run_baselines=false", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    final = metrics_of(run_dir)["test"]
-    assert final["psnr"] is not None and 0.5 < final["ssim"] <= 1
+    """bf16 autocast trains and scores like fp32 (SSIM's Gaussian window once ran in bf16, 0.18 low)."""
+    results = {}
+    for precision in ("32-true", "bf16-mixed"):
+        run_dir = tmp_path / precision
+        result = train("debug=smoke", "run_baselines=false", f"trainer.precision={precision}", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[precision] = metrics_of(run_dir)["test"]
+    assert results["bf16-mixed"]["psnr"] is not None
+    assert abs(results["bf16-mixed"]["ssim"] - results["32-true"]["ssim"]) < 0.03
+    assert abs(results["bf16-mixed"]["psnr"] - results["32-true"]["psnr"]) < 1.0

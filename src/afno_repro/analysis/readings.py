@@ -118,6 +118,7 @@ def _score_reading(mask: Mapping[str, Any], baselines: Sequence[str], num_images
         val_samples=num_images,
         val_batch_size=1,
         val_mask_seed=val_mask_seed,
+        selection="val",  # only the validation crops are read; nothing is held out of a training set
     )
     metrics = {name: image_quality_metrics() for name in baselines}
     per_image = {name: {metric: [] for metric in METRICS} for name in baselines}

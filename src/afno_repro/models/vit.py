@@ -211,11 +211,6 @@ class ViT(nn.Module):
     ) -> None:
         super().__init__()
         mixer_name, mixer_options = mixer_name_and_options({"name": "afno"} if mixer is None else mixer)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(
-                f"depth={depth!r} is not a positive number of transformer blocks; a ViT without blocks has no "
-                "token mixer to train. Use e.g. backbone.depth=12 (ViT-B/4, ViT-S/4) or 5 (ViT-XS/4)."
-            )
         img_size = tuple(int(side) for side in to_2tuple(img_size))
         for side in img_size:
             if side % patch_size != 0:

@@ -1,0 +1,166 @@
+"""Every command README prints is run by a test exactly as printed.
+
+A test may only change the data path (`/data/imagenet` becomes a tiny ImageNet written in the real
+layout) or run from a temporary working directory. Commands that train at the paper's scale
+(ViT-B/4 on ImageNet, 100 epochs) cannot finish on a CPU: they are run as printed until training has
+started, then stopped with Ctrl-C, which must leave a `metrics.json` that records the interruption.
+Long benchmarks are run as printed until they print their first measurement. Commands that another
+test already runs exactly as printed are listed in ``COVERED`` with the test that runs them, and this
+file checks that test still contains them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+# Commands that other tests run exactly as printed: command -> the test file that runs it.
+COVERED = {
+    "make test": None,  # the suite itself: CI and ../shared/tools/fresh-clone-check run it
+    "python train.py": "the `make demo` test below (make demo runs exactly this)",
+    "python train.py -m experiment=table2_inpainting debug=smoke": "tests/harness/test_experiments.py",
+    "scripts/slurm_local.sh start": "tests/harness/test_slurm.py",
+    "python train.py -m experiment=table2_inpainting debug=smoke hydra/launcher=slurm_local": "tests/harness/test_slurm.py",
+    "python train.py -m debug=smoke trainer=ddp trainer.accelerator=cpu trainer.devices=2 hydra/launcher=slurm_local "
+    "hydra.launcher.tasks_per_node=2": "tests/harness/test_slurm.py",
+    "python scripts/readings_check.py": "tests/analysis/test_readings.py",
+}
+# Long benchmarks: run as printed until this pattern appears in their output (their first result).
+FIRST_RESULT = {
+    "python scripts/model_table.py --scaling": r"^\s*(afno|gfn|fno|attention)\b.*\d",
+    "python scripts/benchmark_mixers.py": r"\d+\.\d+x",
+}
+
+
+def readme_commands() -> list[str]:
+    """The commands README prints: lines of its shell code blocks and `python ...` / `make ...` code spans."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.DOTALL):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line:
+                commands.append(line)
+    for span in re.findall(r"`((?:python|make) [^`]+)`", README):
+        if "<" not in span:  # `wandb sync <run dir>/...`-style templates are prose, not commands
+            commands.append(span.strip())
+    return list(dict.fromkeys(commands))
+
+
+def _argv(command: str, data_root: Path | None = None) -> list[str]:
+    words = command.replace("/data/imagenet", str(data_root)).split() if data_root else command.split()
+    if words[0] == "python":
+        words = [sys.executable, str(ROOT / words[1]), *words[2:]]
+    return words
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+
+
+def test_the_commands_are_found():
+    commands = readme_commands()
+    assert "make demo" in commands and "python train.py -m experiment=table2_inpainting debug=smoke" in commands
+    assert any("data.root=/data/imagenet" in c for c in commands)
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if c in COVERED and COVERED[c] and COVERED[c].startswith("tests/")])
+def test_covered_commands_are_run_by_their_tests(command):
+    source = (ROOT / COVERED[command]).read_text()
+    words = command.split()[1:] if command.startswith("python ") else command.split()
+    if words and words[0].endswith(".py"):
+        words = words[1:]
+    for word in words:
+        assert f'"{word}"' in source or f"'{word}'" in source or word in source, (command, word, COVERED[command])
+
+
+@pytest.mark.slow
+def test_make_demo(tmp_path):
+    """`make demo`, as printed: installs nothing new (the environment exists) and trains the demo."""
+    result = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "masked input" in result.stdout and "biharmonic" in result.stdout and "afno" in result.stdout
+    run_dir = Path(re.search(r"run directory: (\S+)", result.stdout).group(1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["result"]["num_images"] > 0
+
+
+def test_make_help():
+    result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "make demo" in result.stdout and "make test" in result.stdout
+
+
+PAPER_SCALE = [c for c in readme_commands() if "data.root=/data/imagenet" in c]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", PAPER_SCALE)
+def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command, tmp_path, imagenet_writer):
+    """Run as printed (data path: a tiny ImageNet) until training starts, then Ctrl-C."""
+    data_root = imagenet_writer(tmp_path / "imagenet", train_per_class=20)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = subprocess.Popen(_argv(command, data_root), cwd=work, env=_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, started, deadline = [], False, time.time() + 600
+    for line in process.stdout:
+        lines.append(line)
+        # Lightning prints its layer table as fit starts.
+        if "Trainable params" in line:
+            started = True
+            time.sleep(1.0)
+            process.send_signal(signal.SIGINT)
+            break
+        if time.time() > deadline:
+            break
+    rest, _ = process.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert started, output[-3000:]
+    assert process.returncode == 130, output[-3000:]
+    (metrics_file,) = list(work.rglob("metrics.json"))
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "interrupted", metrics
+    assert metrics["data"] == "imagenet" and metrics["image_size"] == 224 and metrics["paper_row"]
+    assert "Traceback" not in output
+
+
+SCRIPTS = [c for c in readme_commands() if c.startswith("python scripts/") and c not in COVERED]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SCRIPTS)
+def test_script_commands(command):
+    """Scripts run as printed: to the end, or for long benchmarks until their first measurement."""
+    pattern = FIRST_RESULT.get(command)
+    if pattern is None:
+        result = subprocess.run(_argv(command), cwd=ROOT, capture_output=True, text=True, timeout=600, env=_env())
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip()
+        return
+    process = subprocess.Popen(_argv(command), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if re.search(pattern, line):
+                break
+    finally:
+        process.kill()
+        process.wait()
+    assert re.search(pattern, seen[-1] if seen else ""), "".join(seen)[-3000:]
+
+
+def test_every_command_has_a_test():
+    tested = set(COVERED) | {"make demo", "make help"} | set(PAPER_SCALE) | set(SCRIPTS)
+    assert set(readme_commands()) <= tested, sorted(set(readme_commands()) - tested)
