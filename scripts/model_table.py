@@ -342,6 +342,9 @@ def scaling_study(
                     done.append(case)
             case["does_not_fit"] = reason
             cases.append(case)
+            # Progress as each case ends (stderr: stdout stays the table or the JSON).
+            measured = f"{case['seconds']:.3f} s, {case['peak_mib']:.0f} MiB" if reason is None else reason
+            print(f"{name} {grid}x{grid}: {measured}", file=sys.stderr, flush=True)
         exponents[name] = {
             "time": _slope([c["tokens"] for c in done], [c["seconds"] for c in done]),
             "memory": _slope([c["tokens"] for c in done], [max(c["peak_mib"], 1e-3) for c in done]),

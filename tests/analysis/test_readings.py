@@ -79,7 +79,7 @@ def test_script_as_readme_prints_it_flags_the_pixel_grid_unattainable_and_the_to
     """`python scripts/readings_check.py`, exactly as README prints it."""
     result = subprocess.run([sys.executable, "scripts/readings_check.py"], cwd=REPO, capture_output=True, text=True,
                             check=True)
-    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("pixel/", "token/"))}
+    rows = {" ".join(line.split()[:2]): line for line in result.stdout.splitlines() if line.startswith(("pixel/", "token/"))}
     assert len(rows) == 12
     for reading, line in rows.items():
         expected = "unattainable" if reading.startswith("pixel/") else "attainable"
@@ -92,4 +92,4 @@ def test_script_json_output():
     rows = {(r["grid"], r["border"], r["brush_size"], r["region"]): r for r in json.loads(result.stdout)}
     assert len(rows) == 12 * 2
     assert all(r["attainable"] for key, r in rows.items() if key[3] == "raw")
-    assert rows["pixel", "clip", 1, "composite"]["masked_fraction"] < 0.03 < 0.2 < rows["token", "clip", 1, "composite"]["masked_fraction"]
+    assert rows["pixel", "clip", 1, "composite"]["masked_fraction"] < 0.05 < 0.2 < rows["token", "clip", 1, "composite"]["masked_fraction"]

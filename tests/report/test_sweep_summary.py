@@ -1,0 +1,45 @@
+"""The sweep summary: paper numbers by row, the reading named, rows the paper cannot be compared with flagged."""
+
+from __future__ import annotations
+
+import json
+
+from afno_repro.report.sweep import collect, comparability, describe_reading, format_table, paper_numbers
+
+
+def _run(floor_psnr: float, floor_ssim: float, region: str = "composite", status: str = "completed") -> dict:
+    return {
+        "paper_row": "table2/afno", "mixer": "afno", "mixer_options": {}, "status": status,
+        "paper": paper_numbers("table2/afno"),
+        "reading": {"mask": {"grid": "pixel", "steps": 3136, "border": "clip", "brush_size": 1},
+                    "metric_region": region, "selection": "heldout"},
+        "baselines": {"masked_input": {"psnr": floor_psnr, "ssim": floor_ssim, "num_images": 8}},
+        "result": {"psnr": 30.0, "ssim": 0.97, "num_images": 8, "protocol": "validation split, held-out selection"},
+        "test": {"masked_fraction": 0.019, "num_images": 8},
+    }
+
+
+def test_paper_numbers_follow_the_row():
+    assert paper_numbers("table2/afno") == {"psnr": 27.05, "ssim": 0.931}
+    assert paper_numbers("table6/afno_hard35") == {"psnr": 23.58}
+    assert paper_numbers(None) == {} and paper_numbers("table4/afno") == {}
+
+
+def test_a_zero_fill_floor_above_the_paper_flags_the_row():
+    # The pixel-grid reading at 224: zero-fill SSIM 0.966 is above the paper's 0.931.
+    assert "SSIM 0.966 >= paper 0.931" in comparability(_run(24.5, 0.966))
+    assert comparability(_run(12.4, 0.673)) is None  # the token grid's floor
+    # Under metric_region=raw zero-fill is no floor: nothing is ruled out.
+    assert comparability(_run(24.5, 0.966, region="raw")) is None
+
+
+def test_the_table_names_the_reading_the_images_and_failures(tmp_path):
+    for name, run in (("a", _run(24.5, 0.966)), ("b", {**_run(12.4, 0.673), "status": "failed", "error": "the loss is nan"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(run))
+    rows = collect(tmp_path)
+    assert rows[0]["comparable"].startswith("not comparable") and rows[1]["comparable"] == "yes"
+    table = format_table(rows)
+    assert describe_reading(rows[0]["reading"]) == "pixel grid, 3136 steps, clip, brush 1; composite; heldout"
+    assert "pixel grid, 3136 steps" in table and "| 8 |" in table and "failed: the loss is nan" in table
+    assert "held-out selection" in table
