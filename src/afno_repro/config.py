@@ -76,31 +76,28 @@ def paper_rows(table: str) -> list[str]:
     return sorted(path.stem for path in (_config_dir() / "paper_row" / table).glob("*.yaml"))
 
 
-def _experiment_table(experiment: str) -> str | None:
-    """The paper table whose rows ``experiment`` selects by mixer (its ``paper_row: <table>/${mixer}``),
-    following the experiments it builds on."""
-    file = _config_dir() / "experiment" / f"{experiment}.yaml"
+def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:
+    """The first match of ``pattern`` in ``configs/<group>/<name>.yaml``, else in the config of the
+    same group it builds on (the first match of ``parent``), and so on; None if there is none."""
+    file = _config_dir() / group / f"{name}.yaml"
     if not file.is_file():
         return None
     text = file.read_text()
-    found = re.search(r"/paper_row:\s*(\w+)/\$\{mixer\}", text)
+    found = re.search(pattern, text)
     if found:
         return found.group(1)
-    parent = re.search(r"^defaults:\s*\n\s*-\s*(\w+)\s*$", text, re.MULTILINE)
-    return _experiment_table(parent.group(1)) if parent else None
+    base = re.search(parent, text, re.MULTILINE)
+    return _declared(group, base.group(1), pattern, parent) if base else None
+
+
+def _experiment_table(experiment: str) -> str | None:
+    """The paper table whose rows ``experiment`` selects by mixer (its ``paper_row: <table>/${mixer}``)."""
+    return _declared("experiment", experiment, r"/paper_row:\s*(\w+)/\$\{mixer\}", r"^defaults:\s*\n\s*-\s*(\w+)\s*$")
 
 
 def _row_mixer(paper_model: str) -> str | None:
-    """The mixer a ``paper_model=<table>/<row>`` file selects (following the row it builds on)."""
-    file = _config_dir() / "paper_model" / f"{paper_model}.yaml"
-    if not file.is_file():
-        return None
-    text = file.read_text()
-    found = re.search(r"override /mixer:\s*(\w+)", text)
-    if found:
-        return found.group(1)
-    parent = re.search(r"-\s*/paper_model/(\S+)", text)
-    return _row_mixer(parent.group(1)) if parent else None
+    """The mixer a ``paper_model=<table>/<row>`` file selects."""
+    return _declared("paper_model", paper_model, r"override /mixer:\s*(\w+)", r"-\s*/paper_model/(\S+)")
 
 
 def missing_paper_row(arguments: Sequence[str]) -> str | None:
