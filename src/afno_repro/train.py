@@ -270,11 +270,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "records the failure."
         ) from error
     except SystemExit:
-        # Lightning turns Ctrl-C into a graceful stop and then sys.exit(1).
+        # Lightning turns Ctrl-C into a graceful stop and then sys.exit(1), and SIGTERM into a
+        # SIGTERMException (a SystemExit) at the next batch boundary.
         if not trainer.interrupted:
             raise
-        _record_interruption(trainer, run_dir, summary, started)
-    if trainer.interrupted:
         _record_interruption(trainer, run_dir, summary, started)
 
     summary.update(status="completed", **_progress(trainer))
