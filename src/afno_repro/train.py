@@ -282,7 +282,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from afno_repro.data.imagenet import save_subset
 
         summary["selection"]["files"] = str(save_subset(datamodule.selection_files, run_dir / "imagenet_selection.txt"))
-    summary.update(_evaluate(cfg, trainer, task, datamodule))
+    try:
+        summary.update(_evaluate(cfg, trainer, task, datamodule))
+    except Exception as error:
+        # Training is done and its checkpoints stay; the record says the evaluation failed.
+        summary.update(status="failed: evaluation", error=f"{type(error).__name__}: {error}")
+        _write_metrics(trainer, run_dir, summary, started)
+        raise
     _finish_wandb()
     _write_metrics(trainer, run_dir, summary, started)
     if trainer.is_global_zero:
