@@ -30,6 +30,7 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("trainer.max_epochs=0", "trainer.max_epochs"),
     ("seed=abc", "seed"),
     ("backbone.depth=0", "backbone.depth"),
+    ("run_baselines=abc", "run_baselines"),
 ])
 def test_bad_run_options_are_refused_before_training(train, tmp_path, override, named):
     run_dir = tmp_path / "run"
@@ -37,6 +38,23 @@ def test_bad_run_options_are_refused_before_training(train, tmp_path, override, 
     assert named in err
     assert not list((run_dir / "checkpoints").glob("*.ckpt")), "it trained before refusing"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_path, capsys, monkeypatch):
+    from afno_repro.tasks import baselines
+    from afno_repro.train import main
+
+    def broken(image, mask):
+        raise ValueError("biharmonic inpainting failed on this image")
+
+    monkeypatch.setitem(baselines.BASELINES, "biharmonic", broken)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(compose(["debug=smoke", "count_flops=false", "logger=csv"], output_dir=str(run_dir)))
+    assert exit_info.value.code == 2 and "biharmonic inpainting failed" in capsys.readouterr().err
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed: evaluation" and record["epochs"] == 2
+    assert Path(record["best_checkpoint"]).is_file() and Path(record["last_checkpoint"]).is_file()
 
 
 def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of):

@@ -306,6 +306,11 @@ class InpaintingTask(pl.LightningModule):
         _check_choice("loss_region", loss_region, LOSS_REGIONS)
         _check_choice("metric_region", metric_region, METRIC_REGIONS)
         _check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
+        if not isinstance(run_baselines, bool):
+            raise ValueError(
+                f"run_baselines={run_baselines!r} is not true or false. It says whether the masked-input and "
+                "biharmonic baselines are scored beside the model; use run_baselines=true or run_baselines=false."
+            )
         if isinstance(num_grid_images, bool) or not isinstance(num_grid_images, int) or num_grid_images < 0:
             raise ValueError(
                 f"num_grid_images={num_grid_images!r} is not a non-negative integer. It is how many "
