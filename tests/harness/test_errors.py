@@ -48,13 +48,16 @@ def test_image_size_not_divisible_by_patch(tmp_path, capsys):
     assert "30" in err and "4" in err
 
 
-def test_corrupt_image_is_named(imagenet_root, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_is_named(imagenet_root, tmp_path, capsys, workers):
+    """The paragraph names the file; from a DataLoader worker it carries no worker traceback."""
     for split in ("train", "val"):
         (imagenet_root / split / "n01440764" / "n01440764_9.JPEG").write_bytes(b"this is not a JPEG")
     err = _user_error([*SMOKE, "data=imagenet", f"data.root={imagenet_root}", "data.image_size=32",
-                       "data.num_workers=0", "data.batch_size=64", "data.val_batch_size=64",
+                       f"data.num_workers={workers}", "data.batch_size=64", "data.val_batch_size=64",
                        "data.train_samples_per_epoch=null", "data.val_samples=null"], tmp_path, capsys)
     assert "n01440764_9.JPEG" in err
+    assert "Original Traceback" not in err and "DataLoader worker" not in err and len(err.strip().splitlines()) <= 3
 
 
 def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, capsys, metrics_of):
