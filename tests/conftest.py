@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite: deterministic torch on the two shared cores, and a tiny
 ImageNet written in the real on-disk layout."""
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,21 @@ def write_imagenet(root: Path, train_per_class: int = 10, val_per_class: int = 2
                 pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
     return root
+
+
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def terminal_sigint():
+    """``preexec_fn`` for a subprocess that a test stops with Ctrl-C: SIGINT as a terminal delivers it.
+
+    A shell starts background jobs with SIGINT ignored (POSIX, when job control is off, as in CI or
+    `make test &`), and an ignored signal stays ignored in every child: the subprocess would never
+    see the test's Ctrl-C, while a person's terminal always delivers it.
+    """
+    return _sigint_as_in_a_terminal
 
 
 @pytest.fixture(scope="session")

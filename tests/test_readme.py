@@ -108,13 +108,15 @@ PAPER_SCALE = [c for c in readme_commands() if "data.root=/data/imagenet" in c]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", PAPER_SCALE)
-def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command, tmp_path, imagenet_writer):
+def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command, tmp_path, imagenet_writer,
+                                                                        terminal_sigint):
     """Run as printed (data path: a tiny ImageNet) until training starts, then Ctrl-C."""
     data_root = imagenet_writer(tmp_path / "imagenet", train_per_class=20)
     work = tmp_path / "work"
     work.mkdir()
     process = subprocess.Popen(_argv(command, data_root), cwd=work, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=terminal_sigint)
     lines, started, deadline = [], False, time.time() + 600
     try:
         for line in process.stdout:
@@ -127,14 +129,7 @@ def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command,
                 break
             if time.time() > deadline:
                 break
-        try:
-            rest, _ = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            # Seen once on an overloaded machine: the first Ctrl-C, sent while the 8 DataLoader
-            # workers were starting, went unseen. A person presses again; Lightning ignores a second
-            # one once it has seen the first.
-            process.send_signal(signal.SIGINT)
-            rest, _ = process.communicate(timeout=120)
+        rest, _ = process.communicate(timeout=300)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

@@ -92,11 +92,12 @@ def test_unwritable_run_and_checkpoint_folders_fail_before_training(train, tmp_p
     assert "checkpoint folder" in err
 
 
-def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, clean_env, tmp_path, metrics_of):
+def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, clean_env, tmp_path, metrics_of,
+                                                                       terminal_sigint):
     run_dir = tmp_path / "run"
     slow = (*SMOKE, "trainer.max_epochs=50", "data.train_samples_per_epoch=64", f"hydra.run.dir={run_dir}")
     process = subprocess.Popen(train_cmd(*slow), cwd=ROOT, env=clean_env(None), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and process.poll() is None and time.time() < deadline:
