@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import signal
+import threading
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["RNGStateCheckpoint"]
+__all__ = ["CtrlCNeverLost", "RNGStateCheckpoint"]
 
 
 class RNGStateCheckpoint(pl.Callback):
@@ -39,3 +42,56 @@ class RNGStateCheckpoint(pl.Callback):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class CtrlCNeverLost(pl.Callback):
+    """Make sure a Ctrl-C stops training, also when Python swallows the first ``KeyboardInterrupt``.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be; when that is inside
+    a finalizer (e.g. a DataLoader iterator's ``__del__`` joining its workers at the end of an
+    epoch) it is printed as "Exception ignored" and lost, and training goes on. This callback
+    remembers every SIGINT and raises ``KeyboardInterrupt`` again at the next batch or epoch
+    boundary if training is still running, so Lightning's graceful stop (and the run's
+    ``interrupted`` record) always follows a Ctrl-C.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.pressed = True
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Only the main thread may set handlers; an ignored SIGINT (a background job) stays ignored.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._handler:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)
+
+    def _raise_if_pressed(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._raise_if_pressed()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._raise_if_pressed()
+
+    def on_train_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._raise_if_pressed()
+
+    def on_validation_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._raise_if_pressed()

@@ -173,3 +173,26 @@ def test_without_a_paper_row_any_mixer_trains_with_the_experiments_recipe():
     cfg = compose(["experiment=table2_inpainting", "mixer=fno", "~paper_row"])
     assert cfg.mixer.name == "fno" and cfg.paper.row is None and cfg.trainer.max_epochs == 100
     assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_row"]) is None
+
+
+def test_a_ctrl_c_that_python_swallows_still_stops_training():
+    """A KeyboardInterrupt raised inside a finalizer is printed as "Exception ignored" and lost; the
+    callback remembers the Ctrl-C and raises it again at the next batch boundary."""
+    from contextlib import suppress
+
+    from afno_repro.callbacks import CtrlCNeverLost
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, whatever the runner's
+    try:
+        callback = CtrlCNeverLost()
+        callback.on_fit_start(None, None)
+        callback.on_train_batch_end()  # nothing pressed: nothing raised
+        handler = signal.getsignal(signal.SIGINT)
+        with suppress(KeyboardInterrupt):  # as a finalizer swallows it
+            handler(signal.SIGINT, None)
+        with pytest.raises(KeyboardInterrupt):
+            callback.on_train_batch_end()
+        callback.on_fit_end(None, None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
