@@ -14,33 +14,16 @@ IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 torch.set_num_threads(2)
 
 
-def pytest_report_header(config) -> list[str]:
-    """The versions the results depend on, at the top of every test run (and in every metrics.json)."""
+def pytest_sessionstart(session) -> None:
+    """The versions the results depend on, at the top of every test run, `-q` included (every
+    metrics.json records them too)."""
     from afno_repro.runs import library_versions
 
     versions = library_versions()
-    return ["afno-repro versions: " + ", ".join(f"{name} {versions[name]}" for name in
-            ("torch", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb", "python"))]
-
-
-@pytest.fixture(autouse=True)
-def _seed_torch():
-    """Every test starts from the same random state, so a failure reproduces."""
-    torch.manual_seed(0)
-
-
-def write_imagenet(root: Path, train_per_class: int = 10, val_per_class: int = 2) -> Path:
-    """A tiny ImageNet in the standard layout, ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG``:
-    small random-colour JPEGs of varying height, one folder per class of ``IMAGENET_CLASSES``."""
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for wnid in IMAGENET_CLASSES:
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
-    return root
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("afno-repro versions: " + ", ".join(f"{name} {versions[name]}" for name in (
+            "torch", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb", "python")))
 
 
 def _sigint_as_in_a_terminal() -> None:
