@@ -26,6 +26,26 @@ def pytest_sessionstart(session) -> None:
             "torch", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb", "python")))
 
 
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    """Every test starts from the same random state, so a failure reproduces."""
+    torch.manual_seed(0)
+
+
+def write_imagenet(root: Path, train_per_class: int = 10, val_per_class: int = 2) -> Path:
+    """A tiny ImageNet in the standard layout, ``root/{train,val}/<wnid>/<wnid>_<i>.JPEG``:
+    small random-colour JPEGs of varying height, one folder per class of ``IMAGENET_CLASSES``."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for wnid in IMAGENET_CLASSES:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20 + i, 28, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG")
+    return root
+
+
 def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
