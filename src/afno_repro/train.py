@@ -114,7 +114,11 @@ def main(cfg: DictConfig) -> dict[str, Any] | None:
         return run(cfg)
     except RunInterrupted as error:
         print(f"\ninterrupted: {error}\n", file=sys.stderr, flush=True)
-        sys.exit(130)
+        _finish_wandb()
+        sys.stdout.flush()
+        # metrics.json and the checkpoints are written; exit now rather than wait at interpreter
+        # shutdown on DataLoader workers a Ctrl-C left mid-epoch (seen hanging there).
+        os._exit(130)
     except Exception as error:  # noqa: BLE001 - classified below, re-raised when not ours
         cause = _user_cause(error)
         in_sweep = _in_sweep()
