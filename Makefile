@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test model-table benchmarks clean
+.PHONY: help install demo fewshot-demo test model-table benchmarks clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(STAMP)  ## create .venv and install the package with its test extras
 
 demo: $(STAMP)  ## train AFNO inpainting on the embedded photographs (CPU, a few minutes) and print PSNR/SSIM vs baselines
 	$(PY) train.py
+
+fewshot-demo: $(STAMP)  ## finetune the demo's inpainting model on the embedded shapes and from scratch; print both mIoU (CPU minutes)
+	$(PY) train.py experiment=fewshot_demo
 
 test: $(STAMP)  ## run the test-suite
 	$(PY) -m pytest -q

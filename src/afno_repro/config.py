@@ -9,6 +9,13 @@ Importing this module registers the OmegaConf resolvers the configs use:
     makes a string safe as one path component (``/`` and ``=`` become ``-``).
 ``${or_default:value,default}``
     ``value``, or ``default`` when it is unset (e.g. the experiment of a sweep without one).
+``${datasetgan_category:column}``
+    The DatasetGAN category of a paper column (``celeba_faces`` -> ``face``, ``ade_cars`` ->
+    ``car``, ``lsun_cats`` -> ``cat``); ``face`` outside a paper experiment (null column).
+``${datasetgan_classes:category}``
+    The class count of a DatasetGAN category (face 34, car 20, cat 16).
+``${name_classes:name}``
+    The class count in a DDPM-segmentation dataset name, its numeric suffix (``ffhq_34`` -> 34).
 ``${equal_params_width:depth,base_dim,base_blocks,blocks}``
     Figure 4 (right): the ViT-XS/4 AFNO width whose parameter count is closest to the
     ``base_dim``/``base_blocks`` model's, among multiples of ``blocks``.
@@ -155,10 +162,41 @@ def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int)
     return min(candidates, key=lambda d: abs(count(d, blocks) - target))
 
 
+# Paper column (Table 3, Table 6) -> DatasetGAN category, and each category's class count.
+PAPER_COLUMNS = {"celeba_faces": "face", "ade_cars": "car", "lsun_cats": "cat"}
+DATASETGAN_CLASSES = {"face": 34, "car": 20, "cat": 16}
+
+
+def _datasetgan_category(column: str | None) -> str:
+    if column in (None, "None", "null", ""):
+        return "face"
+    if column not in PAPER_COLUMNS:
+        raise ValueError(f"paper.column={column!r} is not a few-shot column of the paper; use one of "
+                         f"{', '.join(PAPER_COLUMNS)} (or set data.category=face|car|cat directly).")
+    return PAPER_COLUMNS[column]
+
+
+def _datasetgan_classes(category: str) -> int:
+    if category not in DATASETGAN_CLASSES:
+        raise ValueError(f"data.category={category!r} is not a DatasetGAN category; use one of "
+                         f"{', '.join(DATASETGAN_CLASSES)}.")
+    return DATASETGAN_CLASSES[category]
+
+
+def _name_classes(name: str) -> int:
+    found = re.search(r"_(\d+)$", str(name))
+    if not found:
+        raise ValueError(f"data.name={name!r} ends in no class count (e.g. ffhq_34, cat_15); set data.num_classes=<C>.")
+    return int(found.group(1))
+
+
 def _register_resolvers() -> None:
     resolvers = {
         "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
         "or_default": lambda value, default: default if value in (None, "None", "null", "") else value,
+        "datasetgan_category": _datasetgan_category,
+        "datasetgan_classes": _datasetgan_classes,
+        "name_classes": _name_classes,
         "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
     }
     for name, fn in resolvers.items():

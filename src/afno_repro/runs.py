@@ -8,6 +8,7 @@ holds one unless the run resumes that folder's own checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["RunFolderGuard", "existing_run", "library_versions", "refuse_reuse_message", "resume_command",
+__all__ = ["RunFolderGuard", "existing_run", "find_runs", "library_versions", "trunk_hash", "refuse_reuse_message", "resume_command",
            "unwritable_message", "write_json"]
 
 # The libraries whose versions decide a run's numbers (and the model table's counts).
@@ -42,6 +43,70 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+# Backbone options that do not change which trunk weights a run has: its head, and training-only noise.
+_NOT_TRUNK = ("head", "num_classes", "drop_path_rate", "drop_rate")
+
+
+def trunk_hash(backbone: Any) -> str:
+    """A short hash of a backbone config without its head: equal for two runs whose trunks are
+    interchangeable (same architecture, mixer, widths and image size), whatever their heads.
+
+    Example
+    -------
+    >>> a = {"_target_": "afno_repro.models.ViT", "embed_dim": 64, "head": "pixel", "num_classes": None}
+    >>> trunk_hash(a) == trunk_hash({**a, "head": "segmentation", "num_classes": 5}), len(trunk_hash(a))
+    (True, 12)
+    """
+    from omegaconf import OmegaConf
+
+    if not isinstance(backbone, dict):
+        backbone = OmegaConf.to_container(backbone, resolve=True)
+    trunk = {key: value for key, value in backbone.items() if key not in _NOT_TRUNK}
+    return hashlib.sha1(json.dumps(trunk, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+_ANY = object()
+
+
+def find_runs(root: str | Path, *, status: Any = "completed", **fields: Any) -> list[dict[str, Any]]:
+    """Every run below ``root`` whose ``metrics.json`` matches, newest first.
+
+    The one way the project finds runs: pretrain -> finetune chaining (``pretrained=auto``), the
+    pipeline's skip-if-done and the reports all use it.
+
+    Parameters
+    ----------
+    root
+        Folder searched recursively (e.g. ``outputs``).
+    status
+        Required ``status`` (``"completed"``); ``None`` accepts every run.
+    **fields
+        ``metrics.json`` entries that must be equal, e.g. ``experiment="table2_inpainting"``,
+        ``paper_row="table2/afno"``, ``trunk_hash=...`` (a value of ``None`` must be null there).
+
+    Returns
+    -------
+    list of dict
+        The records, each with ``metrics_file`` added, newest (by file time) first. A file that
+        cannot be read as JSON is skipped: it belongs to no finished run.
+    """
+    found = []
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    for path in root.rglob("metrics.json"):
+        try:
+            record = json.loads(path.read_text())
+            modified = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or (status is not None and record.get("status") != status):
+            continue
+        if all(record.get(key, _ANY) == value for key, value in fields.items()):
+            found.append((modified, str(path), {**record, "metrics_file": str(path)}))
+    return [record for _, _, record in sorted(found, key=lambda item: (item[0], item[1]), reverse=True)]
 
 
 def existing_run(run_dir: str | Path) -> list[str]:

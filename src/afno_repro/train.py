@@ -32,7 +32,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from afno_repro.runs import library_versions, refuse_reuse_message, resume_command, unwritable_message, write_json
+from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
+from afno_repro.runs import (library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
+                             write_json)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # which must load with torch.load(weights_only=True).
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = instantiate(cfg.backbone)
+    # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null).
+    overrides = list(HydraConfig.get().overrides.task)
+    init = resolve_pretrained(cfg, overrides)
+    if init is not None:
+        init["head_initialised"] = load_pretrained_backbone(backbone, init["checkpoint"])
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
     if cfg.get("ckpt_path"):
@@ -245,7 +252,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_resume_checkpoint(cfg.ckpt_path, task)
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [_instantiate_callback(c, task) for c in (cfg.get("callbacks") or {}).values()]
     progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
     if progress:
         from pytorch_lightning.callbacks import RichProgressBar
@@ -262,7 +269,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": model_info})
 
-    summary = {**_identity(cfg, run_dir), **model_info, "reading": _reading(cfg, task)}
+    summary = {**_identity(cfg, run_dir), **model_info, "reported": [item.as_dict() for item in task.reported],
+               "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": _reading(datamodule, task)}
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except FloatingPointError as error:
@@ -311,30 +319,25 @@ def _record_interruption(trainer: pl.Trainer, run_dir: Path, summary: dict[str, 
 
 
 def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, datamodule: Any) -> dict[str, Any]:
-    """Score the selected checkpoint on the reported split (model and baselines on the same images)."""
+    """Score the selected checkpoint on the reported split (model and the task's baselines on the
+    same images); the task turns the numbers into ``test``, ``baselines`` and ``result``."""
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     (results,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     values = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
-    count = _count(values.pop("num_images", None))
-    protocol = datamodule.selection
-    test = {
-        "split": "val",
-        "checkpoint": best or "last weights (no checkpoint callback)",
-        "num_images": count,
-        **{key: value for key, value in values.items() if "/" not in key},
-    }
-    baselines: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        if key.startswith("baseline/"):
-            _, name, metric = key.split("/")
-            baselines.setdefault(name, {"num_images": count, "masked_fraction": test.get("masked_fraction")})[metric] = value
-    label = (
-        "validation split, checkpoint chosen on a held-out selection split" if protocol == "heldout" else
-        "best epoch on the validation split (the paper's protocol: the checkpoint is chosen on the reported split)"
-    )
-    return {"test": test, "baselines": baselines,
-            "result": {"psnr": test.get("psnr"), "ssim": test.get("ssim"), "num_images": count, "protocol": label}}
+    record = task.evaluation_record(values, datamodule.selection)
+    record["test"] = {"split": getattr(datamodule, "reported_split", "val"),
+                      "checkpoint": best or "last weights (no checkpoint callback)", **record["test"]}
+    return record
+
+
+def _instantiate_callback(config: DictConfig, task: Any) -> Any:
+    """A callback from its config; a ``ModelCheckpoint`` with ``monitor: auto`` monitors the task's
+    selection metric (``val/psnr`` for inpainting, ``val/miou`` for segmentation, ...)."""
+    if config.get("monitor") == "auto":
+        metric, mode = task.selection_metric
+        return instantiate(config, monitor=metric, mode=mode)
+    return instantiate(config)
 
 
 def _count(value: float | None) -> int | None:
@@ -372,10 +375,13 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     mixer = cfg.get("mixer") or {}
     return {
         "experiment": None if choices.get("experiment") in (None, "null") else choices.get("experiment"),
+        "task": choices.get("task"),
         "paper_row": row,
+        "paper_column": paper.get("column"),
         "mixer": mixer.get("name"),
         "mixer_options": {k: v for k, v in OmegaConf.to_container(mixer, resolve=True).items() if k != "name"},
         "backbone": choices.get("backbone"),
+        "trunk_hash": trunk_hash(cfg.backbone) if cfg.get("backbone") else None,
         "data": cfg.data.get("name") if cfg.get("data") else None,
         "image_size": cfg.data.get("image_size") if cfg.get("data") else None,
         "seed": cfg.get("seed"),
@@ -386,34 +392,31 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _reading(cfg: DictConfig, task: pl.LightningModule) -> dict[str, Any]:
-    """The readings of the paper's open choices this run uses (masks, metric and loss regions, selection)."""
-    mask = OmegaConf.to_container(cfg.data.get("mask") or {}, resolve=True)
-    hparams = getattr(task, "hparams", {})
-    return {
-        "mask": mask,
-        "metric_region": hparams.get("metric_region"),
-        "loss_region": hparams.get("loss_region"),
-        "selection": str(cfg.data.get("selection", "heldout")),
-    }
+def _reading(datamodule: Any, task: pl.LightningModule) -> dict[str, Any]:
+    """The readings of the paper's open choices this run uses: the data's (masks, splits, selection)
+    and the task's (metric and loss regions, class counting)."""
+    data = datamodule.reading() if hasattr(datamodule, "reading") else {}
+    return {**data, **task.reading()}
 
 
 def _progress(trainer: pl.Trainer) -> dict[str, Any]:
     """Training progress and the selection split's numbers (the split that picks the checkpoint)."""
     metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
     datamodule = trainer.datamodule
+    checkpoint = getattr(trainer, "checkpoint_callback", None)
+    best_score = getattr(checkpoint, "best_model_score", None)
     result: dict[str, Any] = {
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "selection": {
             "split": getattr(datamodule, "validation_split", None),
             "num_images": _count(metrics.get("val/num_images")),
-            "final": {"psnr": metrics.get("val/psnr"), "ssim": metrics.get("val/ssim"), "loss": metrics.get("val/loss")},
-            "best": {"psnr": metrics.get("val/psnr_best"), "ssim": metrics.get("val/ssim_best")},
-            "masked_fraction": metrics.get("val/masked_fraction"),
+            "metric": getattr(checkpoint, "monitor", None),
+            "best": None if best_score is None else _number(best_score),
+            "final": {key.removeprefix("val/"): value for key, value in metrics.items()
+                      if key.startswith("val/") and key != "val/num_images"},
         },
     }
-    checkpoint = getattr(trainer, "checkpoint_callback", None)
     if checkpoint is not None and checkpoint.best_model_path:
         result["best_checkpoint"] = checkpoint.best_model_path
         result["last_checkpoint"] = checkpoint.last_model_path
@@ -446,20 +449,33 @@ def _write_metrics(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], 
 
 
 def _format_summary(summary: dict[str, Any]) -> str:
+    """The lines a run prints at its end: its test numbers beside the task's baselines."""
     test = summary.get("test") or {}
+    reported = summary.get("reported") or []
     fraction = test.get("masked_fraction")
-    count = test.get("num_images")
+    size = summary.get("image_size")
     lines = [
         "",
-        f"Test: {summary['data']} at {summary['image_size']}x{summary['image_size']}, {count} images"
+        f"Test: {summary['data']}" + (f" at {size}x{size}" if size else "") + f", {test.get('num_images')} images"
         + (f", {100 * fraction:.1f}% of pixels masked" if fraction is not None else ""),
-        f"{'method':<34}{'PSNR (dB)':>10}{'SSIM':>9}",
+        f"{'method':<40}" + "".join(f"{item['label']:>12}" for item in reported),
     ]
+
+    def row(name: str, values: dict[str, Any]) -> str:
+        return f"{name:<40}" + "".join(f"{_fmt(values.get(item['key']), item['digits']):>12}" for item in reported)
+
     for name, values in (summary.get("baselines") or {}).items():
-        lines.append(f"{name.replace('_', ' '):<34}{_fmt(values.get('psnr'), 2):>10}{_fmt(values.get('ssim'), 4):>9}")
+        lines.append(row(name.replace("_", " "), values))
     params = f" ({summary['params_m']:.2f}M params)" if "params_m" in summary else ""
-    lines.append(f"{summary['mixer'] + params:<34}{_fmt(test.get('psnr'), 2):>10}{_fmt(test.get('ssim'), 4):>9}")
-    lines.append(f"({summary['result']['protocol']})")
+    init = summary.get("init") or {}
+    start = ", pretrained" if init.get("checkpoint") else ", from scratch" if summary.get("task") != "inpainting" else ""
+    lines.append(row(f"{summary['mixer']}{params}{start}", summary.get("result") or {}))
+    result = summary.get("result") or {}
+    if result.get("miou_std") is not None:
+        lines.append(f"(mean over folds; std {result['miou_std']:.2f})")
+    lines.append(f"({result.get('protocol')})")
+    if init.get("checkpoint"):
+        lines.append(f"started from: {init['checkpoint']}")
     lines.append(f"run directory: {summary['run_dir']}  (metrics.json, checkpoints/, images/val_latest.png)")
     offline = sorted(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
     if offline:

@@ -12,8 +12,15 @@ from afno_repro.config import CONFIG_DIR, compose, sweep_points
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
+# Each experiment's runs, and what its recipe must say (the paper's epochs, data and evaluation).
+SWEEPS = {
+    "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7,
+    "table3_fewshot": 12, "table6_finetune": 4, "fewshot_demo": 2,
+}
+
+
 def test_experiments_are_the_papers():
-    assert {"table2_inpainting", "table6_pretrain", "fig4_sparsity", "fig4_blocks"} <= set(EXPERIMENTS)
+    assert set(SWEEPS) == set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -23,13 +30,22 @@ def test_every_sweep_point_composes_and_builds(experiment):
     import torch
 
     points = sweep_points(experiment)
-    assert 4 <= len(points) <= 7, f"{experiment} sweeps {len(points)} points: {points}"
+    assert len(points) == SWEEPS[experiment], f"{experiment} sweeps {len(points)} points: {points}"
     for point in points:
         cfg = compose([f"experiment={experiment}", *point])
         with torch.device("meta"):
             model = hydra.utils.instantiate(cfg.backbone)
         assert sum(p.numel() for p in model.parameters()) > 0
-        assert cfg.trainer.max_epochs == 100 and cfg.data.name == "imagenet"
+        if cfg.task._target_.endswith("InpaintingTask"):
+            assert cfg.trainer.max_epochs == 100 and cfg.data.name == "imagenet"
+        elif experiment != "fewshot_demo":
+            # A.4: 2000 epochs, evaluated every 100, no weight decay, no clipping; the row's learning rate.
+            assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 100
+            assert cfg.optimizer.weight_decay == 0 and cfg.trainer.gradient_clip_val is None
+            assert cfg.optimizer.lr == (1e-4 if cfg.mixer.name == "attention" else 1e-3)
+            assert cfg.data.source == "datasetgan" and cfg.data.image_size == 224
+            assert model.num_classes == {"celeba_faces": 34, "ade_cars": 20, "lsun_cats": 16}[cfg.paper.column]
+            assert cfg.pretrained == "auto" and cfg.task.selection == "max_over_run"
 
 
 def test_fig4_blocks_holds_parameters_equal():
@@ -83,22 +99,60 @@ def test_table2_smoke_sweep_as_readme_prints_it(train, tmp_path):
     summary = (sweep_dir / "summary.md").read_text()
     assert "table2/afno" in summary and "grid" in summary
 
+    # Table 3 builds on it: `python train.py -m experiment=table3_fewshot debug=smoke`, as README prints
+    # it, finetunes each row from that row's run (pretrained=auto), on every paper column.
+    result = train("experiment=table3_fewshot", "debug=smoke", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (fewshot_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table3_fewshot")
+    rows = json.loads((fewshot_dir / "summary.json").read_text())
+    pretraining = {r["paper_row"]: r for r in json.loads((sweep_dir / "summary.json").read_text())}
+    assert len(rows) == 12
+    assert {(r["paper_row"], r["paper_column"]) for r in rows} == {
+        (f"table3/{m}", c) for m in ("attention", "long_short", "gfn", "afno")
+        for c in ("celeba_faces", "ade_cars", "lsun_cats")}
+    for row in rows:
+        assert row["status"] == "completed" and row["task"] == "segmentation"
+        source = pretraining[row["paper_row"].replace("table3", "table2")]
+        assert row["init"]["how"] == "auto" and row["init"]["checkpoint"] == source["best_checkpoint"]
+        assert row["trunk_hash"] == source["trunk_hash"]
+        assert 0 <= row["result"]["miou"] <= 100 and row["result"]["num_images"] == row["test"]["num_images"] == 16
+        # The paper's protocol: the test loop scores the checkpoint of the best evaluation.
+        assert row["result"]["miou"] == pytest.approx(row["protocols"]["max_over_run"]["miou"], abs=1e-3)
+        assert row["paper"]["miou"] > 20 and row["paper_keys"]["miou"].startswith("table3_fewshot_miou.")
+        assert "pixel_prior" in row["baselines"] and len(row["test"]["per_class_iou"]) == 5
+    summary = (fewshot_dir / "summary.md").read_text()
+    assert "paper mIoU (%)" in summary and "table3/afno celeba_faces" in summary
+
+
+def test_table6_pretrain_then_finetune_smoke_sweeps(train, tmp_path):
+    """Table 6's two halves: the four ablation rows pretrained, then each finetuned from its own run."""
+    result = train("experiment=table6_pretrain", "debug=smoke", "run_baselines=false", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = train("experiment=table6_finetune", "debug=smoke", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (pretrain_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table6_pretrain")
+    (finetune_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table6_finetune")
+    pretrained = {r["paper_row"]: r for r in json.loads((pretrain_dir / "summary.json").read_text())}
+    rows = json.loads((finetune_dir / "summary.json").read_text())
+    rows_named = sorted(f"table6/{row}" for row in ("fno", "afno_static", "afno_hard35", "afno"))
+    assert sorted(pretrained) == sorted(r["paper_row"] for r in rows) == rows_named
+    for row in rows:
+        assert row["status"] == "completed" and row["paper_column"] == "celeba_faces"
+        assert row["init"]["checkpoint"] == pretrained[row["paper_row"]]["best_checkpoint"]
+        assert row["paper"]["miou"] == {"table6/fno": 39.27, "table6/afno_static": 44.04, "table6/afno_hard35": 34.17,
+                                        "table6/afno": 49.49}[row["paper_row"]]
+
 
 @pytest.mark.parametrize("experiment,sweep", [
-    ("table6_pretrain", None),
     ("fig4_sparsity", "mixer.sparsity_threshold=0,10"),
     ("fig4_blocks", "mixer.num_blocks=1,64"),
 ])
 def test_ablation_smoke_sweeps(train, tmp_path, experiment, sweep):
-    extra = [sweep] if sweep else []
-    result = train(f"experiment={experiment}", "debug=smoke", "run_baselines=false", *extra, multirun=True, cwd=tmp_path)
+    result = train(f"experiment={experiment}", "debug=smoke", "run_baselines=false", sweep, multirun=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
-    assert len(rows) == (4 if sweep is None else 2)
+    assert len(rows) == 2
     assert all(r["status"] == "completed" and r["result"]["psnr"] is not None for r in rows)
-    if sweep is None:
-        assert sorted(r["paper_row"] for r in rows) == sorted(f"table6/{row}" for row in
-                                                              ("fno", "afno_static", "afno_hard35", "afno"))
 
 
 def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):

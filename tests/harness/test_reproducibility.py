@@ -17,7 +17,7 @@ SMOKE = ("debug=smoke", "run_baselines=false", "trainer.max_epochs=3", "data.tra
 
 def _final(metrics: dict) -> tuple:
     selection = metrics["selection"]
-    return (selection["final"]["psnr"], selection["final"]["ssim"], selection["final"]["loss"], selection["best"]["psnr"],
+    return (selection["final"]["psnr"], selection["final"]["ssim"], selection["final"]["loss"], selection["best"],
             metrics["test"]["psnr"], metrics["global_step"])
 
 

@@ -314,6 +314,14 @@ class InpaintingDataModule(pl.LightningDataModule):
         self.selection_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
+    reported_split = "val"
+    """The split :meth:`test_dataloader` serves, on which results are reported."""
+
+    def reading(self) -> dict[str, Any]:
+        """The data's readings of the paper's open choices, recorded in ``metrics.json``: the mask
+        options and which split selects the checkpoint."""
+        return {"mask": dict(self.hparams.get("mask") or {}), "selection": self.selection}
+
     @property
     def validation_split(self) -> str:
         """The split :meth:`val_dataloader` serves: ``"selection"`` or ``"val"``."""

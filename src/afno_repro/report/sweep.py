@@ -24,29 +24,56 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from afno_repro.paper import paper_results
+from afno_repro.runs import find_runs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SweepSummary", "collect", "comparability", "format_table", "paper_numbers"]
+__all__ = ["SweepSummary", "collect", "comparability", "describe_reading", "format_table", "paper_keys", "paper_numbers"]
 
-# Paper table (as configs/paper_row names it) -> its section of paper_results.yaml and the metrics
-# an inpainting run reports there.
+# (paper table as configs/paper_row names it, task) -> the section of paper_results.yaml and, per
+# reported metric, its key in the row ("{column}" is the run's paper column, e.g. celeba_faces).
 _PAPER_TABLES = {
-    "table2": ("table2_inpainting", ("psnr", "ssim")),
-    "table6": ("table6_ablations", ("psnr",)),
+    ("table2", "inpainting"): ("table2_inpainting", {"psnr": "psnr", "ssim": "ssim"}),
+    ("table6", "inpainting"): ("table6_ablations", {"psnr": "psnr"}),
+    ("table3", "segmentation"): ("table3_fewshot_miou", {"miou": "{column}"}),
+    ("table6", "segmentation"): ("table6_ablations", {"miou": "{column}_miou"}),
 }
 
 
-def paper_numbers(paper_row: str | None) -> dict[str, float]:
-    """The paper's PSNR/SSIM for a run's paper row (``"table2/afno"``), or ``{}`` where it prints none."""
+def paper_keys(paper_row: str | None, task: str = "inpainting", column: str | None = None) -> dict[str, str]:
+    """Where each of a run's numbers is in ``paper_results.yaml``, e.g. ``{"miou":
+    "table3_fewshot_miou.afno.celeba_faces"}``; ``{}`` where the paper prints none for the run."""
     if not paper_row or "/" not in paper_row:
         return {}
     table, row = paper_row.split("/", 1)
-    if table not in _PAPER_TABLES:
+    if (table, task) not in _PAPER_TABLES:
         return {}
-    section, metrics = _PAPER_TABLES[table]
-    values = paper_results()[section].get(row, {})
-    return {metric: values[metric] for metric in metrics if values.get(metric) is not None}
+    section, metrics = _PAPER_TABLES[table, task]
+    keys = {}
+    for metric, key in metrics.items():
+        if "{column}" in key and not column:
+            continue
+        keys[metric] = f"{section}.{row}.{key.format(column=column)}"
+    return keys
+
+
+def paper_numbers(paper_row: str | None, task: str = "inpainting", column: str | None = None) -> dict[str, float]:
+    """The paper's numbers for a run's paper row (``"table2/afno"``), task and paper column, or ``{}``.
+
+    Example
+    -------
+    >>> paper_numbers("table3/afno", "segmentation", "celeba_faces")
+    {'miou': 55.75}
+    >>> paper_numbers("table2/afno")
+    {'psnr': 27.05, 'ssim': 0.931}
+    """
+    numbers = {}
+    for metric, key in paper_keys(paper_row, task, column).items():
+        section, row, name = key.split(".")
+        value = paper_results()[section].get(row, {}).get(name)
+        if value is not None:
+            numbers[metric] = value
+    return numbers
 
 
 def comparability(run: dict[str, Any]) -> str | None:
@@ -74,61 +101,104 @@ def describe_reading(reading: dict[str, Any] | None) -> str:
     if not reading:
         return ""
     mask = reading.get("mask") or {}
-    parts = [f"{mask.get('grid', '?')} grid, {mask.get('steps', '?')} steps, {mask.get('border', '?')}, "
-             f"brush {mask.get('brush_size', '?')}"]
-    parts += [str(reading[key]) for key in ("metric_region", "selection") if reading.get(key)]
-    return "; ".join(parts)
+    if mask:
+        parts = [f"{mask.get('grid', '?')} grid, {mask.get('steps', '?')} steps, {mask.get('border', '?')}, "
+                 f"brush {mask.get('brush_size', '?')}"]
+        parts += [str(reading[key]) for key in ("metric_region", "selection") if reading.get(key)]
+        return "; ".join(parts)
+    shown = ("source", "category", "name", "num_classes", "image_size", "selection", "absent_classes")
+    return "; ".join(f"{key} {reading[key]}" for key in shown if reading.get(key) is not None)
 
 
 def collect(folder: str | Path) -> list[dict[str, Any]]:
-    """Every ``metrics.json`` below ``folder`` (sorted by path), each with its paper numbers."""
-    rows = []
-    for path in sorted(Path(folder).rglob("metrics.json")):
-        metrics = json.loads(path.read_text())
-        metrics["paper"] = paper_numbers(metrics.get("paper_row"))
+    """Every run below ``folder`` (sorted by path), each with the paper's numbers beside its own."""
+    rows = sorted(find_runs(folder, status=None), key=lambda r: r["metrics_file"])
+    for metrics in rows:
+        task, column = metrics.get("task") or "inpainting", metrics.get("paper_column")
+        metrics["paper"] = paper_numbers(metrics.get("paper_row"), task, column)
+        metrics["paper_keys"] = paper_keys(metrics.get("paper_row"), task, column)
         metrics["comparable"] = comparability(metrics) or "yes" if metrics["paper"] else None
-        rows.append(metrics)
     return rows
 
 
+def _init_label(run: dict[str, Any]) -> str:
+    init = run.get("init") or {}
+    if not init.get("checkpoint"):
+        return "scratch"
+    return f"pretrained ({init.get('experiment') or 'demo'})"
+
+
 def _swept(rows: list[dict[str, Any]]) -> list[str]:
-    """Labels that tell the runs apart: the paper row (else the mixer), plus the mixer options that
-    vary between runs of the same row (e.g. Figure 4's sparsity threshold)."""
+    """Labels that tell the runs apart: the paper row (else the mixer), plus what varies between runs
+    of the same row: the paper column (dataset), the initialisation, the mixer options (e.g. Figure
+    4's sparsity threshold)."""
     bases = [r.get("paper_row") or r.get("mixer") or Path(r.get("run_dir", "?")).name for r in rows]
     labels = []
     for base, row in zip(bases, rows):
-        siblings = [r.get("mixer_options") or {} for b, r in zip(bases, rows) if b == base]
+        siblings = [r for b, r in zip(bases, rows) if b == base]
+        parts = [base]
+        if len({str(r.get("paper_column")) for r in siblings}) > 1 and row.get("paper_column"):
+            parts.append(str(row["paper_column"]))
+        if len({_init_label(r) for r in siblings}) > 1:
+            parts.append(_init_label(row))
         options = row.get("mixer_options") or {}
-        varying = sorted(k for k in options if len({str(o.get(k)) for o in siblings}) > 1)
-        labels.append(" ".join([base, *(f"{k}={options[k]}" for k in varying)]))
+        varying = sorted(k for k in options if len({str((r.get("mixer_options") or {}).get(k)) for r in siblings}) > 1)
+        parts += [f"{k}={options[k]}" for k in varying]
+        labels.append(" ".join(parts))
     return labels
 
 
+def _reported(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reported metrics of the runs (``metrics.json``'s ``reported``), in order, each once."""
+    seen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for item in row.get("reported") or [{"key": "psnr", "label": "PSNR (dB)", "digits": 2},
+                                            {"key": "ssim", "label": "SSIM", "digits": 4}]:
+            seen.setdefault(item["key"], item)
+    return list(seen.values())
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: run, size, reported PSNR/SSIM and the paper's, zero-fill, images, reading, status."""
+    """A Markdown table: run, size, each reported number beside the paper's, the first baseline (the
+    floor: zero-fill for inpainting, the pixel prior for segmentation), images, reading, status."""
     def fmt(value: Any, digits: int) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
-    head = ("| run | params (M) | GFLOPs | PSNR | SSIM | paper PSNR | paper SSIM | zero-fill PSNR / SSIM | images "
-            "| masked % | reading | status | comparable with the paper |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    reported = _reported(rows)
+    with_masks = any((r.get("test") or {}).get("masked_fraction") is not None for r in rows)
+    with_init = any(r.get("task") not in (None, "inpainting") for r in rows)
+    baseline_names = sorted({next(iter(r.get("baselines") or {}), None) for r in rows} - {None})
+    head = ["run", "params (M)", "GFLOPs"]
+    for item in reported:
+        head += [item["label"], f"paper {item['label']}"]
+    head += [f"{' / '.join(baseline_names).replace('_', ' ')} (baseline)"] if baseline_names else []
+    head += ["images"] + (["masked %"] if with_masks else []) + (["init"] if with_init else [])
+    head += ["reading", "status", "comparable with the paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in zip(_swept(rows), rows):
-        result, paper = r.get("result") or {}, r.get("paper") or {}
-        test = r.get("test") or {}
-        floor = (r.get("baselines") or {}).get("masked_input") or {}
-        fraction = test.get("masked_fraction")
-        zero_fill = f"{fmt(floor.get('psnr'), 2)} / {fmt(floor.get('ssim'), 3)}" if floor else ""
+        result, paper, test = r.get("result") or {}, r.get("paper") or {}, r.get("test") or {}
+        cells = [label, fmt(r.get("params_m"), 2), fmt(r.get("gflops"), 2)]
+        for item in reported:
+            value = fmt(result.get(item["key"]), item["digits"])
+            if result.get(f"{item['key']}_std") is not None:
+                value += f" ± {result[item['key'] + '_std']:.{item['digits']}f}"
+            cells += [value, fmt(paper.get(item["key"]), item["digits"])]
+        if baseline_names:
+            floor = next(iter((r.get("baselines") or {}).values()), {})
+            cells.append(" / ".join(fmt(floor.get(item["key"]), item["digits"]) for item in reported if item["key"] in floor))
+        cells.append(str(result.get("num_images") or ""))
+        if with_masks:
+            fraction = test.get("masked_fraction")
+            cells.append(fmt(None if fraction is None else 100 * fraction, 1))
+        if with_init:
+            cells.append(_init_label(r))
         status = r.get("status", "")
         if status == "failed" and r.get("error"):
             status = f"failed: {r['error'].splitlines()[0][:120]}"
-        lines.append(
-            f"| {label} | {fmt(r.get('params_m'), 2)} | {fmt(r.get('gflops'), 2)} | {fmt(result.get('psnr'), 2)} "
-            f"| {fmt(result.get('ssim'), 4)} | {fmt(paper.get('psnr'), 2)} | {fmt(paper.get('ssim'), 3)} | {zero_fill} "
-            f"| {result.get('num_images') or ''} | {fmt(None if fraction is None else 100 * fraction, 1)} "
-            f"| {describe_reading(r.get('reading'))} | {status} | {r.get('comparable') or ''} |"
-        )
+        cells += [describe_reading(r.get("reading")), status, r.get("comparable") or ""]
+        lines.append("| " + " | ".join(cells) + " |")
     protocols = sorted({(r.get("result") or {}).get("protocol") for r in rows} - {None})
-    notes = [f"PSNR/SSIM: {protocol}." for protocol in protocols]
+    notes = [f"Selection: {protocol}." for protocol in protocols]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -1,5 +1,6 @@
 """Lightning tasks: each owns its loss, metrics and logging, and receives its backbone."""
 
+from afno_repro.tasks.base import PaperTask, Reported
 from afno_repro.tasks.baselines import evaluate_baselines
 from afno_repro.tasks.inpainting import (
     InpaintingTask,
@@ -9,9 +10,15 @@ from afno_repro.tasks.inpainting import (
     make_inpainting_grid,
     masked_mse,
 )
+from afno_repro.tasks.segmentation import SegmentationTask, iou_from_confusion, protocol_results
 
 __all__ = [
     "InpaintingTask",
+    "PaperTask",
+    "Reported",
+    "SegmentationTask",
+    "iou_from_confusion",
+    "protocol_results",
     "NonFiniteLossError",
     "composite",
     "evaluate_baselines",

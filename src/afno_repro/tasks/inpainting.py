@@ -21,21 +21,19 @@ torch.Size([2, 3, 16, 12])
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
-from timm.scheduler import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, SumMetric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
+
+from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice
 
 __all__ = [
     "InpaintingTask",
@@ -49,11 +47,6 @@ __all__ = [
 
 LOSS_REGIONS = ("masked", "full")
 METRIC_REGIONS = ("composite", "raw")
-SCHEDULER_INTERVALS = ("epoch", "step")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; training stops instead of continuing on NaN."""
 
 
 class StructuralSimilarity(Metric):
@@ -220,7 +213,7 @@ def make_inpainting_grid(image: Tensor, mask: Tensor, recon: Tensor, padding: in
     return make_grid(cells, nrow=image.shape[0], padding=padding, pad_value=1.0)
 
 
-class InpaintingTask(pl.LightningModule):
+class InpaintingTask(PaperTask):
     """Masked-image reconstruction (paper appendix A.2): loss, metrics, logging and image grids.
 
     The model sees ``image * (1 - mask)`` ("we randomly mask pixel intensities to zero") and
@@ -290,6 +283,10 @@ class InpaintingTask(pl.LightningModule):
     (torch.Size([]), True)
     """
 
+    task_name = "inpainting"
+    selection_metric = ("val/psnr", "max")
+    reported = (Reported("psnr", "PSNR (dB)", 2), Reported("ssim", "SSIM", 4))
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -302,10 +299,9 @@ class InpaintingTask(pl.LightningModule):
         compile: bool = False,
         run_baselines: bool = True,
     ) -> None:
-        super().__init__()
-        _check_choice("loss_region", loss_region, LOSS_REGIONS)
-        _check_choice("metric_region", metric_region, METRIC_REGIONS)
-        _check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS)
+        super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile)
+        check_choice("loss_region", loss_region, LOSS_REGIONS, "InpaintingTask")
+        check_choice("metric_region", metric_region, METRIC_REGIONS, "InpaintingTask")
         if not isinstance(run_baselines, bool):
             raise ValueError(
                 f"run_baselines={run_baselines!r} is not true or false. It says whether the masked-input and "
@@ -321,9 +317,6 @@ class InpaintingTask(pl.LightningModule):
         # out so checkpoints hold plain data and load with torch.load(weights_only=True). The full
         # config is saved by Hydra in the run directory (.hydra/config.yaml).
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "scheduler"])
-        self.backbone = backbone
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
 
         self.train_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
         # Every evaluation number is a metric object, so under DDP its state is summed over the
@@ -351,6 +344,21 @@ class InpaintingTask(pl.LightningModule):
         metrics.add_metrics({"loss": MeanMetric(), "masked_fraction": MeanMetric(), "num_images": SumMetric()})
         return metrics
 
+    def reading(self) -> dict[str, Any]:
+        return {"metric_region": self.hparams.metric_region, "loss_region": self.hparams.loss_region}
+
+    def protocol(self, selection: str) -> str:
+        if selection == "heldout":
+            return "validation split, checkpoint chosen on a held-out selection split"
+        return "best epoch on the validation split (the paper's protocol: the checkpoint is chosen on the reported split)"
+
+    def evaluation_record(self, values: dict[str, float | None], selection: str) -> dict[str, Any]:
+        record = super().evaluation_record(values, selection)
+        # Every baseline is scored on the model's masks: the masked fraction belongs beside each.
+        for baseline in record["baselines"].values():
+            baseline["masked_fraction"] = record["test"].get("masked_fraction")
+        return record
+
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """Reconstruct ``image`` from its visible pixels; returns the raw backbone output."""
         return self.backbone(image * (1 - mask))
@@ -369,29 +377,12 @@ class InpaintingTask(pl.LightningModule):
             return composite(prediction, image.float(), mask.float())
         return prediction.clamp(0, 1)
 
-    def setup(self, stage: str) -> None:
-        # In-place compilation keeps the state-dict keys (`backbone.*`) those of the eager module,
-        # so checkpoints load into compiled and eager models alike.
-        if self.hparams.compile and stage == "fit":
-            self.backbone.compile()
-
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor, Tensor]:
         image, mask = batch["image"], batch["mask"]
         prediction = self(image, mask)
         loss = self.loss(prediction, image, mask)
-        # One scalar sync per training step buys stopping at the first bad step; agreeing across
-        # ranks makes every DDP process raise together instead of the others waiting in an
-        # all-reduce. Evaluation shards are uneven (no image is counted twice), so a collective
-        # there would wait for a rank that has no batch left; a non-finite evaluation loss shows
-        # up in the metrics instead.
-        if stage == "train" and self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
-            raise NonFiniteLossError(
-                f"the {stage} loss is {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}) on at least one process; the run stops here so that "
-                "the last good checkpoint is kept. Try a lower learning rate, fp32 instead of "
-                "bf16/fp16 precision, or gradient clipping (trainer.gradient_clip_val=1.0, as in "
-                "paper A.2)."
-            )
+        if stage == "train":
+            self.check_finite(loss)
         if stage == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=image.shape[0])
             self.log("train/masked_fraction", mask.float().mean(), on_step=True, on_epoch=False, batch_size=image.shape[0])
@@ -440,24 +431,8 @@ class InpaintingTask(pl.LightningModule):
         self.log("val/psnr_best", self.val_psnr_best.compute(), sync_dist=True, prog_bar=True)
         self.log("val/ssim_best", self.val_ssim_best.compute(), sync_dist=True)
         if self._grid_batch is not None:
-            self._write_grid(make_inpainting_grid(*self._grid_batch))
-
-    def _write_grid(self, grid: Tensor) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        # The run directory, beside checkpoints/ and metrics.json.
-        image_dir = Path(self.trainer.default_root_dir) / "images"
-        image_dir.mkdir(parents=True, exist_ok=True)
-        save_image(grid, image_dir / f"val_epoch{self.current_epoch:03d}.png")
-        save_image(grid, image_dir / "val_latest.png")
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    key="val/reconstructions",
-                    images=[grid],
-                    step=self.global_step,
-                    caption=[f"epoch {self.current_epoch}: masked input / mask / reconstruction / ground truth"],
-                )
+            self.write_grid(make_inpainting_grid(*self._grid_batch), "val/reconstructions",
+                            "masked input / mask / reconstruction / ground truth")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         _, target = self._evaluation_step(batch, "test", self.test_metrics)
@@ -467,48 +442,3 @@ class InpaintingTask(pl.LightningModule):
             metrics.update(fill(target, mask).to(target.device), target)
             self.log_dict({f"test/baseline/{name}/{key}": metric for key, metric in metrics.items()},
                           on_step=False, on_epoch=True, batch_size=target.shape[0])
-
-    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        interval = self.hparams.scheduler_interval
-        if isinstance(scheduler, TimmScheduler) and scheduler.t_in_epochs != (interval == "epoch"):
-            raise ValueError(
-                f"the timm scheduler {type(scheduler).__name__} has t_in_epochs={scheduler.t_in_epochs} "
-                f"but scheduler_interval={interval!r}: timm ignores step_update() calls when its "
-                "times are in epochs and step() calls when they are in updates, so the learning rate "
-                "would never change. Set t_in_epochs=True with scheduler_interval='epoch', or "
-                "t_in_epochs=False (and t_initial/warmup_t in optimizer steps) with "
-                "scheduler_interval='step'."
-            )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": interval,
-                "frequency": 1,
-                "monitor": "val/loss",
-                "reduce_on_plateau": isinstance(scheduler, (ReduceLROnPlateau, PlateauLRScheduler)),
-            },
-        }
-
-    def lr_scheduler_step(self, scheduler: LRScheduler | TimmScheduler, metric: Any | None) -> None:
-        if not isinstance(scheduler, TimmScheduler):
-            super().lr_scheduler_step(scheduler, metric)
-        elif self.hparams.scheduler_interval == "step":
-            # timm expects the number of optimizer updates done so far, which `global_step` is
-            # once Lightning has stepped the optimizer.
-            scheduler.step_update(num_updates=self.global_step, metric=metric)
-        else:
-            # timm expects the index of the epoch about to start.
-            scheduler.step(epoch=self.current_epoch + 1, metric=metric)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(
-            f"{name}={value!r} is not one of {', '.join(map(repr, choices))}. See the "
-            f"InpaintingTask docstring for what each {name} means and pick one of these."
-        )

@@ -1,0 +1,218 @@
+"""What every task gives the harness, and the training plumbing the tasks share.
+
+:mod:`afno_repro.train` knows no task. A task (a :class:`PaperTask`) declares:
+
+- :attr:`PaperTask.task_name`: recorded as ``task`` in ``metrics.json`` (with the paper table it
+  decides where the paper's number is looked up);
+- :attr:`PaperTask.selection_metric`: the validation number the checkpoint is selected on and
+  whether higher is better (the ``ModelCheckpoint`` of ``configs/callbacks`` monitors it);
+- :attr:`PaperTask.reported`: the numbers a summary row shows, in order, each a :class:`Reported`
+  (its key under ``test/``, its column label and digits);
+- :meth:`PaperTask.evaluation_record`: turns the test loop's logged numbers into the ``test``,
+  ``baselines`` and ``result`` entries of ``metrics.json``, the same shape for every task:
+  ``result = {<reported key>: value, ..., "num_images": n, "protocol": "<how it was selected>"}``;
+  ``baselines = {<name>: {<reported key>: value, ..., "num_images": n}}``;
+- :meth:`PaperTask.reading`: the task's readings of the paper's open choices.
+
+Baselines are methods the task scores in its own test loop on the same images as the model.
+
+The shared plumbing: optimizer and scheduler factories (torch and timm schedulers), the stop on a
+non-finite training loss, and image grids written beside the run's checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+from timm.scheduler import PlateauLRScheduler
+from timm.scheduler.scheduler import Scheduler as TimmScheduler
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torchvision.utils import save_image
+
+__all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice"]
+
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stops instead of continuing on NaN."""
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One number a task reports: logged as ``test/<key>``, shown under ``label`` with ``digits``.
+
+    Example
+    -------
+    >>> Reported("miou", "mIoU (%)", 2).as_dict()
+    {'key': 'miou', 'label': 'mIoU (%)', 'digits': 2}
+    """
+
+    key: str
+    label: str
+    digits: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...], owner: str) -> None:
+    """``ValueError`` naming ``name``, the bad ``value`` and the valid ``choices``."""
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not one of {', '.join(map(repr, choices))}. See the {owner} docstring for "
+            f"what each {name} means and pick one of these."
+        )
+
+
+class PaperTask(pl.LightningModule):
+    """Base of the tasks: the harness contract (see the module docstring) and shared training code.
+
+    Parameters
+    ----------
+    backbone
+        The network; saved with the weights, not in the hyperparameters.
+    optimizer
+        ``optimizer(params) -> Optimizer``, e.g. a Hydra ``_partial_: true`` config.
+    scheduler
+        ``scheduler(optimizer) -> scheduler`` or None. Torch ``LRScheduler`` s (incl.
+        ``ReduceLROnPlateau``) and timm schedulers both work: a timm scheduler is stepped with
+        ``step(epoch=...)`` at the end of each epoch when ``scheduler_interval="epoch"`` and with
+        ``step_update(num_updates=...)`` after each optimizer step when ``"step"``, and its
+        ``t_in_epochs`` must agree. Metric-driven schedulers read ``val/loss``.
+    scheduler_interval
+        ``"epoch"`` or ``"step"``: how often Lightning steps the scheduler.
+    compile
+        ``torch.compile`` the backbone in place at ``setup("fit")``.
+    """
+
+    task_name: str = "task"
+    selection_metric: tuple[str, Literal["max", "min"]] = ("val/loss", "min")
+    reported: tuple[Reported, ...] = ()
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer],
+        scheduler: Callable[[Optimizer], LRScheduler | TimmScheduler] | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS, type(self).__name__)
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    # --- the harness contract -------------------------------------------------------------
+    def reading(self) -> dict[str, Any]:
+        """The task's readings of the paper's open choices (recorded in ``metrics.json``)."""
+        return {}
+
+    def protocol(self, selection: str) -> str:
+        """How the reported number was selected, in words, for the data's ``selection`` option."""
+        return f"checkpoint selected with data.selection={selection}"
+
+    def evaluation_record(self, values: dict[str, float | None], selection: str) -> dict[str, Any]:
+        """``test``, ``baselines`` and ``result`` for ``metrics.json`` from the test loop's numbers.
+
+        ``values`` are the logged ``test/*`` numbers without the prefix; baselines are logged as
+        ``test/baseline/<name>/<key>``. ``selection`` is the data's selection option (which split
+        picked the checkpoint); :meth:`protocol` puts it in words.
+        """
+        protocol = self.protocol(selection)
+        count = _count(values.get("num_images"))
+        test = {"num_images": count, **{k: v for k, v in values.items() if "/" not in k and k != "num_images"}}
+        baselines: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            if key.startswith("baseline/"):
+                _, name, metric = key.split("/")
+                baselines.setdefault(name, {"num_images": count})[metric] = value
+        result = {item.key: test.get(item.key) for item in self.reported}
+        return {"test": test, "baselines": baselines, "result": {**result, "num_images": count, "protocol": protocol}}
+
+    # --- shared training code -------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # In-place compilation keeps the state-dict keys (`backbone.*`) those of the eager module,
+        # so checkpoints load into compiled and eager models alike.
+        if getattr(self.hparams, "compile", False) and stage == "fit":
+            self.backbone.compile()
+
+    def check_finite(self, loss: Tensor) -> None:
+        """Stop at the first training step whose loss is NaN or infinite on any process.
+
+        One scalar sync per training step buys stopping at the first bad step; agreeing across
+        ranks makes every DDP process raise together instead of the others waiting in an
+        all-reduce. Evaluation shards are uneven (no image is counted twice), so a collective there
+        would wait for a rank that has no batch left: only training steps are checked.
+        """
+        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
+            raise NonFiniteLossError(
+                f"the train loss is {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}) on at least one process; the run stops here so that "
+                "the last good checkpoint is kept. Try a lower learning rate, fp32 instead of "
+                "bf16/fp16 precision, or gradient clipping (trainer.gradient_clip_val=1.0, as in "
+                "paper A.2)."
+            )
+
+    def write_grid(self, grid: Tensor, key: str, caption: str) -> None:
+        """Save ``grid`` as ``<run dir>/images/val_epoch<NNN>.png`` and ``val_latest.png``, and log it
+        to W&B under ``key`` when a ``WandbLogger`` is attached (rank 0 only)."""
+        if not self.trainer.is_global_zero:
+            return
+        image_dir = Path(self.trainer.default_root_dir) / "images"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        save_image(grid, image_dir / f"val_epoch{self.current_epoch:03d}.png")
+        save_image(grid, image_dir / "val_latest.png")
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[grid], step=self.global_step,
+                                 caption=[f"epoch {self.current_epoch}: {caption}"])
+
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        interval = self.hparams.scheduler_interval
+        if isinstance(scheduler, TimmScheduler) and scheduler.t_in_epochs != (interval == "epoch"):
+            raise ValueError(
+                f"the timm scheduler {type(scheduler).__name__} has t_in_epochs={scheduler.t_in_epochs} "
+                f"but scheduler_interval={interval!r}: timm ignores step_update() calls when its "
+                "times are in epochs and step() calls when they are in updates, so the learning rate "
+                "would never change. Set t_in_epochs=True with scheduler_interval='epoch', or "
+                "t_in_epochs=False (and t_initial/warmup_t in optimizer steps) with "
+                "scheduler_interval='step'."
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": interval,
+                "frequency": 1,
+                "monitor": "val/loss",
+                "reduce_on_plateau": isinstance(scheduler, (ReduceLROnPlateau, PlateauLRScheduler)),
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler: LRScheduler | TimmScheduler, metric: Any | None) -> None:
+        if not isinstance(scheduler, TimmScheduler):
+            super().lr_scheduler_step(scheduler, metric)
+        elif self.hparams.scheduler_interval == "step":
+            # timm expects the number of optimizer updates done so far, which `global_step` is
+            # once Lightning has stepped the optimizer.
+            scheduler.step_update(num_updates=self.global_step, metric=metric)
+        else:
+            # timm expects the index of the epoch about to start.
+            scheduler.step(epoch=self.current_epoch + 1, metric=metric)
+
+
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(round(value))

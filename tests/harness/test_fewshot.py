@@ -1,0 +1,94 @@
+"""Pretrain -> finetune chaining as a user meets it: a missing pretraining run, an explicit checkpoint,
+a checkpoint of another trunk; the other selection protocols; and finding runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from afno_repro.config import compose
+from afno_repro.pretrained import pretraining_command
+from afno_repro.runs import find_runs
+
+
+def test_missing_pretraining_names_the_command_that_makes_it(train, tmp_path, metrics_of):
+    result = train("experiment=table3_fewshot", "debug=smoke", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "found no completed pretraining run" in result.stderr
+    assert "python train.py experiment=table2_inpainting paper_model=table2/afno debug=smoke" in result.stderr
+    assert "Traceback" not in result.stderr
+    (metrics_file,) = (tmp_path / "outputs").rglob("metrics.json")
+    assert json.loads(metrics_file.read_text())["status"] == "failed"
+
+
+def test_explicit_checkpoint_heldout_selection_and_a_trunk_that_does_not_fit(train, tmp_path, metrics_of):
+    pretrain = tmp_path / "pretrain"
+    result = train("experiment=table2_inpainting", "debug=smoke", "run_baselines=false", f"hydra.run.dir={pretrain}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = metrics_of(pretrain)["best_checkpoint"]
+
+    finetune = tmp_path / "finetune"
+    result = train("experiment=table3_fewshot", "debug=smoke", f"pretrained={checkpoint}", "data.selection=heldout",
+                   f"hydra.run.dir={finetune}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = metrics_of(finetune)
+    assert metrics["init"]["how"] == "given" and metrics["init"]["checkpoint"] == checkpoint
+    assert metrics["init"]["run_dir"] == str(pretrain) and metrics["init"]["paper_row"] == "table2/afno"
+    assert metrics["init"]["head_initialised"] == ["head.proj.weight", "head.proj.bias"]
+    # Fold 0 (4 of the 16 sorted test images) selects; the other 12 are reported, by the test loop and by
+    # the evaluation history alike.
+    heldout = metrics["protocols"]["heldout"]
+    assert metrics["selection"]["metric"] == "val/miou_selection"
+    assert metrics["test"]["num_images"] == heldout["num_images"] == 12 and heldout["selection_images"] == 4
+    assert metrics["result"]["miou"] == pytest.approx(heldout["miou"], abs=1e-3)
+    assert set(metrics["protocols"]) == {"max_over_run", "heldout", "fivefold"}
+    assert "pretrained" in result.stdout and "pixel prior" in result.stdout
+
+    result = train("experiment=table3_fewshot", "debug=smoke", f"pretrained={checkpoint}", "backbone.depth=3",
+                   f"hydra.run.dir={tmp_path / 'deeper'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "does not fit this run's backbone" in result.stderr and "blocks.2." in result.stderr
+
+
+def test_fivefold_reports_mean_and_std_over_folds(train, tmp_path, metrics_of):
+    run_dir = tmp_path / "fivefold"
+    result = train("experiment=table3_fewshot", "debug=smoke", "pretrained=null", "data.selection=fivefold",
+                   f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = metrics_of(run_dir)
+    fivefold = metrics["protocols"]["fivefold"]
+    assert metrics["init"]["checkpoint"] is None and len(fivefold["folds"]) == 5
+    assert metrics["result"]["miou"] == fivefold["miou"] and metrics["result"]["miou_std"] == fivefold["miou_std"]
+    assert "DatasetGAN's protocol" in metrics["result"]["protocol"]
+
+
+def test_pretraining_command_carries_what_shapes_the_trunk():
+    cfg = compose(["experiment=table6_finetune", "paper_model=table6/afno_hard35", "debug=smoke"])
+    needs = {"experiment": "table6_pretrain", "paper_table": "table6", "data_root": "/path/to/imagenet"}
+    assert pretraining_command(cfg, needs, ["paper_model=table6/afno_hard35", "debug=smoke", "seed=3"]) == [
+        "python", "train.py", "experiment=table6_pretrain", "paper_model=table6/afno_hard35", "debug=smoke"]
+    assert pretraining_command(cfg, needs, ["backbone.depth=3"])[-2:] == ["data.root=/path/to/imagenet",
+                                                                          "backbone.depth=3"]
+
+
+def test_find_runs_matches_fields_and_sorts_newest_first(tmp_path):
+    def write(name: str, **record) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps(record))
+        time.sleep(0.01)
+
+    write("old", status="completed", experiment="table2_inpainting", paper_row="table2/afno")
+    write("failed", status="failed", experiment="table2_inpainting", paper_row="table2/afno")
+    write("other_row", status="completed", experiment="table2_inpainting", paper_row="table2/gfn")
+    write("new", status="completed", experiment="table2_inpainting", paper_row="table2/afno")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("{not json")
+    found = find_runs(tmp_path, experiment="table2_inpainting", paper_row="table2/afno")
+    assert [Path(r["metrics_file"]).parent.name for r in found] == ["new", "old"]
+    assert len(find_runs(tmp_path, status=None)) == 4
+    assert find_runs(tmp_path / "absent") == []
