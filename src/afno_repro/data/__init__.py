@@ -5,7 +5,10 @@ Datasets are built by name with :func:`build_dataset`; ``"skimage"`` is the embe
 ImageNet folder layout. A dataset the DataModule trains on also provides
 ``item(index, generator)``, which draws the item's random augmentation from ``generator``.
 Problems with the files on disk raise :class:`DataError`; :func:`user_message` gives the message
-to show a user, also for errors re-raised from DataLoader worker processes.
+to show a user, also for errors re-raised from DataLoader worker processes. The few-shot
+segmentation data (paper A.4) has its own DataModule, :class:`FewShotSegmentationDataModule`,
+whose sources are not in this registry (DatasetGAN's and DDPM-segmentation's releases, and the
+embedded shapes set of :func:`make_shapes`).
 
 Example
 -------
@@ -49,15 +52,20 @@ def build_dataset(name: str, split: str, **options) -> Dataset:
 
 # Imported last: the DataModule builds its datasets through the registry defined above.
 from afno_repro.data.datamodule import SELECTIONS, EvaluationSampler, InpaintingDataModule  # noqa: E402
+from afno_repro.data.segmentation import FewShotSegmentationDataModule, SegmentationPairs  # noqa: E402
+from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
 
 __all__ = [
     "DATASETS",
     "SELECTIONS",
     "DataError",
     "EvaluationSampler",
+    "FewShotSegmentationDataModule",
     "ImageNetFolder",
     "InpaintingDataModule",
     "RandomWalkMask",
+    "SHAPE_CLASSES",
+    "SegmentationPairs",
     "SkimagePhotos",
     "build_dataset",
     "derive_seed",
@@ -66,6 +74,7 @@ __all__ = [
     "load_image",
     "load_subset",
     "make_selection",
+    "make_shapes",
     "make_subset",
     "masked_fraction",
     "save_subset",

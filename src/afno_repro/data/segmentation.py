@@ -1,0 +1,615 @@
+"""Few-shot semantic segmentation data (paper appendix A.4, Table 3 and Table 6's finetune).
+
+Three sources, all served by :class:`FewShotSegmentationDataModule`:
+
+- ``"datasetgan"``: DatasetGAN's release (Zhang et al., CVPR 2021; data licence CC BY-NC 4.0,
+  non-commercial use only). Layout under ``root``::
+
+      training_data/{face,car,cat}_processed/image_{i}.jpg     + image_mask{i}.npy
+      testing_data/{face_34_class,car_20_class,cat_16_class}/   images (jpg/png) + .npy label maps
+
+  Training uses the first 16 / 16 / 30 images by numeric index ``i`` (face / car / cat), as
+  DatasetGAN does; the test images and ``.npy`` files are each sorted by name and paired by
+  position (DatasetGAN's evaluation does the same). Classes: face 34, car 20, cat 16. Car
+  images are 512x512 in the release, of which DatasetGAN uses rows 64:448 (the car sits in a
+  512x384 frame padded to square): car images and masks 512 rows high, train and test, are cut
+  to those rows before anything else. ``num_classes=12`` for car applies DatasetGAN's 20 -> 12
+  ADE-Car mapping (:data:`CAR_12_CLASSES`) to train and test masks. The ADE-Car 12-class test
+  set itself was never released, so this scores the released car_20 test images under that
+  mapping, which is not the paper's car test set.
+- ``"ddpm"``: DDPM-segmentation's release (Baranchuk et al., ICLR 2022), ``root`` being its
+  ``datasets/`` folder: ``root/<name>/real/{train,test}/<stem>.{png,jpg,jpeg}`` with a
+  same-stem ``<stem>.npy`` mask, paired by stem, sorted by file name. ``name`` is e.g.
+  ``ffhq_34``, ``cat_15``, ``horse_21``, ``celeba_19``, ``bedroom_28``, ``ade_bedroom_30``; its
+  integer suffix is the class count. The release marks pixels that are not scored with label 255
+  (0 in ``bedroom_28``), mapped to :data:`IGNORE_INDEX`.
+- ``"embedded"``: textured shapes on scikit-image photographs (:mod:`afno_repro.data.shapes`),
+  no download; 5 classes, 16 training and 16 test images.
+
+Preprocessing, in this order, at the original resolution: the car row crop; on TRAINING masks
+only, every class covering fewer than ``min_class_pixels`` pixels becomes background (id 0), as
+DatasetGAN does to clean annotation slips (for both released sources; with ``bedroom_28``, whose
+id 0 is the unscored label, such pixels become unscored); the car 20 -> 12 mapping; the ignore
+label -> 255. Then images are resized to ``S x S`` bilinearly with antialiasing and masks by
+nearest neighbour at pixel centres (PIL's NEAREST, torchvision's NEAREST_EXACT), so the two stay
+aligned and no new label id appears. The few-shot sets are tiny, so :meth:`setup` reads and
+checks every file once and keeps the resized tensors in memory: a bad file fails before
+training, with a :class:`~afno_repro.data.errors.DataError` naming it.
+
+The test split is the only evaluation data these releases have. Every test item carries a fold
+id, ``floor(num_folds * index / n_test)`` over the sorted test files (DatasetGAN's
+cross-validation protocol), for the three ways of picking the reported number
+(``selection``): ``"max_over_run"`` (the best over the run on all test images, as the paper
+reports), ``"heldout"`` (pick the checkpoint on fold 0, report on the other folds) and
+``"fivefold"`` (the task picks on each fold in turn and reports on the rest).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from afno_repro.data.datamodule import EvaluationSampler, _process_group, _SeededSampler
+from afno_repro.data.errors import DataError
+from afno_repro.data.imagenet import load_image
+from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
+
+__all__ = [
+    "CAR_12_CLASSES",
+    "DATASETGAN_CLASSES",
+    "FewShotSegmentationDataModule",
+    "IGNORE_INDEX",
+    "SEGMENTATION_SELECTIONS",
+    "SEGMENTATION_SOURCES",
+    "SegmentationPairs",
+    "datasetgan_files",
+    "ddpm_files",
+    "load_mask",
+    "resize_mask",
+]
+
+SEGMENTATION_SOURCES = ("datasetgan", "ddpm", "embedded")
+SEGMENTATION_SELECTIONS = ("max_over_run", "heldout", "fivefold")
+IGNORE_INDEX = 255
+
+DATASETGAN_CLASSES = {"face": 34, "car": 20, "cat": 16}
+_DATASETGAN_TRAIN_IMAGES = {"face": 16, "car": 16, "cat": 30}
+_DATASETGAN_TEST_FOLDERS = {"face": "face_34_class", "car": "car_20_class", "cat": "cat_16_class"}
+_CAR_ROWS = (64, 448)
+_CAR_FULL_HEIGHT = 512
+
+CAR_12_CLASSES = (
+    "background", "body", "headlight", "licence plate", "mirror", "tail light",
+    "tire", "window", "windshield", "door", "handle", "wheelhub",
+)  # fmt: skip
+# DatasetGAN's ADE-Car reduction: every non-zero car_20 part is "body" except these.
+_CAR_20_TO_12 = np.ones(20, dtype=np.int64)
+_CAR_20_TO_12[0] = 0
+for _old, _new in {4: 2, 10: 3, 11: 4, 14: 5, 15: 6, 18: 7, 19: 8, 5: 9, 8: 10, 17: 11}.items():
+    _CAR_20_TO_12[_old] = _new
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_DATASETGAN_LAYOUT = (
+    "training_data/{face,car,cat}_processed/image_<i>.jpg with image_mask<i>.npy, and "
+    "testing_data/{face_34_class,car_20_class,cat_16_class}/ with images and .npy label maps"
+)
+_DDPM_LAYOUT = "<name>/real/{train,test}/<stem>.png (or .jpg) each with <stem>.npy"
+_RESIZE = "image bilinear (antialiased), mask nearest"
+
+
+def _listing(folder: Path) -> str:
+    if not folder.is_dir():
+        return f"{str(folder)!r} does not exist"
+    names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
+    shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
+    return f"{str(folder)!r} holds: {shown or 'nothing'}"
+
+
+def _require_root(root: str | os.PathLike, source: str, layout: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        state = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"the {source} root {str(root)!r} {state}. Set data.root to the folder holding {layout}.")
+    return root
+
+
+def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` file pairs of DatasetGAN's ``category`` (``face``, ``car``, ``cat``), ``split``.
+
+    ``"train"``: the first 16 / 16 / 30 indices ``i`` of ``image_{i}.jpg`` / ``image_mask{i}.npy``
+    (``.jpeg`` and ``.png`` images are accepted too); ``"test"``: the sorted images paired by
+    position with the sorted ``.npy`` files. Raises :class:`DataError` naming the folder or file
+    when the layout is wrong, a split is empty, or a file lacks its partner.
+    """
+    if category not in DATASETGAN_CLASSES:
+        raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
+    root = _require_root(root, "DatasetGAN", _DATASETGAN_LAYOUT)
+    if split == "train":
+        folder = root / "training_data" / f"{category}_processed"
+    elif split == "test":
+        folder = root / "testing_data" / _DATASETGAN_TEST_FOLDERS[category]
+    else:
+        raise ValueError(f"datasetgan_files got split={split!r}; use 'train' or 'test'.")
+    if not folder.is_dir():
+        raise DataError(
+            f"DatasetGAN {category} {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. data.root must "
+            f"be the folder of DatasetGAN's release holding {_DATASETGAN_LAYOUT}."
+        )
+    if split == "test":
+        return _datasetgan_test_files(folder)
+    images: dict[int, Path] = {}
+    masks: dict[int, Path] = {}
+    for file in folder.iterdir():
+        if match := re.fullmatch(r"image_(\d+)(\.jpe?g|\.png)", file.name, flags=re.IGNORECASE):
+            index = int(match[1])
+            if index in images:
+                raise DataError(f"{str(images[index])!r} and {str(file)!r} are both training image {index}; delete one.")
+            images[index] = file
+        elif match := re.fullmatch(r"image_mask(\d+)\.npy", file.name):
+            masks[int(match[1])] = file
+    wanted = _DATASETGAN_TRAIN_IMAGES[category]
+    indices = sorted(images.keys() | masks.keys())[:wanted]
+    if not indices:
+        raise DataError(f"DatasetGAN training folder {str(folder)!r} has no image_<i>.jpg / image_mask<i>.npy files; {_listing(folder)}. Re-extract training_data from the release.")
+    for index in indices:
+        if index not in masks:
+            raise DataError(f"training image {str(images[index])!r} has no mask: {str(folder / f'image_mask{index}.npy')!r} is missing. Restore it from the release.")
+        if index not in images:
+            raise DataError(f"training mask {str(masks[index])!r} has no image: {str(folder / f'image_{index}.jpg')!r} is missing. Restore it from the release.")
+    if len(indices) < wanted:
+        raise DataError(
+            f"DatasetGAN trains {category} on {wanted} annotated images, but {str(folder)!r} holds only {len(indices)} "
+            f"image/mask pairs. Restore the missing ones from the release."
+        )
+    return [(images[index], masks[index]) for index in indices]
+
+
+def _datasetgan_test_files(folder: Path) -> list[tuple[Path, Path]]:
+    images = sorted((file for file in folder.iterdir() if file.suffix.lower() in _IMAGE_SUFFIXES), key=lambda file: file.name)
+    masks = sorted((file for file in folder.iterdir() if file.suffix == ".npy"), key=lambda file: file.name)
+    if not images and not masks:
+        raise DataError(f"DatasetGAN test folder {str(folder)!r} has no images and no .npy label maps; {_listing(folder)}. Re-extract testing_data from the release.")
+    if len(images) != len(masks):
+        # Pairing is by sorted position, so which file lacks its partner cannot be known; name the surplus.
+        surplus = images[len(masks) :] if len(images) > len(masks) else masks[len(images) :]
+        raise DataError(
+            f"DatasetGAN test folder {str(folder)!r} has {len(images)} images but {len(masks)} .npy label maps; they are "
+            f"paired in sorted order, so the counts must match (unpaired after sorting: "
+            f"{', '.join(file.name for file in surplus[:5])}). Restore the missing files or remove the extra ones."
+        )
+    return list(zip(images, masks))
+
+
+def ddpm_files(root: str | os.PathLike, name: str, split: str) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` file pairs of DDPM-segmentation's dataset ``name``, ``split`` (``"train"``
+    or ``"test"``), paired by stem and sorted by image file name. Raises :class:`DataError` naming
+    the folder or file when the layout is wrong, the split is empty, or a file lacks its partner.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"ddpm_files got split={split!r}; use 'train' or 'test'.")
+    root = _require_root(root, "DDPM-segmentation", f"{_DDPM_LAYOUT} (the release's datasets/ folder)")
+    if not (root / name).is_dir():
+        raise DataError(f"there is no DDPM-segmentation dataset {name!r} in data.root: {_listing(root)}. Set data.name to one of those, or data.root to the release's datasets/ folder.")
+    folder = root / name / "real" / split
+    if not folder.is_dir():
+        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. The layout is {_DDPM_LAYOUT}.")
+    images: dict[str, Path] = {}
+    masks: dict[str, Path] = {}
+    for file in folder.iterdir():
+        if file.suffix.lower() in _IMAGE_SUFFIXES:
+            if file.stem in images:
+                raise DataError(f"{str(images[file.stem])!r} and {str(file)!r} share the stem of one mask; delete one of them.")
+            images[file.stem] = file
+        elif file.suffix == ".npy":
+            masks[file.stem] = file
+    if not images and not masks:
+        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} has no images; {_listing(folder)}. Re-extract {name} from the release.")
+    if without_mask := sorted(images.keys() - masks.keys()):
+        stem = without_mask[0]
+        raise DataError(f"image {str(images[stem])!r} has no mask: {str(folder / (stem + '.npy'))!r} is missing. Restore it from the release or delete the image.")
+    if without_image := sorted(masks.keys() - images.keys()):
+        stem = without_image[0]
+        raise DataError(f"mask {str(masks[stem])!r} has no image ({stem}.png or .jpg) in {str(folder)!r}. Restore it from the release or delete the mask.")
+    return [(images[stem], masks[stem]) for stem in sorted(images, key=lambda stem: images[stem].name)]
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """A label map ``.npy`` file as an int64 ``(H, W)`` array.
+
+    Raises :class:`DataError` naming the file when it cannot be read as a NumPy array or is not a
+    2-D integer array.
+    """
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"mask file {str(path)!r} cannot be read as a NumPy .npy array ({error}). It is corrupt or not a label map; restore it from the release.") from error
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        shape = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
+        dtype = mask.dtype if isinstance(mask, np.ndarray) else "-"
+        raise DataError(f"mask file {str(path)!r} holds a {dtype} array of shape {shape}; a label map must be a 2-D integer array (H, W) of class ids. Restore it from the release.")
+    return mask.astype(np.int64)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of an ``(H, W)`` label map to ``(size, size)`` at pixel centres.
+
+    Every output pixel takes the label of the input pixel under its centre (PIL's NEAREST), so no
+    new label id appears and the map stays aligned with an image resized bilinearly.
+
+    Example
+    -------
+    >>> resize_mask(np.array([[0, 1], [2, 3]]), 4).tolist()
+    [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    """
+    height, width = mask.shape
+    centres = np.arange(size) + 0.5
+    rows = np.minimum((centres * height / size).astype(np.int64), height - 1)
+    cols = np.minimum((centres * width / size).astype(np.int64), width - 1)
+    return mask[np.ix_(rows, cols)]
+
+
+def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | None) -> np.ndarray:
+    ids, counts = np.unique(mask, return_counts=True)
+    small = ids[(counts < min_pixels) & (ids != 0) & (ids != ignore_label)]
+    return np.where(np.isin(mask, small), 0, mask) if small.size else mask
+
+
+def _load_pair(
+    image_file: Path,
+    mask_file: Path,
+    *,
+    image_size: int,
+    label_count: int,
+    ignore_label: int | None,
+    min_class_pixels: int,
+    crop_rows: tuple[int, int] | None,
+    label_map: np.ndarray | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read, check and preprocess one pair (see the module docstring for the order)."""
+    image = load_image(str(image_file))
+    mask = load_mask(mask_file)
+    if tuple(image.shape[-2:]) != mask.shape:
+        raise DataError(
+            f"image {str(image_file)!r} is {image.shape[-1]}x{image.shape[-2]} (width x height) but its mask "
+            f"{str(mask_file)!r} is {mask.shape[1]}x{mask.shape[0]}; they must match pixel for pixel. Restore the pair from the release."
+        )
+    ids = np.unique(mask)
+    bad = ids[((ids < 0) | (ids >= label_count)) & (ids != ignore_label)]
+    if bad.size:
+        unscored = f" or the unscored label {ignore_label}" if ignore_label is not None else ""
+        raise DataError(
+            f"mask {str(mask_file)!r} has label id {bad[0]}, outside the valid ids 0 ... {label_count - 1}{unscored}. "
+            "Check that data.num_classes (and data.ignore_label) match the dataset, or restore the file from the release."
+        )
+    if crop_rows is not None and mask.shape[0] == _CAR_FULL_HEIGHT:
+        image, mask = image[:, crop_rows[0] : crop_rows[1]], mask[crop_rows[0] : crop_rows[1]]
+    if min_class_pixels > 0:
+        mask = _drop_small_classes(mask, min_class_pixels, ignore_label)
+    if label_map is not None:
+        mask = label_map[mask]
+    if ignore_label is not None and ignore_label != IGNORE_INDEX:
+        mask = np.where(mask == ignore_label, IGNORE_INDEX, mask)
+    if tuple(image.shape[-2:]) != (image_size, image_size):
+        image = TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return image, torch.from_numpy(np.ascontiguousarray(resize_mask(mask, image_size)))
+
+
+class SegmentationPairs(Dataset):
+    """Images and label maps held in memory, served as items of the segmentation batch contract.
+
+    An item is a dict: ``"image"`` float32 ``(3, S, S)`` in ``[0, 1]``, ``"mask"`` int64
+    ``(S, S)``, ``"index"`` (its position here) and ``"fold"`` (its fold id, ``-1`` without
+    folds). Keys are indices, or the ``(index, image_seed, mask_seed)`` tuples of the training
+    sampler: with ``hflip`` the pair is then flipped horizontally with probability 1/2, drawn
+    from a generator seeded by ``image_seed`` (the global random state is left alone).
+
+    Parameters
+    ----------
+    images: ``N`` tensors ``(3, S, S)``, uint8 or float in ``[0, 1]`` (or one stacked tensor).
+    masks: ``N`` int64 tensors ``(S, S)``.
+    folds: ``N`` fold ids; ``None`` = ``-1`` for every item (training data).
+    hflip: random horizontal flips for tuple keys.
+
+    Example
+    -------
+    >>> pairs = SegmentationPairs(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.ones(2, 4, 4, dtype=torch.long), folds=[0, 1])
+    >>> item = pairs[1]
+    >>> item["image"].dtype, item["mask"].shape, item["index"], item["fold"]
+    (torch.float32, torch.Size([4, 4]), 1, 1)
+    """
+
+    def __init__(
+        self,
+        images: Sequence[torch.Tensor] | torch.Tensor,
+        masks: Sequence[torch.Tensor] | torch.Tensor,
+        folds: Sequence[int] | None = None,
+        hflip: bool = False,
+    ) -> None:
+        if len(images) != len(masks) or (folds is not None and len(folds) != len(images)):
+            raise ValueError(f"SegmentationPairs got {len(images)} images, {len(masks)} masks and {len(folds) if folds is not None else 'no'} folds; give one mask (and fold) per image.")
+        self.images = images
+        self.masks = masks
+        self.folds = list(folds) if folds is not None else [-1] * len(images)
+        self.hflip = hflip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            index, image_seed, _ = key
+            flip = self.hflip and float(torch.rand((), generator=torch.Generator().manual_seed(image_seed))) < 0.5
+        else:
+            index, flip = key, False
+        image, mask = self.images[index], self.masks[index]
+        image = image.float().div(255) if image.dtype == torch.uint8 else image.float()
+        if flip:
+            image, mask = image.flip(-1), mask.flip(-1)
+        return {"image": image, "mask": mask, "index": index, "fold": self.folds[index]}
+
+
+class FewShotSegmentationDataModule(pl.LightningDataModule):
+    """Few-shot segmentation data (paper A.4): DatasetGAN's or DDPM-segmentation's release, or the
+    embedded shapes set (see the module docstring for layouts and preprocessing).
+
+    Batches are dicts: ``"image"`` float32 ``(B, 3, S, S)`` in ``[0, 1]``; ``"mask"`` int64
+    ``(B, S, S)``, class ids in ``[0, num_classes)`` or :attr:`ignore_index` (255) for pixels not
+    scored; ``"index"`` int64 ``(B,)``, the item's position in its split (sorted file order for
+    test); ``"fold"`` int64 ``(B,)``, ``floor(num_folds * index / n_test)`` for test items and
+    ``-1`` for training items.
+
+    :meth:`val_dataloader` serves all test images (:attr:`validation_split` is ``"test"``);
+    :meth:`test_dataloader` serves the reported ones: all of them, except with
+    ``selection="heldout"``, where fold 0 picks the checkpoint and folds 1 ... are reported
+    (their ``index`` and ``fold`` stay those of the full test split).
+
+    Training order and flips are seeded as in the inpainting DataModule: the same ``seed`` gives
+    the same batches for any ``num_workers``; under DDP each rank trains on its share of the
+    epoch's order and evaluates its unpadded share of the test images.
+
+    Parameters
+    ----------
+    source: ``"datasetgan"``, ``"ddpm"`` or ``"embedded"`` (no download).
+    root: datasetgan: the folder holding ``training_data/`` and ``testing_data/``; ddpm: the
+        release's ``datasets/`` folder holding ``<name>/real/...``; not used by ``"embedded"``.
+    category: datasetgan only: ``"face"``, ``"car"`` or ``"cat"`` (ignored by other sources).
+    name: ddpm only: the dataset folder, e.g. ``"ffhq_34"``, ``"bedroom_28"``.
+    num_classes: ``None`` = the dataset's own count (datasetgan 34 / 20 / 16, ddpm the suffix of
+        ``name``, embedded 5); datasetgan car also takes 12 (the ADE-Car mapping).
+    image_size: side ``S`` of the square images (224 in the paper).
+    batch_size: training batch size; ``val_batch_size`` (evaluation) defaults to it.
+    num_workers: data-loader worker processes (batches do not depend on it).
+    train_samples_per_epoch: training items per epoch; ``None`` = one pass over the training
+        images, a larger value repeats them in a fresh shuffled order.
+    min_class_pixels: on training masks, classes covering fewer pixels become background (0);
+        0 turns it off.
+    hflip: random horizontal flips of training pairs (the paper is silent; off by default).
+    selection: ``"max_over_run"``, ``"heldout"`` or ``"fivefold"`` (module docstring).
+    num_folds: folds the sorted test split is cut into (>= 2).
+    ignore_label: ddpm only: the id in the release's masks for unscored pixels; ``None`` = 255,
+        0 for ``bedroom_28``. It becomes 255 in the batches.
+    seed: seeds the training order and flips.
+    pin_memory: passed to the data loaders.
+
+    Example
+    -------
+    >>> dm = FewShotSegmentationDataModule(image_size=32, batch_size=4)
+    >>> dm.num_classes, dm.class_names[1]
+    (5, 'disk')
+    >>> batch = next(iter(dm.val_dataloader()))
+    >>> batch["image"].shape, batch["mask"].dtype, batch["index"].tolist(), batch["fold"].tolist()
+    (torch.Size([4, 3, 32, 32]), torch.int64, [0, 1, 2, 3], [0, 0, 0, 0])
+    >>> dm.num_images("train"), dm.num_images("val"), dm.num_images("test")
+    (16, 16, 16)
+    """
+
+    def __init__(
+        self,
+        source: str = "embedded",
+        root: str | os.PathLike | None = None,
+        category: str = "face",
+        name: str | None = None,
+        num_classes: int | None = None,
+        image_size: int = 224,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        train_samples_per_epoch: int | None = None,
+        min_class_pixels: int = 30,
+        hflip: bool = False,
+        selection: str = "max_over_run",
+        num_folds: int = 5,
+        ignore_label: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if source not in SEGMENTATION_SOURCES:
+            raise ValueError(f"FewShotSegmentationDataModule got source={source!r}; use one of {', '.join(SEGMENTATION_SOURCES)} ('embedded' needs no download).")
+        if selection not in SEGMENTATION_SELECTIONS:
+            raise ValueError(
+                f"FewShotSegmentationDataModule got selection={selection!r}; use 'max_over_run' (best over the run on all "
+                "test images, the paper's reading), 'heldout' (pick on fold 0, report on the others) or 'fivefold'."
+            )
+        if source != "embedded" and root is None:
+            layout = _DATASETGAN_LAYOUT if source == "datasetgan" else f"{_DDPM_LAYOUT} (the release's datasets/ folder)"
+            raise ValueError(f"data.source={source!r} needs data.root, the folder holding {layout}; set it, or use data.source=embedded (no download).")
+        not_applicable = {"root": (root, ("datasetgan", "ddpm")), "name": (name, ("ddpm",)), "ignore_label": (ignore_label, ("ddpm",))}
+        for option, (value, sources) in not_applicable.items():
+            if value is not None and source not in sources:
+                raise ValueError(f"{option} applies to data.source={' or '.join(map(repr, sources))} only, but data.source={source!r}; remove it.")
+        sizes = {"image_size": image_size, "batch_size": batch_size, "val_batch_size": val_batch_size, "train_samples_per_epoch": train_samples_per_epoch}
+        for option, value in sizes.items():
+            if value is not None and value < 1:
+                raise ValueError(f"FewShotSegmentationDataModule got {option}={value!r}; it must be >= 1 (or null for the default).")
+        for option, value in {"num_workers": num_workers, "min_class_pixels": min_class_pixels, "ignore_label": ignore_label}.items():
+            if value is not None and value < 0:
+                raise ValueError(f"FewShotSegmentationDataModule got {option}={value!r}; it must be >= 0.")
+        if num_folds < 2:
+            raise ValueError(f"FewShotSegmentationDataModule got num_folds={num_folds!r}; it must be >= 2 (DatasetGAN cross-validates on 5).")
+        self.num_classes = self._class_count(source, category, name, num_classes)
+        if source == "ddpm" and ignore_label is None:
+            ignore_label = 0 if name == "bedroom_28" else IGNORE_INDEX
+        root = None if root is None else str(root)  # plain data for the saved hyperparameters
+        self.save_hyperparameters()
+        self.source = source
+        self.root = root
+        self.category = category if source == "datasetgan" else None
+        self.name = name
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_samples_per_epoch = train_samples_per_epoch
+        self.min_class_pixels = min_class_pixels
+        self.hflip = hflip
+        self.selection = selection
+        self.num_folds = num_folds
+        self.ignore_label = ignore_label
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.ignore_index = IGNORE_INDEX
+        if source == "embedded":
+            self.class_names: list[str] | None = list(SHAPE_CLASSES)
+        elif source == "datasetgan" and self.num_classes == 12:
+            self.class_names = list(CAR_12_CLASSES)
+        else:
+            self.class_names = None
+        self.train_set: SegmentationPairs | None = None
+        self.val_set: SegmentationPairs | None = None
+        self.test_set: Dataset | None = None
+
+    @staticmethod
+    def _class_count(source: str, category: str, name: str | None, num_classes: int | None) -> int:
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"FewShotSegmentationDataModule got num_classes={num_classes!r}; it must be >= 1 (or null for the dataset's own count).")
+        if source == "embedded":
+            if num_classes not in (None, len(SHAPE_CLASSES)):
+                raise ValueError(f"the embedded shapes set has {len(SHAPE_CLASSES)} classes, but num_classes={num_classes!r}; remove num_classes or set it to {len(SHAPE_CLASSES)}.")
+            return len(SHAPE_CLASSES)
+        if source == "datasetgan":
+            if category not in DATASETGAN_CLASSES:
+                raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
+            valid = (DATASETGAN_CLASSES[category], 12) if category == "car" else (DATASETGAN_CLASSES[category],)
+            if num_classes not in (None, *valid):
+                raise ValueError(f"DatasetGAN {category} has num_classes {' or '.join(map(str, valid))} (12: the ADE-Car mapping), not {num_classes!r}; remove num_classes or set it to one of those.")
+            return num_classes or valid[0]
+        if name is None:
+            raise ValueError("data.source='ddpm' needs data.name, the dataset folder under data.root, e.g. ffhq_34, cat_15, horse_21, celeba_19, bedroom_28 or ade_bedroom_30.")
+        if num_classes is not None:
+            return num_classes
+        suffix = re.fullmatch(r".*_(\d+)", name)
+        if suffix is None or int(suffix[1]) < 1:
+            raise ValueError(f"the class count of DDPM dataset {name!r} cannot be read from its name (no _<count> suffix, as in ffhq_34); set data.num_classes.")
+        return int(suffix[1])
+
+    @property
+    def validation_split(self) -> str:
+        """The split :meth:`val_dataloader` serves: always ``"test"`` (these releases have no other)."""
+        return "test"
+
+    def reading(self) -> dict[str, Any]:
+        """The data choices a run must record with its results (plain data)."""
+        reading: dict[str, Any] = {"source": self.source}
+        if self.source == "datasetgan":
+            reading["category"] = self.category
+        if self.source == "ddpm":
+            reading.update(name=self.name, ignore_label=self.ignore_label)
+        reading.update(
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            resize=_RESIZE,
+            min_class_pixels=self.min_class_pixels,
+            hflip=self.hflip,
+            selection=self.selection,
+            num_folds=self.num_folds,
+        )
+        if self.source == "datasetgan" and self.category == "car":
+            reading["car_rows"] = list(_CAR_ROWS)
+        return reading
+
+    def _load_split(self, split: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if self.source == "datasetgan":
+            files = datasetgan_files(self.root, self.category, split)
+            options = {
+                "label_count": DATASETGAN_CLASSES[self.category],
+                "ignore_label": None,
+                "crop_rows": _CAR_ROWS if self.category == "car" else None,
+                "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
+            }
+        else:
+            files = ddpm_files(self.root, self.name, split)
+            options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None}
+        min_class_pixels = self.min_class_pixels if split == "train" else 0
+        pairs = [_load_pair(image, mask, image_size=self.image_size, min_class_pixels=min_class_pixels, **options) for image, mask in files]
+        return [image for image, _ in pairs], [mask for _, mask in pairs]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if self.source == "embedded":
+            train, test = make_shapes("train", self.image_size), make_shapes("test", self.image_size)
+        else:
+            train, test = self._load_split("train"), self._load_split("test")
+        n_test = len(test[0])
+        if self.selection != "max_over_run" and n_test < self.num_folds:
+            raise DataError(
+                f"the test split has {n_test} images, fewer than data.num_folds={self.num_folds}, so some folds would be "
+                "empty; lower num_folds or use data.selection=max_over_run."
+            )
+        folds = [self.num_folds * index // n_test for index in range(n_test)]
+        self.train_set = SegmentationPairs(*train, hflip=self.hflip)
+        self.val_set = SegmentationPairs(*test, folds=folds)
+        if self.selection == "heldout":
+            self.test_set = Subset(self.val_set, [index for index, fold in enumerate(folds) if fold != 0])
+        else:
+            self.test_set = self.val_set
+
+    def num_images(self, split: str) -> int:
+        """Images in ``split``: ``"train"``, ``"val"`` (all test images) or ``"test"`` (the reported ones)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'.")
+        self.setup()
+        return len({"train": self.train_set, "val": self.val_set, "test": self.test_set}[split])
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        rank, world_size = _process_group()
+        sampler = EvaluationSampler(len(dataset), world_size, rank) if world_size > 1 else None
+        return self._loader(dataset, self.val_batch_size, sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        rank, world_size = _process_group()
+        num_samples = self.train_samples_per_epoch or len(self.train_set)
+        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
+        return self._loader(self.train_set, self.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """All test images, each with its fold id."""
+        self.setup("validate")
+        return self._evaluation_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        """The reported test images: all of them, or folds 1 ... with ``selection="heldout"``."""
+        self.setup("test")
+        return self._evaluation_loader(self.test_set)

@@ -1,0 +1,402 @@
+"""Few-shot segmentation data: the batch contract, folds, DatasetGAN's and DDPM-segmentation's
+on-disk layouts (written here in miniature), preprocessing, the embedded shapes set, and a
+DataError naming the file for every kind of bad data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from afno_repro.data import DataError, EvaluationSampler, FewShotSegmentationDataModule, SHAPE_CLASSES, make_shapes
+from afno_repro.data import segmentation as segmentation_module
+from afno_repro.data.segmentation import CAR_12_CLASSES, load_mask, resize_mask
+
+SIZE = 40
+TEST_FOLDERS = {"face": "face_34_class", "car": "car_20_class", "cat": "cat_16_class"}
+TRAIN_COUNTS = {"face": 16, "car": 16, "cat": 30}
+CLASS_COUNTS = {"face": 34, "car": 20, "cat": 16}
+
+
+def _blocky_mask(rng, num_classes: int, size: int = SIZE, blocks: int = 4) -> np.ndarray:
+    """Class ids constant on ``blocks x blocks`` squares: every class present covers >= 100 pixels
+    at 40 px, so min_class_pixels leaves it alone."""
+    ids = rng.integers(0, num_classes, (blocks, blocks))
+    return np.kron(ids, np.ones((size // blocks, size // blocks), dtype=np.int64)).astype(np.uint8)
+
+
+def _write_image(path: Path, rng, height: int = SIZE, width: int = SIZE, value: int | None = None) -> None:
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8) if value is None else np.full((height, width, 3), value, np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def write_datasetgan(root: Path, category: str = "face", num_train: int | None = None, num_test: int = 7) -> Path:
+    """A tiny DatasetGAN release: ``training_data/<category>_processed/image_<i>.jpg`` with
+    ``image_mask<i>.npy``, and ``testing_data/<test folder>/`` whose images (``photo_<k>.png``,
+    grey level ``10 k``) and label maps (``label_<k>.npy``, constant class ``k``) pair only by
+    sorted position."""
+    rng = np.random.default_rng(0)
+    train = root / "training_data" / f"{category}_processed"
+    test = root / "testing_data" / TEST_FOLDERS[category]
+    train.mkdir(parents=True)
+    test.mkdir(parents=True)
+    for i in range(TRAIN_COUNTS[category] if num_train is None else num_train):
+        _write_image(train / f"image_{i}.jpg", rng)
+        np.save(train / f"image_mask{i}.npy", _blocky_mask(rng, CLASS_COUNTS[category]))
+    for k in range(num_test):
+        _write_image(test / f"photo_{k:02d}.png", rng, value=10 * k)
+        np.save(test / f"label_{k:02d}.npy", np.full((SIZE, SIZE), k % CLASS_COUNTS[category], np.uint8))
+    return root
+
+
+def write_ddpm(root: Path, name: str = "cat_15", num_train: int = 3, num_test: int = 6) -> Path:
+    """A tiny DDPM-segmentation ``datasets/`` folder: ``<name>/real/{train,test}/<stem>.png`` with
+    ``<stem>.npy`` masks holding a 255 (unscored) border."""
+    rng = np.random.default_rng(1)
+    num_classes = int(name.rsplit("_", 1)[1])
+    for split, count in (("train", num_train), ("test", num_test)):
+        folder = root / name / "real" / split
+        folder.mkdir(parents=True)
+        for k in range(count):
+            _write_image(folder / f"{k:03d}.png", rng)
+            mask = _blocky_mask(rng, num_classes)
+            mask[:2] = 255
+            np.save(folder / f"{k:03d}.npy", mask)
+    return root
+
+
+def _batches(loader) -> list[dict]:
+    return list(loader)
+
+
+def _check_contract(batch: dict, size: int, num_classes: int) -> None:
+    assert set(batch) == {"image", "mask", "index", "fold"}
+    assert batch["image"].dtype == torch.float32 and batch["image"].shape[1:] == (3, size, size)
+    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape[1:] == (size, size)
+    valid = (batch["mask"] == 255) | ((batch["mask"] >= 0) & (batch["mask"] < num_classes))
+    assert bool(valid.all())
+    assert batch["index"].dtype == torch.int64 and batch["fold"].dtype == torch.int64
+    assert batch["index"].shape == batch["fold"].shape == batch["image"].shape[:1]
+
+
+@pytest.fixture
+def datasetgan_root(tmp_path):
+    return write_datasetgan(tmp_path / "datasetgan")
+
+
+@pytest.fixture
+def ddpm_root(tmp_path):
+    return write_ddpm(tmp_path / "datasets")
+
+
+def test_batch_contract_for_every_source(datasetgan_root, ddpm_root):
+    modules = [
+        FewShotSegmentationDataModule(image_size=32, batch_size=4),
+        FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=24, batch_size=4),
+        FewShotSegmentationDataModule(source="ddpm", root=ddpm_root, name="cat_15", image_size=24, batch_size=2, val_batch_size=4),
+    ]
+    for dm in modules:
+        size = dm.image_size
+        train = _batches(dm.train_dataloader())
+        for batch in train:
+            _check_contract(batch, size, dm.num_classes)
+            assert batch["fold"].tolist() == [-1] * len(batch["fold"])
+        assert sorted(torch.cat([b["index"] for b in train]).tolist()) == list(range(dm.num_images("train")))
+        for loader in (dm.val_dataloader(), dm.test_dataloader()):
+            batches = _batches(loader)
+            for batch in batches:
+                _check_contract(batch, size, dm.num_classes)
+            index = torch.cat([b["index"] for b in batches])
+            n_test = dm.num_images("val")
+            assert index.tolist() == list(range(n_test))
+            assert torch.cat([b["fold"] for b in batches]).tolist() == [dm.num_folds * i // n_test for i in index.tolist()]
+
+
+def test_num_classes_and_reading_are_known_without_reading_files(tmp_path):
+    missing = tmp_path / "not_downloaded"
+    car = FewShotSegmentationDataModule(source="datasetgan", root=missing, category="car", num_classes=12)
+    assert car.num_classes == 12 and car.class_names == list(CAR_12_CLASSES) and car.ignore_index == 255
+    assert car.reading() == {
+        "source": "datasetgan", "category": "car", "num_classes": 12, "image_size": 224,
+        "resize": "image bilinear (antialiased), mask nearest", "min_class_pixels": 30, "hflip": False,
+        "selection": "max_over_run", "num_folds": 5, "car_rows": [64, 448],
+    }  # fmt: skip
+    assert FewShotSegmentationDataModule(source="datasetgan", root=missing, category="cat").num_classes == 16
+    ddpm = FewShotSegmentationDataModule(source="ddpm", root=missing, name="bedroom_28")
+    assert (ddpm.num_classes, ddpm.ignore_label, ddpm.reading()["name"], ddpm.reading()["ignore_label"]) == (28, 0, "bedroom_28", 0)
+    assert FewShotSegmentationDataModule(source="ddpm", root=missing, name="mine", num_classes=3).num_classes == 3
+    embedded = FewShotSegmentationDataModule(category="car")
+    assert embedded.num_classes == 5 and embedded.class_names == list(SHAPE_CLASSES)
+    assert "category" not in embedded.reading() and "name" not in embedded.reading()
+    assert embedded.validation_split == "test"
+    assert car.hparams["root"] == str(missing)
+
+
+def test_fold_assignment_and_heldout_test_split(datasetgan_root):
+    dm = FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=16, batch_size=3, selection="heldout")
+    val = _batches(dm.val_dataloader())
+    assert torch.cat([b["fold"] for b in val]).tolist() == [0, 0, 1, 2, 2, 3, 4]  # floor(5 i / 7)
+    test = _batches(dm.test_dataloader())
+    assert torch.cat([b["index"] for b in test]).tolist() == [2, 3, 4, 5, 6]
+    assert torch.cat([b["fold"] for b in test]).tolist() == [1, 2, 2, 3, 4]
+    assert (dm.num_images("train"), dm.num_images("val"), dm.num_images("test")) == (16, 7, 5)
+    for selection in ("max_over_run", "fivefold"):
+        other = FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=16, selection=selection, num_folds=3)
+        assert other.num_images("test") == 7
+        assert [other.val_set[i]["fold"] for i in range(7)] == [3 * i // 7 for i in range(7)]
+
+
+def test_datasetgan_test_files_pair_by_sorted_position(datasetgan_root):
+    dm = FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=SIZE)
+    dm.setup()
+    for k in range(7):
+        item = dm.val_set[k]
+        assert item["mask"].unique().tolist() == [k]
+        assert torch.allclose(item["image"], torch.full_like(item["image"], 10 * k / 255))
+
+
+def test_min_class_pixels_cleans_training_masks_only(tmp_path):
+    root = write_datasetgan(tmp_path, category="cat", num_test=5)
+    speck = np.zeros((SIZE, SIZE), np.uint8)
+    speck[:20, :20] = 3
+    speck[30:35, 30:35] = 7  # 25 pixels, under the default 30
+    np.save(root / "training_data" / "cat_processed" / "image_mask0.npy", speck)
+    np.save(root / "testing_data" / "cat_16_class" / "label_00.npy", speck)
+    dm = FewShotSegmentationDataModule(source="datasetgan", root=root, category="cat", image_size=SIZE, selection="max_over_run")
+    dm.setup()
+    assert dm.train_set[0]["mask"].unique().tolist() == [0, 3]
+    assert torch.equal(dm.val_set[0]["mask"], torch.from_numpy(speck).long())
+    kept = FewShotSegmentationDataModule(source="datasetgan", root=root, category="cat", image_size=SIZE, min_class_pixels=0)
+    kept.setup()
+    assert kept.train_set[0]["mask"].unique().tolist() == [0, 3, 7]
+
+
+def test_car_20_to_12_mapping(tmp_path):
+    root = write_datasetgan(tmp_path, category="car", num_test=5)
+    stripes = np.repeat(np.arange(20, dtype=np.uint8), 2)[None].repeat(SIZE, 0)  # id j in columns 2j, 2j+1
+    np.save(root / "training_data" / "car_processed" / "image_mask0.npy", stripes)
+    np.save(root / "testing_data" / "car_20_class" / "label_00.npy", stripes)
+    expected = [0, 1, 1, 1, 2, 9, 1, 1, 10, 1, 3, 4, 1, 1, 5, 6, 1, 11, 7, 8]
+    dm = FewShotSegmentationDataModule(source="datasetgan", root=root, category="car", num_classes=12, image_size=SIZE)
+    dm.setup()
+    for item in (dm.train_set[0], dm.val_set[0]):
+        assert item["mask"][0, ::2].tolist() == expected
+    assert sorted(set(expected)) == list(range(12))
+
+
+def test_car_images_of_512_rows_are_cut_to_rows_64_to_448(tmp_path):
+    root = write_datasetgan(tmp_path, category="car", num_test=5)
+    folder = root / "training_data" / "car_processed"
+    pixels = np.zeros((512, 512, 3), np.uint8)
+    pixels[64:448] = 255
+    Image.fromarray(pixels).save(folder / "image_0.jpg", quality=100)
+    mask = np.full((512, 512), 1, np.uint8)
+    mask[64:448] = 2
+    np.save(folder / "image_mask0.npy", mask)
+    dm = FewShotSegmentationDataModule(source="datasetgan", root=root, category="car", image_size=32)
+    dm.setup()
+    item = dm.train_set[0]
+    assert item["mask"].unique().tolist() == [2]
+    assert item["image"].min() > 0.9
+
+
+def test_ddpm_ignore_label_becomes_255(tmp_path):
+    root = write_ddpm(tmp_path)
+    dm = FewShotSegmentationDataModule(source="ddpm", root=root, name="cat_15", image_size=SIZE)
+    dm.setup()
+    assert (dm.val_set[0]["mask"][:2] == 255).all() and (dm.val_set[0]["mask"][2:] < 15).all()
+    bedroom = tmp_path / "bedroom_root"
+    folder = bedroom / "bedroom_28" / "real"
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        for k in range(5):
+            _write_image(folder / split / f"{k}.jpg", np.random.default_rng(k))
+            mask = np.full((SIZE, SIZE), 27, np.uint8)
+            mask[:10] = 0
+            np.save(folder / split / f"{k}.npy", mask)
+    dm = FewShotSegmentationDataModule(source="ddpm", root=bedroom, name="bedroom_28", image_size=SIZE)
+    dm.setup()
+    for item in (dm.train_set[0], dm.val_set[4]):
+        assert (item["mask"][:10] == 255).all() and (item["mask"][10:] == 27).all()
+
+
+def test_nearest_resize_adds_no_label_ids():
+    mask = np.random.default_rng(0).choice([0, 3, 9, 255], size=(37, 53))
+    for size in (8, 24, 64, 100):
+        resized = resize_mask(mask, size)
+        assert resized.shape == (size, size) and set(np.unique(resized)) <= {0, 3, 9, 255}
+    assert np.array_equal(resize_mask(mask[:20, :20], 20), mask[:20, :20])
+
+
+def test_embedded_set_is_deterministic_and_has_every_class_in_both_splits():
+    images, masks = make_shapes("train", 48)
+    again_images, again_masks = make_shapes("train", 48)
+    assert torch.equal(images, again_images) and torch.equal(masks, again_masks)
+    test_images, test_masks = make_shapes("test", 48)
+    assert not torch.equal(masks, test_masks)
+    assert not torch.equal(make_shapes("train", 48, seed=1)[1], masks)
+    for split_masks in (masks, test_masks):
+        assert split_masks.unique().tolist() == list(range(len(SHAPE_CLASSES)))
+    assert images.shape == (16, 3, 48, 48) and test_images.shape == (16, 3, 48, 48)
+
+
+def test_training_order_and_flips_follow_the_seed():
+    def order(seed, hflip=False):
+        dm = FewShotSegmentationDataModule(image_size=16, batch_size=4, seed=seed, hflip=hflip, train_samples_per_epoch=20)
+        return _batches(dm.train_dataloader())
+
+    first, second, other = order(0), order(0), order(1)
+    indices = torch.cat([b["index"] for b in first])
+    assert len(indices) == 20 and set(indices.tolist()) == set(range(16))
+    assert all(torch.equal(a[key], b[key]) for a, b in zip(first, second) for key in a)
+    assert not torch.equal(indices, torch.cat([b["index"] for b in other]))
+    flipped, flipped_again = order(0, hflip=True), order(0, hflip=True)
+    assert all(torch.equal(a[key], b[key]) for a, b in zip(flipped, flipped_again) for key in a)
+    images, masks = torch.cat([b["image"] for b in flipped]), torch.cat([b["mask"] for b in flipped])
+    plain = torch.cat([b["mask"] for b in first])
+    is_flipped = [torch.equal(masks[i], plain[i].flip(-1)) and not torch.equal(masks[i], plain[i]) for i in range(20)]
+    assert 0 < sum(is_flipped) < 20
+    i = is_flipped.index(True)
+    assert torch.equal(images[i], torch.cat([b["image"] for b in first])[i].flip(-1))
+
+
+def test_evaluation_is_sharded_without_padding(monkeypatch):
+    monkeypatch.setattr(segmentation_module, "_process_group", lambda: (1, 3))
+    dm = FewShotSegmentationDataModule(image_size=16, batch_size=4, selection="heldout")
+    assert isinstance(dm.val_dataloader().sampler, EvaluationSampler)
+    assert torch.cat([b["index"] for b in dm.val_dataloader()]).tolist() == list(range(1, 16, 3))
+    assert torch.cat([b["index"] for b in dm.test_dataloader()]).tolist() == [5, 8, 11, 14]  # fold 0 is 0 ... 3
+    assert len(torch.cat([b["index"] for b in dm.train_dataloader()])) == 6  # 16 items over 3 ranks, padded
+
+
+# ---- bad data: a DataError naming the file (or folder) and the fix ----
+
+
+def _setup_error(**options) -> str:
+    options.setdefault("image_size", 16)
+    with pytest.raises(DataError) as error:
+        FewShotSegmentationDataModule(**options).setup()
+    return str(error.value)
+
+
+def test_missing_or_wrong_roots(tmp_path):
+    message = _setup_error(source="datasetgan", root=tmp_path / "nowhere")
+    assert "nowhere" in message and "does not exist" in message and "training_data" in message
+    (tmp_path / "file").write_text("")
+    assert "is not a directory" in _setup_error(source="ddpm", root=tmp_path / "file", name="cat_15")
+    write_datasetgan(tmp_path / "gan", category="cat", num_test=5)
+    message = _setup_error(source="datasetgan", root=tmp_path / "gan", category="face")
+    assert "face_processed" in message and "cat_processed/" in message
+    write_ddpm(tmp_path / "datasets")
+    message = _setup_error(source="ddpm", root=tmp_path / "datasets", name="ffhq_34")
+    assert "'ffhq_34'" in message and "cat_15/" in message
+
+
+def test_empty_splits(tmp_path):
+    root = write_datasetgan(tmp_path / "gan", num_train=0)
+    assert "training_data/face_processed' has no image" in _setup_error(source="datasetgan", root=root)
+    root = write_ddpm(tmp_path / "datasets", num_test=0)
+    assert "real/test' has no images" in _setup_error(source="ddpm", root=root, name="cat_15")
+
+
+def test_unpaired_files(tmp_path):
+    root = write_datasetgan(tmp_path / "gan")
+    train = root / "training_data" / "face_processed"
+    (train / "image_mask3.npy").unlink()
+    message = _setup_error(source="datasetgan", root=root)
+    assert "image_3.jpg" in message and "image_mask3.npy" in message and "is missing" in message
+    np.save(train / "image_mask3.npy", np.zeros((SIZE, SIZE), np.uint8))
+    (train / "image_5.jpg").unlink()
+    assert "image_mask5.npy' has no image" in _setup_error(source="datasetgan", root=root)
+    _write_image(train / "image_5.jpg", np.random.default_rng(0))
+    (train / "image_15.jpg").unlink()
+    (train / "image_mask15.npy").unlink()
+    assert "on 16 annotated images" in _setup_error(source="datasetgan", root=root)
+    _write_image(train / "image_15.jpg", np.random.default_rng(0))
+    np.save(train / "image_mask15.npy", np.zeros((SIZE, SIZE), np.uint8))
+    (root / "testing_data" / "face_34_class" / "label_06.npy").unlink()
+    message = _setup_error(source="datasetgan", root=root)
+    assert "7 images but 6 .npy" in message and "photo_06.png" in message
+
+    root = write_ddpm(tmp_path / "datasets")
+    test = root / "cat_15" / "real" / "test"
+    (test / "002.npy").unlink()
+    message = _setup_error(source="ddpm", root=root, name="cat_15")
+    assert "002.png' has no mask" in message and "002.npy" in message
+    (test / "002.png").unlink()
+    np.save(test / "009.npy", np.zeros((SIZE, SIZE), np.uint8))
+    assert "009.npy' has no image" in _setup_error(source="ddpm", root=root, name="cat_15")
+
+
+def test_bad_masks_and_images(tmp_path):
+    root = write_ddpm(tmp_path / "datasets")
+    folder = root / "cat_15" / "real" / "train"
+    original = np.load(folder / "001.npy")
+    np.save(folder / "001.npy", original[:30])
+    message = _setup_error(source="ddpm", root=root, name="cat_15")
+    assert "001.png' is 40x40" in message and "001.npy' is 40x30" in message
+    bad_id = original.copy()
+    bad_id[5, 5] = 15
+    np.save(folder / "001.npy", bad_id)
+    message = _setup_error(source="ddpm", root=root, name="cat_15")
+    assert "001.npy' has label id 15" in message and "0 ... 14" in message
+    np.save(folder / "001.npy", original.astype(np.float32))
+    assert "001.npy' holds a float32 array" in _setup_error(source="ddpm", root=root, name="cat_15")
+    np.save(folder / "001.npy", original[None])
+    assert "001.npy' holds a uint8 array of shape (1, 40, 40)" in _setup_error(source="ddpm", root=root, name="cat_15")
+    (folder / "001.npy").write_bytes(b"not numpy")
+    assert "001.npy' cannot be read" in _setup_error(source="ddpm", root=root, name="cat_15")
+    np.save(folder / "001.npy", original)
+    (folder / "000.png").write_bytes(b"not an image")
+    assert "000.png' cannot be decoded" in _setup_error(source="ddpm", root=root, name="cat_15")
+
+
+def test_datasetgan_label_ids_must_be_in_the_category_range(tmp_path):
+    root = write_datasetgan(tmp_path, category="cat", num_test=5)
+    mask = np.full((SIZE, SIZE), 16, np.uint8)
+    np.save(root / "testing_data" / "cat_16_class" / "label_02.npy", mask)
+    message = _setup_error(source="datasetgan", root=root, category="cat")
+    assert "label_02.npy' has label id 16" in message and "0 ... 15" in message
+
+
+def test_too_few_test_images_for_the_folds(tmp_path):
+    root = write_ddpm(tmp_path / "datasets", num_test=3)
+    assert "fewer than data.num_folds=5" in _setup_error(source="ddpm", root=root, name="cat_15", selection="heldout")
+    FewShotSegmentationDataModule(source="ddpm", root=root, name="cat_15", image_size=16).setup()
+
+
+def test_load_mask_returns_int64(tmp_path):
+    np.save(tmp_path / "m.npy", np.array([[1, 2]], np.uint8))
+    assert load_mask(tmp_path / "m.npy").dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"source": "coco"}, "source='coco'"),
+        ({"selection": "best"}, "selection='best'"),
+        ({"source": "datasetgan"}, "needs data.root"),
+        ({"source": "ddpm", "root": "x"}, "needs data.name"),
+        ({"source": "ddpm", "root": "x", "name": "mine"}, "set data.num_classes"),
+        ({"source": "datasetgan", "root": "x", "category": "dog"}, "category 'dog'"),
+        ({"source": "datasetgan", "root": "x", "num_classes": 12}, "face has num_classes 34"),
+        ({"source": "datasetgan", "root": "x", "category": "car", "num_classes": 13}, "20 or 12"),
+        ({"source": "datasetgan", "root": "x", "name": "ffhq_34"}, "name applies to data.source='ddpm'"),
+        ({"source": "datasetgan", "root": "x", "ignore_label": 0}, "ignore_label applies"),
+        ({"root": "x"}, "root applies"),
+        ({"num_classes": 3}, "5 classes"),
+        ({"num_folds": 1}, "num_folds=1"),
+        ({"image_size": 0}, "image_size=0"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"val_batch_size": 0}, "val_batch_size=0"),
+        ({"train_samples_per_epoch": 0}, "train_samples_per_epoch=0"),
+        ({"min_class_pixels": -1}, "min_class_pixels=-1"),
+        ({"num_workers": -1}, "num_workers=-1"),
+    ],
+)
+def test_option_validation(options, words):
+    with pytest.raises(ValueError) as error:
+        FewShotSegmentationDataModule(**options)
+    assert words in str(error.value) and not isinstance(error.value, DataError)
