@@ -1,9 +1,12 @@
 """Every command README prints is run by a test exactly as printed.
 
-A test may only change the data path (`/data/imagenet` becomes a tiny ImageNet written in the real
-layout) or run from a temporary working directory. Commands that train at the paper's scale
-(ViT-B/4 on ImageNet, 100 epochs) cannot finish on a CPU: they are run as printed until training has
-started, then stopped with Ctrl-C, which must leave a `metrics.json` that records the interruption.
+A test may only change the data path (`/data/imagenet` and `/data/datasetgan` become tiny datasets
+written in the real layouts) or run from a temporary working directory. Commands that train at the
+paper's scale (ViT-B/4 on ImageNet, 100 epochs) cannot finish on a CPU: they are run as printed until
+training has started, then stopped with Ctrl-C, which must leave a `metrics.json` that records the
+interruption. Paper-scale finetuning commands need their pretraining runs, which a CPU cannot make:
+run as printed on a fresh machine they must stop before building anything, naming the command that
+makes the pretraining run.
 Long benchmarks are run as printed until they print their first measurement. Commands that another
 test already runs exactly as printed are listed in ``COVERED`` with the test that runs them, and this
 file checks that test still contains them.
@@ -35,6 +38,7 @@ COVERED = {
     "python train.py -m debug=smoke trainer=ddp trainer.accelerator=cpu trainer.devices=2 hydra/launcher=slurm_local "
     "hydra.launcher.tasks_per_node=2": "tests/harness/test_slurm.py",
     "python scripts/readings_check.py": "tests/analysis/test_readings.py",
+    "python train.py -m experiment=table3_fewshot debug=smoke": "tests/harness/test_experiments.py",
 }
 # Long benchmarks: run as printed until this pattern appears in their output (their first result).
 FIRST_RESULT = {
@@ -57,8 +61,14 @@ def readme_commands() -> list[str]:
     return list(dict.fromkeys(commands))
 
 
+# The data folders README's paper-scale commands name, and the fixture each becomes.
+DATA_ROOTS = ("/data/imagenet", "/data/datasetgan")
+
+
 def _argv(command: str, data_root: Path | None = None) -> list[str]:
-    words = command.replace("/data/imagenet", str(data_root)).split() if data_root else command.split()
+    words = command.split()
+    if data_root:
+        words = [word.replace(f"data.root={_root_of(command)}", f"data.root={data_root}") for word in words]
     if words[0] == "python":
         words = [sys.executable, str(ROOT / words[1]), *words[2:]]
     return words
@@ -98,20 +108,70 @@ def test_make_demo(tmp_path):
     assert metrics["status"] == "completed" and metrics["result"]["num_images"] > 0
 
 
+@pytest.mark.slow
+def test_make_fewshot_demo():
+    """`make fewshot-demo`, as printed (it runs `python train.py experiment=fewshot_demo`): in the
+    repository root, where `make demo` has left the inpainting run it finetunes (made first if not),
+    two runs, pretrained and from scratch, side by side in the summary."""
+    result = subprocess.run(["make", "fewshot-demo"], cwd=ROOT, capture_output=True, text=True, timeout=1200, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = {Path(found) for found in re.findall(r"Sweep summary \(2 runs, (\S+)\):", result.stdout)}
+    rows = json.loads((sweep_dir / "summary.json").read_text())
+    by_init = {bool(r["init"]["checkpoint"]): r for r in rows}
+    assert set(by_init) == {True, False} and all(r["status"] == "completed" for r in rows)
+    assert by_init[True]["init"]["experiment"] is None and Path(by_init[True]["init"]["checkpoint"]).is_file()
+    assert "pretrained (demo)" in result.stdout and "scratch" in result.stdout
+
+
 def test_make_help():
     result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "make demo" in result.stdout and "make test" in result.stdout
 
 
-PAPER_SCALE = [c for c in readme_commands() if "data.root=/data/imagenet" in c]
+def _root_of(command: str) -> str | None:
+    return next((root for root in DATA_ROOTS if f"data.root={root}" in command), None)
+
+
+def _write_data(command: str, folder: Path, imagenet_writer) -> Path:
+    if _root_of(command) == "/data/imagenet":
+        return imagenet_writer(folder / "imagenet", train_per_class=20)
+    from layouts import write_datasetgan
+
+    for category in ("face", "car", "cat"):
+        write_datasetgan(folder / "datasetgan", category=category)
+    return folder / "datasetgan"
+
+
+def _needs_pretraining(command: str) -> bool:
+    return any(f"experiment={e}" in command for e in ("table3_fewshot", "table6_finetune")) and "pretrained=" not in command
+
+
+PAPER_SCALE = [c for c in readme_commands() if _root_of(c) and not _needs_pretraining(c)]
+FINETUNING = [c for c in readme_commands() if _root_of(c) and _needs_pretraining(c)]
+
+
+@pytest.mark.parametrize("command", FINETUNING)
+def test_paper_scale_finetuning_names_the_pretraining_it_needs(command, tmp_path, imagenet_writer):
+    """Run as printed on a machine without the pretraining runs (data path: a tiny DatasetGAN): every
+    row stops before building anything, with the command that makes its pretraining run."""
+    data_root = _write_data(command, tmp_path, imagenet_writer)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(_argv(command, data_root), cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == (1 if " -m " in command else 2), result.stderr[-3000:]
+    needed = "table2_inpainting" if "table3_fewshot" in command else "table6_pretrain"
+    assert f"Make it first:\n  python train.py experiment={needed} paper_model=" in result.stderr
+    assert "data.root=/path/to/imagenet" in result.stderr and "Traceback" not in result.stderr
+    records = [json.loads(path.read_text()) for path in work.rglob("metrics.json")]
+    assert records and all(r["status"] == "failed" and "pretraining run" in r["error"] for r in records)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", PAPER_SCALE)
 def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command, tmp_path, imagenet_writer,
                                                                         terminal_sigint):
-    """Run as printed (data path: a tiny ImageNet) until training starts, then Ctrl-C."""
-    data_root = imagenet_writer(tmp_path / "imagenet", train_per_class=20)
+    """Run as printed (data path: a tiny dataset in the real layout) until training starts, then Ctrl-C."""
+    data_root = _write_data(command, tmp_path, imagenet_writer)
     work = tmp_path / "work"
     work.mkdir()
     process = subprocess.Popen(_argv(command, data_root), cwd=work, env=_env(), stdout=subprocess.PIPE,
@@ -140,7 +200,7 @@ def test_paper_scale_commands_start_training_and_stop_cleanly_on_ctrl_c(command,
     (metrics_file,) = list(work.rglob("metrics.json"))
     metrics = json.loads(metrics_file.read_text())
     assert metrics["status"] == "interrupted", metrics
-    assert metrics["data"] == "imagenet" and metrics["image_size"] == 224 and metrics["paper_row"]
+    assert metrics["data"] in ("imagenet", "datasetgan/face") and metrics["image_size"] == 224 and metrics["paper_row"]
     assert "Traceback" not in output
 
 
@@ -172,5 +232,5 @@ def test_script_commands(command):
 
 
 def test_every_command_has_a_test():
-    tested = set(COVERED) | {"make demo", "make help"} | set(PAPER_SCALE) | set(SCRIPTS)
+    tested = set(COVERED) | {"make demo", "make fewshot-demo", "make help"} | set(PAPER_SCALE) | set(FINETUNING) | set(SCRIPTS)
     assert set(readme_commands()) <= tested, sorted(set(readme_commands()) - tested)

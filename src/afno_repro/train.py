@@ -236,11 +236,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
     # which must load with torch.load(weights_only=True).
+    # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null); a
+    # missing one is reported before anything is built.
+    init = resolve_pretrained(cfg, list(HydraConfig.get().overrides.task))
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = instantiate(cfg.backbone)
-    # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null).
-    overrides = list(HydraConfig.get().overrides.task)
-    init = resolve_pretrained(cfg, overrides)
     if init is not None:
         init["head_initialised"] = load_pretrained_backbone(backbone, init["checkpoint"])
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -382,7 +382,7 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "mixer_options": {k: v for k, v in OmegaConf.to_container(mixer, resolve=True).items() if k != "name"},
         "backbone": choices.get("backbone"),
         "trunk_hash": trunk_hash(cfg.backbone) if cfg.get("backbone") else None,
-        "data": cfg.data.get("name") if cfg.get("data") else None,
+        "data": _data_label(cfg.data) if cfg.get("data") else None,
         "image_size": cfg.data.get("image_size") if cfg.get("data") else None,
         "seed": cfg.get("seed"),
         "overrides": list(HydraConfig.get().overrides.task),
@@ -390,6 +390,17 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "versions": library_versions(),
         "run_dir": str(run_dir),
     }
+
+
+def _data_label(data: DictConfig) -> str | None:
+    """The dataset a run used, in one word: ``imagenet``, ``skimage``, ``datasetgan/face``,
+    ``ddpm/ffhq_34``, ``embedded_shapes``."""
+    source = data.get("source")
+    if source is None:
+        return data.get("name")
+    if source == "embedded":
+        return "embedded_shapes"
+    return f"{source}/{data.get('category') if source == 'datasetgan' else data.get('name')}"
 
 
 def _reading(datamodule: Any, task: pl.LightningModule) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 on-disk layouts (written here in miniature), preprocessing, the embedded shapes set, and a
 DataError naming the file for every kind of bad data."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,58 +11,8 @@ from PIL import Image
 from afno_repro.data import DataError, EvaluationSampler, FewShotSegmentationDataModule, SHAPE_CLASSES, make_shapes
 from afno_repro.data import segmentation as segmentation_module
 from afno_repro.data.segmentation import CAR_12_CLASSES, load_mask, resize_mask
+from layouts import SIZE, write_datasetgan, write_ddpm, write_image
 
-SIZE = 40
-TEST_FOLDERS = {"face": "face_34_class", "car": "car_20_class", "cat": "cat_16_class"}
-TRAIN_COUNTS = {"face": 16, "car": 16, "cat": 30}
-CLASS_COUNTS = {"face": 34, "car": 20, "cat": 16}
-
-
-def _blocky_mask(rng, num_classes: int, size: int = SIZE, blocks: int = 4) -> np.ndarray:
-    """Class ids constant on ``blocks x blocks`` squares: every class present covers >= 100 pixels
-    at 40 px, so min_class_pixels leaves it alone."""
-    ids = rng.integers(0, num_classes, (blocks, blocks))
-    return np.kron(ids, np.ones((size // blocks, size // blocks), dtype=np.int64)).astype(np.uint8)
-
-
-def _write_image(path: Path, rng, height: int = SIZE, width: int = SIZE, value: int | None = None) -> None:
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8) if value is None else np.full((height, width, 3), value, np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def write_datasetgan(root: Path, category: str = "face", num_train: int | None = None, num_test: int = 7) -> Path:
-    """A tiny DatasetGAN release: ``training_data/<category>_processed/image_<i>.jpg`` with
-    ``image_mask<i>.npy``, and ``testing_data/<test folder>/`` whose images (``photo_<k>.png``,
-    grey level ``10 k``) and label maps (``label_<k>.npy``, constant class ``k``) pair only by
-    sorted position."""
-    rng = np.random.default_rng(0)
-    train = root / "training_data" / f"{category}_processed"
-    test = root / "testing_data" / TEST_FOLDERS[category]
-    train.mkdir(parents=True)
-    test.mkdir(parents=True)
-    for i in range(TRAIN_COUNTS[category] if num_train is None else num_train):
-        _write_image(train / f"image_{i}.jpg", rng)
-        np.save(train / f"image_mask{i}.npy", _blocky_mask(rng, CLASS_COUNTS[category]))
-    for k in range(num_test):
-        _write_image(test / f"photo_{k:02d}.png", rng, value=10 * k)
-        np.save(test / f"label_{k:02d}.npy", np.full((SIZE, SIZE), k % CLASS_COUNTS[category], np.uint8))
-    return root
-
-
-def write_ddpm(root: Path, name: str = "cat_15", num_train: int = 3, num_test: int = 6) -> Path:
-    """A tiny DDPM-segmentation ``datasets/`` folder: ``<name>/real/{train,test}/<stem>.png`` with
-    ``<stem>.npy`` masks holding a 255 (unscored) border."""
-    rng = np.random.default_rng(1)
-    num_classes = int(name.rsplit("_", 1)[1])
-    for split, count in (("train", num_train), ("test", num_test)):
-        folder = root / name / "real" / split
-        folder.mkdir(parents=True)
-        for k in range(count):
-            _write_image(folder / f"{k:03d}.png", rng)
-            mask = _blocky_mask(rng, num_classes)
-            mask[:2] = 255
-            np.save(folder / f"{k:03d}.npy", mask)
-    return root
 
 
 def _batches(loader) -> list[dict]:
@@ -212,7 +161,7 @@ def test_ddpm_ignore_label_becomes_255(tmp_path):
     for split in ("train", "test"):
         (folder / split).mkdir(parents=True)
         for k in range(5):
-            _write_image(folder / split / f"{k}.jpg", np.random.default_rng(k))
+            write_image(folder / split / f"{k}.jpg", np.random.default_rng(k))
             mask = np.full((SIZE, SIZE), 27, np.uint8)
             mask[:10] = 0
             np.save(folder / split / f"{k}.npy", mask)
@@ -310,11 +259,11 @@ def test_unpaired_files(tmp_path):
     np.save(train / "image_mask3.npy", np.zeros((SIZE, SIZE), np.uint8))
     (train / "image_5.jpg").unlink()
     assert "image_mask5.npy' has no image" in _setup_error(source="datasetgan", root=root)
-    _write_image(train / "image_5.jpg", np.random.default_rng(0))
+    write_image(train / "image_5.jpg", np.random.default_rng(0))
     (train / "image_15.jpg").unlink()
     (train / "image_mask15.npy").unlink()
     assert "on 16 annotated images" in _setup_error(source="datasetgan", root=root)
-    _write_image(train / "image_15.jpg", np.random.default_rng(0))
+    write_image(train / "image_15.jpg", np.random.default_rng(0))
     np.save(train / "image_mask15.npy", np.zeros((SIZE, SIZE), np.uint8))
     (root / "testing_data" / "face_34_class" / "label_06.npy").unlink()
     message = _setup_error(source="datasetgan", root=root)

@@ -518,6 +518,11 @@ class FewShotSegmentationDataModule(pl.LightningDataModule):
         """The split :meth:`val_dataloader` serves: always ``"test"`` (these releases have no other)."""
         return "test"
 
+    @property
+    def reported_split(self) -> str:
+        """What :meth:`test_dataloader` serves: the test images, without fold 0 under ``heldout``."""
+        return "test (folds 1-{})".format(self.num_folds - 1) if self.selection == "heldout" else "test"
+
     def reading(self) -> dict[str, Any]:
         """The data choices a run must record with its results (plain data)."""
         reading: dict[str, Any] = {"source": self.source}

@@ -315,7 +315,7 @@ class SegmentationTask(PaperTask):
 
     def protocol(self, selection: str) -> str:
         every = self.trainer.check_val_every_n_epoch if self._trainer is not None else None
-        cadence = f"every {every} epochs" if every else "at each evaluation"
+        cadence = "after every epoch" if every == 1 else f"every {every} epochs" if every else "at each evaluation"
         return {
             "max_over_run": f"maximum over the run of the mIoU on all test images, evaluated {cadence} (the paper's "
                             "protocol, A.4: selected on the reported images)",
