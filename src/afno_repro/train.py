@@ -2,9 +2,13 @@
 
 ``train.py`` at the repository root is a thin ``@hydra.main`` around :func:`main`. The flow is::
 
-    cfg --instantiate--> DataModule, backbone(mixer), task(backbone, optimizer, scheduler)
-        --> pl.Trainer(loggers, callbacks).fit --> baselines on the same validation masks
-        --> <run dir>/metrics.json (+ checkpoints/, csv/, wandb/, images/)
+    cfg --> pretrained=auto|<file>|null resolved (afno_repro.pretrained; a missing run is named first)
+        --instantiate--> DataModule, backbone(mixer) [+ pretrained trunk], task(backbone, optimizer, scheduler)
+        --> pl.Trainer(loggers, callbacks).fit --> test of the selected checkpoint (model and the
+        task's baselines on the same images) --> <run dir>/metrics.json (+ checkpoints/, csv/, wandb/, images/)
+
+The harness knows no task: the task declares its selection metric, reported numbers, baselines
+and readings (:mod:`afno_repro.tasks.base`), so ``metrics.json`` has one shape for every task.
 
 Errors a user can fix (unknown names, bad paths, shapes that do not divide, a NaN loss) are printed
 as one paragraph without a traceback (set ``HYDRA_FULL_ERROR=1`` for it) and exit with status 2;

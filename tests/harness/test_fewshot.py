@@ -92,3 +92,16 @@ def test_find_runs_matches_fields_and_sorts_newest_first(tmp_path):
     assert [Path(r["metrics_file"]).parent.name for r in found] == ["new", "old"]
     assert len(find_runs(tmp_path, status=None)) == 4
     assert find_runs(tmp_path / "absent") == []
+
+
+def test_fewshot_demo_makes_its_pretraining_run_first(train, tmp_path):
+    """`experiment=fewshot_demo debug=smoke` on an empty outputs/: it runs the (smoke) demo inpainting
+    first, then finetunes from it and trains from scratch, and the summary shows both."""
+    result = train("experiment=fewshot_demo", "debug=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No pretraining run found below outputs: making it first with\n  python train.py debug=smoke" in result.stdout
+    (pretraining,) = find_runs(tmp_path / "outputs" / "runs", task="inpainting")
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_fewshot_demo")
+    rows = {bool(r["init"]["checkpoint"]): r for r in json.loads((sweep_dir / "summary.json").read_text())}
+    assert rows[True]["init"]["checkpoint"] == pretraining["best_checkpoint"] and rows[False]["init"]["how"] == "from scratch"
+    assert "| afno pretrained (demo) |" in result.stdout and "| afno scratch |" in result.stdout
