@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -58,8 +59,14 @@ class CtrlCNeverLost(pl.Callback):
     def __init__(self) -> None:
         self.pressed = False
         self._previous: Any = None
+        self._pid = os.getpid()
 
     def _handler(self, signum: int, frame: Any) -> None:
+        # A SIGINT that arrives while DataLoader workers are being forked is still pending in the new
+        # child, which inherits this handler: there it must not raise (it would print a traceback
+        # from the worker's start); the main process stops the workers itself.
+        if os.getpid() != self._pid:
+            return
         self.pressed = True
         previous = self._previous
         if callable(previous):
@@ -70,6 +77,7 @@ class CtrlCNeverLost(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Only the main thread may set handlers; an ignored SIGINT (a background job) stays ignored.
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            self._pid = os.getpid()
             self._previous = signal.signal(signal.SIGINT, self._handler)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

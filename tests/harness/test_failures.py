@@ -4,6 +4,7 @@ overwritten, Ctrl-C leaves a resumable record, `mixer=` in a paper experiment pi
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -194,5 +195,32 @@ def test_a_ctrl_c_that_python_swallows_still_stops_training():
             callback.on_train_batch_end()
         callback.on_fit_end(None, None)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_ctrl_c_pending_in_a_forked_worker_raises_nothing_there():
+    """A Ctrl-C that lands while DataLoader workers are forked is still pending in the new child, which
+    inherits the handler: there it must not raise (a traceback from the worker's start), and the
+    main process still stops training."""
+    from afno_repro.callbacks import CtrlCNeverLost
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        callback = CtrlCNeverLost()
+        callback.on_fit_start(None, None)
+        handler = signal.getsignal(signal.SIGINT)
+        child = os.fork()
+        if child == 0:
+            try:
+                handler(signal.SIGINT, None)
+            except BaseException:  # noqa: BLE001 - any exception is the failure reported by the exit status
+                os._exit(1)
+            os._exit(0 if not callback.pressed else 3)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+        callback.on_fit_end(None, None)
     finally:
         signal.signal(signal.SIGINT, before)
