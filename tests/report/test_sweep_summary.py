@@ -43,3 +43,13 @@ def test_the_table_names_the_reading_the_images_and_failures(tmp_path):
     assert describe_reading(rows[0]["reading"]) == "pixel grid, 3136 steps, clip, brush 1; composite; heldout"
     assert "pixel grid, 3136 steps" in table and "| 8 |" in table and "failed: the loss is nan" in table
     assert "held-out selection" in table
+
+
+def test_runs_on_other_data_or_sizes_than_the_papers_are_not_comparable():
+    fewshot = {"task": "segmentation", "paper_row": "table3/afno", "paper_column": "ade_cars", "image_size": 224,
+               "paper": paper_numbers("table3/afno", "segmentation", "ade_cars")}
+    assert comparability({**fewshot, "data": "datasetgan/car"}) is None
+    assert comparability({**fewshot, "data": "embedded_shapes"}) == (
+        "not comparable: trained on embedded_shapes, the paper on datasetgan/car")
+    assert "32x32 images" in comparability({**_run(12.4, 0.673), "data": "imagenet", "image_size": 32})
+    assert comparability({**_run(12.4, 0.673), "data": "imagenet", "image_size": 224}) is None

@@ -76,18 +76,39 @@ def paper_numbers(paper_row: str | None, task: str = "inpainting", column: str |
     return numbers
 
 
+def _paper_data(run: dict[str, Any]) -> str | None:
+    """The data the paper measured a run's row on, as ``metrics.json`` names data."""
+    from afno_repro.config import PAPER_COLUMNS
+
+    task = run.get("task") or "inpainting"
+    if task == "inpainting":
+        return "imagenet"
+    if task == "segmentation" and run.get("paper_column") in PAPER_COLUMNS:
+        return f"datasetgan/{PAPER_COLUMNS[run['paper_column']]}"
+    return None
+
+
 def comparability(run: dict[str, Any]) -> str | None:
     """Why the paper's numbers cannot be compared with this run's, or None when they can.
 
-    With ``metric_region=composite`` a model's visible pixels are the ground truth, so filling the
-    hidden ones with zeros is a floor no trained model falls under. If that floor, measured on this
-    run's own images and masks, already reaches a number the paper reports, the paper cannot have
-    used this reading.
+    A run on other data than the paper's (e.g. a ``debug=smoke`` run on the embedded data) or at
+    another resolution than the paper's 224x224 is not comparable. With ``metric_region=composite``
+    a model's visible pixels are the ground truth, so filling the hidden ones with zeros is a floor
+    no trained model falls under. If that floor, measured on this run's own images and masks,
+    already reaches a number the paper reports, the paper cannot have used this reading.
     """
     paper = run.get("paper") or {}
+    if not paper:
+        return None
+    expected = _paper_data(run)
+    if run.get("data") and expected and run["data"] != expected:
+        return f"not comparable: trained on {run['data']}, the paper on {expected}"
+    size = run.get("image_size")
+    if size and size != 224:
+        return f"not comparable: {size}x{size} images, the paper's are 224x224"
     floor = (run.get("baselines") or {}).get("masked_input") or {}
     region = (run.get("reading") or {}).get("metric_region")
-    if not paper or not floor or region != "composite":
+    if not floor or region != "composite":
         return None
     above = [f"{metric.upper()} {floor[metric]:.3g} >= paper {paper[metric]:.3g}"
              for metric in paper if floor.get(metric) is not None and floor[metric] >= paper[metric]]
