@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import threading
@@ -45,29 +44,40 @@ class RNGStateCheckpoint(pl.Callback):
             torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class CtrlCNeverLost(pl.Callback):
-    """Make sure a Ctrl-C stops training, also when Python swallows the first ``KeyboardInterrupt``.
+# Where Python prints a KeyboardInterrupt as "Exception ignored" (with a traceback) and drops it:
+# finalizers, and logging's fork hooks, which run while DataLoader workers are forked.
+_DROPPING_FUNCTIONS = {"__del__", "_releaseLock", "_acquireLock", "_after_at_fork_child_reinit_locks"}
 
-    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be; when that is inside
-    a finalizer (e.g. a DataLoader iterator's ``__del__`` joining its workers at the end of an
-    epoch) it is printed as "Exception ignored" and lost, and training goes on. This callback
-    remembers every SIGINT and raises ``KeyboardInterrupt`` again at the next batch or epoch
-    boundary if training is still running, so Lightning's graceful stop (and the run's
-    ``interrupted`` record) always follows a Ctrl-C.
+
+def _python_would_drop_it(frame: Any) -> bool:
+    """Whether a ``KeyboardInterrupt`` raised in ``frame`` would be printed and dropped by Python."""
+    while frame is not None:
+        if frame.f_code.co_name in _DROPPING_FUNCTIONS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class CtrlCNeverLost(pl.Callback):
+    """Make sure a Ctrl-C stops training, cleanly, wherever it lands.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be. Inside a finalizer
+    (a DataLoader iterator's ``__del__`` joining its workers at the end of an epoch) or a fork hook
+    (logging's lock release while DataLoader workers are forked) it is printed as "Exception
+    ignored", with a traceback, and lost, and training goes on. There this callback raises nothing
+    and only remembers the Ctrl-C; everywhere else it raises at once. A remembered Ctrl-C is raised
+    at the next batch or epoch boundary, so Lightning's graceful stop (and the run's
+    ``interrupted`` record) always follows.
     """
 
     def __init__(self) -> None:
         self.pressed = False
         self._previous: Any = None
-        self._pid = os.getpid()
 
     def _handler(self, signum: int, frame: Any) -> None:
-        # A SIGINT that arrives while DataLoader workers are being forked is still pending in the new
-        # child, which inherits this handler: there it must not raise (it would print a traceback
-        # from the worker's start); the main process stops the workers itself.
-        if os.getpid() != self._pid:
-            return
         self.pressed = True
+        if _python_would_drop_it(frame):
+            return
         previous = self._previous
         if callable(previous):
             previous(signum, frame)
@@ -77,7 +87,6 @@ class CtrlCNeverLost(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Only the main thread may set handlers; an ignored SIGINT (a background job) stays ignored.
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
-            self._pid = os.getpid()
             self._previous = signal.signal(signal.SIGINT, self._handler)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
