@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_resume_checkpoint"]
+__all__ = ["check_resume_checkpoint", "load_checkpoint", "state_dict_differences"]
 
 # ckpt_path values that Lightning resolves itself (trainer.fit(ckpt_path="last") etc.).
 _LIGHTNING_SPECIAL_PATHS = ("last", "best", "hpc")
@@ -59,10 +59,10 @@ def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) ->
     if str(path) in _LIGHTNING_SPECIAL_PATHS or str(path).startswith("registry"):
         return None
     path = Path(path).expanduser()
-    checkpoint = _load(path)
+    checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(_not_lightning(path, checkpoint))
-    problems = _state_dict_differences(checkpoint["state_dict"], module.state_dict())
+    problems = state_dict_differences(checkpoint["state_dict"], module.state_dict())
     if problems:
         raise ValueError(
             f"ckpt_path={path} does not fit the configured model: {'; '.join(problems)}. The checkpoint was "
@@ -73,21 +73,24 @@ def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) ->
     return checkpoint
 
 
-def _load(path: Path) -> Any:
+def load_checkpoint(path: Path, option: str = "ckpt_path") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or a ValueError naming ``option=path``,
+    what is wrong with the file and what to do (missing, a folder, empty, not a PyTorch file,
+    truncated or corrupt, holding Python objects)."""
     if not path.exists():
-        raise ValueError(f"ckpt_path={path} does not exist. Resume from a run's checkpoint, e.g. "
+        raise ValueError(f"{option}={path} does not exist. Resume from a run's checkpoint, e.g. "
                          "<run dir>/checkpoints/last.ckpt.")
     if not path.is_file():
-        raise ValueError(f"ckpt_path={path} is a directory, not a checkpoint file: use e.g. {path / 'last.ckpt'} "
+        raise ValueError(f"{option}={path} is a directory, not a checkpoint file: use e.g. {path / 'last.ckpt'} "
                          "or another .ckpt file in it.")
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"ckpt_path={path} is empty (0 bytes): the run that wrote it was probably stopped while "
+        raise ValueError(f"{option}={path} is empty (0 bytes): the run that wrote it was probably stopped while "
                          f"saving. Resume from another checkpoint in {path.parent} (last.ckpt, best-*.ckpt).")
     with open(path, "rb") as handle:
         head = handle.read(len(_ZIP_MAGIC))
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
-        raise ValueError(f"ckpt_path={path} is not a PyTorch checkpoint (it starts with {head!r}; a checkpoint "
+        raise ValueError(f"{option}={path} is not a PyTorch checkpoint (it starts with {head!r}; a checkpoint "
                          "written by torch.save starts with a zip or pickle header). Pass the .ckpt file of a "
                          "run, e.g. <run dir>/checkpoints/last.ckpt.")
     try:
@@ -99,13 +102,13 @@ def _load(path: Path) -> Any:
             found = re.search(r"GLOBAL ([\w.]+)", message)
             holds = f"a {found.group(1)}" if found else "Python objects other than tensors and plain data"
             raise ValueError(
-                f"ckpt_path={path} holds {holds}, so afno-repro did not write it: its checkpoints hold plain data "
+                f"{option}={path} holds {holds}, so afno-repro did not write it: its checkpoints hold plain data "
                 "only and load with torch.load(weights_only=True). Unpickling it could run arbitrary code, so it "
                 "is not loaded; resume from a checkpoint that a run of this project wrote."
             ) from None
         first_sentence = re.split(r"(?<=\.)\s", message.strip(), maxsplit=1)[0].rstrip(".") or type(error).__name__
         raise ValueError(
-            f"ckpt_path={path} is truncated or corrupt ({size} bytes; torch.load: {first_sentence}): the run that "
+            f"{option}={path} is truncated or corrupt ({size} bytes; torch.load: {first_sentence}): the run that "
             "wrote it was probably stopped while saving, or the copy is incomplete. Resume from another "
             f"checkpoint in {path.parent} (last.ckpt, best-*.ckpt)."
         ) from None
@@ -123,7 +126,8 @@ def _not_lightning(path: Path, content: Any) -> str:
             "<run dir>/checkpoints/last.ckpt.")
 
 
-def _state_dict_differences(stored: dict[str, Any], expected: dict[str, torch.Tensor]) -> list[str]:
+def state_dict_differences(stored: dict[str, Any], expected: dict[str, torch.Tensor]) -> list[str]:
+    """The parameters ``stored`` lacks, has extra or holds in another shape than ``expected``, in words."""
     missing = [name for name in expected if name not in stored]
     unexpected = [name for name in stored if name not in expected]
     mismatched = [

@@ -21,6 +21,7 @@ difference is an error naming the parameters.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -133,8 +134,6 @@ def resolve_pretrained(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, A
 
 def _record_of(checkpoint: Path) -> dict[str, Any]:
     """The ``metrics.json`` of the run that wrote ``checkpoint``, or ``{}``."""
-    import json
-
     for folder in (checkpoint.parent, checkpoint.parent.parent):
         if (folder / "metrics.json").is_file():
             try:
@@ -158,17 +157,17 @@ def load_pretrained_backbone(backbone: nn.Module, checkpoint: str | os.PathLike)
         The file is not a readable checkpoint of this project, or its trunk differs from
         ``backbone``'s (the parameters missing, extra or of another shape are named).
     """
-    from afno_repro.checkpoints import _load, _state_dict_differences
+    from afno_repro.checkpoints import load_checkpoint, state_dict_differences
 
     path = Path(checkpoint)
-    stored = _load(path)
+    stored = load_checkpoint(path, option="pretrained")
     if not isinstance(stored, dict) or "state_dict" not in stored:
         raise ValueError(f"pretrained={path} is not a training checkpoint of this project (no 'state_dict'); give the "
                          ".ckpt a pretraining run wrote in its checkpoints/ folder.")
     trunk = {key.removeprefix("backbone."): value for key, value in stored["state_dict"].items()
              if key.startswith("backbone.") and not key.startswith("backbone.head.")}
     expected = {key: value for key, value in backbone.state_dict().items() if not key.startswith("head.")}
-    problems = _state_dict_differences(trunk, expected)
+    problems = state_dict_differences(trunk, expected)
     if problems:
         raise ValueError(
             f"pretrained={path} does not fit this run's backbone: {'; '.join(problems)}. The pretraining run used another "

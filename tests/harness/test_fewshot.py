@@ -105,3 +105,15 @@ def test_fewshot_demo_makes_its_pretraining_run_first(train, tmp_path):
     rows = {bool(r["init"]["checkpoint"]): r for r in json.loads((sweep_dir / "summary.json").read_text())}
     assert rows[True]["init"]["checkpoint"] == pretraining["best_checkpoint"] and rows[False]["init"]["how"] == "from scratch"
     assert "| afno pretrained (demo) |" in result.stdout and "| afno scratch |" in result.stdout
+
+
+def test_a_bad_pretrained_file_is_named_as_pretrained(tmp_path):
+    """The checkpoint checks of resuming, with the option the user typed in the message."""
+    from torch import nn
+
+    from afno_repro.pretrained import load_pretrained_backbone
+
+    empty = tmp_path / "best.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^pretrained=.*best\.ckpt is empty \(0 bytes\)"):
+        load_pretrained_backbone(nn.Linear(2, 2), empty)
