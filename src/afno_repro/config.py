@@ -16,6 +16,12 @@ Importing this module registers the OmegaConf resolvers the configs use:
     The class count of a DatasetGAN category (face 34, car 20, cat 16).
 ``${name_classes:name}``
     The class count in a DDPM-segmentation dataset name, its numeric suffix (``ffhq_34`` -> 34).
+``${scaled_lr:lr,reference_batch,batch_size,devices,num_nodes}``
+    The linear scaling rule of A.5 (``lr x global batch / reference_batch``, "(BatchSize/512) x
+    5e-4"): the global batch is ``batch_size`` per process times the processes, ``devices`` (an
+    int, or ``auto``: the visible GPUs, 1 without) times ``num_nodes``.
+``${file_in:folder,name}``
+    ``folder/name``, or null when ``folder`` is null (e.g. Figure 1's Swin checkpoints).
 ``${equal_params_width:depth,base_dim,base_blocks,blocks}``
     Figure 4 (right): the ViT-XS/4 AFNO width whose parameter count is closest to the
     ``base_dim``/``base_blocks`` model's, among multiples of ``blocks``.
@@ -190,6 +196,23 @@ def _name_classes(name: str) -> int:
     return int(found.group(1))
 
 
+def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | str = 1, num_nodes: int = 1) -> float:
+    """``lr x global batch / reference_batch`` (A.5's linear scaling rule).
+
+    >>> scaled_lr(5e-4, 512, 128, 8)   # 8 GPUs x 128 = 1024 images a step
+    0.001
+    """
+    if devices in ("auto", "-1", -1, None):
+        import torch
+
+        devices = max(1, torch.cuda.device_count())
+    elif isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    elif not isinstance(devices, int):
+        devices = len(devices)  # a list of device ids
+    return float(lr) * int(batch_size) * devices * int(num_nodes or 1) / int(reference_batch)
+
+
 def _register_resolvers() -> None:
     resolvers = {
         "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
@@ -197,6 +220,8 @@ def _register_resolvers() -> None:
         "datasetgan_category": _datasetgan_category,
         "datasetgan_classes": _datasetgan_classes,
         "name_classes": _name_classes,
+        "scaled_lr": scaled_lr,
+        "file_in": lambda folder, name: None if folder in (None, "None", "null", "") else str(Path(str(folder)).expanduser() / str(name)),
         "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
     }
     for name, fn in resolvers.items():

@@ -45,8 +45,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-# Backbone options that do not change which trunk weights a run has: its head, and training-only noise.
-_NOT_TRUNK = ("head", "num_classes", "drop_path_rate", "drop_rate")
+# Backbone options that do not change which trunk weights a run has: its head (and the head's sizes),
+# training-only noise, and a local file of classification weights to start from.
+_NOT_TRUNK = ("head", "num_classes", "drop_path_rate", "drop_rate", "decoder_dim", "decoder_dropout", "checkpoint")
 
 
 def trunk_hash(backbone: Any) -> str:
@@ -58,12 +59,25 @@ def trunk_hash(backbone: Any) -> str:
     >>> a = {"_target_": "afno_repro.models.ViT", "embed_dim": 64, "head": "pixel", "num_classes": None}
     >>> trunk_hash(a) == trunk_hash({**a, "head": "segmentation", "num_classes": 5}), len(trunk_hash(a))
     (True, 12)
+
+    A SegFormer's weights depend on the image size only through the token grids its mixers are
+    built for (GFN's filters): ``mixer_img_size``, where set, stands for ``img_size``. So the
+    1024x1024 Cityscapes model with filters sized for 224 (paper A.3) has the trunk of the 224x224
+    ImageNet model it is finetuned from.
+
+    >>> s = {"_target_": "afno_repro.models.SegFormer", "img_size": 224, "mixer_img_size": None}
+    >>> trunk_hash(s) == trunk_hash({**s, "img_size": 1024, "mixer_img_size": 224})
+    True
     """
     from omegaconf import OmegaConf
 
     if not isinstance(backbone, dict):
         backbone = OmegaConf.to_container(backbone, resolve=True)
     trunk = {key: value for key, value in backbone.items() if key not in _NOT_TRUNK}
+    if "mixer_img_size" in trunk:
+        grid_size = trunk.pop("mixer_img_size")
+        if grid_size is not None:
+            trunk["img_size"] = grid_size
     return hashlib.sha1(json.dumps(trunk, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -398,13 +398,17 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def _data_label(data: DictConfig) -> str | None:
     """The dataset a run used, in one word: ``imagenet``, ``skimage``, ``datasetgan/face``,
-    ``ddpm/ffhq_34``, ``embedded_shapes``."""
+    ``ddpm/ffhq_34``, ``embedded_shapes``, ``lfw``, ``cityscapes``, ``embedded_streets``."""
     source = data.get("source")
     if source is None:
         return data.get("name")
+    if str(data.get("_target_", "")).endswith("CityscapesDataModule"):
+        return "embedded_streets" if source == "embedded" else source
     if source == "embedded":
         return "embedded_shapes"
-    return f"{source}/{data.get('category') if source == 'datasetgan' else data.get('name')}"
+    if source in ("datasetgan", "ddpm"):
+        return f"{source}/{data.get('category') if source == 'datasetgan' else data.get('name')}"
+    return source
 
 
 def _reading(datamodule: Any, task: pl.LightningModule) -> dict[str, Any]:

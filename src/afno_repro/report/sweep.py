@@ -37,7 +37,11 @@ _PAPER_TABLES = {
     ("table6", "inpainting"): ("table6_ablations", {"psnr": "psnr"}),
     ("table3", "segmentation"): ("table3_fewshot_miou", {"miou": "{column}"}),
     ("table6", "segmentation"): ("table6_ablations", {"miou": "{column}_miou"}),
+    ("table5", "classification"): ("table5_classification", {"top1": "top1", "top5": "top5"}),
+    ("table4", "cityscapes"): ("table4_cityscapes", {"miou": "miou"}),
 }
+# The paper's data and resolution per task (what a comparable run trained and was scored on).
+_PAPER_SETTING = {"inpainting": ("imagenet", 224), "classification": ("imagenet", 224), "cityscapes": ("cityscapes", 1024)}
 
 
 def paper_keys(paper_row: str | None, task: str = "inpainting", column: str | None = None) -> dict[str, str]:
@@ -81,8 +85,8 @@ def _paper_data(run: dict[str, Any]) -> str | None:
     from afno_repro.config import PAPER_COLUMNS
 
     task = run.get("task") or "inpainting"
-    if task == "inpainting":
-        return "imagenet"
+    if task in _PAPER_SETTING:
+        return _PAPER_SETTING[task][0]
     if task == "segmentation" and run.get("paper_column") in PAPER_COLUMNS:
         return f"datasetgan/{PAPER_COLUMNS[run['paper_column']]}"
     return None
@@ -104,8 +108,9 @@ def comparability(run: dict[str, Any]) -> str | None:
     if run.get("data") and expected and run["data"] != expected:
         return f"not comparable: trained on {run['data']}, the paper on {expected}"
     size = run.get("image_size")
-    if size and size != 224:
-        return f"not comparable: {size}x{size} images, the paper's are 224x224"
+    paper_size = _PAPER_SETTING.get(run.get("task") or "inpainting", (None, 224))[1]
+    if size and size != paper_size:
+        return f"not comparable: {size}x{size} images, the paper's are {paper_size}x{paper_size}"
     floor = (run.get("baselines") or {}).get("masked_input") or {}
     region = (run.get("reading") or {}).get("metric_region")
     if not floor or region != "composite":
