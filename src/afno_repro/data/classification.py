@@ -31,6 +31,7 @@ on its share of the epoch and evaluates its unpadded share (:class:`EvaluationSa
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -438,7 +439,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             "re_prob": h.re_prob,
             "re_mode": h.re_mode,
             "interpolation": h.interpolation,
-            "eval_transform": f"resize {round(self.image_size / h.crop_pct)} ({h.interpolation}), centre crop {self.image_size}",
+            "eval_transform": f"resize the short side to {math.floor(self.image_size / h.crop_pct)} ({h.interpolation}), centre crop {self.image_size}",
             "crop_pct": h.crop_pct,
             "repeated_augmentation": self.repeated_augmentation,
             "normalize": {"name": h.normalize, "mean": list(self.mean), "std": list(self.std)},
