@@ -52,10 +52,12 @@ def build_dataset(name: str, split: str, **options) -> Dataset:
 
 # Imported last: the DataModule builds its datasets through the registry defined above.
 from afno_repro.data.datamodule import SELECTIONS, EvaluationSampler, InpaintingDataModule  # noqa: E402
+from afno_repro.data.classification import ClassificationDataModule  # noqa: E402
 from afno_repro.data.segmentation import FewShotSegmentationDataModule, SegmentationPairs  # noqa: E402
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
 
 __all__ = [
+    "ClassificationDataModule",
     "DATASETS",
     "SELECTIONS",
     "DataError",

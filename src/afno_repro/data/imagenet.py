@@ -122,7 +122,30 @@ def _make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, 
                     pass
             except PermissionError:
                 raise _unreadable_folder(Path(directory) / name) from None
-        return make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        samples = make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty=True)
+    if not allow_empty:
+        _require_every_class(directory, class_to_idx, samples, extensions)
+    return samples
+
+
+def _require_every_class(directory, class_to_idx, samples, extensions) -> None:
+    """``DataError`` naming the class folders of ``directory`` that hold no image file.
+
+    torchvision names only the class (``"Found no valid file for the classes n01..."``); the
+    folder's path is what a user needs to find it.
+    """
+    found = {target for _, target in samples}
+    empty = [Path(directory) / name for name, index in sorted(class_to_idx.items(), key=lambda item: item[1]) if index not in found]
+    if not empty:
+        return
+    suffixes = ", ".join(extensions) if isinstance(extensions, (tuple, list)) else str(extensions or "any accepted file")
+    others = f" (and {len(empty) - 1} more empty class folder(s), e.g. {str(empty[1])!r})" if len(empty) > 1 else ""
+    raise DataError(
+        f"ImageNet class folder {str(empty[0])!r} has no usable images: no file ending in {suffixes}{others}. "
+        f"Expected the layout {_LAYOUT} with at least one image in every class folder: remove empty class "
+        "folders or finish extracting the archive (the official val archive is flat; sort its images into "
+        "<wnid> folders first)."
+    )
 
 
 def _scan(root: str | os.PathLike, split: str) -> tuple[list[str], list[tuple[str, int]]]:

@@ -2,6 +2,7 @@
 
 from afno_repro.tasks.base import PaperTask, Reported
 from afno_repro.tasks.baselines import evaluate_baselines
+from afno_repro.tasks.classification import ClassificationTask
 from afno_repro.tasks.inpainting import (
     InpaintingTask,
     NonFiniteLossError,
@@ -13,6 +14,7 @@ from afno_repro.tasks.inpainting import (
 from afno_repro.tasks.segmentation import SegmentationTask, iou_from_confusion, protocol_results
 
 __all__ = [
+    "ClassificationTask",
     "InpaintingTask",
     "PaperTask",
     "Reported",
