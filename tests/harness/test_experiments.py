@@ -16,6 +16,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 SWEEPS = {
     "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7,
     "table3_fewshot": 12, "table6_finetune": 4, "fewshot_demo": 2,
+    "table5_classification": 4, "table4_pretrain": 5, "table4_cityscapes": 5, "fig1_pretrain": 12, "fig1_trunks": 15,
 }
 
 
@@ -38,6 +39,25 @@ def test_every_sweep_point_composes_and_builds(experiment):
         assert sum(p.numel() for p in model.parameters()) > 0
         if cfg.task._target_.endswith("InpaintingTask"):
             assert cfg.trainer.max_epochs == 100 and cfg.data.name == "imagenet"
+        elif cfg.task._target_.endswith("ClassificationTask"):
+            # A.5 (Table 5) and A.3 (the SegFormer pretraining): 300 epochs on ImageNet at 224, weight decay
+            # 0.05, clipping 1.0, five epochs of warmup then cosine to 1e-5.
+            assert cfg.trainer.max_epochs == 300 and cfg.data.source == "imagenet" and cfg.data.image_size == 224
+            assert cfg.optimizer.weight_decay == 0.05 and cfg.trainer.gradient_clip_val == 1.0
+            assert cfg.scheduler.warmup_t == 5 and cfg.scheduler.lr_min == 1e-5
+            assert model.num_classes == 1000 and cfg.pretrained is None
+            if experiment == "table5_classification":
+                assert cfg.optimizer.lr == pytest.approx(5e-4 * cfg.data.batch_size / 512)  # one process here
+            else:
+                assert cfg.optimizer.lr == 1e-3 and cfg.backbone.mixer_img_size is None
+        elif cfg.task._target_.endswith("SegmentationTask") and cfg.data.source == "cityscapes":
+            # A.3: 450 epochs at lr 1.2e-4 on 1024x1024 crops of Cityscapes' 19 classes, from the ImageNet run.
+            assert cfg.trainer.max_epochs == 450 and cfg.optimizer.lr == 1.2e-4
+            assert cfg.data.image_size == 1024 and model.num_classes == 19
+            swin = cfg.paper.row.startswith("swin")
+            assert cfg.pretrained == (None if swin else "auto")
+            if not swin:
+                assert cfg.backbone.mixer_img_size == 224 and cfg.needs.pretrained.experiment.endswith("_pretrain")
         elif experiment != "fewshot_demo":
             # A.4: 2000 epochs, evaluated every 100, no weight decay, no clipping; the row's learning rate.
             assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 100
@@ -167,3 +187,24 @@ def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):
     assert by_lr[1e-3]["status"] == "completed"
     assert "did not complete" in result.stderr
     assert "failed" in (_only_sweep(tmp_path) / "summary.md").read_text()
+
+
+def test_table5_classification_smoke_sweep_as_readme_prints_it(train, tmp_path):
+    """`python train.py -m experiment=table5_classification debug=smoke`, as README prints it: the four
+    ViT-S/4 rows trained on the embedded LFW faces, top-1/top-5 beside the paper's and the majority class."""
+    result = train("experiment=table5_classification", "debug=smoke", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = _only_sweep(tmp_path)
+    rows = {r["paper_row"]: r for r in json.loads((sweep_dir / "summary.json").read_text())}
+    assert sorted(rows) == sorted(f"table5/{m}" for m in ("attention", "long_short", "gfn", "afno"))
+    for name, row in rows.items():
+        assert row["status"] == "completed" and row["task"] == "classification" and row["data"] == "lfw"
+        assert 0 <= row["result"]["top1"] <= row["result"]["top5"] <= 100
+        assert row["result"]["num_images"] == row["test"]["num_images"] == 50
+        assert row["baselines"]["majority"]["top1"] == 50.0  # LFW's validation images: 25 faces, 25 others
+        # The paper prints LS, GFN and AFNO (not SA); no LFW run is comparable with ImageNet numbers.
+        assert bool(row["paper"]) == (name != "table5/attention")
+        assert row["comparable"].startswith("not comparable") if row["paper"] else True
+    assert rows["table5/afno"]["paper"] == {"top1": 80.89, "top5": 95.39}
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "top-1 (%)" in summary and "paper top-1 (%)" in summary and "majority" in summary
