@@ -26,7 +26,7 @@ a ``torch.Generator`` seeded per item by the training sampler
 ``num_workers`` and under resumption:
 
 1. resize keeping aspect to fit ``base_size * r``, ``r ~ U(ratio_range)`` (mmcv ``imrescale``;
-   images bilinear, labels nearest, as cv2 does it: no antialiasing);
+   uint8 images bilinear, labels nearest, as cv2 does it: no antialiasing);
 2. random crop of ``crop_size`` (smaller when the image is), redrawn up to 10 times until no
    class covers ``cat_max_ratio`` or more of the crop's labelled pixels and at least two classes
    are present (mmseg's ``RandomCrop``; the last draw is kept);
@@ -334,10 +334,10 @@ def _photometric_distortion(image: torch.Tensor, generator: torch.Generator) -> 
     if contrast_first:
         image = contrast(image)
     if _coin(generator):
-        image = TF.adjust_saturation(image / 255, _uniform(generator, 0.5, 1.5)).mul(255).clamp(0, 255)
+        image = TF.adjust_saturation(image * (1 / 255), _uniform(generator, 0.5, 1.5)).mul(255).clamp(0, 255)
     if _coin(generator):
         shift = int(torch.randint(-18, 18, (), generator=generator))
-        image = TF.adjust_hue(image / 255, shift / 180).mul(255).clamp(0, 255)
+        image = TF.adjust_hue(image * (1 / 255), shift / 180).mul(255).clamp(0, 255)
     if not contrast_first:
         image = contrast(image)
     return image
@@ -379,7 +379,10 @@ class CityscapesItems(Dataset):
         return self.pairs[0][index], self.pairs[1][index]
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
-        return (image / 255 - self.mean) / self.std
+        # Multiplications only: torch may divide by a scalar through its reciprocal in vectorised
+        # code and exactly in the scalar tail, so a division would depend on the thread count
+        # (workers run single-threaded) and break "same batches for any num_workers".
+        return image * (1 / (255 * self.std)) - self.mean * (1 / self.std)
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
@@ -388,10 +391,9 @@ class CityscapesItems(Dataset):
             return {"image": image, "mask": label, "index": index, "fold": -1}
         image, label = self.load(key)
         size = _rescale_size(*image.shape[-2:], self.base_size)
-        image = image.float()
         if tuple(image.shape[-2:]) != size:
             image = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=False)
-        return {"image": self._normalize(image.clamp(0, 255)), "mask": label, "index": key, "fold": 0}
+        return {"image": self._normalize(image.float()), "mask": label, "index": key, "fold": 0}
 
     def crop_box(self, label: torch.Tensor, generator: torch.Generator) -> tuple[int, int, int, int]:
         """mmseg's ``RandomCrop`` box ``(top, left, height, width)`` with its ``cat_max_ratio`` retries."""
@@ -421,7 +423,9 @@ class CityscapesItems(Dataset):
         image, label = self.load(index)
         ratio = _uniform(generator, *self.ratio_range)
         size = _rescale_size(*image.shape[-2:], (self.base_size[0] * ratio, self.base_size[1] * ratio))
-        image = TF.resize(image.float(), list(size), interpolation=InterpolationMode.BILINEAR, antialias=False).clamp(0, 255)
+        # On uint8, as cv2 resizes mmseg's uint8 images: torch's float bilinear kernel rounds
+        # differently with the thread count (workers run single-threaded), its uint8 kernel does not.
+        image = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=False).float()
         label = TF.resize(label[None], list(size), interpolation=InterpolationMode.NEAREST)[0]
         top, left, h, w = self.crop_box(label, generator)
         image, label = image[:, top : top + h, left : left + w], label[top : top + h, left : left + w]
