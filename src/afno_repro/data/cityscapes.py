@@ -481,6 +481,7 @@ class CityscapesDataModule(pl.LightningDataModule):
     selection: ``"max_over_run"`` (the checkpoint of the best val mIoU, reported on val: the
         paper's few-shot reading, as the paper says nothing for Cityscapes) or ``"last"``
         (SegFormer: the final weights).
+    num_folds: 1, the only value (the segmentation task's folds: one val split).
 
     Example
     -------
@@ -516,9 +517,13 @@ class CityscapesDataModule(pl.LightningDataModule):
         train_samples_per_epoch: int | None = None,
         val_samples: int | None = None,
         selection: str = "max_over_run",
+        num_folds: int = 1,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if num_folds != 1:
+            raise ValueError(f"{name} got num_folds={num_folds!r}; Cityscapes selects and reports on its one val split, "
+                             "so num_folds is 1 (the task reads it as ${{data.num_folds}}).")
         if source not in CITYSCAPES_SOURCES:
             raise ValueError(f"{name} got source={source!r}; use 'cityscapes' (data.root = the release) or 'embedded' (no download).")
         if selection not in CITYSCAPES_SELECTIONS:
