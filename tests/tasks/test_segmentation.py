@@ -110,7 +110,8 @@ def test_history_is_kept_by_a_resumed_run_not_replaced_when_testing():
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("selection", "best", "selection='best' is not one of"),
     ("absent_classes", "nan", "absent_classes='nan'"),
-    ("num_folds", 1, "num_folds=1"),
+    ("num_folds", 0, "num_folds=0"),
+    ("inference", "tiles", "inference=.tiles."),
 ])
 def test_bad_options_are_named(option, value, message):
     with pytest.raises(ValueError, match=message):

@@ -8,7 +8,8 @@ Problems with the files on disk raise :class:`DataError`; :func:`user_message` g
 to show a user, also for errors re-raised from DataLoader worker processes. The few-shot
 segmentation data (paper A.4) has its own DataModule, :class:`FewShotSegmentationDataModule`,
 whose sources are not in this registry (DatasetGAN's and DDPM-segmentation's releases, and the
-embedded shapes set of :func:`make_shapes`).
+embedded shapes set of :func:`make_shapes`); so has Cityscapes (paper A.3),
+:class:`CityscapesDataModule` (the release in torchvision's layout, or embedded street scenes).
 
 Example
 -------
@@ -55,8 +56,10 @@ from afno_repro.data.datamodule import SELECTIONS, EvaluationSampler, Inpainting
 from afno_repro.data.classification import ClassificationDataModule  # noqa: E402
 from afno_repro.data.segmentation import FewShotSegmentationDataModule, SegmentationPairs  # noqa: E402
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
+from afno_repro.data.cityscapes import CityscapesDataModule  # noqa: E402
 
 __all__ = [
+    "CityscapesDataModule",
     "ClassificationDataModule",
     "DATASETS",
     "SELECTIONS",

@@ -91,11 +91,27 @@ class PaperTask(pl.LightningModule):
         ``"epoch"`` or ``"step"``: how often Lightning steps the scheduler.
     compile
         ``torch.compile`` the backbone in place at ``setup("fit")``.
+    head_lr_multiplier
+        The learning rate of the head's parameters (names starting with one of
+        :attr:`head_prefixes`: ``backbone.head.`` or ``backbone.decode_head.``, SegFormer's all-MLP
+        head) is the optimizer's times this. 1 (default) = one learning rate; SegFormer's
+        Cityscapes recipe uses 10.
+    no_weight_decay
+        Exempt 1-D parameters (norm weights, biases) and position embeddings (names containing
+        ``pos_embed`` or ``position``) from weight decay, as mmseg's and timm's recipes do. False
+        (default) = the optimizer's weight decay on every parameter.
+
+    With both options at their defaults the optimizer gets ``self.parameters()`` as before;
+    otherwise it gets parameter groups (each with a ``"name"``: ``decay``, ``no_decay``,
+    ``head_decay``, ``head_no_decay``; empty ones left out), and the head groups' ``lr`` is
+    multiplied after the optimizer is built, so ``initial_lr`` of torch and timm schedulers (read
+    when the scheduler is built, next) already carries the multiplier.
     """
 
     task_name: str = "task"
     selection_metric: tuple[str, Literal["max", "min"]] = ("val/loss", "min")
     reported: tuple[Reported, ...] = ()
+    head_prefixes: tuple[str, ...] = ("backbone.head.", "backbone.decode_head.")
 
     def __init__(
         self,
@@ -104,9 +120,20 @@ class PaperTask(pl.LightningModule):
         scheduler: Callable[[Optimizer], LRScheduler | TimmScheduler] | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         compile: bool = False,
+        head_lr_multiplier: float = 1.0,
+        no_weight_decay: bool = False,
     ) -> None:
         super().__init__()
         check_choice("scheduler_interval", scheduler_interval, SCHEDULER_INTERVALS, type(self).__name__)
+        if isinstance(head_lr_multiplier, bool) or not isinstance(head_lr_multiplier, (int, float)) or not head_lr_multiplier > 0:
+            raise ValueError(f"head_lr_multiplier={head_lr_multiplier!r} is not a positive number; 1 keeps one learning "
+                             "rate, SegFormer's recipe uses 10 for its decode head.")
+        if not isinstance(no_weight_decay, bool):
+            raise ValueError(f"no_weight_decay={no_weight_decay!r} is not true or false.")
+        # Subclasses also record both in their hyperparameters (save_hyperparameters); these copies
+        # make the base class work on its own.
+        self.head_lr_multiplier = float(head_lr_multiplier)
+        self.no_weight_decay = no_weight_decay
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -176,8 +203,45 @@ class PaperTask(pl.LightningModule):
                 logger.log_image(key=key, images=[grid], step=self.global_step,
                                  caption=[f"epoch {self.current_epoch}: {caption}"])
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups under ``head_lr_multiplier`` and ``no_weight_decay``.
+
+        Each group is ``{"name", "params", "lr_multiplier"}`` plus ``"weight_decay": 0.0`` for the
+        exempt ones; groups without parameters are left out. Frozen parameters are left out too.
+
+        Example
+        -------
+        >>> from functools import partial
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.body, self.head = nn.Linear(2, 2), nn.Linear(2, 1)
+        >>> task = PaperTask(Net(), partial(torch.optim.AdamW, lr=1e-3), head_lr_multiplier=10, no_weight_decay=True)
+        >>> [(g["name"], len(g["params"]), g["lr_multiplier"]) for g in task.parameter_groups()]
+        [('decay', 1, 1.0), ('no_decay', 1, 1.0), ('head_decay', 1, 10.0), ('head_no_decay', 1, 10.0)]
+        """
+        multiplier, exempt_allowed = self.head_lr_multiplier, self.no_weight_decay
+        groups: dict[str, dict[str, Any]] = {}
+        for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            head = name.startswith(self.head_prefixes)
+            exempt = exempt_allowed and (parameter.ndim <= 1 or "pos_embed" in name or "position" in name)
+            key = ("head_" if head else "") + ("no_decay" if exempt else "decay")
+            group = groups.setdefault(key, {"name": key, "params": [], "lr_multiplier": multiplier if head else 1.0})
+            if exempt:
+                group["weight_decay"] = 0.0
+            group["params"].append(parameter)
+        order = ("decay", "no_decay", "head_decay", "head_no_decay")
+        return [groups[key] for key in order if key in groups]
+
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.head_lr_multiplier == 1.0 and not self.no_weight_decay:
+            optimizer = self.optimizer_factory(params=self.parameters())
+        else:
+            optimizer = self.optimizer_factory(params=self.parameter_groups())
+            for group in optimizer.param_groups:
+                group["lr"] *= group["lr_multiplier"]
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

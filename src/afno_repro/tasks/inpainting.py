@@ -250,6 +250,8 @@ class InpaintingTask(PaperTask):
         every epoch) go into the image grid written at the end of each validation; 0 disables it.
     compile
         ``torch.compile`` the backbone in place at ``setup("fit")``.
+    head_lr_multiplier, no_weight_decay
+        As :class:`~afno_repro.tasks.base.PaperTask` (parameter groups); defaults: one group.
     run_baselines
         Score the learning-free baselines (masked input, biharmonic) in the test loop, on every
         test image with the model's masks.
@@ -298,8 +300,10 @@ class InpaintingTask(PaperTask):
         num_grid_images: int = 4,
         compile: bool = False,
         run_baselines: bool = True,
+        head_lr_multiplier: float = 1.0,
+        no_weight_decay: bool = False,
     ) -> None:
-        super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile)
+        super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile, head_lr_multiplier, no_weight_decay)
         check_choice("loss_region", loss_region, LOSS_REGIONS, "InpaintingTask")
         check_choice("metric_region", metric_region, METRIC_REGIONS, "InpaintingTask")
         if not isinstance(run_baselines, bool):
