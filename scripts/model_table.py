@@ -117,7 +117,7 @@ def _params_notes(table: str, row: str, model: torch.nn.Module, entry: dict[str,
     notes = [WHY[(table, row)]] if (table, row) in WHY else []
     params_off = entry["paper_params_m"] is not None and abs(entry["params_delta_pct"]) > 100 * PARAMS_TOLERANCE
     if table == "table4" and params_off:
-        encoder = entry["params_m"] - _params_m(model.decode_head)
+        encoder = entry["params_m"] - _params_m(model.head)
         notes.append(f"the paper's '45M' is nominal; without the decode head the model has {encoder:.1f}M")
     return notes
 

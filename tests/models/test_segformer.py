@@ -70,7 +70,7 @@ def test_mit_b3_parameter_counts():
     """SegFormer MiT-B3 with efficient attention: encoder ~44.1M, all-MLP head ~3.2M (REFERENCE.md)."""
     with torch.device("meta"):
         model = SegFormer(variant="b3")
-    head = sum(p.numel() for p in model.decode_head.parameters())
+    head = sum(p.numel() for p in model.head.parameters())
     encoder = sum(p.numel() for p in model.parameters()) - head
     assert abs(encoder - 44.1e6) / 44.1e6 < 0.02
     assert abs(head - 3.2e6) / 3.2e6 < 0.02
@@ -84,9 +84,9 @@ def test_variants_and_overrides():
             variant="b2", embed_dims=[208, 288, 440, 512], mixer={"name": "attention"}, img_size=256
         )
     assert b0.embed_dims == (32, 64, 160, 256) and b0.depths == (2, 2, 2, 2)
-    assert b0.decode_head.classifier.in_channels == 256
+    assert b0.head.classifier.in_channels == 256
     assert afno_widths.embed_dims == (208, 288, 440, 512) and afno_widths.depths == (3, 4, 6, 3)
-    assert afno_widths.decode_head.classifier.in_channels == 768
+    assert afno_widths.head.classifier.in_channels == 768
 
 
 def test_bad_configs_raise_value_error():
@@ -137,3 +137,41 @@ def test_builds_and_runs_on_the_meta_device():
         model = SegFormer(variant="b3", img_size=512)
         out = model(torch.randn(1, 3, 512, 512))
     assert out.shape == (1, 19, 128, 128) and out.is_meta
+
+
+def test_classification_head_pools_the_last_stage():
+    model = tiny_segformer(head="classification", num_classes=7).eval()
+    x = torch.randn(2, 3, 64, 96)
+    assert model(x).shape == (2, 7)
+    pooled = model.forward_features(x)[-1].mean(dim=(2, 3))
+    torch.testing.assert_close(model(x), model.head.fc(pooled))
+    assert model.num_classes == 7 and model.head_name == "classification"
+
+
+def test_no_head_returns_the_four_stage_maps():
+    model = tiny_segformer(head=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    out = model(x)
+    assert [f.shape for f in out] == [f.shape for f in model.forward_features(x)]
+    assert model.num_classes is None and not list(model.head.parameters())
+
+
+def test_head_is_the_only_state_under_head_and_reset_keeps_the_trunk():
+    model = tiny_segformer(head="classification", num_classes=10)
+    keys = list(model.state_dict())
+    assert {k for k in keys if k.startswith("head.")} == {"head.fc.weight", "head.fc.bias"}
+    assert all(k.startswith(("stages.", "head.")) for k in keys)
+    trunk = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
+    model.reset_head("segmentation", num_classes=5)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in trunk.items())
+    assert {k.split(".")[1] for k in after if k.startswith("head.")} == {"linear", "fuse", "classifier"}
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5, 16, 16) and model.num_classes == 5
+    assert model.head.classifier.in_channels == 16  # TINY's decoder_dim survives the reset
+
+
+def test_bad_heads_raise_value_error():
+    with pytest.raises(ValueError, match="valid heads are 'segmentation'"):
+        tiny_segformer(head="pixel")
+    with pytest.raises(ValueError, match="needs num_classes"):
+        tiny_segformer(head="classification", num_classes=None)

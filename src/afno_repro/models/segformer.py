@@ -3,7 +3,9 @@
 The paper's Cityscapes backbone (Section 5.3, Table 4, A.3) and its trunk-scaling study (Section
 5.6, Figure 1, MiT-B0..B3). The encoder is four stages of overlapping patch embedding, blocks
 ``x + drop_path(mixer(norm1(x)))``, ``x + drop_path(MixFFN(norm2(x)))`` and a LayerNorm; only the
-mixer changes between the rows of Table 4. The overlapping patch embedding and the Mix-FFN are
+mixer changes between the rows of Table 4. The head is replaceable (``head=``, :meth:`SegFormer.reset_head`):
+the all-MLP decoder for segmentation, a pooled linear classifier for the ImageNet pretraining of
+A.3, or none. The overlapping patch embedding and the Mix-FFN are
 timm's (MiT is PVTv2's encoder with a different MLP ratio), the block is
 :class:`afno_repro.models.vit.Block`.
 """
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import calculate_drop_path_rates, to_2tuple
+from timm.layers import ClassifierHead, calculate_drop_path_rates, to_2tuple
 from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
@@ -23,7 +25,7 @@ from afno_repro.mixers.weight_init import init_mit_weights
 from afno_repro.models.heads import AllMLPDecodeHead
 from afno_repro.models.vit import Block, init_outside, mixer_name_and_options
 
-__all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES"]
+__all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES", "HEADS", "check_head"]
 
 NUM_STAGES = 4
 
@@ -34,6 +36,9 @@ VARIANTS: dict[str, dict[str, tuple[int, ...] | int]] = {
     "b3": {"embed_dims": (64, 128, 320, 512), "depths": (3, 4, 18, 3), "decoder_dim": 768},
 }
 """MiT sizes (Xie et al. 2021, Table 6); all variants use heads (1, 2, 5, 8) and sr (8, 4, 2, 1)."""
+
+HEADS = ("segmentation", "classification", None)
+"""Valid values of ``SegFormer(head=...)`` (and of the Swin trunks'); ``None`` returns the four stage maps."""
 
 _MIT_NUM_HEADS = (1, 2, 5, 8)
 _MIT_SR_RATIOS = (8, 4, 2, 1)
@@ -141,6 +146,21 @@ def _per_stage_options(name: str, options: dict[str, Any]) -> list[dict[str, Any
     return stages
 
 
+def check_head(model: str, head: str | None, num_classes: int | None) -> None:
+    """ValueError unless ``head`` is one of :data:`HEADS` and a head with classes gets a class count."""
+    if head not in HEADS:
+        raise ValueError(
+            f"head={head!r} is not a {model} head; valid heads are 'segmentation' (all-MLP decoder, per-pixel "
+            "logits at 1/4 of the image), 'classification' (pooled last stage + linear, ImageNet pretraining) "
+            "and None (the four stage feature maps)."
+        )
+    if head is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(
+            f"head={head!r} needs num_classes, a positive integer, but got num_classes={num_classes!r}. Set "
+            "num_classes to the dataset's class count (19 for Cityscapes, 1000 for ImageNet)."
+        )
+
+
 def _conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
@@ -162,9 +182,15 @@ class SegFormer(nn.Module):
     ``sr_ratios`` is used, so ``SegFormer(variant="b3")`` is MiT-B3 as published. Each stage's
     mixers get that stage's token grid as ``grid_size``.
 
-    Shape contract: ``(B, in_chans, H, W)`` -> ``(B, num_classes, ceil(H/4), ceil(W/4))``
-    logits; :meth:`forward_features` gives the four stage maps ``(B, C_i, ~H/2^(i+2),
-    ~W/2^(i+2))``.
+    Heads (attribute ``head``, the only part :func:`afno_repro.pretrained.load_pretrained_backbone`
+    does not load, so an ImageNet-pretrained trunk is finetuned with a fresh decoder):
+    ``"segmentation"`` is the all-MLP decoder, ``"classification"`` the ImageNet pretraining head
+    of A.3 (the last stage's LayerNorm'd tokens, global average pooled, then a linear layer,
+    timm's ``ClassifierHead``), ``None`` no head. :meth:`reset_head` swaps it, keeping the trunk.
+
+    Shape contract: ``(B, in_chans, H, W)`` -> ``"segmentation"``: ``(B, num_classes, ceil(H/4),
+    ceil(W/4))`` logits; ``"classification"``: ``(B, num_classes)`` logits; ``None``: the list of
+    :meth:`forward_features`, the four stage maps ``(B, C_i, ~H/2^(i+2), ~W/2^(i+2))``.
 
     Parameters
     ----------
@@ -178,7 +204,9 @@ class SegFormer(nn.Module):
         from ``img_size``: GFN filters are sized for the ImageNet pretraining resolution (224) and
         bilinearly resized to the 1024x1024 token grids at run time (paper A.3). ``None``: img_size.
     in_chans: channels of the input image.
-    num_classes: segmentation classes (19 for Cityscapes).
+    num_classes: classes of the head (19 for Cityscapes, 1000 for ImageNet pretraining); ignored
+        (and ``None`` afterwards) when ``head=None``.
+    head: ``"segmentation"`` (default), ``"classification"`` or ``None``, see above.
     decoder_dim: width of the all-MLP head; ``None`` for the variant's.
     drop_path_rate: stochastic depth, rising linearly from 0 to this value over all blocks.
     drop_rate: dropout inside the Mix-FFNs.
@@ -195,6 +223,9 @@ class SegFormer(nn.Module):
     torch.Size([2, 5, 16, 24])
     >>> [f.shape[1:] for f in model.forward_features(torch.randn(1, 3, 64, 64))]
     [torch.Size([16, 16, 16]), torch.Size([16, 8, 8]), torch.Size([40, 4, 4]), torch.Size([40, 2, 2])]
+    >>> model.reset_head("classification", num_classes=10)
+    >>> model(torch.randn(2, 3, 64, 64)).shape
+    torch.Size([2, 10])
     """
 
     def __init__(
@@ -210,7 +241,8 @@ class SegFormer(nn.Module):
         img_size: int | Sequence[int] = 1024,
         mixer_img_size: int | Sequence[int] | None = None,
         in_chans: int = 3,
-        num_classes: int = 19,
+        num_classes: int | None = 19,
+        head: str | None = "segmentation",
         decoder_dim: int | None = None,
         drop_path_rate: float = 0.1,
         drop_rate: float = 0.0,
@@ -234,8 +266,9 @@ class SegFormer(nn.Module):
         self.num_heads = _four(num_heads, _MIT_NUM_HEADS, "num_heads")
         self.sr_ratios = _four(sr_ratios, _MIT_SR_RATIOS, "sr_ratios")
         self.in_chans = in_chans
-        self.num_classes = num_classes
-        decoder_dim = sizes["decoder_dim"] if decoder_dim is None else decoder_dim
+        self.decoder_dim = sizes["decoder_dim"] if decoder_dim is None else decoder_dim
+        self.decoder_dropout = decoder_dropout
+        check_head("SegFormer", head, num_classes)
 
         mixer_name, options = mixer_name_and_options({"name": "efficient_attention"} if mixer is None else mixer)
         accepted = get_mixer_spec(mixer_name).options
@@ -270,9 +303,26 @@ class SegFormer(nn.Module):
                     norm_eps=norm_eps,
                 )
             )
-        self.decode_head = AllMLPDecodeHead(self.embed_dims, decoder_dim, num_classes, dropout=decoder_dropout)
         mixers = [block.mixer for stage in self.stages for block in stage.blocks]
         init_outside(self, mixers, init_mit_weights)
+        self.reset_head(head, num_classes)
+
+    def reset_head(self, head: str | None, num_classes: int | None = None) -> None:
+        """Replace the head (freshly initialised), keeping every trunk weight.
+
+        Used to finetune an ImageNet-pretrained trunk (``"classification"``) on Cityscapes
+        (``"segmentation"``, paper A.3). Arguments as in the constructor.
+        """
+        check_head("SegFormer", head, num_classes)
+        if head == "segmentation":
+            self.head = AllMLPDecodeHead(self.embed_dims, self.decoder_dim, num_classes, dropout=self.decoder_dropout)
+        elif head == "classification":
+            self.head = ClassifierHead(self.embed_dims[-1], num_classes, pool_type="avg", input_fmt="NCHW")
+        else:
+            self.head = nn.Identity()
+        self.head.apply(init_mit_weights)
+        self.head_name = head
+        self.num_classes = num_classes if head is not None else None
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder only: the four stage outputs, ``(B, C_i, h_i, w_i)`` each, shallowest first."""
@@ -287,5 +337,8 @@ class SegFormer(nn.Module):
             features.append(x)
         return features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        features = self.forward_features(x)
+        if self.head_name == "classification":
+            return self.head(features[-1])
+        return self.head(features)
