@@ -247,6 +247,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     backbone = instantiate(cfg.backbone)
     if init is not None:
         init["head_initialised"] = load_pretrained_backbone(backbone, init["checkpoint"])
+    elif cfg.backbone.get("checkpoint"):
+        # A trunk built from someone else's classification weights (Figure 1's Swin), not from a run of ours.
+        init = {"checkpoint": str(cfg.backbone.checkpoint), "how": "backbone.checkpoint (classification weights)"}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
     if cfg.get("ckpt_path"):
@@ -376,14 +379,15 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     choices = HydraConfig.get().runtime.choices
     paper = cfg.get("paper") or {}
     row = f"{paper.get('table')}/{paper.get('row')}" if paper.get("table") and paper.get("row") else None
-    mixer = cfg.get("mixer") or {}
+    # A backbone without a pluggable mixer (timm's Swin) ignores the mixer group: none is recorded.
+    mixer = (cfg.get("mixer") or {}) if "mixer" in (cfg.get("backbone") or {}) else {}
     return {
         "experiment": None if choices.get("experiment") in (None, "null") else choices.get("experiment"),
         "task": choices.get("task"),
         "paper_row": row,
         "paper_column": paper.get("column"),
         "mixer": mixer.get("name"),
-        "mixer_options": {k: v for k, v in OmegaConf.to_container(mixer, resolve=True).items() if k != "name"},
+        "mixer_options": {k: v for k, v in (OmegaConf.to_container(mixer, resolve=True) if mixer else {}).items() if k != "name"},
         "backbone": choices.get("backbone"),
         "trunk_hash": trunk_hash(cfg.backbone) if cfg.get("backbone") else None,
         "data": _data_label(cfg.data) if cfg.get("data") else None,
@@ -488,7 +492,7 @@ def _format_summary(summary: dict[str, Any]) -> str:
     params = f" ({summary['params_m']:.2f}M params)" if "params_m" in summary else ""
     init = summary.get("init") or {}
     start = ", pretrained" if init.get("checkpoint") else ", from scratch" if summary.get("task") != "inpainting" else ""
-    lines.append(row(f"{summary['mixer']}{params}{start}", summary.get("result") or {}))
+    lines.append(row(f"{summary['mixer'] or summary.get('backbone')}{params}{start}", summary.get("result") or {}))
     result = summary.get("result") or {}
     if result.get("miou_std") is not None:
         lines.append(f"(mean over folds; std {result['miou_std']:.2f})")

@@ -22,6 +22,8 @@ non-finite training loss, and image grids written beside the run's checkpoints.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
@@ -235,6 +237,21 @@ class PaperTask(pl.LightningModule):
         order = ("decay", "no_decay", "head_decay", "head_no_decay")
         return [groups[key] for key in order if key in groups]
 
+    def _run_length(self, interval: str) -> dict[str, int]:
+        """``t_initial="auto"`` in a scheduler config: the run's length in the scheduler's unit, optimizer
+        steps (Lightning's ``estimated_stepping_batches``: epochs x batches / accumulation, or
+        ``max_steps``) with ``scheduler_interval="step"``, epochs otherwise. A.3's "450 epochs" becomes
+        the step count of a poly schedule without knowing the dataset's size in the config."""
+        keywords = getattr(self.scheduler_factory, "keywords", {}) or {}
+        if keywords.get("t_initial") != "auto":
+            return {}
+        if interval == "step":
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ValueError("scheduler.t_initial=auto needs a finite run: set trainer.max_epochs or trainer.max_steps.")
+            return {"t_initial": int(steps)}
+        return {"t_initial": int(self.trainer.max_epochs)}
+
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         if self.head_lr_multiplier == 1.0 and not self.no_weight_decay:
             optimizer = self.optimizer_factory(params=self.parameters())
@@ -244,8 +261,8 @@ class PaperTask(pl.LightningModule):
                 group["lr"] *= group["lr_multiplier"]
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
         interval = self.hparams.scheduler_interval
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self._run_length(interval))
         if isinstance(scheduler, TimmScheduler) and scheduler.t_in_epochs != (interval == "epoch"):
             raise ValueError(
                 f"the timm scheduler {type(scheduler).__name__} has t_in_epochs={scheduler.t_in_epochs} "
