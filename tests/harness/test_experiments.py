@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
+from afno_repro.runs import find_runs
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -208,3 +209,61 @@ def test_table5_classification_smoke_sweep_as_readme_prints_it(train, tmp_path):
     assert rows["table5/afno"]["paper"] == {"top1": 80.89, "top5": 95.39}
     summary = (sweep_dir / "summary.md").read_text()
     assert "top-1 (%)" in summary and "paper top-1 (%)" in summary and "majority" in summary
+
+
+def test_table4_pretrain_then_cityscapes_smoke_sweeps(train, tmp_path):
+    """Table 4's two halves as README prints them: the five SegFormer-B3 rows pretrained as classifiers
+    (embedded LFW), then each finetuned on the embedded street scenes from its own run (pretrained=auto),
+    scored with SegFormer's sliding window and with the paper's resized 1024x1024 reading (here 32x32)."""
+    result = train("experiment=table4_pretrain", "debug=smoke", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = train("experiment=table4_cityscapes", "debug=smoke", multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (pretrain_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table4_pretrain")
+    (finetune_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table4_cityscapes")
+    pretrained = {r["paper_row"]: r for r in json.loads((pretrain_dir / "summary.json").read_text())}
+    rows = json.loads((finetune_dir / "summary.json").read_text())
+    names = sorted(f"table4/{row}" for row in ("efficient_attention", "long_short", "gfn", "afno", "afno_25pct"))
+    assert sorted(pretrained) == sorted(r["paper_row"] for r in rows) == names
+    for row in rows:
+        source = pretrained[row["paper_row"]]
+        assert source["status"] == "completed" and source["task"] == "classification"
+        assert row["status"] == "completed" and row["task"] == "cityscapes" and row["data"] == "embedded_streets"
+        assert row["init"]["how"] == "auto" and row["init"]["checkpoint"] == source["best_checkpoint"]
+        assert row["trunk_hash"] == source["trunk_hash"]
+        assert 0 <= row["result"]["miou"] <= 100 and row["result"]["num_images"] == row["test"]["num_images"] > 0
+        assert "slid" in row["reading"]["inference"] and row["test"]["inference"] == "slide"
+        assert 0 <= row["test"]["extra_inference"]["resize"]["miou"] <= 100
+        assert row["paper"]["miou"] > 79 and row["comparable"].startswith("not comparable")
+        assert "pixel_prior" in row["baselines"]
+    summary = (finetune_dir / "summary.md").read_text()
+    assert "paper mIoU (%)" in summary and "table4/afno_25pct" in summary
+
+
+def test_fig1_trunks_smoke_chain(train, tmp_path):
+    """Figure 1's chain on one SegFormer trunk and one Swin trunk (each of its 27 points composes and
+    builds above; the full smoke sweeps take minutes, README's "Measured here" has them): the B0 AFNO
+    trunk pretrained, then finetuned from it; Swin-T from a classification checkpoint in the folder
+    swin_checkpoints names, written here in timm's layout at the smoke size."""
+    import timm
+    import torch
+
+    result = train("experiment=fig1_pretrain", "paper_model=fig1/b0_afno", "debug=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = train("experiment=fig1_trunks", "paper_model=fig1/b0_afno", "debug=smoke", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "swin"
+    folder.mkdir()
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, embed_dim=16,
+                             depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=2)
+    torch.save(swin.state_dict(), folder / "swin_tiny_patch4_window7_224.pth")
+    result = train("experiment=fig1_trunks", "paper_model=fig1/swin_t", "debug=smoke", f"swin_checkpoints={folder}",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["paper_row"] + "/" + (r["task"] or ""): r for r in find_runs(tmp_path / "outputs")}
+    pretrain, segformer, swin_run = runs["fig1/b0_afno/classification"], runs["fig1/b0_afno/cityscapes"], runs["fig1/swin_t/cityscapes"]
+    assert segformer["init"]["checkpoint"] == pretrain["best_checkpoint"] and segformer["mixer"] == "afno"
+    assert swin_run["init"]["checkpoint"] == str(folder / "swin_tiny_patch4_window7_224.pth")
+    assert swin_run["mixer"] is None and swin_run["backbone"] == "swin_t" and swin_run["params_m"] > 0
+    for run in (segformer, swin_run):
+        assert run["status"] == "completed" and 0 <= run["result"]["miou"] <= 100
