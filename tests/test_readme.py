@@ -39,11 +39,16 @@ COVERED = {
     "hydra.launcher.tasks_per_node=2": "tests/harness/test_slurm.py",
     "python scripts/readings_check.py": "tests/analysis/test_readings.py",
     "python train.py -m experiment=table3_fewshot debug=smoke": "tests/harness/test_experiments.py",
+    "python train.py -m experiment=table5_classification debug=smoke": "tests/harness/test_experiments.py",
+    "python train.py -m experiment=table4_pretrain debug=smoke": "tests/harness/test_experiments.py",
+    "python train.py -m experiment=table4_cityscapes debug=smoke": "tests/harness/test_experiments.py",
 }
 # Long benchmarks: run as printed until this pattern appears in their output (their first result).
 FIRST_RESULT = {
     "python scripts/model_table.py --scaling": r"^\s*(afno|gfn|fno|attention)\b.*\d",
     "python scripts/benchmark_mixers.py": r"^k=\d+\s+\d",
+    # Its first row's memory prediction (a meta-device trace) comes before any row is run.
+    "python scripts/benchmark_segformer.py": r"^attention: predicted [\d.]+ GB",
 }
 
 
@@ -62,7 +67,7 @@ def readme_commands() -> list[str]:
 
 
 # The data folders README's paper-scale commands name, and the fixture each becomes.
-DATA_ROOTS = ("/data/imagenet", "/data/datasetgan")
+DATA_ROOTS = ("/data/imagenet", "/data/datasetgan", "/data/cityscapes")
 
 
 def _argv(command: str, data_root: Path | None = None) -> list[str]:
@@ -134,7 +139,12 @@ def _root_of(command: str) -> str | None:
 
 def _write_data(command: str, folder: Path, imagenet_writer) -> Path:
     if _root_of(command) == "/data/imagenet":
-        return imagenet_writer(folder / "imagenet", train_per_class=20)
+        # 3 classes x 44 = 132 training images: one full batch of the classification recipe's 128.
+        return imagenet_writer(folder / "imagenet", train_per_class=44)
+    if _root_of(command) == "/data/cityscapes":
+        from layouts import write_cityscapes
+
+        return write_cityscapes(folder / "cityscapes")
     from layouts import write_datasetgan
 
     for category in ("face", "car", "cat"):
@@ -143,7 +153,12 @@ def _write_data(command: str, folder: Path, imagenet_writer) -> Path:
 
 
 def _needs_pretraining(command: str) -> bool:
-    return any(f"experiment={e}" in command for e in ("table3_fewshot", "table6_finetune")) and "pretrained=" not in command
+    return any(f"experiment={e}" in command for e in NEEDS) and "pretrained=" not in command
+
+
+# Finetuning experiments, and the pretraining experiment each needs.
+NEEDS = {"table3_fewshot": "table2_inpainting", "table6_finetune": "table6_pretrain",
+         "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain"}
 
 
 PAPER_SCALE = [c for c in readme_commands() if _root_of(c) and not _needs_pretraining(c)]
@@ -152,14 +167,14 @@ FINETUNING = [c for c in readme_commands() if _root_of(c) and _needs_pretraining
 
 @pytest.mark.parametrize("command", FINETUNING)
 def test_paper_scale_finetuning_names_the_pretraining_it_needs(command, tmp_path, imagenet_writer):
-    """Run as printed on a machine without the pretraining runs (data path: a tiny DatasetGAN): every
+    """Run as printed on a machine without the pretraining runs (data path: a tiny release in its layout): every
     row stops before building anything, with the command that makes its pretraining run."""
     data_root = _write_data(command, tmp_path, imagenet_writer)
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(_argv(command, data_root), cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == (1 if " -m " in command else 2), result.stderr[-3000:]
-    needed = "table2_inpainting" if "table3_fewshot" in command else "table6_pretrain"
+    needed = next(pretraining for experiment, pretraining in NEEDS.items() if f"experiment={experiment}" in command)
     assert f"Make it first:\n  python train.py experiment={needed} paper_model=" in result.stderr
     assert "data.root=/path/to/imagenet" in result.stderr and "Traceback" not in result.stderr
     records = [json.loads(path.read_text()) for path in work.rglob("metrics.json")]

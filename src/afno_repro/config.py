@@ -20,6 +20,9 @@ Importing this module registers the OmegaConf resolvers the configs use:
     The linear scaling rule of A.5 (``lr x global batch / reference_batch``, "(BatchSize/512) x
     5e-4"): the global batch is ``batch_size`` per process times the processes, ``devices`` (an
     int, or ``auto``: the visible GPUs, 1 without) times ``num_nodes``.
+``${class_folders:root,default}``
+    The class folders in ``root/train`` (an ImageNet-style layout), or ``default`` when ``root`` is
+    unset or has no ``train/`` yet (the data module then names the problem).
 ``${file_in:folder,name}``
     ``folder/name``, or null when ``folder`` is null (e.g. Figure 1's Swin checkpoints).
 ``${equal_params_width:depth,base_dim,base_blocks,blocks}``
@@ -213,6 +216,18 @@ def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | s
     return float(lr) * int(batch_size) * devices * int(num_nodes or 1) / int(reference_batch)
 
 
+def class_folders(root: str | None, default: int) -> int:
+    """How many class folders ``root/train`` holds; ``default`` without a readable ``root/train``."""
+    if root in (None, "None", "null", "", "???"):
+        return int(default)
+    train = Path(str(root)).expanduser() / "train"
+    try:
+        count = sum(1 for entry in train.iterdir() if entry.is_dir())
+    except OSError:
+        return int(default)
+    return count or int(default)
+
+
 def _register_resolvers() -> None:
     resolvers = {
         "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
@@ -221,6 +236,7 @@ def _register_resolvers() -> None:
         "datasetgan_classes": _datasetgan_classes,
         "name_classes": _name_classes,
         "scaled_lr": scaled_lr,
+        "class_folders": class_folders,
         "file_in": lambda folder, name: None if folder in (None, "None", "null", "") else str(Path(str(folder)).expanduser() / str(name)),
         "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
     }

@@ -128,3 +128,19 @@ def test_repeated_augmentation_sends_copies_to_different_ranks_with_their_own_se
         assert len({items[j][0] for items in per_rank}) == 1 and len({items[j][1] for items in per_rank}) == 3
     again = _RepeatedAugmentationSampler(12, seed=0, num_repeats=3, num_replicas=3, rank=0)
     assert list(again) == per_rank[0]
+
+
+def test_randaugment_posterize_to_zero_bits_gives_black_not_an_error():
+    """`rand-m9-mstd0.5-inc1` can draw PosterizeIncreasing at 0 bits; Pillow 12+ raises on it, so the
+    training transform uses a posterize that returns the black image, as Pillow <= 11 did."""
+    import numpy as np
+    from PIL import Image
+
+    from afno_repro.data.classification import ClassificationDataModule, posterize_keeping_zero_bits
+
+    image = Image.fromarray((np.random.default_rng(0).random((8, 8, 3)) * 255).astype("uint8"))
+    assert np.asarray(posterize_keeping_zero_bits(image, 0)).max() == 0
+    assert (np.asarray(posterize_keeping_zero_bits(image, 1)) % 128 == 0).all()
+    transform = ClassificationDataModule(source="lfw", image_size=32, batch_size=4).train_transform()
+    ops = [op for step in transform.transforms for op in getattr(step, "ops", []) if "Posterize" in op.name]
+    assert ops and all(op.aug_fn is posterize_keeping_zero_bits for op in ops)

@@ -44,6 +44,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from timm.data.auto_augment import posterize as timm_posterize
 from timm.data import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
                        create_transform)
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -231,6 +232,18 @@ def _scan_imagenet(root: str | os.PathLike) -> tuple[list[str], dict[str, list[t
     return classes, samples
 
 
+
+def posterize_keeping_zero_bits(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """RandAugment's posterize as timm's recipes were tuned with it: keeping 0 bits gives a black image.
+
+    ``rand-m9-mstd0.5-inc1`` draws magnitudes up to 10, where "PosterizeIncreasing" keeps 0 bits;
+    Pillow up to 11 returned the black image, Pillow 12+ raises ``ValueError: bits must be between
+    or equal to 1 and 8`` and the training batch fails. timm's own ``posterize`` is kept for 1-8 bits.
+    """
+    if bits_to_keep <= 0:
+        return image.point(lambda _value: 0)
+    return timm_posterize(image, bits_to_keep)
+
 class ClassificationDataModule(pl.LightningDataModule):
     """Classification data (paper A.5): ImageNet from its folders, or the embedded LFW subset.
 
@@ -392,8 +405,14 @@ class ClassificationDataModule(pl.LightningDataModule):
     def train_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """timm's training transform for the options (random resized crop, flip, RandAugment, ...)."""
         h = self.hparams
-        return create_transform(self.image_size, is_training=True, auto_augment=h.auto_augment, color_jitter=h.color_jitter,
-                                re_prob=h.re_prob, re_mode=h.re_mode, interpolation=h.interpolation, mean=self.mean, std=self.std)
+        transform = create_transform(self.image_size, is_training=True, auto_augment=h.auto_augment,
+                                     color_jitter=h.color_jitter, re_prob=h.re_prob, re_mode=h.re_mode,
+                                     interpolation=h.interpolation, mean=self.mean, std=self.std)
+        for step in getattr(transform, "transforms", []):
+            for op in getattr(step, "ops", []):
+                if getattr(op, "aug_fn", None) is timm_posterize:
+                    op.aug_fn = posterize_keeping_zero_bits
+        return transform
 
     def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """timm's evaluation transform: resize to ``image_size / crop_pct``, centre crop, normalise."""
