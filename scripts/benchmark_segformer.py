@@ -280,6 +280,9 @@ def run_row(row: str, args, limits: dict[str, Any]) -> dict[str, Any]:
         entry["skipped"] = f"does not fit: needs ~{entry['predicted_gb']:.1f} GB > {limits['memory_gb']:.1f} GB"
     elif entry["predicted_seconds"] is not None and entry["predicted_seconds"] > args.time_limit_s:
         entry["skipped"] = f"too slow: needs ~{entry['predicted_seconds']:.0f} s > --time-limit-s {args.time_limit_s:g}"
+    # The prediction first, before a row that may take minutes on a CPU is measured.
+    plan = entry["skipped"] or "measuring one forward+backward ..."
+    print(f"{row}: predicted {entry['predicted_gb']:.2f} GB; {plan}", file=sys.stderr, flush=True)
     if entry["skipped"] is None:
         if torch.device(args.device).type == "cuda":
             try:
@@ -293,8 +296,9 @@ def run_row(row: str, args, limits: dict[str, Any]) -> dict[str, Any]:
                                       threads=args.threads))
             except RuntimeError as error:
                 entry["skipped"] = str(error)
-    progress = entry["skipped"] or f"{entry['seconds']:.2f} s, {entry['peak_gb']:.2f} GB"
-    print(f"{row}: predicted {entry['predicted_gb']:.2f} GB; {progress}", file=sys.stderr, flush=True)
+    if entry.get("seconds") is not None or entry["skipped"] != plan:
+        progress = entry["skipped"] or f"{entry['seconds']:.2f} s, {entry['peak_gb']:.2f} GB"
+        print(f"{row}: measured: {progress}", file=sys.stderr, flush=True)
     return entry
 
 

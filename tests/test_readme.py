@@ -232,8 +232,9 @@ def test_script_commands(command):
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip()
         return
+    # Its own process group: a benchmark's measuring child (benchmark_segformer forks one per row) goes too.
     process = subprocess.Popen(_argv(command), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, start_new_session=True)
     seen = []
     try:
         for line in process.stdout:
@@ -241,7 +242,7 @@ def test_script_commands(command):
             if re.search(pattern, line):
                 break
     finally:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert re.search(pattern, seen[-1] if seen else ""), "".join(seen)[-3000:]
 
