@@ -1,40 +1,46 @@
 # afno-repro: every target that needs Python creates the environment (.venv) first on a fresh machine.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+# The checkout, absolute: `make -f <checkout>/Makefile ...` from another folder writes outputs/ there.
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+VENV := $(ROOT).venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo fewshot-demo test model-table benchmarks clean
+.PHONY: help install demo fewshot-demo test model-table benchmarks reproduce-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): $(ROOT)pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e "$(ROOT)[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its test extras
 
 demo: $(STAMP)  ## train AFNO inpainting on the embedded photographs (CPU, a few minutes) and print PSNR/SSIM vs baselines
-	$(PY) train.py
+	$(PY) $(ROOT)train.py
 
 fewshot-demo: $(STAMP)  ## finetune the demo's inpainting model on the embedded shapes and from scratch; print both mIoU (CPU minutes)
-	$(PY) train.py experiment=fewshot_demo
+	$(PY) $(ROOT)train.py experiment=fewshot_demo
 
 test: $(STAMP)  ## run the test-suite
-	$(PY) -m pytest -q
+	cd $(ROOT) && $(PY) -m pytest -q
+
+SCALE ?= paper
+reproduce-all: $(STAMP)  ## every table and figure, pretraining first, then the report in outputs/report/<scale>/ (SCALE=smoke: embedded data, CPU minutes; ARGS="--dry-run", "--only table3_fewshot", data folders)
+	$(PY) -m afno_repro.pipeline --scale $(SCALE) $(ARGS)
 
 model-table: $(STAMP)  ## parameters and GFLOPs of every paper row, counted from the models, beside the paper's
-	$(PY) scripts/model_table.py
+	$(PY) $(ROOT)scripts/model_table.py
 
 benchmarks: $(STAMP)  ## AFNO speed vs the reference formulation, mask generator rate, mixer scaling
-	$(PY) scripts/benchmark_mixers.py
-	$(PY) scripts/benchmark_masks.py
-	$(PY) scripts/model_table.py --scaling
+	$(PY) $(ROOT)scripts/benchmark_mixers.py
+	$(PY) $(ROOT)scripts/benchmark_masks.py
+	$(PY) $(ROOT)scripts/model_table.py --scaling
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["RunFolderGuard", "existing_run", "find_runs", "library_versions", "trunk_hash", "refuse_reuse_message", "resume_command",
+__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "library_versions", "trunk_hash", "refuse_reuse_message", "resume_command",
            "unwritable_message", "write_json"]
 
 # The libraries whose versions decide a run's numbers (and the model table's counts).
@@ -144,6 +144,50 @@ def existing_run(run_dir: str | Path) -> list[str]:
     if checkpoints.is_dir():
         found += sorted(str(path.relative_to(run_dir)) for path in checkpoints.glob("*.ckpt"))
     return found
+
+
+def auto_resume(run_dir: str | Path) -> tuple[str, Any]:
+    """What ``resume=auto`` does in ``run_dir`` (the pipeline's skip-if-done and resume).
+
+    Returns
+    -------
+    ("completed", record)
+        The folder holds a completed run: it is not run again (``record`` is its ``metrics.json``).
+    ("resume", path)
+        The folder holds the ``last.ckpt`` of a run that did not finish (killed, interrupted,
+        failed): the run resumes from it.
+    ("fresh", set_aside)
+        Nothing to resume: the run starts afresh in its folder. What an earlier attempt left there
+        (a failed or interrupted ``metrics.json``, the CSV log, a checkpoint that does not load) is
+        renamed ``<name>.attempt-<k>`` rather than deleted; ``set_aside`` lists the new names.
+    """
+    from afno_repro.checkpoints import load_checkpoint
+
+    run_dir = Path(run_dir)
+    metrics, last = run_dir / "metrics.json", run_dir / "checkpoints" / "last.ckpt"
+    try:
+        record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    if record.get("status") == "completed":
+        return "completed", record
+    if last.is_file():
+        try:
+            load_checkpoint(last)
+            return "resume", last
+        except ValueError:
+            pass  # written halfway when the run was killed: set aside below with the rest
+    leftovers = [path for path in (metrics, run_dir / "csv", *sorted((run_dir / "checkpoints").glob("*.ckpt")))
+                 if path.exists()]
+    attempt = 1
+    while any(path.with_name(f"{path.name}.attempt-{attempt}").exists() for path in leftovers):
+        attempt += 1
+    set_aside = []
+    for path in leftovers:
+        target = path.with_name(f"{path.name}.attempt-{attempt}")
+        path.rename(target)
+        set_aside.append(str(target))
+    return "fresh", set_aside
 
 
 def _resumes_inside(ckpt_path: Any, run_dir: Path) -> bool:

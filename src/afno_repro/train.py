@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
-from afno_repro.runs import (library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
+from afno_repro.runs import (auto_resume, library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
                              write_json)
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, pick the checkpoint, evaluate it on the reported split; returns ``metrics.json``'s content."""
     started = time.time()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    done = _apply_resume(cfg, run_dir)
+    if done is not None:
+        return done
     check_options(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -313,6 +316,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         print(_format_summary(summary), flush=True)
     return summary
+
+
+def _apply_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """``resume=auto`` (set by ``make reproduce-all``): the recorded result of a run that already
+    completed in ``run_dir`` (returned, nothing is run), else resume from its ``last.ckpt`` (set as
+    ``ckpt_path``), else start afresh with an earlier attempt's leftovers set aside."""
+    resume = cfg.get("resume")
+    if resume in (None, False):
+        return None
+    if resume != "auto":
+        raise UserFacingError(f"resume={resume!r} is not an option: use resume=auto (skip a completed run, resume a "
+                              "killed one from its last.ckpt) or leave it out (resume=false).")
+    if cfg.get("ckpt_path"):
+        raise UserFacingError(f"resume=auto and ckpt_path={cfg.ckpt_path} both say where to resume from: keep one.")
+    action, detail = auto_resume(run_dir)
+    if action == "completed":
+        print(f"already completed, not run again (resume=auto): {run_dir}", flush=True)
+        return detail
+    if action == "resume":
+        log.info("resume=auto: resuming from %s", detail)
+        cfg.ckpt_path = str(detail)
+    elif detail:
+        log.info("resume=auto: starting afresh; an earlier attempt's files set aside: %s", ", ".join(detail))
+    return None
 
 
 def _record_interruption(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], started: float) -> None:

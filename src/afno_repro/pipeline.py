@@ -1,0 +1,352 @@
+"""``make reproduce-all``: every table and figure of the paper, in the order their runs need, resumable.
+
+The plan is read from the experiments themselves (``configs/experiment/*.yaml``): an experiment
+joins by setting ``reproduce: true``, and one that finetunes declares the experiment it needs
+first under ``needs.pretrained.experiment`` (the declaration ``pretrained=auto`` reads too, so the
+chaining and the pipeline cannot drift apart). Each experiment runs as its own Hydra multirun::
+
+    python train.py -m experiment=<name> [debug=smoke] resume=auto runs_root=<root> hydra.sweep.dir=<root>/<name>
+
+through the configured launcher (``--launcher slurm`` submits every sweep to Slurm), pretraining
+before finetuning. Then the scaling study of Table 1 (``scripts/model_table.py --scaling``) and the
+report (``outputs/report/<scale>/index.html``).
+
+Resuming: every run has a fixed folder, so a second invocation finds what the first left.
+``resume=auto`` (:func:`afno_repro.runs.auto_resume`) makes a completed run return its recorded
+result without training, resumes a killed one from its ``last.ckpt`` and restarts one that had
+not saved a checkpoint; an experiment whose runs are all complete is not launched at all, and the
+report is rebuilt only when a result changed. A sweep killed with SIGKILL and restarted loses at
+most the epoch in flight.
+
+Usage::
+
+    python -m afno_repro.pipeline --scale smoke                 # the whole graph on embedded data (CPU minutes)
+    python -m afno_repro.pipeline --scale paper --imagenet /data/imagenet --datasetgan /data/datasetgan \\
+        --cityscapes /data/cityscapes --launcher slurm
+    python -m afno_repro.pipeline --scale smoke --dry-run       # the plan: experiments, runs done, folders
+    python -m afno_repro.pipeline --scale smoke --only table3_fewshot   # one experiment and what it needs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from afno_repro.runs import find_runs, write_json
+
+__all__ = ["Step", "build_plan", "main", "order", "run_plan"]
+
+SCALES = ("smoke", "paper")
+REPO = Path(__file__).resolve().parents[2]
+# The data option of each dataset the experiments train on (their `data` group choice).
+_DATA_OPTIONS = {"imagenet": "imagenet", "imagenet_10pct": "imagenet", "imagenet_classification": "imagenet",
+                 "datasetgan": "datasetgan", "cityscapes": "cityscapes"}
+# The scaling study of Table 1 per scale: smoke measures small grids in seconds.
+_SCALING_ARGS = {"smoke": ["--grids", "4", "8", "16", "--repeats", "1", "--time-budget", "5"], "paper": []}
+
+
+@dataclass
+class Step:
+    """One experiment of the plan (a Hydra multirun) and what the pipeline knows of its runs."""
+
+    experiment: str
+    needs: list[str]
+    points: list[list[str]]
+    data: str | None
+    sweep_dir: Path
+    command: list[str] = field(default_factory=list)
+    done: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.done == len(self.points)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "needs": self.needs, "command": shlex.join(self.command),
+                "sweep_dir": str(self.sweep_dir), "runs": len(self.points), "done": self.done, "data": self.data}
+
+
+@lru_cache(maxsize=None)
+def _experiment_config(name: str) -> Any:
+    """The composed config of ``experiment=<name>`` with its Hydra part (sweep params, choices)."""
+    from hydra import compose, initialize_config_dir
+
+    from afno_repro.config import _config_dir
+
+    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"experiment={name}"], return_hydra_config=True)
+
+
+def declared_experiments() -> list[str]:
+    """The experiments that set ``reproduce: true`` (a paper table or figure), by name."""
+    from afno_repro.config import _config_dir
+
+    return sorted(path.stem for path in (_config_dir() / "experiment").glob("*.yaml")
+                  if _experiment_config(path.stem).get("reproduce"))
+
+
+def _paper_order(name: str) -> tuple[bool, str]:
+    return (not name.startswith("table"), name)
+
+
+def order(needs: dict[str, list[str]]) -> list[str]:
+    """The experiments in an order where each comes after what it needs (otherwise the paper's:
+    tables, then figures, by name).
+
+    >>> order({"table3_fewshot": ["table2_inpainting"], "table2_inpainting": [], "fig4_blocks": []})
+    ['table2_inpainting', 'table3_fewshot', 'fig4_blocks']
+    """
+    ordered: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            raise ValueError(f"experiments need each other in a cycle: {' -> '.join(visiting + [name])}; "
+                             "fix needs.pretrained.experiment in configs/experiment.")
+        if name not in needs:
+            raise ValueError(f"an experiment needs `{name}`, which does not exist or does not set `reproduce: true` "
+                             f"(configs/experiment/{name}.yaml).")
+        visiting.append(name)
+        for need in sorted(needs[name], key=_paper_order):
+            visit(need)
+        visiting.pop()
+        ordered.append(name)
+
+    for name in sorted(needs, key=_paper_order):
+        visit(name)
+    return ordered
+
+
+def _is_done(point: list[str], records: list[dict[str, Any]]) -> bool:
+    return any(set(point) <= set(record.get("overrides") or []) for record in records)
+
+
+def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: dict[str, str] | None = None,
+               extra: Sequence[str] = ()) -> list[Step]:
+    """The steps of the pipeline under ``root``, ordered, with the runs each has done already.
+
+    ``only`` keeps those experiments and everything they need; ``data_roots`` maps a dataset
+    (``imagenet``, ``datasetgan``, ``cityscapes``) to its folder (paper scale); ``extra`` are
+    overrides given to every run (e.g. ``trainer=ddp``).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"--scale {scale!r}: choose one of {', '.join(SCALES)} (smoke: embedded data, CPU minutes).")
+    configs = {name: _experiment_config(name) for name in declared_experiments()}
+    needs = {name: [n for n in [((cfg.get("needs") or {}).get("pretrained") or {}).get("experiment")] if n]
+             for name, cfg in configs.items()}
+    wanted = order(needs)
+    if only:
+        unknown = sorted(set(only) - set(configs))
+        if unknown:
+            raise ValueError(f"--only {', '.join(unknown)}: no such experiment in the pipeline; choose from "
+                             f"{', '.join(sorted(configs))}.")
+        keep: set[str] = set()
+        stack = list(only)
+        while stack:
+            name = stack.pop()
+            if name not in keep:
+                keep.add(name)
+                stack += needs[name]
+        wanted = [name for name in wanted if name in keep]
+    steps = []
+    for name in wanted:
+        cfg = configs[name]
+        points: list[list[str]] = [[]]
+        for key, values in (cfg.hydra.sweeper.params or {}).items():
+            points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
+        data = _DATA_OPTIONS.get(cfg.hydra.runtime.choices.get("data"))
+        sweep_dir = root / name
+        command = ["python", "train.py", "-m", f"experiment={name}"]
+        if scale == "smoke":
+            command.append("debug=smoke")
+        elif data and (data_roots or {}).get(data):
+            command.append(f"data.root={data_roots[data]}")
+        if name == "fig1_trunks" and scale == "paper" and (data_roots or {}).get("swin"):
+            command.append(f"swin_checkpoints={data_roots['swin']}")
+        command += [*extra, "resume=auto", f"runs_root={root}", f"hydra.sweep.dir={sweep_dir}"]
+        records = find_runs(sweep_dir, experiment=name)
+        done = sum(_is_done(point, records) for point in points)
+        steps.append(Step(name, needs[name], points, data, sweep_dir, command, done))
+    return steps
+
+
+def _missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> str | None:
+    if scale != "paper":
+        return None
+    missing = sorted({step.data for step in steps if step.data and not step.complete and not data_roots.get(step.data)})
+    if not missing:
+        return None
+    return (f"--scale paper trains on the paper's datasets; give their folders: "
+            f"{' '.join(f'--{name} /path/to/{name}' for name in missing)} (README, 'Reproducing everything'). "
+            "To run the same graph on the embedded data in CPU minutes: --scale smoke (make reproduce-all SCALE=smoke).")
+
+
+def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
+    """The ``--dry-run`` text: each experiment, what it needs, its runs done, its folder and command."""
+    lines = [f"Plan under {root} ({sum(len(s.points) for s in steps)} runs in {len(steps)} experiments):"]
+    for number, step in enumerate(steps, 1):
+        state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
+        needs = f", after {', '.join(step.needs)}" if step.needs else ""
+        lines.append(f"{number:>2}. {step.experiment}: {len(step.points)} runs, {state}{needs}")
+        lines.append(f"    {shlex.join(step.command)}")
+    lines.append(f"then: Table 1's scaling study -> {root / 'table1_scaling' / 'scaling.json'}")
+    lines.append(f"then: the report -> {report_dir / 'index.html'}")
+    return "\n".join(lines)
+
+
+def _run_step(step: Step, log_dir: Path) -> int:
+    """Launch one experiment's multirun; its output goes to the terminal and to ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"\n==> {step.experiment} ({len(step.points) - step.done} of {len(step.points)} runs to do)\n"
+          f"    {shlex.join(step.command)}", flush=True)
+    with open(log_dir / f"{step.experiment}.log", "ab") as log:
+        # train.py of this checkout, run in the current folder: outputs/ and the sweep folders are the user's.
+        process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *step.command[2:]], cwd=os.getcwd(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+        for line in process.stdout:
+            sys.stdout.buffer.write(line)
+            log.write(line)
+        sys.stdout.flush()
+        return process.wait()
+
+
+def _scaling(root: Path, scale: str) -> dict[str, Any]:
+    """Table 1's scaling study (``scripts/model_table.py --scaling``), measured once per root."""
+    target = root / "table1_scaling" / "scaling.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    command = [sys.executable, str(REPO / "scripts" / "model_table.py"), "--scaling", "--json", *_SCALING_ARGS[scale]]
+    print(f"\n==> Table 1 scaling study\n    {shlex.join(['python', *command[1:]])}", flush=True)
+    made = subprocess.run(command, capture_output=True, text=True)
+    if made.returncode != 0:
+        raise RuntimeError(f"the scaling study failed (exit {made.returncode}):\n{made.stderr[-2000:]}")
+    study = json.loads(made.stdout)
+    study["command"] = shlex.join(["python", "scripts/model_table.py", "--scaling", *_SCALING_ARGS[scale]])
+    write_json(target, study)
+    return study
+
+
+def _fingerprint(root: Path) -> str:
+    """Changes whenever a run's result or the scaling study changes (the report is rebuilt then)."""
+    files = sorted(root.rglob("metrics.json")) + sorted(root.glob("table1_scaling/scaling.json"))
+    digest = hashlib.sha1()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def build_report(root: Path, report_dir: Path, steps: list[Step], scaling: dict[str, Any] | None, *,
+                 force: bool = False, wandb_mode: str = "offline") -> Path:
+    """The report of everything under ``root`` (rebuilt only when a result changed, or ``force``)."""
+    index = report_dir / "index.html"
+    stamp = report_dir / ".fingerprint"
+    fingerprint = _fingerprint(root)
+    if not force and index.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+        print(f"\nreport up to date: {index}", flush=True)
+        return index
+    from afno_repro.report.build import build_report as write_report
+    from afno_repro.report.sweep import collect
+    from afno_repro.report.trained_figures import figure5_section, figure6_section, resolution_section
+
+    print(f"\n==> report -> {report_dir}", flush=True)
+    runs = [run for run in collect(root) if run.get("status") == "completed"]
+    figures = report_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    table2 = [run for run in runs if run.get("experiment") == "table2_inpainting"]
+    afno = [run for run in runs if run.get("task") == "inpainting" and run.get("mixer") == "afno"]
+    extra = [figure5_section(table2, figures), figure6_section(afno, figures), resolution_section(table2, figures)]
+    written = write_report(root, report_dir, scaling=scaling, extra=extra, plan=[s.as_dict() for s in steps],
+                           wandb_mode=wandb_mode)
+    stamp.write_text(fingerprint)
+    return written
+
+
+def run_plan(steps: list[Step], root: Path, scale: str, report_dir: Path, *, force_report: bool = False,
+             wandb_mode: str = "offline") -> int:
+    """Run every incomplete step in order, then the scaling study and the report; the exit status."""
+    failed: list[str] = []
+    for step in steps:
+        if step.complete:
+            print(f"{step.experiment}: all {len(step.points)} runs completed, not run again", flush=True)
+            continue
+        blocked = [need for need in step.needs if need in failed]
+        if blocked:
+            print(f"{step.experiment}: skipped, it needs {', '.join(blocked)}, which did not complete", flush=True)
+            failed.append(step.experiment)
+            continue
+        status = _run_step(step, root / "logs")
+        records = find_runs(step.sweep_dir, experiment=step.experiment)
+        step.done = sum(_is_done(point, records) for point in step.points)
+        if status != 0 or not step.complete:
+            print(f"{step.experiment}: {step.done} of {len(step.points)} runs completed (exit {status}); "
+                  f"see {step.sweep_dir}/summary.md and {root / 'logs' / (step.experiment + '.log')}", file=sys.stderr,
+                  flush=True)
+            failed.append(step.experiment)
+    scaling = _scaling(root, scale)
+    index = build_report(root, report_dir, steps, scaling, force=force_report, wandb_mode=wandb_mode)
+    print(f"\nreport: {index}\n        {index.with_name('index.md')}", flush=True)
+    if failed:
+        print(f"error: {len(failed)} experiment(s) did not complete: {', '.join(failed)}. Run the same command again "
+              "to retry them: completed runs are kept, killed ones resume.", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m afno_repro.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="paper", choices=SCALES,
+                        help="paper: the paper's data and recipes (GPUs, Slurm); smoke: the same graph on the embedded data")
+    parser.add_argument("--root", type=Path, help="where the runs go (default outputs/reproduce/<scale>)")
+    parser.add_argument("--report", type=Path, help="where the report goes (default outputs/report/<scale>)")
+    parser.add_argument("--only", action="append", default=[], metavar="EXPERIMENT",
+                        help="run this experiment and what it needs (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
+    parser.add_argument("--launcher", help="Hydra launcher for every sweep, e.g. slurm (configs/hydra/launcher)")
+    parser.add_argument("--imagenet", help="ImageNet folder (train/, val/) for --scale paper")
+    parser.add_argument("--datasetgan", help="DatasetGAN folder for --scale paper")
+    parser.add_argument("--cityscapes", help="Cityscapes folder (leftImg8bit/, gtFine/) for --scale paper")
+    parser.add_argument("--swin", help="folder of the Swin ImageNet checkpoints for Figure 1 (swin_checkpoints=)")
+    parser.add_argument("--wandb", default="offline", choices=("offline", "online", "disabled"),
+                        help="W&B mode of the report's tables (runs follow their logger config)")
+    parser.add_argument("--rebuild-report", action="store_true", help="rebuild the report even if no result changed")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer=ddp")
+    args = parser.parse_args(argv)
+
+    root = (args.root or Path("outputs") / "reproduce" / args.scale).absolute()
+    report_dir = (args.report or Path("outputs") / "report" / args.scale).absolute()
+    data_roots = {key: value for key in ("imagenet", "datasetgan", "cityscapes", "swin")
+                  if (value := getattr(args, key))}
+    extra = list(args.overrides) + ([f"hydra/launcher={args.launcher}"] if args.launcher else [])
+    started = time.time()
+    try:
+        steps = build_plan(root, args.scale, only=args.only, data_roots=data_roots, extra=extra)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_plan(steps, root, report_dir), flush=True)
+    if args.dry_run:
+        return 0
+    missing = _missing_data(steps, args.scale, data_roots)
+    if missing:
+        print(f"\nerror: {missing}", file=sys.stderr)
+        return 2
+    status = run_plan(steps, root, args.scale, report_dir, force_report=args.rebuild_report, wandb_mode=args.wandb)
+    print(f"reproduce-all ({args.scale}) finished in {time.time() - started:.0f} s", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""`make reproduce-all SCALE=smoke` as README prints it: every experiment in the order its runs need,
+the scaling study, the report; a second invocation runs nothing; a sweep killed with SIGKILL and
+restarted ends with the numbers of an uninterrupted one. Plus the pieces: the plan, resume=auto.
+
+The whole smoke graph runs once per module (a few CPU-minutes) from a temporary working directory,
+where the outputs go; every test reads what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from afno_repro.pipeline import build_plan, declared_experiments, order
+from afno_repro.runs import auto_resume, find_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS = ("table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
+            "resolution")
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    return {**env, "WANDB_SILENT": "true"}
+
+
+def _make(cwd: Path, *arguments: str, timeout: int = 2400) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.time()
+    result = subprocess.run(["make", "-f", str(ROOT / "Makefile"), *arguments], cwd=cwd, capture_output=True,
+                            text=True, timeout=timeout, env=_env())
+    return result, time.time() - started
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """`make reproduce-all SCALE=smoke`, run once from a fresh working directory."""
+    cwd = tmp_path_factory.mktemp("reproduce")
+    result, seconds = _make(cwd, "reproduce-all", "SCALE=smoke")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    print(f"make reproduce-all SCALE=smoke: {seconds:.0f} s")
+    return cwd, result, seconds
+
+
+def _runs(cwd: Path, experiment: str) -> list[dict]:
+    return find_runs(cwd / "outputs" / "reproduce" / "smoke" / experiment, status=None, experiment=experiment)
+
+
+@pytest.mark.slow
+def test_every_experiment_completes_pretraining_first(reproduced):
+    cwd, result, _ = reproduced
+    root = cwd / "outputs" / "reproduce" / "smoke"
+    steps = build_plan(root, "smoke")
+    assert {step.experiment for step in steps} == set(declared_experiments())
+    assert all(step.complete for step in steps), [(s.experiment, s.done, len(s.points)) for s in steps]
+    launched = re.findall(r"^==> (\w+) \(", result.stdout, re.MULTILINE)
+    assert launched == [step.experiment for step in steps]
+    for step in steps:
+        for need in step.needs:
+            assert launched.index(need) < launched.index(step.experiment)
+    # Each finetuning run started from the run of its own row that the pipeline made before it.
+    chains = {"table3_fewshot": "table2_inpainting", "table6_finetune": "table6_pretrain",
+              "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain"}
+    for finetune, pretrain in chains.items():
+        runs = [r for r in _runs(cwd, finetune) if r.get("mixer")]  # fig1's Swin rows start from timm's weights
+        assert runs and all(r["status"] == "completed" for r in runs)
+        for run in runs:
+            init = run["init"]
+            assert init["experiment"] == pretrain and Path(init["checkpoint"]).is_relative_to(root / pretrain), init
+            assert init["paper_row"].split("/")[1] == run["paper_row"].split("/")[1]
+
+
+@pytest.mark.slow
+def test_the_report_has_every_section_and_figure(reproduced):
+    cwd, _, _ = reproduced
+    report = cwd / "outputs" / "report" / "smoke"
+    markdown, html = (report / "index.md").read_text(), (report / "index.html").read_text()
+    for key in SECTIONS:
+        assert f'id="{key}"' in html, key
+    data = json.loads((report / "report.json").read_text())
+    keys = [section["key"] for section in data["sections"]] if isinstance(data, dict) else [s["key"] for s in data]
+    assert keys == list(SECTIONS)
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) >= 6
+    for image in images:
+        assert (report / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+    # Every smoke row says why it cannot match the paper, and names the command that made it.
+    assert "not comparable: trained on skimage, the paper on imagenet" in markdown
+    assert "python train.py experiment=table3_fewshot" in markdown
+    assert "27.05" in markdown  # Table 2's AFNO PSNR in the paper
+    assert list((report / "wandb").glob("offline-run-*")), "the report's tables were not logged to W&B (offline)"
+
+
+@pytest.mark.slow
+def test_a_second_invocation_runs_nothing(reproduced):
+    cwd, _, first = reproduced
+    root = cwd / "outputs" / "reproduce" / "smoke"
+    before = {path: path.stat().st_mtime_ns for path in root.rglob("metrics.json")}
+    result, seconds = _make(cwd, "reproduce-all", "SCALE=smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "==> " not in result.stdout and "report up to date" in result.stdout
+    assert result.stdout.count("not run again") == len(declared_experiments())
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("metrics.json")} == before
+    assert seconds < 30, f"second invocation took {seconds:.0f} s (the first {first:.0f} s)"
+
+
+@pytest.mark.slow
+def test_dry_run_shows_the_plan_and_what_is_done(reproduced):
+    cwd, _, _ = reproduced
+    result, _ = _make(cwd, "reproduce-all", "SCALE=smoke", "ARGS=--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"table3_fewshot: 12 runs, done, after table2_inpainting", result.stdout)
+    assert "index.html" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(reproduced, tmp_path):
+    """Killed in the second row's second epoch, the restart keeps the first row, resumes the second
+    from its last.ckpt and ends with the numbers of the uninterrupted sweep (the module's)."""
+    cwd, _, _ = reproduced
+    command = [sys.executable, "-m", "afno_repro.pipeline", "--scale", "smoke", "--only", "table2_inpainting",
+               "--wandb", "disabled"]
+    sweep = tmp_path / "outputs" / "reproduce" / "smoke" / "table2_inpainting"
+    process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 600
+    second = None
+    while time.time() < deadline and process.poll() is None:
+        found = sorted(sweep.glob("1_*/checkpoints/last.ckpt"))
+        if found:
+            second = found[0].parents[1]
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert second is not None, "the second row never wrote last.ckpt"
+    first_done = find_runs(sweep, experiment="table2_inpainting")
+    assert [Path(r["run_dir"]).name[:2] for r in first_done] == ["0_"], "expected only the first row completed"
+    kept = Path(first_done[0]["metrics_file"]).stat().st_mtime_ns
+
+    restarted = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
+    assert Path(first_done[0]["metrics_file"]).stat().st_mtime_ns == kept, "the completed row was run again"
+    assert "already completed, not run again (resume=auto)" in restarted.stdout
+    assert "resuming from" in restarted.stdout + restarted.stderr or (second / "metrics.json.attempt-1").exists()
+
+    def numbers(runs):
+        return {r["paper_row"]: (r["result"]["psnr"], r["result"]["ssim"], r["selection"]["best"]) for r in runs}
+
+    resumed = numbers(find_runs(sweep, experiment="table2_inpainting"))
+    uninterrupted = numbers([r for r in _runs(cwd, "table2_inpainting") if r["status"] == "completed"])
+    assert len(resumed) == 4 and resumed == uninterrupted
+
+
+def test_only_keeps_an_experiment_and_what_it_needs(tmp_path):
+    steps = build_plan(tmp_path, "smoke", only=["table3_fewshot"])
+    assert [step.experiment for step in steps] == ["table2_inpainting", "table3_fewshot"]
+    assert [len(step.points) for step in steps] == [4, 12] and not any(step.done for step in steps)
+    assert all(f"hydra.sweep.dir={tmp_path / step.experiment}" in step.command for step in steps)
+    with pytest.raises(ValueError, match="no such experiment in the pipeline; choose from"):
+        build_plan(tmp_path, "smoke", only=["table9"])
+
+
+def test_order_puts_needs_first_and_names_a_cycle():
+    assert order({"b": ["a"], "a": [], "c": ["b"]}) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        order({"a": ["b"], "b": ["a"]})
+    with pytest.raises(ValueError, match="`x`, which does not exist"):
+        order({"a": ["x"]})
+
+
+def test_paper_scale_without_data_names_the_options(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "afno_repro.pipeline", "--scale", "paper"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode == 2
+    assert "--imagenet /path/to/imagenet" in result.stderr and "--cityscapes" in result.stderr
+    assert "SCALE=smoke" in result.stderr and not (tmp_path / "outputs" / "reproduce" / "paper").exists()
+
+
+def test_auto_resume_skips_resumes_or_sets_aside(tmp_path):
+    assert auto_resume(tmp_path / "new") == ("fresh", [])
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "metrics.json").write_text(json.dumps({"status": "completed", "result": {"psnr": 1.0}}))
+    assert auto_resume(done) == ("completed", {"status": "completed", "result": {"psnr": 1.0}})
+
+    killed = tmp_path / "killed"
+    (killed / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}}, killed / "checkpoints" / "last.ckpt")
+    assert auto_resume(killed) == ("resume", killed / "checkpoints" / "last.ckpt")
+
+    # Killed while writing last.ckpt, after a failed attempt: everything set aside, nothing deleted.
+    broken = tmp_path / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 half a zip")
+    (broken / "metrics.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    (broken / "csv").mkdir()
+    action, set_aside = auto_resume(broken)
+    assert action == "fresh" and sorted(Path(p).name for p in set_aside) == [
+        "csv.attempt-1", "last.ckpt.attempt-1", "metrics.json.attempt-1"]
+    assert not (broken / "metrics.json").exists() and (broken / "metrics.json.attempt-1").is_file()
+    (broken / "metrics.json").write_text("{}")
+    assert sorted(Path(p).name for p in auto_resume(broken)[1]) == ["metrics.json.attempt-2"]
+
+
+def test_wandb_groups_an_experiment_and_types_each_row():
+    from afno_repro.config import compose
+
+    cfg = compose(["experiment=table3_fewshot", "mixer=gfn", "logger=wandb"])
+    assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("table3_fewshot", "gfn")
+    assert compose(["logger=wandb"]).logger.wandb.job_type == "afno"  # the demo: no paper row, its mixer
