@@ -215,10 +215,19 @@ def _run_step(step: Step, log_dir: Path) -> int:
         # train.py of this checkout, run in the current folder: outputs/ and the sweep folders are the user's.
         process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *step.command[2:]], cwd=os.getcwd(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT)
-        for line in process.stdout:
-            sys.stdout.buffer.write(line)
-            log.write(line)
-        sys.stdout.flush()
+        try:
+            for line in process.stdout:
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+                log.write(line)
+        except KeyboardInterrupt:
+            # Ctrl-C reached the sweep too (same process group): it records the run as interrupted
+            # and writes its checkpoint; wait for that rather than leave it half-written.
+            for line in process.stdout:
+                sys.stdout.buffer.write(line)
+                log.write(line)
+            process.wait()
+            raise
         return process.wait()
 
 
@@ -343,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"\nerror: {missing}", file=sys.stderr)
         return 2
-    status = run_plan(steps, root, args.scale, report_dir, force_report=args.rebuild_report, wandb_mode=args.wandb)
+    try:
+        status = run_plan(steps, root, args.scale, report_dir, force_report=args.rebuild_report, wandb_mode=args.wandb)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the runs that completed are kept and the one in flight resumes from its last.ckpt. "
+              "Run the same command again to go on.", file=sys.stderr, flush=True)
+        return 130
     print(f"reproduce-all ({args.scale}) finished in {time.time() - started:.0f} s", flush=True)
     return status
 

@@ -217,3 +217,56 @@ def test_wandb_groups_an_experiment_and_types_each_row():
     cfg = compose(["experiment=table3_fewshot", "mixer=gfn", "logger=wandb"])
     assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("table3_fewshot", "gfn")
     assert compose(["logger=wandb"]).logger.wandb.job_type == "afno"  # the demo: no paper row, its mixer
+
+
+def test_dry_run_of_one_experiment_as_readme_prints_it(tmp_path):
+    command = "python -m afno_repro.pipeline --scale smoke --only table3_fewshot --dry-run"
+    result = subprocess.run([sys.executable, *command.split()[1:]], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env=_env())
+    assert result.returncode == 0, result.stderr
+    assert " 1. table2_inpainting: 4 runs, 0/4 runs done" in result.stdout
+    assert " 2. table3_fewshot: 12 runs, 0/12 runs done, after table2_inpainting" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+PAPER = ("python -m afno_repro.pipeline --scale paper --imagenet /data/imagenet --datasetgan /data/datasetgan "
+         "--cityscapes /data/cityscapes")
+
+
+@pytest.mark.slow
+def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path, imagenet_writer, terminal_sigint):
+    """README's paper-scale command, data paths replaced by tiny datasets in the real layouts: it starts
+    Table 2's first ViT-B/4 run; a Ctrl-C (to the whole process group, as a terminal sends it) records
+    that run as interrupted and ends the pipeline with 130 and how to go on."""
+    from layouts import write_cityscapes, write_datasetgan
+
+    roots = {"/data/imagenet": imagenet_writer(tmp_path / "imagenet", train_per_class=44),
+             "/data/cityscapes": write_cityscapes(tmp_path / "cityscapes")}
+    write_datasetgan(tmp_path / "datasetgan", category="face")
+    roots["/data/datasetgan"] = tmp_path / "datasetgan"
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [sys.executable, *[str(roots.get(word, word)) for word in PAPER.split()[1:]]]
+    process = subprocess.Popen(argv, cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, preexec_fn=terminal_sigint)
+    lines, started = [], False
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Trainable params" in line:
+                started = True
+                time.sleep(1.0)
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        rest, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = "".join(lines) + rest
+    assert started and lines[1].startswith(" 1. table2_inpainting: 4 runs"), output[-3000:]
+    assert process.returncode == 130 and "Run the same command again to go on" in output, output[-3000:]
+    (metrics_file,) = list((work / "outputs" / "reproduce" / "paper" / "table2_inpainting").rglob("metrics.json"))
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["status"] == "interrupted" and metrics["image_size"] == 224 and metrics["data"] == "imagenet"
+    assert "Traceback" not in output
