@@ -275,7 +275,9 @@ def build_report(root: Path, report_dir: Path, steps: list[Step], scaling: dict[
     figures = report_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     table2 = [run for run in runs if run.get("experiment") == "table2_inpainting"]
-    afno = [run for run in runs if run.get("task") == "inpainting" and run.get("mixer") == "afno"]
+    # Figure 6: Table 2's AFNO and Figure 4's thresholds (how much softshrink zeroes as lambda grows).
+    afno = [run for run in runs if run.get("mixer") == "afno" and run.get("experiment") in ("table2_inpainting",
+                                                                                          "fig4_sparsity")]
     extra = [figure5_section(table2, figures), figure6_section(afno, figures), resolution_section(table2, figures)]
     written = write_report(root, report_dir, scaling=scaling, extra=extra, plan=[s.as_dict() for s in steps],
                            wandb_mode=wandb_mode)

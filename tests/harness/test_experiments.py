@@ -145,35 +145,8 @@ def test_table2_smoke_sweep_as_readme_prints_it(train, tmp_path):
     assert "paper mIoU (%)" in summary and "table3/afno celeba_faces" in summary
 
 
-def test_table6_pretrain_then_finetune_smoke_sweeps(train, tmp_path):
-    """Table 6's two halves: the four ablation rows pretrained, then each finetuned from its own run."""
-    result = train("experiment=table6_pretrain", "debug=smoke", "run_baselines=false", multirun=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = train("experiment=table6_finetune", "debug=smoke", multirun=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (pretrain_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table6_pretrain")
-    (finetune_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_table6_finetune")
-    pretrained = {r["paper_row"]: r for r in json.loads((pretrain_dir / "summary.json").read_text())}
-    rows = json.loads((finetune_dir / "summary.json").read_text())
-    rows_named = sorted(f"table6/{row}" for row in ("fno", "afno_static", "afno_hard35", "afno"))
-    assert sorted(pretrained) == sorted(r["paper_row"] for r in rows) == rows_named
-    for row in rows:
-        assert row["status"] == "completed" and row["paper_column"] == "celeba_faces"
-        assert row["init"]["checkpoint"] == pretrained[row["paper_row"]]["best_checkpoint"]
-        assert row["paper"]["miou"] == {"table6/fno": 39.27, "table6/afno_static": 44.04, "table6/afno_hard35": 34.17,
-                                        "table6/afno": 49.49}[row["paper_row"]]
-
-
-@pytest.mark.parametrize("experiment,sweep", [
-    ("fig4_sparsity", "mixer.sparsity_threshold=0,10"),
-    ("fig4_blocks", "mixer.num_blocks=1,64"),
-])
-def test_ablation_smoke_sweeps(train, tmp_path, experiment, sweep):
-    result = train(f"experiment={experiment}", "debug=smoke", "run_baselines=false", sweep, multirun=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
-    assert len(rows) == 2
-    assert all(r["status"] == "completed" and r["result"]["psnr"] is not None for r in rows)
+# Table 6's pretrain -> finetune chain and Figure 4's full sweeps run in make reproduce-all SCALE=smoke
+# (tests/harness/test_pipeline.py), which checks them.
 
 
 def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):

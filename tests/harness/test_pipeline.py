@@ -76,6 +76,17 @@ def test_every_experiment_completes_pretraining_first(reproduced):
             init = run["init"]
             assert init["experiment"] == pretrain and Path(init["checkpoint"]).is_relative_to(root / pretrain), init
             assert init["paper_row"].split("/")[1] == run["paper_row"].split("/")[1]
+            source = next(r for r in _runs(cwd, pretrain) if r["paper_row"] == init["paper_row"])
+            assert init["checkpoint"] == source["best_checkpoint"] and run["trunk_hash"] == source["trunk_hash"]
+    table6 = {r["paper_row"]: r for r in _runs(cwd, "table6_finetune")}
+    assert {row: r["paper"]["miou"] for row, r in table6.items()} == {
+        "table6/fno": 39.27, "table6/afno_static": 44.04, "table6/afno_hard35": 34.17, "table6/afno": 49.49}
+    assert all(r["paper_column"] == "celeba_faces" for r in table6.values())
+    # Figure 4's two ablations, every point of the paper's range.
+    thresholds = sorted(r["mixer_options"]["sparsity_threshold"] for r in _runs(cwd, "fig4_sparsity"))
+    assert thresholds == [0, 0.001, 0.01, 0.1, 1, 10]
+    assert sorted(r["mixer_options"]["num_blocks"] for r in _runs(cwd, "fig4_blocks")) == [1, 2, 4, 8, 16, 32, 64]
+    assert all(r["result"]["psnr"] is not None for e in ("fig4_sparsity", "fig4_blocks") for r in _runs(cwd, e))
 
 
 @pytest.mark.slow

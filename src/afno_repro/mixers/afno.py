@@ -421,6 +421,9 @@ class AFNO2D(SpectralBlockMixer):
                 "layer has block_size * hidden_size_factor channels per block. Use 1 (paper default)."
             )
         self.sparsity_threshold = sparsity_threshold
+        # A module rather than a call inside block_mlp so that analysis can hook the spectrum just
+        # before and after soft-thresholding (Figure 6: afno_repro.report.trained_figures).
+        self.shrink = nn.Softshrink(sparsity_threshold) if sparsity_threshold > 0 else nn.Identity()
         self.hidden_size_factor = hidden_size_factor
         k, n = num_blocks, self.block_size
         hidden = n * hidden_size_factor
@@ -436,7 +439,7 @@ class AFNO2D(SpectralBlockMixer):
         """Complex block MLP and soft-thresholding on modes ``(2, k, T, n)`` (Eqs. 6 and 8)."""
         z = F.relu(complex_block_linear(z, self.w1, self.b1))
         z = complex_block_linear(z, self.w2, self.b2)
-        return F.softshrink(z, self.sparsity_threshold) if self.sparsity_threshold > 0 else z
+        return self.shrink(z)
 
     def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
         return self.block_mlp(z)

@@ -1,0 +1,395 @@
+"""Report sections computed from trained models: Figures 5 and 6 of the paper and a zero-shot
+resolution study.
+
+Each function rebuilds runs from their folders (:func:`load_run`: the run's own Hydra config and the
+checkpoint its test scored) and returns a :class:`~afno_repro.report.sections.Section`. A run that
+cannot be rebuilt (checkpoint gone, config no longer composing) becomes a note naming it; the
+section goes on with the others.
+
+- Figure 5 (A.1): spectral clustering of the output tokens of chosen layers, per mixer, on the same
+  images for every mixer (``sklearn.cluster.SpectralClustering``, nearest-neighbours affinity with
+  k = 10, 4 clusters).
+- Figure 6: per AFNO layer, the log magnitude of the spectrum after soft-thresholding, averaged over
+  channels and blocks, and the fraction of values softshrink sets to zero.
+- Resolution transfer: an inpainting model trained at one image size scored, without retraining,
+  at other sizes, per mixer that accepts another token grid.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+import afno_repro.train  # noqa: F401 - the same quieting of Lightning's notices as a training run
+from afno_repro.report.sections import Section
+
+log = logging.getLogger(__name__)
+
+__all__ = ["figure5_section", "figure6_section", "load_run", "resolution_section", "spatial_coherence",
+           "token_clusters"]
+
+
+def _label(run: dict[str, Any]) -> str:
+    """The run's paper row, plus the swept option that tells Figure 4's runs apart."""
+    row = run.get("paper_row") or run.get("mixer") or Path(run.get("run_dir", "?")).name
+    options = run.get("mixer_options") or {}
+    if run.get("experiment") == "fig4_sparsity":
+        row += f" lambda={options.get('sparsity_threshold')}"
+    elif run.get("experiment") == "fig4_blocks":
+        row += f" k={options.get('num_blocks')}"
+    return row
+
+
+def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.Module, Any]:
+    """The run's config, its task with the weights its test scored (eval mode, on the GPU if there is
+    one), and its data module set up for testing (``data_overrides``, e.g. ``image_size=64``, change
+    the data config first).
+
+    Raises
+    ------
+    FileNotFoundError
+        The run folder has no Hydra config, or the checkpoint its test scored is gone.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import afno_repro.config  # noqa: F401 - registers the resolvers the configs use
+
+    run_dir = Path(run["run_dir"])
+    config = run_dir / ".hydra" / "config.yaml"
+    checkpoint = (run.get("test") or {}).get("checkpoint") or run.get("best_checkpoint")
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing: the run's configuration is needed to rebuild its model")
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"the checkpoint the run's test scored ({checkpoint}) is missing")
+    cfg = OmegaConf.load(config)
+    for key, value in data_overrides.items():
+        cfg.data[key] = value
+    backbone = instantiate(cfg.backbone)
+    options = {"run_baselines": False} if "run_baselines" in cfg.task else {}
+    task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=None, **options)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    task.load_state_dict(state)
+    task.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("test")
+    return cfg, task, datamodule
+
+
+def _test_images(datamodule: Any, count: int) -> torch.Tensor:
+    images = []
+    for batch in datamodule.test_dataloader():
+        images.append(batch["image"])
+        if sum(len(i) for i in images) >= count:
+            break
+    return torch.cat(images)[:count]
+
+
+@contextmanager
+def _outputs_of(modules: Sequence[torch.nn.Module]) -> Iterator[list[Any]]:
+    """Collect ``(input, output)`` of each module's forward while the block runs."""
+    captured: list[Any] = [None] * len(modules)
+
+    def hook(index: int):
+        def keep(module, inputs, output):
+            captured[index] = (inputs[0].detach(), output.detach())
+        return keep
+
+    handles = [module.register_forward_hook(hook(i)) for i, module in enumerate(modules)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def token_clusters(tokens: torch.Tensor, n_clusters: int = 4, n_neighbors: int = 10, seed: int = 0) -> np.ndarray:
+    """Spectral clustering of one image's tokens ``(H, W, C)`` -> labels ``(H, W)`` (A.1's settings).
+
+    >>> labels = token_clusters(torch.randn(6, 6, 8))
+    >>> labels.shape, len(set(labels.ravel()))
+    ((6, 6), 4)
+    """
+    from sklearn.cluster import SpectralClustering
+
+    h, w, c = tokens.shape
+    features = tokens.reshape(h * w, c).float().cpu().numpy()
+    clustering = SpectralClustering(n_clusters=n_clusters, affinity="nearest_neighbors", n_neighbors=n_neighbors,
+                                    random_state=seed, assign_labels="kmeans")
+    return clustering.fit_predict(features).reshape(h, w)
+
+
+def spatial_coherence(labels: np.ndarray) -> float:
+    """Fraction of 4-neighbour token pairs in the same cluster (1: clusters are connected regions).
+
+    >>> spatial_coherence(np.array([[0, 0], [1, 1]]))
+    0.5
+    """
+    same = np.concatenate([(labels[1:] == labels[:-1]).ravel(), (labels[:, 1:] == labels[:, :-1]).ravel()])
+    return float(same.mean())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _inpainting_forward(task: torch.nn.Module, images: torch.Tensor) -> None:
+    """The model on the whole images (nothing hidden), as Figure 5 and 6 look at it."""
+    device = next(task.parameters()).device
+    images = images.to(device)
+    with torch.no_grad():
+        task(images, torch.zeros_like(images[:, :1]))
+
+
+def figure5_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: int = 2,
+                    layers: list[int] | None = None) -> Section:
+    """Figure 5: the tokens of chosen layers clustered spectrally, per mixer, on the same images.
+
+    ``runs`` are inpainting runs of one experiment (e.g. Table 2's four rows); the images are the
+    first ``num_images`` of the first run's evaluation split, and every run must use the same data.
+    """
+    title = "Figure 5: spectral clustering of the tokens, per mixer and layer"
+    intro = ("Output tokens of the first, middle and last block of each Table 2 model, clustered with "
+             "`sklearn.cluster.SpectralClustering` (nearest-neighbours affinity, k = 10, 4 clusters, as A.1), on the "
+             "same evaluation images for every mixer. Spatial coherence is the fraction of neighbouring tokens in the "
+             "same cluster: the paper's claim is that the Fourier mixers group tokens into coherent regions like "
+             "self-attention does.")
+    if not runs:
+        return Section("figure5", title, intro, missing="no completed Table 2 run yet: "
+                       "`python train.py -m experiment=table2_inpainting` (or `make reproduce-all`) makes them.")
+    notes, maps, rows, images = [], [], [], None
+    data = {run.get("data") for run in runs}
+    for run in sorted(runs, key=_label):
+        try:
+            _, task, datamodule = load_run(run)
+            if images is None:
+                images = _test_images(datamodule, num_images)
+            blocks = list(task.backbone.blocks)
+            chosen = layers if layers is not None else sorted({0, len(blocks) // 2, len(blocks) - 1})
+            with _outputs_of([blocks[i] for i in chosen]) as captured:
+                _inpainting_forward(task, images)
+            per_layer = []
+            for layer, (_, tokens) in zip(chosen, captured):
+                per_image = [token_clusters(tokens[i]) for i in range(len(images))]
+                per_layer.append((layer, per_image))
+                for index, labels in enumerate(per_image):
+                    rows.append({"run": _label(run), "layer": layer + 1, "image": index,
+                                 "tokens": f"{labels.shape[0]}x{labels.shape[1]}",
+                                 "cluster sizes": " ".join(str(n) for n in np.bincount(labels.ravel(), minlength=4)),
+                                 "spatial coherence": f"{spatial_coherence(labels):.3f}"})
+            maps.append((_label(run), per_layer))
+        except Exception as error:  # noqa: BLE001 - one run that cannot be rebuilt is a note, not a lost section
+            notes.append(f"{_label(run)} ({run.get('run_dir')}): not shown: {type(error).__name__}: {error}")
+    if len(data) > 1:
+        notes.append(f"the runs used different data ({', '.join(map(str, data))}): the images differ between mixers")
+    if not maps:
+        return Section("figure5", title, intro, notes=notes, missing="no run could be rebuilt (see the notes)")
+    figure = _plot_clusters(images, maps, out_dir / "figure5_token_clusters.png")
+    return Section("figure5", title, intro, tables={"figure5": rows}, figures=[figure], notes=notes)
+
+
+def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, list[np.ndarray]]]]], path: Path) -> Path:
+    """One row per mixer; per image, the input then the cluster map of each chosen layer."""
+    plt = _pyplot()
+    layers = len(maps[0][1])
+    columns = len(images) * (1 + layers)
+    fig, axes = plt.subplots(len(maps), columns, figsize=(1.6 * columns, 1.7 * len(maps) + 0.4), squeeze=False)
+    size = images.shape[-2:]
+    for m, (name, per_layer) in enumerate(maps):
+        for i in range(len(images)):
+            first = i * (1 + layers)
+            axes[m][first].imshow(images[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            if m == 0:
+                axes[m][first].set_title(f"image {i}", fontsize=8)
+            for j, (layer, labels) in enumerate(per_layer, start=1):
+                grid = labels[i]
+                upsampled = np.kron(grid, np.ones((size[0] // grid.shape[0], size[1] // grid.shape[1])))
+                axes[m][first + j].imshow(upsampled, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+                if m == 0:
+                    axes[m][first + j].set_title(f"layer {layer + 1}", fontsize=8)
+        axes[m][0].set_ylabel(name, fontsize=8)
+        for axis in axes[m]:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    fig.suptitle("Figure 5: token clusters (spectral clustering, 4 clusters) per mixer and layer", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _afno_spectra(task: torch.nn.Module, images: torch.Tensor) -> list[dict[str, Any]]:
+    """Per AFNO layer: mean |spectrum| after softshrink on the kept (H freq, W freq) modes and the zeroed fractions."""
+    from afno_repro.mixers.afno import AFNO2D
+
+    mixers = [block.mixer for block in task.backbone.blocks if isinstance(block.mixer, AFNO2D)]
+    grids: list[tuple[int, int]] = []
+    pre_hooks = [m.register_forward_pre_hook(lambda module, inputs: grids.append(tuple(inputs[0].shape[1:3])))
+                 for m in mixers]
+    try:
+        with _outputs_of([m.shrink for m in mixers]) as captured:
+            _inpainting_forward(task, images)
+    finally:
+        for handle in pre_hooks:
+            handle.remove()
+    layers = []
+    for index, (mixer, (h, w), (before, after)) in enumerate(zip(mixers, grids, captured)):
+        m_h, m_w = mixer.cutoffs(h, w)
+        rows = h if m_h is None else 2 * m_h
+        cols = w // 2 + 1 if m_w is None else m_w
+        # Block layout (re/im, blocks, batch*cols*rows, channels per block), tokens ordered (batch, W freq, H freq).
+        magnitude = after.float().pow(2).sum(0).sqrt()
+        mean = magnitude.reshape(mixer.num_blocks, len(images), cols, rows, -1).mean(dim=(0, 1, 4)).T
+        layers.append({"layer": index + 1, "log_magnitude": torch.log10(mean + 1e-8).cpu().numpy(),
+                       "zero_after": float((after == 0).float().mean()), "zero_before": float((before == 0).float().mean()),
+                       "threshold": mixer.sparsity_threshold, "cropped": m_h is not None})
+    return layers
+
+
+def figure6_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: int = 4) -> Section:
+    """Figure 6: the spectrum after soft-thresholding per AFNO layer, and how much softshrink zeroes."""
+    title = "Figure 6: AFNO's spectrum after soft-thresholding, per layer"
+    intro = ("For each AFNO model: per layer, log10 of the mean magnitude of the spectrum after softshrink (averaged "
+             "over channels, blocks and images; zero frequency at the centre of the vertical axis, the half-spectrum "
+             "of the real FFT along the horizontal), and the fraction of real and imaginary parts softshrink sets to "
+             "zero, beside the fraction already zero before it (the ReLU's and the low-pass's share).")
+    usable = [run for run in runs if (run.get("mixer_options") or {}).get("sparsity_threshold", 0.01) != 0]
+    if not runs:
+        return Section("figure6", title, intro, missing="no completed AFNO inpainting run yet: "
+                       "`python train.py experiment=table2_inpainting` (or `make reproduce-all`) makes one.")
+    notes = [f"{_label(run)}: sparsity threshold 0, no softshrink to show." for run in runs if run not in usable]
+    rows, spectra = [], []
+    for run in sorted(usable, key=_label):
+        try:
+            _, task, datamodule = load_run(run)
+            layers = _afno_spectra(task, _test_images(datamodule, num_images))
+        except Exception as error:  # noqa: BLE001 - one run that cannot be rebuilt is a note
+            notes.append(f"{_label(run)} ({run.get('run_dir')}): not shown: {type(error).__name__}: {error}")
+            continue
+        spectra.append((_label(run), layers))
+        rows += [{"run": _label(run), "layer": layer["layer"], "sparsity threshold": layer["threshold"],
+                  "zero after softshrink": f"{layer['zero_after']:.3f}",
+                  "zero before softshrink": f"{layer['zero_before']:.3f}"} for layer in layers]
+    if not spectra:
+        return Section("figure6", title, intro, notes=notes, missing="no AFNO run with softshrink could be rebuilt")
+    figure = _plot_spectra(spectra, out_dir / "figure6_spectra.png")
+    return Section("figure6", title, intro, tables={"figure6": rows}, figures=[figure], notes=notes)
+
+
+def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path) -> Path:
+    """Top: the first run's spectrum per layer (Table 2's AFNO when there is one); bottom: the
+    fraction softshrink zeroes per layer for every run."""
+    plt = _pyplot()
+    name, layers = spectra[0]
+    fig = plt.figure(figsize=(max(8.0, 2.6 * len(layers)), 6.5))
+    grid = fig.add_gridspec(2, len(layers), height_ratios=(1, 1.1))
+    for c, layer in enumerate(layers):
+        axis = fig.add_subplot(grid[0, c])
+        image = np.fft.fftshift(layer["log_magnitude"], axes=0)
+        shown = axis.imshow(image, cmap="viridis", aspect="auto", origin="lower")
+        fig.colorbar(shown, ax=axis, fraction=0.046, label="log10 |z|")
+        axis.set_title(f"{name}, layer {layer['layer']}", fontsize=8)
+        axis.set_xlabel("W frequency (rfft half)", fontsize=7)
+        axis.set_ylabel("H frequency (centred)", fontsize=7)
+        axis.tick_params(labelsize=6)
+    line = fig.add_subplot(grid[1, :])
+    for label, found in spectra:
+        line.plot([l["layer"] for l in found], [l["zero_after"] for l in found], "o-", label=label)
+    line.set_xlabel("layer")
+    line.set_ylabel("fraction softshrink zeroes")
+    line.set_ylim(-0.02, 1.02)
+    line.set_xticks(sorted({l["layer"] for _, found in spectra for l in found}))
+    line.grid(True, alpha=0.3)
+    line.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("Figure 6: AFNO's spectrum after soft-thresholding", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _sizes(trained: int, patch: int, factors: Sequence[float]) -> list[int]:
+    """Image sizes ``factor * trained`` rounded to whole patches (at least one), each once.
+
+    >>> _sizes(224, 4, (0.5, 1.0, 1.5, 2.0))
+    [112, 224, 336, 448]
+    """
+    return sorted({max(patch, int(round(factor * trained / patch)) * patch) for factor in factors})
+
+
+def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Sequence[float] = (0.5, 1.0, 1.5, 2.0)) -> Section:
+    """Zero-shot resolution transfer: each inpainting model scored, without retraining, at other image
+    sizes (same evaluation images resized, masks from the run's own mask reading at the new size)."""
+    import pytorch_lightning as pl
+
+    # Each evaluation builds a Trainer; its "GPU available" lines would bury the pipeline's output.
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    title = "Zero-shot resolution transfer (inpainting, no retraining)"
+    intro = ("Each Table 2 model, trained at one image size, is scored on its own evaluation images at other sizes "
+             "(0.5x to 2x) with its own checkpoint, position embedding resampled, masks drawn by the run's reading at "
+             "the new size. No anchor has this study; a mixer whose weights are tied to the training grid says why.")
+    if not runs:
+        return Section("resolution", title, intro, missing="no completed Table 2 run yet: "
+                       "`python train.py -m experiment=table2_inpainting` (or `make reproduce-all`) makes them.")
+    rows, curves, notes = [], {}, []
+    for run in sorted(runs, key=_label):
+        trained = int(run.get("image_size") or 0)
+        try:
+            cfg, _, _ = load_run(run)
+            sizes = _sizes(trained, int(cfg.backbone.get("patch_size", 4)), factors)
+        except Exception as error:  # noqa: BLE001 - a run that cannot be rebuilt is a note
+            notes.append(f"{_label(run)} ({run.get('run_dir')}): not evaluated: {type(error).__name__}: {error}")
+            continue
+        for size in sizes:
+            row = {"run": _label(run), "trained at": trained, "evaluated at": size}
+            try:
+                _, task, datamodule = load_run(run, image_size=size)
+                trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                                     enable_progress_bar=False, enable_model_summary=False)
+                (values,) = trainer.test(task, datamodule=datamodule, verbose=False)
+                interpolation = (run.get("mixer_options") or {}).get("filter_interpolation")
+                how = (f"GFN's filter, sized for the training grid, resized ({interpolation})"
+                       if interpolation and size != trained else "")
+                row.update({"PSNR (dB)": f"{values['test/psnr']:.2f}", "SSIM": f"{values['test/ssim']:.4f}",
+                            "images": int(values.get("test/num_images", 0)) or "", "note": how})
+                curves.setdefault(_label(run), []).append((size, float(values["test/psnr"])))
+            except Exception as error:  # noqa: BLE001 - e.g. a filter sized for the training grid
+                row.update({"PSNR (dB)": "", "SSIM": "", "images": "",
+                            "note": f"does not transfer: {str(error).split('. ')[0][:200]}"})
+            if size == trained and row["PSNR (dB)"]:
+                recorded = (run.get("result") or {}).get("psnr")
+                row["recorded PSNR (dB)"] = f"{recorded:.2f}" if recorded is not None else ""
+            rows.append(row)
+    if not rows:
+        return Section("resolution", title, intro, notes=notes, missing="no run could be rebuilt (see the notes)")
+    figure = _plot_resolution(curves, {int(r.get("image_size") or 0) for r in runs}, out_dir / "resolution_transfer.png")
+    return Section("resolution", title, intro, tables={"resolution": rows}, figures=[figure], notes=notes)
+
+
+def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[int], path: Path) -> Path:
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for name, points in sorted(curves.items()):
+        points.sort()
+        axis.plot([s for s, _ in points], [p for _, p in points], "o-", label=name.split("/")[-1])
+    for size in sorted(trained):
+        axis.axvline(size, color="grey", linestyle="--", linewidth=1, label=f"trained at {size}")
+    axis.set_xlabel("evaluation image size (pixels)")
+    axis.set_ylabel("inpainting PSNR (dB)")
+    axis.set_title("Zero-shot resolution transfer")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

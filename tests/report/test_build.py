@@ -1,0 +1,116 @@
+"""The reproduction report from run records: every section, ours beside the paper's, the reasons,
+the figures, W&B; and the same report with no runs at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from afno_repro.report.build import ORDER, build_report, run_command
+from afno_repro.report.sections import Section
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _record(folder: Path, experiment: str, row: str, task: str, result: dict, **extra) -> None:
+    run_dir = folder / experiment / row.replace("/", "-")
+    run_dir.mkdir(parents=True)
+    record = {"experiment": experiment, "paper_row": row, "task": task, "status": "completed", "result": result,
+              "run_dir": str(run_dir), "data": "skimage", "image_size": 32, "params_m": 0.11, "gflops": 0.01,
+              "mixer": row.split("/")[1], "overrides": [f"mixer={row.split('/')[1]}", f"experiment={experiment}",
+                                                        "debug=smoke", "resume=auto", "runs_root=/x"],
+              "reading": {"mask": {"grid": "token", "steps": 3136, "border": "clip", "brush_size": 1}}, **extra}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "runs"
+    _record(root, "table2_inpainting", "table2/afno", "inpainting", {"psnr": 13.05, "ssim": 0.43, "num_images": 4})
+    _record(root, "table3_fewshot", "table3/gfn", "segmentation", {"miou": 30.0, "num_images": 16},
+            paper_column="celeba_faces", data="embedded_shapes")
+    _record(root, "table5_classification", "table5/afno", "classification", {"top1": 60.0, "top5": 100.0, "num_images": 50},
+            data="lfw")
+    for value, psnr in ((0, 12.0), (0.01, 12.5), (1, 11.0)):
+        _record(root / f"t{value}", "fig4_sparsity", "table6/afno", "inpainting", {"psnr": psnr, "num_images": 4},
+                mixer_options={"sparsity_threshold": value})
+    for name, params, miou in (("b0_afno", 0.1, 10.0), ("b1_afno", 0.2, 12.0)):
+        _record(root, "fig1_trunks", f"fig1/{name}", "cityscapes", {"miou": miou, "num_images": 8},
+                backbone=f"segformer_{name[:2]}", params_m=params, data="embedded_streets")
+    failed = root / "table4_cityscapes" / "0"
+    failed.mkdir(parents=True)
+    (failed / "metrics.json").write_text(json.dumps({"experiment": "table4_cityscapes", "paper_row": "table4/afno",
+                                                     "task": "cityscapes", "status": "failed", "run_dir": str(failed),
+                                                     "error": "pretrained=auto found no completed pretraining run\nmore"}))
+    return root
+
+
+SCALING = {"cases": [{"mixer": m, "grid": g, "tokens": g * g, "dim": 64, "threads": 1, "seconds": 1e-3 * g ** p,
+                      "peak_mib": 10.0 * g, "does_not_fit": None} for m, p in (("attention", 4), ("afno", 2))
+                     for g in (4, 8)],
+           "exponents": {"attention": {"time": 2.0, "memory": 0.5}, "afno": {"time": 1.0, "memory": 0.5}}}
+
+
+def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
+    extra = [Section("resolution", "Zero-shot resolution transfer", "study"), Section("figure5", "Figure 5", "clusters")]
+    index = build_report(tree, tmp_path / "report", scaling=SCALING, extra=extra, wandb_mode="disabled")
+    html, markdown = index.read_text(), (index.parent / "index.md").read_text()
+    for key in ORDER:
+        if key != "figure6":
+            assert f'id="{key}"' in html and f'<a id="{key}"></a>' in markdown, key
+    sections = json.loads((index.parent / "report.json").read_text())["sections"]
+    assert [s["key"] for s in sections] == [k for k in ORDER if k != "figure6"]  # extras in the paper's order
+    by_key = {s["key"]: s for s in sections}
+    (row,) = by_key["table2"]["tables"]["table2"]
+    assert (row["PSNR (dB)"], row["paper PSNR (dB)"], row["delta PSNR (dB)"]) == ("13.05", "27.05", "-14.00")
+    assert row["comparable"] == "not comparable: trained on skimage, the paper on imagenet" and row["images"] == "4"
+    assert row["command"] == "python train.py mixer=afno experiment=table2_inpainting debug=smoke"
+    (row,) = by_key["table3"]["tables"]["table3"]
+    assert (row["dataset"], row["paper mIoU (%)"]) == ("celeba_faces", "55.21")
+    assert by_key["table5"]["tables"]["table5"][0]["paper top-1 (%)"] == "80.89"
+    # The failed Table 4 run is shown with its error's first line; Table 6 has no run and names the command.
+    assert "failed: pretrained=auto found no completed pretraining run" in markdown and "\nmore" not in markdown
+    assert by_key["table6"]["missing"].startswith("no completed run of table6_pretrain yet")
+    assert "Best sparsity_threshold here: 0.01 (12.50 dB), which agrees with the paper's 0.01." in by_key["figure4"]["notes"]
+    assert by_key["table1"]["tables"]["table1_exponents"][0]["paper FLOPs"] == "N^2 d + 3 N d^2"
+    for figure in ("table1_scaling.png", "figure1_miou_vs_params.png", "figure4_ablations.png"):
+        assert (index.parent / "figures" / figure).read_bytes()[:8] == PNG
+        assert f'src="figures/{figure}"' in html
+
+
+def test_with_no_runs_every_section_names_the_command(tmp_path):
+    index = build_report(tmp_path / "nothing", tmp_path / "report", wandb_mode="disabled")
+    sections = json.loads((index.parent / "report.json").read_text())["sections"]
+    assert [s["key"] for s in sections] == ["table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4"]
+    assert all(s["missing"] and "`" in s["missing"] for s in sections)
+    assert "python train.py -m experiment=table3_fewshot" in index.read_text()
+
+
+def test_text_is_escaped_in_html(tmp_path):
+    extra = [Section("figure5", "Figure 5", "a <b>bold</b> & `code`", tables={"t": [{"a": "<script>"}]})]
+    html = build_report(tmp_path / "nothing", tmp_path / "report", extra=extra, wandb_mode="disabled").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "a &lt;b&gt;bold&lt;/b&gt; &amp; <code>code</code>" in html
+
+
+def test_tables_are_logged_to_wandb_offline_and_a_wandb_failure_keeps_the_report(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    index = build_report(tree, tmp_path / "report", scaling=SCALING, wandb_mode="offline")
+    (offline,) = (index.parent / "wandb").glob("offline-run-*")
+    assert list(offline.glob("*.wandb"))
+
+    import wandb
+
+    def broken(**kwargs):
+        raise RuntimeError("no W&B today")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    index = build_report(tree, tmp_path / "report2", wandb_mode="offline")
+    assert index.is_file() and (index.parent / "index.md").is_file()
+
+
+def test_run_command_leaves_out_the_pipelines_own_overrides():
+    assert run_command({"overrides": ["experiment=fig1_trunks", "hydra.sweep.dir=/x", "runs_root=/y"]}) == \
+        "python train.py experiment=fig1_trunks"

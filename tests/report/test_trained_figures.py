@@ -1,0 +1,111 @@
+"""Figures 5 and 6 and the resolution study, computed from real (tiny) trained Table 2 runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from afno_repro.mixers import build_mixer
+from afno_repro.report.sweep import collect
+from afno_repro.report.trained_figures import (_afno_spectra, figure5_section, figure6_section, resolution_section,
+                                               spatial_coherence, token_clusters)
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def table2_runs(tmp_path_factory):
+    """Table 2's four rows at smoke scale, one epoch each (about 20 s)."""
+    folder = tmp_path_factory.mktemp("table2")
+    result = subprocess.run([sys.executable, "train.py", "-m", "experiment=table2_inpainting", "debug=smoke",
+                             "trainer.max_epochs=1", f"hydra.sweep.dir={folder}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = collect(folder)
+    assert len(runs) == 4 and all(run["status"] == "completed" for run in runs)
+    return runs
+
+
+def test_figure5_clusters_every_mixer_on_the_same_images(table2_runs, tmp_path):
+    section = figure5_section(table2_runs, tmp_path, num_images=2)
+    assert section.key == "figure5" and not section.missing and not section.notes
+    rows = section.tables["figure5"]
+    # 4 mixers x 2 layers (first and last of the 2-block smoke ViT) x 2 images, each in 4 clusters.
+    assert len(rows) == 16 and {r["run"] for r in rows} == {f"table2/{m}" for m in ("afno", "attention", "gfn", "long_short")}
+    assert all(len(r["cluster sizes"].split()) == 4 and sum(map(int, r["cluster sizes"].split())) == 64 for r in rows)
+    assert all(0 <= float(r["spatial coherence"]) <= 1 for r in rows)
+    assert section.figures[0].read_bytes()[:8] == PNG
+
+
+def test_token_clusters_follow_a1_and_find_separated_regions():
+    tokens = torch.zeros(8, 8, 4)
+    for q, (i, j) in enumerate(((0, 0), (0, 4), (4, 0), (4, 4))):
+        tokens[i:i + 4, j:j + 4, q] = 5.0
+    tokens += 0.01 * torch.randn(8, 8, 4)
+    labels = token_clusters(tokens)
+    assert len(np.unique(labels)) == 4 and spatial_coherence(labels) == pytest.approx(96 / 112)  # 16 of 112 pairs cross
+    for i, j in ((0, 0), (0, 4), (4, 0), (4, 4)):
+        assert len(np.unique(labels[i:i + 4, j:j + 4])) == 1  # each quadrant is one cluster
+
+
+def test_softshrink_zeroes_more_as_the_threshold_grows():
+    torch.manual_seed(0)
+    fractions = []
+    for threshold in (0.0, 0.005, 0.02, 10.0):  # the initial weights (0.02 randn) give outputs ~0.01
+        mixer = build_mixer("afno", 16, num_blocks=4, sparsity_threshold=threshold)
+        captured = {}
+        mixer.shrink.register_forward_hook(lambda module, inputs, output: captured.update(before=inputs[0], after=output))
+        mixer(torch.randn(1, 8, 8, 16))
+        fractions.append(float((captured["after"] == 0).float().mean()))
+        assert fractions[-1] >= float((captured["before"] == 0).float().mean())
+    assert fractions[0] == 0 < fractions[1] < fractions[2] < fractions[3] == 1
+
+
+def test_figure6_measures_the_trained_afno_spectrum(table2_runs, tmp_path):
+    afno = [run for run in table2_runs if run["mixer"] == "afno"]
+    section = figure6_section(afno, tmp_path, num_images=2)
+    rows = section.tables["figure6"]
+    assert [r["layer"] for r in rows] == [1, 2]
+    assert all(float(r["zero after softshrink"]) >= float(r["zero before softshrink"]) for r in rows)
+    assert section.figures[0].read_bytes()[:8] == PNG
+    # Without softshrink (lambda = 0) there is nothing to show, and the section says so.
+    without = figure6_section([{**afno[0], "mixer_options": {"sparsity_threshold": 0}}], tmp_path)
+    assert without.missing and "sparsity threshold 0" in without.notes[0]
+
+
+def test_afno_spectrum_map_has_the_kept_modes_shape(table2_runs):
+    from afno_repro.report.trained_figures import load_run
+
+    (afno,) = [run for run in table2_runs if run["mixer"] == "afno"]
+    _, task, datamodule = load_run(afno)
+    layers = _afno_spectra(task, next(iter(datamodule.test_dataloader()))["image"][:2])
+    assert [layer["log_magnitude"].shape for layer in layers] == [(8, 5), (8, 5)]  # 8x8 tokens: H x (W/2 + 1)
+
+
+def test_resolution_transfer_reproduces_the_recorded_number_at_the_training_size(table2_runs, tmp_path):
+    section = resolution_section(table2_runs, tmp_path, factors=(0.5, 1.0, 2.0))
+    rows = section.tables["resolution"]
+    assert {r["evaluated at"] for r in rows} == {16, 32, 64} and len(rows) == 12
+    for row in (r for r in rows if r["evaluated at"] == 32):
+        assert row["PSNR (dB)"] == row["recorded PSNR (dB)"], row
+    gfn = [r for r in rows if r["run"] == "table2/gfn" and r["evaluated at"] != 32]
+    assert all("GFN's filter, sized for the training grid, resized (bilinear)" in r["note"] for r in gfn)
+    assert section.figures[0].read_bytes()[:8] == PNG
+
+
+def test_a_run_without_its_checkpoint_is_a_note(table2_runs, tmp_path):
+    run = dict(table2_runs[0])
+    copy = tmp_path / "copy"
+    shutil.copytree(run["run_dir"], copy)
+    shutil.rmtree(copy / "checkpoints")
+    run.update(run_dir=str(copy), test={**run["test"], "checkpoint": str(copy / "checkpoints" / "gone.ckpt")})
+    section = figure5_section([run, table2_runs[1]], tmp_path)
+    assert len(section.notes) == 1 and "gone.ckpt" in section.notes[0] and "is missing" in section.notes[0]
+    assert len({r["run"] for r in section.tables["figure5"]}) == 1
