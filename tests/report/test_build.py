@@ -66,7 +66,7 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
     (row,) = by_key["table2"]["tables"]["table2"]
     assert (row["PSNR (dB)"], row["paper PSNR (dB)"], row["delta PSNR (dB)"]) == ("13.05", "27.05", "-14.00")
     assert row["comparable"] == "not comparable: trained on skimage, the paper on imagenet" and row["images"] == "4"
-    assert row["command"] == "python train.py mixer=afno experiment=table2_inpainting debug=smoke"
+    assert row["command"] == "python train.py experiment=table2_inpainting mixer=afno debug=smoke"
     (row,) = by_key["table3"]["tables"]["table3"]
     assert (row["dataset"], row["paper mIoU (%)"]) == ("celeba_faces", "55.21")
     assert by_key["table5"]["tables"]["table5"][0]["paper top-1 (%)"] == "80.89"

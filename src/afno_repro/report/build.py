@@ -38,12 +38,14 @@ _PIPELINE_ONLY = ("resume=", "runs_root=", "hydra.")
 
 
 def run_command(run: dict[str, Any]) -> str:
-    """The single-run command that makes ``run`` again (its recorded overrides, the pipeline's own left out).
+    """The single-run command that makes ``run`` again: its recorded overrides, the pipeline's own left
+    out, the experiment first as users type it (a multirun records the swept mixer before it).
 
     >>> run_command({"overrides": ["mixer=gfn", "experiment=table2_inpainting", "debug=smoke", "resume=auto"]})
-    'python train.py mixer=gfn experiment=table2_inpainting debug=smoke'
+    'python train.py experiment=table2_inpainting mixer=gfn debug=smoke'
     """
     kept = [o for o in run.get("overrides") or [] if not o.startswith(_PIPELINE_ONLY)]
+    kept.sort(key=lambda override: not override.startswith("experiment="))  # stable: the rest keep their order
     return shlex.join(["python", "train.py", *kept])
 
 
@@ -380,7 +382,8 @@ def write_markdown(sections: Sequence[Section], path: Path, header: str) -> Path
             lines += [f"**Missing:** {section.missing}", ""]
         for name, rows in section.tables.items():
             if rows:
-                lines += [f"*{name}*", "", _markdown_table(rows), ""]
+                # A section's only table is named after the section: its heading says it already.
+                lines += ([] if name == section.key else [f"*{name}*", ""]) + [_markdown_table(rows), ""]
         for figure in section.figures:
             relative = Path(figure).relative_to(path.parent)
             lines += [f"![{section.title}]({relative.as_posix()})", ""]
@@ -415,7 +418,8 @@ def write_html(sections: Sequence[Section], path: Path, header: str) -> Path:
             if not rows:
                 continue
             columns = _columns(rows)
-            out.append(f"<table><caption>{html.escape(name)}</caption><tr>"
+            caption = "" if name == section.key else f"<caption>{html.escape(name)}</caption>"
+            out.append(f"<table>{caption}<tr>"
                        + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
             for row in rows:
                 out.append("<tr>" + "".join(f"<td>{_inline(str(row.get(c) if row.get(c) is not None else ''))}</td>"

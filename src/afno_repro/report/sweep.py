@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,15 @@ def describe_reading(reading: dict[str, Any] | None) -> str:
     return "; ".join(f"{key} {reading[key]}" for key in shown if reading.get(key) is not None)
 
 
+def _natural(path: str) -> list[Any]:
+    """Sort key that orders a sweep's job folders by job number (``2_...`` before ``10_...``), which is
+    the order the sweep lists its points in (the paper's row order)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
+
+
 def collect(folder: str | Path) -> list[dict[str, Any]]:
     """Every run below ``folder`` (sorted by path), each with the paper's numbers beside its own."""
-    rows = sorted(find_runs(folder, status=None), key=lambda r: r["metrics_file"])
+    rows = sorted(find_runs(folder, status=None), key=lambda r: _natural(r["metrics_file"]))
     for metrics in rows:
         task, column = metrics.get("task") or "inpainting", metrics.get("paper_column")
         metrics["paper"] = paper_numbers(metrics.get("paper_row"), task, column)

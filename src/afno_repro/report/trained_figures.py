@@ -18,6 +18,7 @@ section goes on with the others.
 from __future__ import annotations
 
 import logging
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -121,7 +122,13 @@ def token_clusters(tokens: torch.Tensor, n_clusters: int = 4, n_neighbors: int =
     features = tokens.reshape(h * w, c).float().cpu().numpy()
     clustering = SpectralClustering(n_clusters=n_clusters, affinity="nearest_neighbors", n_neighbors=n_neighbors,
                                     random_state=seed, assign_labels="kmeans")
-    return clustering.fit_predict(features).reshape(h, w)
+    with warnings.catch_warnings():
+        # A k-nearest-neighbour graph of well separated tokens can be disconnected (then its
+        # components are the clusters, which is the point), and sklearn notes an API change on
+        # every fit: neither says anything about the tokens.
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        warnings.filterwarnings("ignore", message="The spectral clustering API has changed")
+        return clustering.fit_predict(features).reshape(h, w)
 
 
 def spatial_coherence(labels: np.ndarray) -> float:
