@@ -159,12 +159,13 @@ def _write_data(command: str, folder: Path, imagenet_writer) -> Path:
 
 
 def _needs_pretraining(command: str) -> bool:
-    return any(f"experiment={e}" in command for e in NEEDS) and "pretrained=" not in command
+    return any(f"experiment={e}" in command.split() for e in NEEDS) and "pretrained=" not in command
 
 
 # Finetuning experiments, and the pretraining experiment each needs.
 NEEDS = {"table3_fewshot": "table2_inpainting", "table6_finetune": "table6_pretrain",
-         "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain"}
+         "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain",
+         "fig4_sparsity_finetune": "fig4_sparsity"}
 
 
 PAPER_SCALE = [c for c in readme_commands() if _root_of(c) and not _needs_pretraining(c)]
@@ -180,7 +181,7 @@ def test_paper_scale_finetuning_names_the_pretraining_it_needs(command, tmp_path
     work.mkdir()
     result = subprocess.run(_argv(command, data_root), cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == (1 if " -m " in command else 2), result.stderr[-3000:]
-    needed = next(pretraining for experiment, pretraining in NEEDS.items() if f"experiment={experiment}" in command)
+    needed = next(pretraining for experiment, pretraining in NEEDS.items() if f"experiment={experiment}" in command.split())
     assert f"Make it first:\n  python train.py experiment={needed} paper_model=" in result.stderr
     assert "data.root=/path/to/imagenet" in result.stderr and "Traceback" not in result.stderr
     records = [json.loads(path.read_text()) for path in work.rglob("metrics.json")]

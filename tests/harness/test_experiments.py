@@ -15,7 +15,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 # Each experiment's runs, and what its recipe must say (the paper's epochs, data and evaluation).
 SWEEPS = {
-    "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7,
+    "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7, "fig4_sparsity_finetune": 6,
     "table3_fewshot": 12, "table6_finetune": 4, "fewshot_demo": 2,
     "table5_classification": 4, "table4_pretrain": 5, "table4_cityscapes": 5, "fig1_pretrain": 12, "fig1_trunks": 15,
 }

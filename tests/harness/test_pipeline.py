@@ -69,7 +69,8 @@ def test_every_experiment_completes_pretraining_first(reproduced):
             assert launched.index(need) < launched.index(step.experiment)
     # Each finetuning run started from the run of its own row that the pipeline made before it.
     chains = {"table3_fewshot": "table2_inpainting", "table6_finetune": "table6_pretrain",
-              "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain"}
+              "table4_cityscapes": "table4_pretrain", "fig1_trunks": "fig1_pretrain",
+              "fig4_sparsity_finetune": "fig4_sparsity"}
     for finetune, pretrain in chains.items():
         runs = [r for r in _runs(cwd, finetune) if r.get("mixer")]  # fig1's Swin rows start from timm's weights
         assert runs and all(r["status"] == "completed" for r in runs)
@@ -77,8 +78,9 @@ def test_every_experiment_completes_pretraining_first(reproduced):
             init = run["init"]
             assert init["experiment"] == pretrain and Path(init["checkpoint"]).is_relative_to(root / pretrain), init
             assert init["paper_row"].split("/")[1] == run["paper_row"].split("/")[1]
-            source = next(r for r in _runs(cwd, pretrain) if r["paper_row"] == init["paper_row"])
+            source = next(r for r in _runs(cwd, pretrain) if r["run_dir"] == init["run_dir"])
             assert init["checkpoint"] == source["best_checkpoint"] and run["trunk_hash"] == source["trunk_hash"]
+            assert run["mixer_options"] == source["mixer_options"]  # Figure 4: each lambda from its own lambda
     table6 = {r["paper_row"]: r for r in collect(root / "table6_finetune")}  # collect sets the paper's numbers
     assert {row: r["paper"]["miou"] for row, r in table6.items()} == {
         "table6/fno": 39.27, "table6/afno_static": 44.04, "table6/afno_hard35": 34.17, "table6/afno": 49.49}
@@ -86,6 +88,7 @@ def test_every_experiment_completes_pretraining_first(reproduced):
     # Figure 4's two ablations, every point of the paper's range.
     thresholds = sorted(r["mixer_options"]["sparsity_threshold"] for r in _runs(cwd, "fig4_sparsity"))
     assert thresholds == [0, 0.001, 0.01, 0.1, 1, 10]
+    assert sorted(r["mixer_options"]["sparsity_threshold"] for r in _runs(cwd, "fig4_sparsity_finetune")) == thresholds
     assert sorted(r["mixer_options"]["num_blocks"] for r in _runs(cwd, "fig4_blocks")) == [1, 2, 4, 8, 16, 32, 64]
     assert all(r["result"]["psnr"] is not None for e in ("fig4_sparsity", "fig4_blocks") for r in _runs(cwd, e))
 
