@@ -36,6 +36,9 @@ def tree(tmp_path):
     for value, psnr in ((0, 12.0), (0.01, 12.5), (1, 11.0)):
         _record(root / f"t{value}", "fig4_sparsity", "table6/afno", "inpainting", {"psnr": psnr, "num_images": 4},
                 mixer_options={"sparsity_threshold": value})
+    for value, miou in ((0, 20.0), (1, 25.0)):  # Figure 4's few-shot half, for two of the three thresholds
+        _record(root / f"f{value}", "fig4_sparsity_finetune", "table6/afno", "segmentation",
+                {"miou": miou, "num_images": 16}, mixer_options={"sparsity_threshold": value}, paper_column="celeba_faces")
     for name, params, miou in (("b0_afno", 0.1, 10.0), ("b1_afno", 0.2, 12.0)):
         _record(root, "fig1_trunks", f"fig1/{name}", "cityscapes", {"miou": miou, "num_images": 8},
                 backbone=f"segformer_{name[:2]}", params_m=params, data="embedded_streets")
@@ -73,11 +76,34 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
     # The failed Table 4 run is shown with its error's first line; Table 6 has no run and names the command.
     assert "failed: pretrained=auto found no completed pretraining run" in markdown and "\nmore" not in markdown
     assert by_key["table6"]["missing"].startswith("no completed run of table6_pretrain yet")
-    assert "Best sparsity_threshold here: 0.01 (12.50 dB), which agrees with the paper's 0.01." in by_key["figure4"]["notes"]
+    figure4 = by_key["figure4"]
+    assert ("Best sparsity_threshold by PSNR (dB) here: 0.01 (12.50; the 3 points span 1.50), which agrees with the "
+            "paper's 0.01.") in figure4["notes"]
+    assert ("Best sparsity_threshold by few-shot mIoU (%) here: 1 (25.00; the 2 points span 5.00), which differs from "
+            "the paper's 0.01.") in figure4["notes"]
+    # A description every row shares is said once above the table, not in a column of its own.
+    assert "Every row: not comparable: trained on skimage, the paper on imagenet.\n\n| sparsity_threshold | PSNR (dB) |" \
+        in markdown
+    assert '<p class="shared">Every row: not comparable: trained on skimage, the paper on imagenet.</p>' in html
+    assert "| row | PSNR (dB) | paper PSNR (dB) |" in markdown and "| comparable |" in markdown  # Table 2 has one row
+    assert [(r["sparsity_threshold"], r["PSNR (dB)"], r["few-shot mIoU (%)"]) for r in figure4["tables"]["figure4_sparsity_threshold"]] \
+        == [(0, "12.00", "20.00"), (0.01, "12.50", ""), (1, "11.00", "25.00")]
     assert by_key["table1"]["tables"]["table1_exponents"][0]["paper FLOPs"] == "N^2 d + 3 N d^2"
     for figure in ("table1_scaling.png", "figure1_miou_vs_params.png", "figure4_ablations.png"):
         assert (index.parent / "figures" / figure).read_bytes()[:8] == PNG
         assert f'src="figures/{figure}"' in html
+
+
+def test_a_sweep_whose_points_do_not_differ_names_no_best(tmp_path):
+    root = tmp_path / "runs"
+    for value, psnr in ((0, 12.9921), (0.01, 12.9930), (1, 12.9925)):
+        _record(root / f"t{value}", "fig4_sparsity", "table6/afno", "inpainting", {"psnr": psnr, "num_images": 4},
+                mixer_options={"sparsity_threshold": value})
+    index = build_report(root, tmp_path / "report", wandb_mode="disabled")
+    (figure4,) = [s for s in json.loads((index.parent / "report.json").read_text())["sections"] if s["key"] == "figure4"]
+    assert ("sparsity_threshold by PSNR (dB): all 3 points within 0.0009 of each other (12.99), so this sweep names "
+            "no best; the paper's is 0.01.") in figure4["notes"]
+    assert not any(note.startswith("Best sparsity_threshold") for note in figure4["notes"])
 
 
 def test_with_no_runs_every_section_names_the_command(tmp_path):
