@@ -137,6 +137,10 @@ def test_make_fewshot_demo():
 def test_make_help():
     result = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "make demo" in result.stdout and "make test" in result.stdout
+    # Every target README says `make help` lists is listed, with its one-line description.
+    line = next(line for line in README.splitlines() if line.startswith("`make help` lists"))
+    for target in re.findall(r"`([a-z-]+)`", line):
+        assert re.search(rf"make {target} +\S", result.stdout), (target, result.stdout)
 
 
 def _root_of(command: str) -> str | None:
