@@ -81,6 +81,8 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
             "paper's 0.01.") in figure4["notes"]
     assert ("Best sparsity_threshold by few-shot mIoU (%) here: 1 (25.00; the 2 points span 5.00), which differs from "
             "the paper's 0.01.") in figure4["notes"]
+    # The few-shot points' reason not to compare is said too, though their column sits in the PSNR table.
+    assert any("the paper on datasetgan/face" in note for note in figure4["notes"]), figure4["notes"]
     # A description every row shares is said once above the table, not in a column of its own.
     assert "Every row: not comparable: trained on skimage, the paper on imagenet.\n\n| sparsity_threshold | PSNR (dB) |" \
         in markdown

@@ -135,6 +135,11 @@ def _paper_entry(section: str, run: dict[str, Any], key: str) -> Any:
     return (paper_results().get(section, {}).get(_row_name(run)) or {}).get(key)
 
 
+def _unprinted(run: dict[str, Any]) -> str:
+    """The comparability of a point of a figure whose values the paper does not print."""
+    return run.get("comparable") or f"the paper prints no value; trained on {run.get('data')}"
+
+
 def _comparable_note(runs: list[dict[str, Any]]) -> list[str]:
     reasons = sorted({run["comparable"] for run in runs if run.get("comparable") and run["comparable"] != "yes"})
     return [f"Not comparable with the paper: {reason.removeprefix('not comparable: ')}." for reason in reasons]
@@ -179,8 +184,8 @@ def _table1(scaling: dict[str, Any] | None, figures: Path) -> Section:
     if largest < _SMALLEST_PAPER_GRID:
         notes.append(f"The largest grid here has {largest} tokens, below the {_SMALLEST_PAPER_GRID} of the paper's "
                      "smallest (ViT-B/4 at 224): at this size each call's fixed cost dominates, so these exponents "
-                     "test the measuring, not Table 1's formulas. `python scripts/model_table.py --scaling` (56^2 to "
-                     "256^2 tokens, what SCALE=paper runs) measures them.")
+                     "test the measuring, not Table 1's formulas. `python scripts/model_table.py --scaling` (its "
+                     "default grids, what SCALE=paper runs) measures them.")
     return Section("table1", title, intro, tables={"table1_exponents": exponents, "table1_cases": cases},
                    figures=[figure], notes=notes)
 
@@ -223,7 +228,7 @@ def _figure1(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path)
     rows = [{"trunk": run.get("backbone"), "mixer": run.get("mixer") or "(Swin's own)",
              "params (M)": _fmt(run.get("params_m"), 3), "mIoU (%)": _fmt((run.get("result") or {}).get("miou"), 2),
              "images": _fmt((run.get("result") or {}).get("num_images")), "init": (run.get("init") or {}).get("how", ""),
-             "comparable": run.get("comparable") or f"the paper prints no value; trained on {run.get('data')}",
+             "comparable": _unprinted(run),
              "command": run_command(run)} for run in mine]
     figure = _plot_figure1(mine, figures / "figure1_miou_vs_params.png")
     return Section("figure1", title, f"{intro} {_plan_command(plan, 'fig1_trunks')}", tables={"figure1": rows},
@@ -280,7 +285,7 @@ def _figure4(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path)
             if option == "sparsity_threshold":
                 row["few-shot mIoU (%)"] = _fmt(miou.get(_option(r, option)), 2)
             row.update({"params (M)": _fmt(r.get("params_m"), 3), "images": _fmt((r.get("result") or {}).get("num_images")),
-                        "comparable": r.get("comparable") or f"the paper prints no value; trained on {r.get('data')}",
+                        "comparable": _unprinted(r),
                         "command": run_command(r)})
             rows.append(row)
         tables[f"figure4_{option}"] = rows
@@ -290,7 +295,7 @@ def _figure4(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path)
         notes.append(_best_note(sweeps["finetune"], "sparsity_threshold", "miou", "few-shot mIoU (%)", best_threshold))
     elif sweeps["sparsity_threshold"]:
         notes.append(f"Few-shot mIoU: {_missing('fig4_sparsity_finetune', plan)}")
-    notes += _comparable_note([r for found in sweeps.values() for r in found if r.get("experiment") != "fig4_sparsity_finetune"])
+    notes += _comparable_note([r for found in sweeps.values() for r in found])
     figure = _plot_figure4(sweeps, best_threshold, best_blocks, figures / "figure4_ablations.png")
     commands = _plan_command(plan, *(e for e in experiments.values() if _of(runs, e)))
     return Section("figure4", title, f"{intro} {commands}", tables=tables, figures=[figure], notes=notes)
