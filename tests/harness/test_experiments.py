@@ -69,6 +69,23 @@ def test_every_sweep_point_composes_and_builds(experiment):
             assert cfg.pretrained == "auto" and cfg.task.selection == "max_over_run"
 
 
+def test_smoke_figure1_trunks_keep_their_order_of_size():
+    """debug=smoke shrinks every trunk, but each stays larger than the one below it (as README says), so the
+    smoke Figure 1 plots curves rather than points on top of each other."""
+    import hydra.utils
+    import torch
+
+    def params(point: str) -> int:
+        cfg = compose(["experiment=fig1_trunks", f"paper_model=fig1/{point}", "debug=smoke"])
+        with torch.device("meta"):
+            return sum(p.numel() for p in hydra.utils.instantiate(cfg.backbone).parameters())
+
+    for family in (["b0_afno", "b1_afno", "b2_afno", "b3_afno"], ["b0_gfn", "b1_gfn", "b2_gfn", "b3_gfn"],
+                   ["swin_t", "swin_s", "swin_b"]):
+        sizes = [params(point) for point in family]
+        assert sizes == sorted(set(sizes)), dict(zip(family, sizes))
+
+
 def test_fig4_blocks_holds_parameters_equal():
     """Figure 4's block sweep picks, for each k, the multiple of k whose model is closest in
     parameters to the k=4 width-584 model; up to 16 blocks that is within 1%. (From 32 blocks on, the
