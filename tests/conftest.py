@@ -1,8 +1,13 @@
-"""Fixtures shared by the whole suite: deterministic torch on the two shared cores, and a tiny
-ImageNet written in the real on-disk layout."""
+"""Fixtures shared by the whole suite: deterministic torch on the two shared cores, a tiny ImageNet
+written in the real on-disk layout, README's Table 2 smoke sweep run once for every test that needs a
+pretraining run, and what the checkout looked like before the session (nothing may be written into it)."""
 
+import json
 import signal
+import subprocess
 from pathlib import Path
+
+from checkout import checkout_state
 
 import numpy as np
 import pytest
@@ -13,11 +18,21 @@ IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 
 torch.set_num_threads(2)
 
+# The tests that must run after every other one (they check what the whole session did).
+LAST = ("test_every_readme_command_was_run", "test_the_checkout_is_left_as_found")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The session-wide checks run last, after everything they check."""
+    items.sort(key=lambda item: item.name in LAST)
+
 
 def pytest_sessionstart(session) -> None:
     """The versions the results depend on, at the top of every test run, `-q` included (every
-    metrics.json records them too)."""
+    metrics.json records them too); and the checkout's state, which the last test compares."""
     from afno_repro.runs import library_versions
+
+    session.config.checkout_before = checkout_state()
 
     versions = library_versions()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -76,3 +91,19 @@ def imagenet_root(tmp_path: Path) -> Path:
 def imagenet_classes() -> tuple[str, ...]:
     """The wnids ``imagenet_root`` holds, sorted."""
     return IMAGENET_CLASSES
+
+
+@pytest.fixture(scope="session")
+def table2_smoke(tmp_path_factory) -> dict:
+    """README's `python train.py -m experiment=table2_inpainting debug=smoke`, run once as printed from a
+    fresh working folder: the Table 2 rows that Table 3's smoke sweep, the few-shot tests and the Slurm
+    comparison build on. Returns the folder, the finished process and the sweep's summary by paper row."""
+    from readme import argv, user_env
+
+    cwd = tmp_path_factory.mktemp("table2_smoke")
+    result = subprocess.run(argv("python train.py -m experiment=table2_inpainting debug=smoke"), cwd=cwd,
+                            capture_output=True, text=True, timeout=900, env=user_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
+    rows = {row["paper_row"]: row for row in json.loads((sweep_dir / "summary.json").read_text())}
+    return {"cwd": cwd, "result": result, "sweep_dir": sweep_dir, "rows": rows}

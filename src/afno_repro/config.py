@@ -73,14 +73,16 @@ def compose(overrides: Sequence[str] = (), output_dir: str = "outputs/composed")
     return cfg
 
 
-def sweep_points(experiment: str) -> list[list[str]]:
-    """The overrides of every run of ``-m experiment=<experiment>``: the cartesian product of the
-    ``hydra.sweeper.params`` the experiment declares (``[[]]`` when it declares none)."""
+def sweep_points(experiment: str, *overrides: str) -> list[list[str]]:
+    """The overrides of every run of ``-m experiment=<experiment> [overrides]``: the cartesian product
+    of the ``hydra.sweeper.params`` the experiment declares (``[[]]`` when it declares none), as
+    ``overrides`` leave them (``debug=smoke`` trains one column of Table 3)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        cfg = hydra_compose(config_name="train", overrides=[f"experiment={experiment}", *overrides],
+                            return_hydra_config=True)
     points: list[list[str]] = [[]]
     for key, values in (cfg.hydra.sweeper.params or {}).items():
         points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]

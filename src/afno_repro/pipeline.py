@@ -42,6 +42,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+from afno_repro.config import sweep_points
 from afno_repro.runs import find_runs, write_json
 
 __all__ = ["Step", "build_plan", "main", "order", "run_plan"]
@@ -163,9 +164,7 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
     steps = []
     for name in wanted:
         cfg = configs[name]
-        points: list[list[str]] = [[]]
-        for key, values in (cfg.hydra.sweeper.params or {}).items():
-            points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
+        points = sweep_points(name, *(["debug=smoke"] if scale == "smoke" else []))
         data = _DATA_OPTIONS.get(cfg.hydra.runtime.choices.get("data"))
         sweep_dir = root / name
         command = ["python", "train.py", "-m", f"experiment={name}"]

@@ -26,6 +26,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_tiny_run_prints_the_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     done = run("--size", "64", "--rows", "afno", "gfn", "--device", "cpu", "--no-warmup", "--json", str(out))
@@ -54,6 +55,7 @@ def test_full_attention_at_1024_is_predicted_not_to_fit_a_small_limit():
     assert fused["predicted_gb"] > 2  # still far over a small limit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", ["1"])
 def test_rows_over_the_memory_limit_are_skipped_not_run(limit):
     done = run("--size", "1024", "--rows", "attention", "--device", "cpu", "--memory-limit-gb", limit)

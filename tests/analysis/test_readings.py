@@ -75,9 +75,11 @@ def test_measured_floors_match_the_training_baselines_on_tiny_images():
 
 
 @pytest.mark.slow
-def test_script_as_readme_prints_it_flags_the_pixel_grid_unattainable_and_the_token_grid_attainable():
-    """`python scripts/readings_check.py`, exactly as README prints it."""
-    result = subprocess.run([sys.executable, "scripts/readings_check.py"], cwd=REPO, capture_output=True, text=True,
+def test_script_as_readme_prints_it_flags_the_pixel_grid_unattainable_and_the_token_grid_attainable(tmp_path):
+    """`python scripts/readings_check.py`, exactly as README prints it (from a temporary folder)."""
+    from readme import argv
+
+    result = subprocess.run(argv("python scripts/readings_check.py"), cwd=tmp_path, capture_output=True, text=True,
                             check=True)
     rows = {" ".join(line.split()[:2]): line for line in result.stdout.splitlines() if line.startswith(("pixel/", "token/"))}
     assert len(rows) == 12
@@ -86,9 +88,10 @@ def test_script_as_readme_prints_it_flags_the_pixel_grid_unattainable_and_the_to
         assert line.rstrip().endswith("not ruled out") and line.split()[-4] == expected, line
 
 
-def test_script_json_output():
-    result = subprocess.run([sys.executable, "scripts/readings_check.py", "--json", "--images", "2", "--size", "64",
-                             "--no-biharmonic"], cwd=REPO, capture_output=True, text=True, check=True)
+@pytest.mark.slow
+def test_script_json_output(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "readings_check.py"), "--json", "--images", "2",
+                             "--size", "64", "--no-biharmonic"], cwd=tmp_path, capture_output=True, text=True, check=True)
     rows = {(r["grid"], r["border"], r["brush_size"], r["region"]): r for r in json.loads(result.stdout)}
     assert len(rows) == 12 * 2
     assert all(r["attainable"] for key, r in rows.items() if key[3] == "raw")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _clean_env(extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY", "HYDRA_FULL_ERROR")}
-    env.update(extra or {})
-    return env
+from readme import user_env as _clean_env
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +25,14 @@ def train_cmd() -> Callable[..., list[str]]:
 
 
 @pytest.fixture(scope="session")
-def train(train_cmd) -> Callable[..., subprocess.CompletedProcess]:
-    """Run train.py as a user would: a subprocess (from the repository root unless ``cwd`` is given, where
-    the outputs/ folder then goes), no W&B credentials."""
+def train(train_cmd, tmp_path_factory) -> Callable[..., subprocess.CompletedProcess]:
+    """Run train.py as a user would: a subprocess, no W&B credentials, from ``cwd`` (where outputs/ then
+    goes) or else from a fresh temporary folder, never from the checkout."""
 
     def run(*overrides: str, multirun: bool = False, timeout: int = 600, env: dict | None = None,
             cwd: Path | None = None):
-        return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=cwd or ROOT, capture_output=True,
-                              text=True, timeout=timeout, env=_clean_env(env))
+        return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=cwd or tmp_path_factory.mktemp("cwd"),
+                              capture_output=True, text=True, timeout=timeout, env=_clean_env(env))
 
     return run
 

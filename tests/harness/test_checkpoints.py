@@ -44,6 +44,8 @@ def task(tmp_path_factory) -> torch.nn.Module:
 
 def test_good_checkpoint_passes_and_is_returned(written, task):
     checkpoint = check_resume_checkpoint(written, task)
+    # Plain data only: it loads with weights_only=True (no pickled Python objects to trust).
+    assert torch.load(written, map_location="cpu", weights_only=True)["epoch"] == 0
     assert checkpoint["epoch"] == 0 and checkpoint["state_dict"].keys() == task.state_dict().keys()
     assert check_resume_checkpoint("last", task) is None  # Lightning resolves its own names
 

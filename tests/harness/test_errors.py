@@ -71,6 +71,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, 
     assert metrics["status"].startswith("failed") and metrics["epochs"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,expected", [("experiment=nope", "table2_inpainting"), ("mixer=nope", "afno")])
 def test_unknown_config_names_list_valid_ones_without_traceback(train, override, expected):
     result = train(override, "debug=smoke")
@@ -79,6 +80,7 @@ def test_unknown_config_names_list_valid_ones_without_traceback(train, override,
     assert "nope" in result.stderr and expected in result.stderr
 
 
+@pytest.mark.slow
 def test_user_error_from_the_command_line_has_no_traceback(train):
     result = train("debug=smoke", "mixer.name=nope", "count_flops=false")
     assert result.returncode == 2

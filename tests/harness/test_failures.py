@@ -32,9 +32,15 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("backbone.depth=0", "backbone.depth"),
     ("run_baselines=abc", "run_baselines"),
 ])
-def test_bad_run_options_are_refused_before_training(train, tmp_path, override, named):
+def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
+    """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
+    from afno_repro.train import main
+
     run_dir = tmp_path / "run"
-    err = _refused(train(*SMOKE, override, f"hydra.run.dir={run_dir}"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(compose([*SMOKE, override], output_dir=str(run_dir)))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "error:" in err
     assert named in err
     assert not list((run_dir / "checkpoints").glob("*.ckpt")), "it trained before refusing"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
@@ -57,6 +63,7 @@ def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_pa
     assert Path(record["best_checkpoint"]).is_file() and Path(record["last_checkpoint"]).is_file()
 
 
+@pytest.mark.slow
 def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of):
     run_dir = tmp_path / "run"
     assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
@@ -72,12 +79,14 @@ def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, met
     assert not (run_dir / "checkpoints" / "last-v1.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_a_run_folder_retried_after_a_failure_before_training_is_allowed(train, tmp_path):
     run_dir = tmp_path / "run"
     _refused(train(*SMOKE, "seed=abc", f"hydra.run.dir={run_dir}"))
     assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
 
 
+@pytest.mark.slow
 def test_unwritable_run_and_checkpoint_folders_fail_before_training(train, tmp_path):
     # Tests run as root, for whom permissions do not block writes: a file where a folder must go
     # blocks them for everyone.
@@ -92,11 +101,12 @@ def test_unwritable_run_and_checkpoint_folders_fail_before_training(train, tmp_p
     assert "checkpoint folder" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, clean_env, tmp_path, metrics_of,
                                                                        terminal_sigint):
     run_dir = tmp_path / "run"
     slow = (*SMOKE, "trainer.max_epochs=50", "data.train_samples_per_epoch=64", f"hydra.run.dir={run_dir}")
-    process = subprocess.Popen(train_cmd(*slow), cwd=ROOT, env=clean_env(None), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(train_cmd(*slow), cwd=tmp_path, env=clean_env(None), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -113,19 +123,22 @@ def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd
     # The recorded command resumes the run in its own folder and completes it.
     words = shlex.split(command.replace("trainer.max_epochs=50", "trainer.max_epochs=3"))
     assert words[:2] == ["python", "train.py"]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=ROOT, env=clean_env(None),
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=tmp_path, env=clean_env(None),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics_of(run_dir)["status"] == "completed"
 
 
-def test_gflops_are_counted_at_the_training_resolution(train, tmp_path, metrics_of):
+def test_gflops_are_counted_at_the_training_resolution(tmp_path):
+    from afno_repro.train import main
+
+    records = {}
     for size in (32, 48):
         run_dir = tmp_path / f"size{size}"
-        result = train("debug=smoke", "run_baselines=false", "trainer.max_epochs=1", f"data.image_size={size}",
-                       f"hydra.run.dir={run_dir}")
-        assert result.returncode == 0, result.stderr[-3000:]
-    small, large = metrics_of(tmp_path / "size32"), metrics_of(tmp_path / "size48")
+        records[size] = main(compose(["debug=smoke", "run_baselines=false", "trainer.max_epochs=1",
+                                      f"data.image_size={size}"], output_dir=str(run_dir)))
+        assert json.loads((run_dir / "metrics.json").read_text())["gflops"] == records[size]["gflops"]
+    small, large = records[32], records[48]
     assert small["gflops_image_size"] == 32 and large["gflops_image_size"] == 48
     # backbone.img_size stays 32 in debug=smoke; the cost follows the 1.5x larger images (2.25x tokens).
     assert large["gflops"] > 2 * small["gflops"]
@@ -156,14 +169,21 @@ def test_table2_attention_row_has_the_papers_heads_width_and_lr():
     assert cfg.paper.row == "attention"
 
 
-def test_a_mixer_without_a_row_lists_the_rows(train):
-    assert missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"]) is None
-    assert missing_paper_row(["experiment=table6_pretrain", "paper_model=table6/afno_hard35"]) is None
-    result = train("experiment=table2_inpainting", "mixer=fno")
-    err = _refused(result)
+@pytest.mark.slow
+def test_a_mixer_without_a_row_is_refused_by_train_py(train):
+    err = _refused(train("experiment=table2_inpainting", "mixer=fno"))
     assert "no row for mixer=fno" in err
     for row in ("afno", "attention", "gfn", "long_short"):
         assert row in err
+
+
+def test_a_mixer_without_a_row_lists_the_rows():
+    assert missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"]) is None
+    assert missing_paper_row(["experiment=table6_pretrain", "paper_model=table6/afno_hard35"]) is None
+    message = missing_paper_row(["experiment=table2_inpainting", "mixer=fno"])
+    assert "no row for mixer=fno" in message
+    for row in ("afno", "attention", "gfn", "long_short"):
+        assert row in message
     # Sweeps and the ablations' own experiments are checked the same way.
     assert "no row for mixer=gfn" in missing_paper_row(["experiment=fig4_sparsity", "mixer=gfn"])
     assert "no row for mixer=fno" in missing_paper_row(["experiment=table2_inpainting", "mixer=gfn,fno"])

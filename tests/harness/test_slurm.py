@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from afno_repro.slurm import ENDED, squeue_info_watcher
+from readme import SKIPPED, argv, user_env
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm_local.sh"
 TABLE2_ROWS = [f"table2/{row}" for row in ("attention", "long_short", "gfn", "afno")]
@@ -22,8 +23,23 @@ CANNOT_HOST = {3: "not root", 4: "Slurm is not installed and cannot be installed
                5: "the node did not become ready in time", 6: "this machine has its own Slurm configuration"}
 
 
+# README's commands for the local cluster, each run here as printed.
+START = "scripts/slurm_local.sh start"
+TABLE2 = "python train.py -m experiment=table2_inpainting debug=smoke hydra/launcher=slurm_local"
+DDP = ("python train.py -m debug=smoke trainer=ddp trainer.accelerator=cpu trainer.devices=2 hydra/launcher=slurm_local "
+       "hydra.launcher.tasks_per_node=2")
+
+
 def _script(command: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    if command == "start" and START not in SKIPPED:
+        return subprocess.run(argv(START), capture_output=True, text=True, timeout=timeout)
     return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=timeout)
+
+
+def _sweep(command: str, sweep_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """A README command as printed, from ``cwd``, its sweep folder named so the test finds it."""
+    return subprocess.run([*argv(command), f"hydra.sweep.dir={sweep_dir}"], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=user_env())
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +50,8 @@ def slurm_cluster() -> None:
     result = _script("start")
     output = (result.stdout + result.stderr).strip()
     if result.returncode in CANNOT_HOST:
+        for command in (START, TABLE2, DDP):
+            SKIPPED[command] = f"no local Slurm cluster here ({CANNOT_HOST[result.returncode]})"
         pytest.skip(f"no local Slurm cluster ({CANNOT_HOST[result.returncode]}): {output[-500:]}")
     assert result.returncode == 0, f"scripts/slurm_local.sh start failed:\n{output}"
 
@@ -56,6 +74,7 @@ def test_squeue_info_watcher_reads_states_and_jobs_that_left_the_queue():
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_start_is_idempotent_stop_and_restart(slurm_cluster):
     result = _script("start", timeout=60)
     assert result.returncode == 0 and "already running" in result.stdout, result.stdout + result.stderr
@@ -69,11 +88,11 @@ def test_start_is_idempotent_stop_and_restart(slurm_cluster):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_table2_smoke_sweep_through_slurm(slurm_cluster, train, tmp_path, metrics_of):
-    """README's command: the four Table 2 rows as four SLURM jobs, the same numbers as a local run."""
+def test_table2_smoke_sweep_through_slurm(slurm_cluster, tmp_path, metrics_of, table2_smoke):
+    """README's command: the four Table 2 rows as four SLURM jobs; the AFNO row's numbers are those of README's
+    local smoke sweep (the session's table2_smoke)."""
     sweep_dir = tmp_path / "sweep"
-    result = train("experiment=table2_inpainting", "debug=smoke", "hydra/launcher=slurm_local",
-                   f"hydra.sweep.dir={sweep_dir}", multirun=True, timeout=600)
+    result = _sweep(TABLE2, sweep_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_quiet_about_sacct(result.stderr)
     assert len(list((sweep_dir / ".submitit").glob("*/*_result.pkl"))) == 4  # ran as SLURM jobs
@@ -86,22 +105,18 @@ def test_table2_smoke_sweep_through_slurm(slurm_cluster, train, tmp_path, metric
     assert sorted(r["paper_row"] for r in summary) == sorted(TABLE2_ROWS)
     assert "table2/afno" in (sweep_dir / "summary.md").read_text()
 
-    local_dir = tmp_path / "local_afno"
-    local = train("experiment=table2_inpainting", "debug=smoke", "paper_model=table2/afno", f"hydra.run.dir={local_dir}")
-    assert local.returncode == 0, local.stderr[-3000:]
     numbers = ("psnr", "ssim", "loss", "masked_fraction", "num_images")
-    local_test, slurm_test = metrics_of(local_dir)["test"], runs["table2/afno"]["test"]
+    local_test, slurm_test = table2_smoke["rows"]["table2/afno"]["test"], runs["table2/afno"]["test"]
     assert {k: local_test[k] for k in numbers} == {k: slurm_test[k] for k in numbers}  # seeded, CPU: bit-equal
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_two_task_ddp_through_slurm(slurm_cluster, train, tmp_path, metrics_of):
-    """One job of two SLURM tasks: Lightning takes ranks from SLURM (ntasks-per-node = devices)."""
+def test_two_task_ddp_through_slurm(slurm_cluster, tmp_path, metrics_of):
+    """README's command: one job of two SLURM tasks, from which Lightning takes its ranks (ntasks-per-node =
+    devices)."""
     sweep_dir = tmp_path / "ddp"
-    result = train("debug=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                   "hydra/launcher=slurm_local", "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep_dir}",
-                   multirun=True, timeout=600)
+    result = _sweep(DDP, sweep_dir, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_quiet_about_sacct(result.stderr)
     logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob("*/*_log.err"))

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # each test starts train.py or a fresh Python with W&B
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 
@@ -26,13 +28,11 @@ FACTORY = """
 import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
 from afno_repro.loggers import make_wandb_logger
-start = time.monotonic()
 logger = make_wandb_logger(mode=sys.argv[1], save_dir=sys.argv[2], probe_timeout=float(sys.argv[3]),
                            init_timeout=float(sys.argv[4]))
-seconds = time.monotonic() - start
 logger.log_metrics({"x": 1.0}, step=0)
 run = logger.experiment
-print(json.dumps({"seconds": seconds, "offline": run.offline}))
+print(json.dumps({"offline": run.offline}))
 """
 
 
@@ -87,16 +87,15 @@ def _factory(clean_env, tmp_path: Path, env: dict, probe_timeout: float = 2.0, i
                              str(init_timeout)], capture_output=True, text=True, timeout=180, env=clean_env(env))
     assert result.returncode == 0, result.stderr[-3000:]
     # wandb's own telemetry may log after the result line (e.g. its failed exports at exit).
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith('{"seconds"')]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith('{"offline"')]
     return json.loads(line), result.stdout, save_dir
 
 
 def _smoke(train, tmp_path: Path, env: dict, *overrides: str):
     run_dir = tmp_path / "run"
-    started = time.monotonic()
     result = train("debug=smoke", "logger=wandb", "run_baselines=false", "count_flops=false", *overrides,
                    f"hydra.run.dir={run_dir}", env=env, timeout=300)
-    return result, time.monotonic() - started, run_dir
+    return result, run_dir
 
 
 def _assert_offline_run_announced(result, run_dir: Path, why: str) -> None:
@@ -109,23 +108,23 @@ def _assert_offline_run_announced(result, run_dir: Path, why: str) -> None:
 
 
 def test_api_key_but_no_server_runs_offline_without_waiting(train, tmp_path):
-    # Before: 98 s of retries, then a CommError traceback. wandb's own init timeout is 90 s, so a
-    # smoke run well under it shows that nothing waited on W&B.
+    # Before: 98 s of retries, then a CommError traceback. Now the reachability probe finds the port closed
+    # and the run goes offline before wandb.init is tried (which is what would wait).
     env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
-    result, seconds, run_dir = _smoke(train, tmp_path, env)
-    _assert_offline_run_announced(result, run_dir, "is not reachable")
-    assert seconds < 60, f"the smoke run took {seconds:.0f} s"
+    result, run_dir = _smoke(train, tmp_path, env)
+    _assert_offline_run_announced(result, run_dir, "is not reachable (")
+    assert "wandb.init failed" not in result.stdout + result.stderr
 
 
 def test_online_mode_without_credentials_runs_offline(train, tmp_path):
     env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_MODE="online")
-    result, _, run_dir = _smoke(train, tmp_path, env)
+    result, run_dir = _smoke(train, tmp_path, env)
     _assert_offline_run_announced(result, run_dir, "no W&B credentials")
 
 
 def test_disabled_mode_writes_no_wandb_run(train, tmp_path, metrics_of):
     env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
-    result, _, run_dir = _smoke(train, tmp_path, env, "logger.wandb.mode=disabled")
+    result, run_dir = _smoke(train, tmp_path, env, "logger.wandb.mode=disabled")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(run_dir.glob("wandb/*run-*")) and "W&B logs this run offline" not in result.stdout
     assert metrics_of(run_dir)["status"] == "completed"
@@ -135,8 +134,10 @@ def test_disabled_mode_writes_no_wandb_run(train, tmp_path, metrics_of):
 def test_server_that_never_answers_costs_only_the_probe_timeout(clean_env, tmp_path, silent_server):
     outcome, output, save_dir = _factory(clean_env, tmp_path, _env(tmp_path, silent_server, WANDB_API_KEY=FAKE_KEY),
                                          probe_timeout=2.0)
-    assert outcome["offline"] and outcome["seconds"] < 2.0 + 1.5, outcome
-    assert "is not reachable" in output and f"wandb sync {save_dir / 'wandb' / 'offline-run-*'}" in output
+    # The probe gave up after its timeout, and the run went offline without trying wandb.init (which waits).
+    assert outcome["offline"], outcome
+    assert re.search(r"is not reachable \((TimeoutError: timed out|no answer within 2 s)\)", output), output
+    assert "wandb.init failed" not in output and f"wandb sync {save_dir / 'wandb' / 'offline-run-*'}" in output
     assert list((save_dir / "wandb").glob("offline-run-*"))
 
 
@@ -144,6 +145,6 @@ def test_server_that_refuses_the_run_falls_back_to_offline(clean_env, tmp_path, 
     # The server answers (the probe passes) but wandb.init fails: the run still goes offline.
     outcome, output, save_dir = _factory(clean_env, tmp_path,
                                          _env(tmp_path, refusing_server, WANDB_API_KEY=FAKE_KEY), init_timeout=5.0)
-    assert outcome["offline"] and outcome["seconds"] < 5.0 + 3, outcome
-    assert "wandb.init failed" in output
+    assert outcome["offline"], outcome
+    assert "wandb.init failed" in output and "is not reachable" not in output
     assert list((save_dir / "wandb").glob("offline-run-*"))

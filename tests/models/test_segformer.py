@@ -67,7 +67,8 @@ def test_variant_heads_and_reduction_fill_unset_mixer_options(build_calls):
 
 
 def test_mit_b3_parameter_counts():
-    """SegFormer MiT-B3 with efficient attention: encoder ~44.1M, all-MLP head ~3.2M (REFERENCE.md)."""
+    """SegFormer MiT-B3 with efficient attention: SegFormer's paper (Table 1) gives the encoder 44.0M and
+    the all-MLP decoder 3.3M at ADE20K's 150 classes; with Cityscapes' 19 classes the head is ~3.2M."""
     with torch.device("meta"):
         model = SegFormer(variant="b3")
     head = sum(p.numel() for p in model.head.parameters())

@@ -4,6 +4,7 @@ the figures, W&B; and the same report with no runs at all."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,20 @@ from afno_repro.report.sections import Section
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+# The paper's section 5.5 (Sparsity Threshold): "the PSNR/mIoU peaks at lambda = 0.01".
+PAPER_BEST_THRESHOLD = 0.01
+# Figure 4's sweeps as the fixture records them: (sparsity_threshold, PSNR) of fig4_sparsity and
+# (sparsity_threshold, mIoU) of fig4_sparsity_finetune, for two of the three thresholds.
+SPARSITY_PSNR = ((0, 12.0), (0.01, 12.5), (1, 11.0))
+SPARSITY_MIOU = ((0, 20.0), (1, 25.0))
+DATA = "skimage"  # what every run of the fixture trained on unless it says otherwise
+
 
 def _record(folder: Path, experiment: str, row: str, task: str, result: dict, **extra) -> None:
     run_dir = folder / experiment / row.replace("/", "-")
     run_dir.mkdir(parents=True)
     record = {"experiment": experiment, "paper_row": row, "task": task, "status": "completed", "result": result,
-              "run_dir": str(run_dir), "data": "skimage", "image_size": 32, "params_m": 0.11, "gflops": 0.01,
+              "run_dir": str(run_dir), "data": DATA, "image_size": 32, "params_m": 0.11, "gflops": 0.01,
               "mixer": row.split("/")[1], "overrides": [f"mixer={row.split('/')[1]}", f"experiment={experiment}",
                                                         "debug=smoke", "resume=auto", "runs_root=/x"],
               "reading": {"mask": {"grid": "token", "steps": 3136, "border": "clip", "brush_size": 1}}, **extra}
@@ -33,10 +42,10 @@ def tree(tmp_path):
             paper_column="celeba_faces", data="embedded_shapes")
     _record(root, "table5_classification", "table5/afno", "classification", {"top1": 60.0, "top5": 100.0, "num_images": 50},
             data="lfw")
-    for value, psnr in ((0, 12.0), (0.01, 12.5), (1, 11.0)):
+    for value, psnr in SPARSITY_PSNR:
         _record(root / f"t{value}", "fig4_sparsity", "table6/afno", "inpainting", {"psnr": psnr, "num_images": 4},
                 mixer_options={"sparsity_threshold": value})
-    for value, miou in ((0, 20.0), (1, 25.0)):  # Figure 4's few-shot half, for two of the three thresholds
+    for value, miou in SPARSITY_MIOU:  # Figure 4's few-shot half, for two of the three thresholds
         _record(root / f"f{value}", "fig4_sparsity_finetune", "table6/afno", "segmentation",
                 {"miou": miou, "num_images": 16}, mixer_options={"sparsity_threshold": value}, paper_column="celeba_faces")
     for name, params, miou in (("b0_afno", 0.1, 10.0), ("b1_afno", 0.2, 12.0)):
@@ -48,6 +57,34 @@ def tree(tmp_path):
                                                      "task": "cityscapes", "status": "failed", "run_dir": str(failed),
                                                      "error": "pretrained=auto found no completed pretraining run\nmore"}))
     return root
+
+
+def _note(notes: list[str], anchor: str) -> str:
+    """The one note that mentions ``anchor`` (an option and the metric's column label)."""
+    found = [note for note in notes if anchor in note]
+    assert len(found) == 1, (anchor, notes)
+    return found[0]
+
+
+def _numbers(text: str) -> list[str]:
+    """The numbers a sentence states, as written."""
+    return re.findall(r"\d+(?:\.\d+)?", text)
+
+
+def _assert_names_best(note: str, points: tuple[tuple[float, float], ...], paper: float) -> None:
+    """``note`` names the best point of ``points`` (option value, metric), its score, how far the
+    sweep spreads and how many points it has, and whether it agrees with the paper's best."""
+    best_value, best_score = max(points, key=lambda point: point[1])
+    spread = best_score - min(score for _, score in points)
+    ours, said, papers = note.partition("the paper's")  # our sweep, then the paper's claim
+    assert said, note
+    assert _numbers(papers) == [str(paper)], note
+    stated = _numbers(ours)
+    assert str(best_value) in stated and f"{best_score:.2f}" in stated, note
+    assert f"{spread:.2f}" in stated and str(len(points)) in stated, note
+    # no other point of the sweep is named
+    assert not {str(value) for value, _ in points if value != best_value} & set(stated) - {str(len(points))}, note
+    assert ("agrees" in ours) == (best_value == paper) and ("differs" in ours) == (best_value != paper), note
 
 
 SCALING = {"cases": [{"mixer": m, "grid": g, "tokens": g * g, "dim": 64, "threads": 1, "seconds": 1e-3 * g ** p,
@@ -77,19 +114,34 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
     assert "failed: pretrained=auto found no completed pretraining run" in markdown and "\nmore" not in markdown
     assert by_key["table6"]["missing"].startswith("no completed run of table6_pretrain yet")
     figure4 = by_key["figure4"]
-    assert ("Best sparsity_threshold by PSNR (dB) here: 0.01 (12.50; the 3 points span 1.50), which agrees with the "
-            "paper's 0.01.") in figure4["notes"]
-    assert ("Best sparsity_threshold by few-shot mIoU (%) here: 1 (25.00; the 2 points span 5.00), which differs from "
-            "the paper's 0.01.") in figure4["notes"]
+    # Each sweep names its best point beside the paper's: PSNR's best is the paper's, few-shot mIoU's is not.
+    _assert_names_best(_note(figure4["notes"], "sparsity_threshold by PSNR (dB)"), SPARSITY_PSNR, PAPER_BEST_THRESHOLD)
+    _assert_names_best(_note(figure4["notes"], "sparsity_threshold by few-shot mIoU (%)"), SPARSITY_MIOU,
+                       PAPER_BEST_THRESHOLD)
     # The few-shot points' reason not to compare is said too, though their column sits in the PSNR table.
     assert any("the paper on datasetgan/face" in note for note in figure4["notes"]), figure4["notes"]
-    # A description every row shares is said once above the table, not in a column of its own.
-    assert "Every row: not comparable: trained on skimage, the paper on imagenet.\n\n| sparsity_threshold | PSNR (dB) |" \
-        in markdown
-    assert '<p class="shared">Every row: not comparable: trained on skimage, the paper on imagenet.</p>' in html
+    # A description every row shares is said once above the table, not in a column of its own
+    # (report.json keeps it on every row).
+    sweep_rows = figure4["tables"]["figure4_sparsity_threshold"]
+    (shared,) = {r["comparable"] for r in sweep_rows}
+    assert shared.startswith("not comparable") and DATA in shared and "imagenet" in shared, shared
+    section_md = markdown[markdown.index('<a id="figure4"></a>'):]
+    header_at = section_md.index("| sparsity_threshold |")
+    above, table = section_md[:header_at], section_md[header_at:].split("\n\n")[0]
+    assert above.count(shared) == 1 and above.rstrip().splitlines()[-1].count(shared) == 1  # the line right above
+    assert shared not in table and "comparable" not in table.splitlines()[0]
+    assert len(table.splitlines()) == 2 + len(SPARSITY_PSNR)
+    section_html = html[html.index('<section id="figure4">'):]
+    section_html = section_html[:section_html.index("</section>")]
+    above, table = section_html.split("<table>", 1)
+    (said,) = re.findall(r'<p class="shared">(.*?)</p>', above)
+    assert shared in said and section_html.count(shared) == 1
+    assert "<th>comparable</th>" not in table.split("</tr>")[0] and shared not in table
     assert "| row | PSNR (dB) | paper PSNR (dB) |" in markdown and "| comparable |" in markdown  # Table 2 has one row
-    assert [(r["sparsity_threshold"], r["PSNR (dB)"], r["few-shot mIoU (%)"]) for r in figure4["tables"]["figure4_sparsity_threshold"]] \
-        == [(0, "12.00", "20.00"), (0.01, "12.50", ""), (1, "11.00", "25.00")]
+    miou = dict(SPARSITY_MIOU)  # a threshold with no few-shot run has an empty mIoU cell
+    assert [(r["sparsity_threshold"], r["PSNR (dB)"], r["few-shot mIoU (%)"]) for r in sweep_rows] \
+        == [(value, f"{psnr:.2f}", f"{miou[value]:.2f}" if value in miou else "")
+            for value, psnr in sorted(SPARSITY_PSNR)]
     assert by_key["table1"]["tables"]["table1_exponents"][0]["paper FLOPs"] == "N^2 d + 3 N d^2"
     for figure in ("table1_scaling.png", "figure1_miou_vs_params.png", "figure4_ablations.png"):
         assert (index.parent / "figures" / figure).read_bytes()[:8] == PNG
@@ -98,13 +150,23 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
 
 def test_a_sweep_whose_points_do_not_differ_names_no_best(tmp_path):
     root = tmp_path / "runs"
-    for value, psnr in ((0, 12.9921), (0.01, 12.9930), (1, 12.9925)):
+    points = ((0, 12.9921), (0.01, 12.9930), (1, 12.9925))
+    for value, psnr in points:
         _record(root / f"t{value}", "fig4_sparsity", "table6/afno", "inpainting", {"psnr": psnr, "num_images": 4},
                 mixer_options={"sparsity_threshold": value})
     index = build_report(root, tmp_path / "report", wandb_mode="disabled")
     (figure4,) = [s for s in json.loads((index.parent / "report.json").read_text())["sections"] if s["key"] == "figure4"]
-    assert ("sparsity_threshold by PSNR (dB): all 3 points within 0.0009 of each other (12.99), so this sweep names "
-            "no best; the paper's is 0.01.") in figure4["notes"]
+    note = _note(figure4["notes"], "sparsity_threshold by PSNR (dB)")
+    scores = [psnr for _, psnr in points]
+    spread = max(scores) - min(scores)
+    assert f"{spread:.1g}" == "0.0009"  # under 0.005: it rounds to 0.00 at the table's two decimals
+    ours, said, papers = note.partition("the paper's")
+    assert said and _numbers(papers) == [str(PAPER_BEST_THRESHOLD)], note
+    # It says there is no best and why: how many points, how close (the spread) and at what level.
+    assert "no best" in ours, note
+    stated = _numbers(ours)
+    assert str(len(points)) in stated and f"{spread:.1g}" in stated and f"{max(scores):.2f}" in stated, note
+    assert not {str(value) for value, _ in points} & set(stated) - {str(len(points))}, note  # it names no threshold
     assert not any(note.startswith("Best sparsity_threshold") for note in figure4["notes"])
 
 

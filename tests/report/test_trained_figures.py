@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +14,18 @@ from afno_repro.report.sweep import collect
 from afno_repro.report.trained_figures import (_afno_spectra, figure5_section, figure6_section, resolution_section,
                                                spatial_coherence, token_clusters)
 
-ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def table2_runs(tmp_path_factory):
-    """Table 2's four rows at smoke scale, one epoch each (about 20 s)."""
-    folder = tmp_path_factory.mktemp("table2")
-    result = subprocess.run([sys.executable, "train.py", "-m", "experiment=table2_inpainting", "debug=smoke",
-                             "trainer.max_epochs=1", f"hydra.sweep.dir={folder}"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = collect(folder)
+def table2_runs(table2_smoke):
+    """Table 2's four rows at smoke scale: README's smoke sweep, run once for the whole session."""
+    runs = collect(table2_smoke["sweep_dir"])
     assert len(runs) == 4 and all(run["status"] == "completed" for run in runs)
     return runs
 
 
+@pytest.mark.slow
 def test_figure5_clusters_every_mixer_on_the_same_images(table2_runs, tmp_path):
     section = figure5_section(table2_runs, tmp_path, num_images=2)
     assert section.key == "figure5" and not section.missing and not section.notes
@@ -68,6 +61,7 @@ def test_softshrink_zeroes_more_as_the_threshold_grows():
     assert fractions[0] == 0 < fractions[1] < fractions[2] < fractions[3] == 1
 
 
+@pytest.mark.slow
 def test_figure6_measures_the_trained_afno_spectrum(table2_runs, tmp_path):
     afno = [run for run in table2_runs if run["mixer"] == "afno"]
     section = figure6_section(afno, tmp_path, num_images=2)
@@ -80,6 +74,7 @@ def test_figure6_measures_the_trained_afno_spectrum(table2_runs, tmp_path):
     assert without.missing and "sparsity threshold 0" in without.notes[0]
 
 
+@pytest.mark.slow
 def test_afno_spectrum_map_has_the_kept_modes_shape(table2_runs):
     from afno_repro.report.trained_figures import load_run
 
@@ -89,6 +84,7 @@ def test_afno_spectrum_map_has_the_kept_modes_shape(table2_runs):
     assert [layer["log_magnitude"].shape for layer in layers] == [(8, 5), (8, 5)]  # 8x8 tokens: H x (W/2 + 1)
 
 
+@pytest.mark.slow
 def test_resolution_transfer_reproduces_the_recorded_number_at_the_training_size(table2_runs, tmp_path):
     section = resolution_section(table2_runs, tmp_path, factors=(0.5, 1.0, 2.0))
     rows = section.tables["resolution"]
@@ -100,6 +96,7 @@ def test_resolution_transfer_reproduces_the_recorded_number_at_the_training_size
     assert section.figures[0].read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_a_run_without_its_checkpoint_is_a_note(table2_runs, tmp_path):
     run = dict(table2_runs[0])
     copy = tmp_path / "copy"

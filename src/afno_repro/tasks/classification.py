@@ -1,9 +1,10 @@
 """Image classification (paper Table 5, appendix A.5) as a Lightning task.
 
 A ViT/4 whose last tokens are average-pooled into ``num_classes`` logits (A.5: global average
-pooling, no class token) is trained with the recipe of the authors' released code (DeiT's, see
-``../shared/REFERENCE.md``): Mixup 0.8 / CutMix 1.0 (timm ``Mixup``, switch probability 0.5,
-applied to every batch) with label smoothing 0.1 folded into the mixed targets and timm's
+pooling, no class token) is trained with the recipe of the authors' released code
+(NVlabs/AFNO-transformer, which follows DeiT and GFNet; README "Classification and Cityscapes"):
+Mixup 0.8 / CutMix 1.0 (timm ``Mixup``, switch probability 0.5, applied to every batch) with
+label smoothing 0.1 folded into the mixed targets and timm's
 ``SoftTargetCrossEntropy``. With both alphas 0 the loss is the cross-entropy with
 ``label_smoothing``. Evaluation uses the plain cross-entropy.
 
