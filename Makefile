@@ -42,10 +42,11 @@ reproduce-all: $(STAMP)  ## every table and figure, pretraining first, then the 
 model-table: $(STAMP)  ## parameters and GFLOPs of every paper row, counted from the models, beside the paper's
 	$(PY) $(ROOT)scripts/model_table.py
 
-benchmarks: $(STAMP)  ## AFNO speed vs the reference formulation, mask generator rate, mixer scaling
+benchmarks: $(STAMP)  ## AFNO speed vs the reference formulation, mask generator rate, mixer scaling, scoring vs forward
 	$(PY) $(ROOT)scripts/benchmark_mixers.py
 	$(PY) $(ROOT)scripts/benchmark_masks.py
 	$(PY) $(ROOT)scripts/model_table.py --scaling
+	$(PY) $(ROOT)scripts/benchmark_scoring.py
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -5,7 +5,7 @@ to its ``p x p`` patch of class logits) and is finetuned with per-pixel cross-en
 labelled images (DatasetGAN's splits: 16 faces, 16 cars, 30 cats).
 
 mIoU follows DatasetGAN's evaluation: intersections and unions are summed over the whole
-evaluation set (a confusion matrix, ``torchmetrics``' ``MulticlassConfusionMatrix``, reduced over
+evaluation set (a confusion matrix, :class:`afno_repro.tasks.confusion.ConfusionMatrix`, reduced over
 DDP ranks) and every class id ``0 .. C-1`` is counted, background included; a class that occurs
 neither in the truth nor in the prediction scores 0 (DatasetGAN divides by ``union + 1e-8``).
 ``absent_classes="skip"`` leaves such classes out of the mean instead (torchmetrics' macro
@@ -57,10 +57,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, Metric, SumMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
 from afno_repro.tasks.base import PaperTask, Reported, check_choice
+from afno_repro.tasks.confusion import ConfusionMatrix
 
 __all__ = ["SegmentationTask", "PixelPrior", "iou_from_confusion", "protocol_results", "palette",
            "make_segmentation_grid", "resize_logits", "slide_logits", "SELECTIONS", "ABSENT_CLASSES", "INFERENCES"]
@@ -456,18 +456,18 @@ class SegmentationTask(PaperTask):
         self.hparams.extra_inference = extra_inference
         confusion = dict(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
         # One confusion matrix per fold of the sorted test images: every protocol is a sum of them.
-        self.val_confusion = nn.ModuleList(MulticlassConfusionMatrix(**confusion) for _ in range(num_folds))
+        self.val_confusion = nn.ModuleList(ConfusionMatrix(**confusion) for _ in range(num_folds))
         self.val_images = nn.ModuleList(SumMetric() for _ in range(num_folds))
         self.val_loss = MeanMetric()
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)
-        self.test_confusion = MulticlassConfusionMatrix(**confusion)
+        self.test_confusion = ConfusionMatrix(**confusion)
         self.test_loss = MeanMetric()
         self.test_images = SumMetric()
         self.pixel_prior = PixelPrior(num_classes, prior_size or image_size, resize=prior_size is not None)
         self.pixel_prior.persistent(True)
-        self.prior_confusion = MulticlassConfusionMatrix(**confusion)
-        self.extra_confusion = nn.ModuleDict({mode: MulticlassConfusionMatrix(**confusion) for mode in extra_inference})
+        self.prior_confusion = ConfusionMatrix(**confusion)
+        self.extra_confusion = nn.ModuleDict({mode: ConfusionMatrix(**confusion) for mode in extra_inference})
         self.history: list[dict[str, Any]] = []
         self.test_iou: Tensor | None = None
         self._grid_batch: tuple[Tensor, Tensor, Tensor] | None = None
@@ -512,6 +512,12 @@ class SegmentationTask(PaperTask):
         best = (f"maximum over the run of the mIoU on all test images, evaluated {cadence} (the paper's protocol, A.4: "
                 "selected on the reported images)") if split == "test" else (
                 f"the checkpoint of the best {split} mIoU, evaluated {cadence}, reported on the same {split} images")
+        if self._trainer is not None and not self.history and selection != "last":
+            # Training ended before its first evaluation (max_epochs below check_val_every_n_epoch): nothing
+            # was selected; the test loop scored the weights training ended with.
+            epochs = self.trainer.max_epochs
+            return (f"no evaluation during training ({epochs} epoch(s), evaluated every {every}): the weights at the end "
+                    "of training, scored on the test images, nothing selected")
         return {
             "max_over_run": best,
             "heldout": "fold 0 of the sorted test images selects the checkpoint; the other folds are reported",
@@ -525,7 +531,13 @@ class SegmentationTask(PaperTask):
         names = getattr(self.trainer.datamodule, "class_names", None) if self._trainer is not None else None
         if self.test_iou is not None:
             names = names or [str(k) for k in range(len(self.test_iou))]
-            record["test"]["per_class_iou"] = {name: round(float(v), 6) for name, v in zip(names, self.test_iou)}
+            # A class absent from truth and prediction has no IoU under absent_classes=skip: null (strict JSON
+            # has no NaN), and the record says why.
+            record["test"]["per_class_iou"] = {name: None if v != v else round(float(v), 6)
+                                               for name, v in zip(names, self.test_iou.tolist())}
+            if any(value is None for value in record["test"]["per_class_iou"].values()):
+                record["test"]["per_class_iou_null"] = ("absent from the truth and the prediction of every scored "
+                                                        "image: no IoU, left out of the mean (absent_classes=skip)")
         extra = {mode: {key.split("/", 1)[1]: value for key, value in values.items() if key.startswith(f"{mode}/")}
                  for mode in self.hparams.get("extra_inference", [])}
         if extra:
