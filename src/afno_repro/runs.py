@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shlex
 import sys
 from importlib import metadata
@@ -267,10 +268,29 @@ def resume_command(overrides: list[str], last_checkpoint: str | Path, run_dir: s
     return " ".join(shlex.quote(word) for word in words)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float in it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    """Write ``data`` to ``path`` atomically (a reader never sees half a file), as strict JSON: a
+    non-finite float (NaN, infinity) is written as ``null``, which every JSON parser reads.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "record.json"
+    >>> write_json(path, {"iou": [float("nan"), 0.5], "loss": float("inf")})
+    >>> json.loads(path.read_text())
+    {'iou': [None, 0.5], 'loss': None}
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    partial.write_text(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
     partial.replace(path)

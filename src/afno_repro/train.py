@@ -526,7 +526,9 @@ def _format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"({result.get('protocol')})")
     if init.get("checkpoint"):
         lines.append(f"started from: {init['checkpoint']}")
-    lines.append(f"run directory: {summary['run_dir']}  (metrics.json, checkpoints/, images/val_latest.png)")
+    kept = [name for name in ("metrics.json", "checkpoints/", "images/val_latest.png")
+            if (Path(summary["run_dir"]) / name).exists()]
+    lines.append(f"run directory: {summary['run_dir']}  ({', '.join(kept)})")
     offline = sorted(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
     if offline:
         lines.append(f"W&B offline run: wandb sync {offline[-1]}")

@@ -243,6 +243,13 @@ def test_missing_or_wrong_roots(tmp_path):
     assert "'ffhq_34'" in message and "cat_15/" in message
 
 
+def test_the_release_top_folder_names_its_annotation_folder(tmp_path):
+    """data.root at DatasetGAN's release top folder, whose annotation/ holds training_data/ and testing_data/."""
+    write_datasetgan(tmp_path / "release" / "annotation")
+    message = _setup_error(source="datasetgan", root=tmp_path / "release")
+    assert f"set data.root={tmp_path / 'release' / 'annotation'}" in message
+
+
 def test_empty_splits(tmp_path):
     root = write_datasetgan(tmp_path / "gan", num_train=0)
     assert "training_data/face_processed' has no image" in _setup_error(source="datasetgan", root=root)

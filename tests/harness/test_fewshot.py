@@ -124,3 +124,20 @@ def test_a_bad_pretrained_file_is_named_as_pretrained(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=r"^pretrained=.*best\.ckpt is empty \(0 bytes\)"):
         load_pretrained_backbone(nn.Linear(2, 2), empty)
+
+
+def test_a_run_that_never_evaluated_says_what_it_scored(tmp_path, capsys):
+    """trainer.max_epochs below check_val_every_n_epoch: no evaluation ran, so nothing was selected; the record
+    and the printed summary say the end-of-training weights were scored, and name no image grid that was
+    never written."""
+    from afno_repro.train import main
+
+    run_dir = tmp_path / "run"
+    record = main(compose(["experiment=table3_fewshot", "debug=smoke", "pretrained=null", "trainer.max_epochs=1",
+                           "trainer.check_val_every_n_epoch=2", f"runs_root={tmp_path}"], output_dir=str(run_dir)))
+    assert record["status"] == "completed"
+    assert record["result"]["protocol"].startswith("no evaluation during training (1 epoch(s), evaluated every 2)")
+    assert "maximum over the run" not in record["result"]["protocol"]
+    printed = capsys.readouterr().out
+    assert f"run directory: {run_dir}  (metrics.json, checkpoints/)" in printed
+    assert not (run_dir / "images" / "val_latest.png").exists()

@@ -31,8 +31,10 @@ only, every class covering fewer than ``min_class_pixels`` pixels becomes backgr
 DatasetGAN does to clean annotation slips (for both released sources; with ``bedroom_28``, whose
 id 0 is the unscored label, such pixels become unscored); the car 20 -> 12 mapping; the ignore
 label -> 255. Then images are resized to ``S x S`` bilinearly with antialiasing and masks by
-nearest neighbour at pixel centres (PIL's NEAREST, torchvision's NEAREST_EXACT), so the two stay
-aligned and no new label id appears. The few-shot sets are tiny, so :meth:`setup` reads and
+nearest neighbour at pixel centres (torch's ``nearest-exact``: output pixel ``i`` reads source pixel
+``floor((i + 0.5) * H / S)``), so the two stay aligned and no new label id appears. PIL's NEAREST
+rounds the source coordinate otherwise: at 512 -> 224 it reads another source row or column at
+positions covering 20% of the output, so labels differ wherever those neighbours differ. The few-shot sets are tiny, so :meth:`setup` reads and
 checks every file once and keeps the resized tensors in memory: a bad file fails before
 training, with a :class:`~afno_repro.data.errors.DataError` naming it.
 
@@ -141,6 +143,12 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
     else:
         raise ValueError(f"datasetgan_files got split={split!r}; use 'train' or 'test'.")
     if not folder.is_dir():
+        inside = root / "annotation" / folder.relative_to(root)
+        if inside.is_dir():  # the release's top folder: its annotation/ holds training_data/ and testing_data/
+            raise DataError(
+                f"DatasetGAN {category} {split} folder {str(folder)!r} is missing, but {str(root / 'annotation')!r} "
+                f"holds the release's training_data/ and testing_data/: set data.root={root / 'annotation'}."
+            )
         raise DataError(
             f"DatasetGAN {category} {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. data.root must "
             f"be the folder of DatasetGAN's release holding {_DATASETGAN_LAYOUT}."
@@ -243,8 +251,9 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of an ``(H, W)`` label map to ``(size, size)`` at pixel centres.
 
-    Every output pixel takes the label of the input pixel under its centre (PIL's NEAREST), so no
-    new label id appears and the map stays aligned with an image resized bilinearly.
+    Every output pixel takes the label of the input pixel under its centre (torch's ``nearest-exact``,
+    not PIL's NEAREST, which rounds differently), so no new label id appears and the map stays aligned
+    with an image resized bilinearly.
 
     Example
     -------
