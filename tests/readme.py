@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 # The data folders README's paper-scale commands name.
-DATA_ROOTS = ("/data/imagenet", "/data/datasetgan", "/data/cityscapes")
+DATA_ROOTS = ("/data/imagenet", "/data/datasetgan", "/data/cityscapes", "/data/swin")
 # Commands this session ran through argv(); read by the coverage test at the end of the session.
 RAN: set[str] = set()
 

@@ -185,10 +185,13 @@ def _missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> 
     if scale != "paper":
         return None
     missing = sorted({step.data for step in steps if step.data and not step.complete and not data_roots.get(step.data)})
+    if any(step.experiment == "fig1_trunks" and not step.complete for step in steps) and not data_roots.get("swin"):
+        missing.append("swin")  # Figure 1's Swin rows start from the Swin authors' ImageNet checkpoints
     if not missing:
         return None
     return (f"--scale paper trains on the paper's datasets; give their folders: "
-            f"{' '.join(f'--{name} /path/to/{name}' for name in missing)} (README, 'Reproducing everything'). "
+            f"{' '.join(f'--{name} /path/to/{name}' for name in missing)} (README, 'Reproducing everything'; --swin: "
+            "the folder of swin_{tiny,small,base}_patch4_window7_224.pth). "
             "To run the same graph on the embedded data in CPU minutes: --scale smoke (make reproduce-all SCALE=smoke).")
 
 

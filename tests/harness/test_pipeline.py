@@ -198,6 +198,7 @@ def test_paper_scale_without_data_names_the_options(tmp_path):
                             capture_output=True, text=True, timeout=120, env=_env())
     assert result.returncode == 2
     assert "--imagenet /path/to/imagenet" in result.stderr and "--cityscapes" in result.stderr
+    assert "--swin /path/to/swin" in result.stderr and "swin_{tiny,small,base}_patch4_window7_224.pth" in result.stderr
     assert "SCALE=smoke" in result.stderr and not (tmp_path / "outputs" / "reproduce" / "paper").exists()
 
 
@@ -244,7 +245,7 @@ def test_dry_run_of_one_experiment_as_readme_prints_it(tmp_path):
 
 
 PAPER = ("python -m afno_repro.pipeline --scale paper --imagenet /data/imagenet --datasetgan /data/datasetgan "
-         "--cityscapes /data/cityscapes")
+         "--cityscapes /data/cityscapes --swin /data/swin")
 
 
 @pytest.mark.slow
@@ -258,6 +259,8 @@ def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path
              "/data/cityscapes": write_cityscapes(tmp_path / "cityscapes")}
     write_datasetgan(tmp_path / "datasetgan", category="face")
     roots["/data/datasetgan"] = tmp_path / "datasetgan"
+    roots["/data/swin"] = tmp_path / "swin"  # Figure 1's Swin checkpoints: not read before Figure 1 runs
+    roots["/data/swin"].mkdir()
     work = tmp_path / "work"
     work.mkdir()
     process = subprocess.Popen(argv(PAPER, roots), cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

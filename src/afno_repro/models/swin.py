@@ -106,6 +106,7 @@ class SwinSegFormer(nn.Module):
         decoder_dropout: float = 0.1,
         drop_path_rate: float = 0.1,
         checkpoint: str | os.PathLike | None = None,
+        require_checkpoint: bool = False,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         num_heads: Sequence[int] | None = None,
@@ -147,6 +148,13 @@ class SwinSegFormer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for dim in self.embed_dims)
         self.reset_head(head, num_classes)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        if self.checkpoint is None and require_checkpoint:
+            raise ValueError(
+                f"this Swin trunk starts from the Swin authors' ImageNet-1K checkpoint (Figure 1, Section 5.6) and none "
+                f"was given: put {self.timm_name}.pth in a folder and pass swin_checkpoints=<folder> (make "
+                f"reproduce-all: ARGS=\"--swin <folder>\"); backbone.require_checkpoint=false trains it from random "
+                f"init instead, which is not the paper's. {_WHERE}"
+            )
         if self.checkpoint is not None:
             self.load_classification_checkpoint(self.checkpoint)
 
