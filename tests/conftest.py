@@ -107,3 +107,19 @@ def table2_smoke(tmp_path_factory) -> dict:
     (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
     rows = {row["paper_row"]: row for row in json.loads((sweep_dir / "summary.json").read_text())}
     return {"cwd": cwd, "result": result, "sweep_dir": sweep_dir, "rows": rows}
+
+
+@pytest.fixture(scope="session")
+def paper_data(tmp_path_factory) -> dict[str, Path]:
+    """Tiny datasets in the real layouts for every data folder README's paper-scale commands name, written once
+    (the runs only read them): README folder -> tiny dataset."""
+    from layouts import write_cityscapes, write_datasetgan
+
+    folder = tmp_path_factory.mktemp("paper_data")
+    for category in ("face", "car", "cat"):
+        write_datasetgan(folder / "datasetgan", category=category)
+    (folder / "swin").mkdir()  # Figure 1's Swin checkpoints: not read before Figure 1 runs
+    # 3 classes x 44 = 132 training images: one full batch of the classification recipe's 128.
+    return {"/data/imagenet": write_imagenet(folder / "imagenet", train_per_class=44),
+            "/data/cityscapes": write_cityscapes(folder / "cityscapes"),
+            "/data/datasetgan": folder / "datasetgan", "/data/swin": folder / "swin"}

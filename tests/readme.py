@@ -87,3 +87,30 @@ def record(command: str) -> None:
     (`make demo` prints the `python train.py` it runs)."""
     assert command in readme_commands(), f"README does not print {command!r}"
     RAN.add(command)
+
+
+def run_until_training_starts(command: list[str], cwd: Path, env: dict, preexec_fn) -> tuple[bool, int, str]:
+    """Run ``command`` until Lightning prints its layer table (training has started), then Ctrl-C its process
+    group as a terminal does; returns (started, exit status, output)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, preexec_fn=preexec_fn)
+    lines, started = [], False
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Trainable params" in line:
+                started = True
+                time.sleep(1.0)
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        rest, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return started, process.returncode, "".join(lines) + rest

@@ -19,14 +19,14 @@ import os
 import re
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from readme import README, RAN, SKIPPED, argv, data_roots_of, readme_commands, record, user_env
+from readme import (README, RAN, SKIPPED, argv, data_roots_of, readme_commands, record, run_until_training_starts,
+                    user_env)
 
 # The suite cannot run the commands that run it: CI runs `make test-all` (.ci/run), and `make test` runs
 # a selection of the same tests.
@@ -220,23 +220,6 @@ def test_table4_pretrain_then_cityscapes_smoke_sweeps(tmp_path):
 
 # --- the paper-scale commands, on tiny datasets in the real layouts ---------------------------------
 
-def _write_data(command: str, folder: Path, imagenet_writer) -> dict[str, Path]:
-    from layouts import write_cityscapes, write_datasetgan
-
-    data = {}
-    for root in data_roots_of(command):
-        if root == "/data/imagenet":
-            # 3 classes x 44 = 132 training images: one full batch of the classification recipe's 128.
-            data[root] = imagenet_writer(folder / "imagenet", train_per_class=44)
-        elif root == "/data/cityscapes":
-            data[root] = write_cityscapes(folder / "cityscapes")
-        else:
-            for category in ("face", "car", "cat"):
-                write_datasetgan(folder / "datasetgan", category=category)
-            data[root] = folder / "datasetgan"
-    return data
-
-
 def _finetunes(command: str) -> bool:
     return any(f"experiment={e}" in command.split() for e in NEEDS) and "pretrained=" not in command
 
@@ -244,14 +227,6 @@ def _finetunes(command: str) -> bool:
 TRAINING = [c for c in readme_commands() if c.startswith("python train.py") and data_roots_of(c)]
 PAPER_SCALE = [c for c in TRAINING if not _finetunes(c)]
 FINETUNING = [c for c in TRAINING if _finetunes(c)]
-
-
-@pytest.fixture(scope="module")
-def paper_data(tmp_path_factory, imagenet_writer) -> dict[str, Path]:
-    """Tiny datasets in the real layouts for every README data folder, written once (the runs only read them)."""
-    folder = tmp_path_factory.mktemp("paper_data")
-    return _write_data(" ".join(f"data.root={root}" for root in ("/data/imagenet", "/data/datasetgan",
-                                                                  "/data/cityscapes")), folder, imagenet_writer)
 
 
 def _concurrently(commands: list[str], run_one) -> dict[str, Any]:
@@ -293,24 +268,7 @@ def paper_scale_runs(paper_data, tmp_path_factory, terminal_sigint) -> dict[str,
 
     def run_one(command: str) -> tuple[bool, int, str, Path]:
         work = tmp_path_factory.mktemp("paper_scale")
-        process = subprocess.Popen(argv(command, paper_data), cwd=work, env=user_env(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                   preexec_fn=terminal_sigint)
-        lines, started = [], False
-        try:
-            for line in process.stdout:
-                lines.append(line)
-                if "Trainable params" in line:
-                    started = True
-                    time.sleep(1.0)
-                    process.send_signal(signal.SIGINT)
-                    break
-            rest, _ = process.communicate(timeout=300)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        return started, process.returncode, "".join(lines) + rest, work
+        return (*run_until_training_starts(argv(command, paper_data), work, user_env(), terminal_sigint), work)
 
     return _concurrently(PAPER_SCALE, run_one)
 

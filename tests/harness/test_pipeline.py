@@ -23,7 +23,7 @@ import torch
 from afno_repro.pipeline import build_plan, declared_experiments, order
 from afno_repro.report.sweep import collect
 from afno_repro.runs import auto_resume, find_runs
-from readme import argv, user_env
+from readme import argv, run_until_training_starts, user_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
@@ -249,39 +249,16 @@ PAPER = ("python -m afno_repro.pipeline --scale paper --imagenet /data/imagenet 
 
 
 @pytest.mark.slow
-def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path, imagenet_writer, terminal_sigint):
+def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path, paper_data, terminal_sigint):
     """README's paper-scale command, data paths replaced by tiny datasets in the real layouts: it starts
     Table 2's first ViT-B/4 run; a Ctrl-C (to the whole process group, as a terminal sends it) records
     that run as interrupted and ends the pipeline with 130 and how to go on."""
-    from layouts import write_cityscapes, write_datasetgan
-
-    roots = {"/data/imagenet": imagenet_writer(tmp_path / "imagenet", train_per_class=44),
-             "/data/cityscapes": write_cityscapes(tmp_path / "cityscapes")}
-    write_datasetgan(tmp_path / "datasetgan", category="face")
-    roots["/data/datasetgan"] = tmp_path / "datasetgan"
-    roots["/data/swin"] = tmp_path / "swin"  # Figure 1's Swin checkpoints: not read before Figure 1 runs
-    roots["/data/swin"].mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    process = subprocess.Popen(argv(PAPER, roots), cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, preexec_fn=terminal_sigint)
-    lines, started = [], False
-    try:
-        for line in process.stdout:
-            lines.append(line)
-            if "Trainable params" in line:
-                started = True
-                time.sleep(1.0)
-                os.killpg(process.pid, signal.SIGINT)
-                break
-        rest, _ = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    output = "".join(lines) + rest
+    started, returncode, output = run_until_training_starts(argv(PAPER, paper_data), work, _env(), terminal_sigint)
+    lines = output.splitlines(keepends=True)
     assert started and lines[1].startswith(" 1. table2_inpainting: 4 runs"), output[-3000:]
-    assert process.returncode == 130 and "Run the same command again to go on" in output, output[-3000:]
+    assert returncode == 130 and "Run the same command again to go on" in output, output[-3000:]
     (metrics_file,) = list((work / "outputs" / "reproduce" / "paper" / "table2_inpainting").rglob("metrics.json"))
     metrics = json.loads(metrics_file.read_text())
     assert metrics["status"] == "interrupted" and metrics["image_size"] == 224 and metrics["data"] == "imagenet"
