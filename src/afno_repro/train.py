@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
 from afno_repro.runs import (auto_resume, library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
                              write_json)
@@ -203,7 +204,7 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     """Check the run-level options a user types before anything is built or trained.
 
     Everything that would otherwise fail after training (or train on nonsense) fails here, with the
-    option named: ``seed``, ``trainer.max_epochs``, the run folder (writable, not another run's).
+    option named: ``seed``, ``trainer.max_epochs``, ``trainer.precision``, ``matmul_precision``, the run folder (writable, not another run's).
     """
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -222,6 +223,11 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
             f"backbone.depth={depth!r} is not a positive number of transformer blocks; a model without blocks has "
             "no token mixer to train. Use e.g. backbone.depth=12 (ViT-B/4, ViT-S/4) or 5 (ViT-XS/4)."
         )
+    try:
+        resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
+                          cfg.get("matmul_precision", "auto"))
+    except ValueError as error:
+        raise UserFacingError(str(error)) from None
     message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
     if message is not None:
         raise RunFolderInUse(message)
@@ -268,18 +274,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, enable_progress_bar=progress)
+    numerics = resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
+                                 cfg.get("matmul_precision", "auto"))
+    apply_precision(numerics)
+    trainer: pl.Trainer = instantiate(cfg.trainer, precision=numerics["trainer"], logger=loggers, callbacks=callbacks,
+                                      enable_progress_bar=progress)
 
     model_info = _model_info(cfg) if cfg.get("count_flops", True) else {}
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
+        log.info("precision: %s", numerics["rule"])
         if model_info:
             log.info("model: %.3fM parameters, %.3f GFLOPs at %dx%d (paper convention)", model_info["params_m"],
                      model_info["gflops"], model_info["gflops_image_size"], model_info["gflops_image_size"])
     for logger in loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": model_info})
 
-    summary = {**_identity(cfg, run_dir), **model_info, "reported": [item.as_dict() for item in task.reported],
+    summary = {**_identity(cfg, run_dir), **model_info, "precision": numerics,
+               "reported": [item.as_dict() for item in task.reported],
                "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": _reading(datamodule, task)}
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
