@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from afno_repro.mixers.afno import AFNO2D
+from afno_repro.mixers.afno import AFNO2D, real_imag
 from afno_repro.mixers.registry import register_mixer
 
 __all__ = ["AFF"]
@@ -48,8 +48,9 @@ class AFF(AFNO2D):
         )
 
     def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
-        mask = self.block_mlp(z)
-        return torch.stack((z[0] * mask[0] - z[1] * mask[1], z[0] * mask[1] + z[1] * mask[0]))
+        (zr, zi), (mr, mi) = real_imag(z), real_imag(self.block_mlp(z))
+        re, im = zr * mr - zi * mi, zr * mi + zi * mr
+        return torch.stack((re, im)) if z.ndim == 4 else torch.cat((re, im), dim=-1)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_blocks={self.num_blocks}, sparsity_threshold={self.sparsity_threshold}, hidden_size_factor={self.hidden_size_factor}"

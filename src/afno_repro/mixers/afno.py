@@ -15,6 +15,17 @@ buffers) comes from, measured by ``scripts/benchmark_mixers.py``:
 - the real FFTs have hand-written backwards (one inverse real FFT each, where torch's backward of
   ``rfft`` runs a complex FFT of twice the size), run on the channels-first view, and with a
   low-pass only the kept modes are transformed along H and fed to the MLP.
+
+Two block layouts of the kept modes, chosen per call by :func:`stacked_layout`:
+
+- **split** ``(2, k, T, n)`` (real, imaginary first), on a CPU in float32/float64: Gauss' trick above,
+  the fastest there (three products of ``n x n`` instead of four);
+- **stacked** ``(k, T, 2n)`` (``[real | imaginary]`` along the channels), on a GPU and under autocast:
+  each complex product is ONE real matrix product ``[xr | xi] @ [[wr, wi], [-wi, wr]]``, a wider GEMM
+  that tensor cores run well, accumulated in float32 by the GEMM itself. Under autocast the block MLP
+  runs in the autocast dtype (bf16), and its activations are saved for backward in bf16; Gauss'
+  subtraction of two rounded products would lose bits there, the stacked product does not. The FFTs and
+  the spectra between them and the MLP stay float32.
 """
 
 from __future__ import annotations
@@ -30,7 +41,8 @@ from torch.autograd.function import once_differentiable
 from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import check_channel_split, register_mixer
 
-__all__ = ["AFNO2D", "AFNOStatic", "SpectralBlockMixer", "complex_block_linear", "low_pass_cutoff"]
+__all__ = ["AFNO2D", "AFNOStatic", "SpectralBlockMixer", "complex_block_linear", "low_pass_cutoff", "real_imag",
+           "split_layout", "stacked_layout"]
 
 _SKIPS = ("identity", "conv1d")
 
@@ -184,13 +196,20 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
+def _stacked_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``(2, k, n, h)`` complex weight -> ``(k, 2n, 2h)`` real ``[[wr, wi], [-wi, wr]]``."""
+    wr, wi = weight[0], weight[1]
+    return torch.cat((torch.cat((wr, wi), dim=-1), torch.cat((-wi, wr), dim=-1)), dim=-2)
+
+
 def complex_block_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Block-diagonal complex linear map ``x W + b`` (paper Eq. 5) shared by all frequencies.
 
     Parameters
     ----------
     x : torch.Tensor
-        ``(2, k, T, n)``: real and imaginary parts of ``T`` frequencies, ``k`` channel blocks of ``n``.
+        Modes in either block layout: split ``(2, k, T, n)`` (real and imaginary parts of ``T``
+        frequencies, ``k`` channel blocks of ``n``), or stacked ``(k, T, 2n)`` (``[real | imaginary]``).
     weight : torch.Tensor
         ``(2, k, n, h)`` in the public checkpoint layout (real, imaginary).
     bias : torch.Tensor
@@ -199,7 +218,8 @@ def complex_block_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     Returns
     -------
     torch.Tensor
-        ``(2, k, T, h)``, computed with three real matrix products per complex product.
+        ``(2, k, T, h)`` for split input, computed with three real matrix products per complex product
+        (Gauss); ``(k, T, 2h)`` for stacked input, one real matrix product in ``x``'s dtype.
 
     Examples
     --------
@@ -208,21 +228,75 @@ def complex_block_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     >>> z = torch.complex(x[0], x[1]) @ torch.complex(w[0], w[1]) + torch.complex(b[0], b[1])[:, None]
     >>> torch.allclose(torch.complex(y[0], y[1]), z, atol=1e-5)
     True
+    >>> ys = complex_block_linear(torch.cat((x[0], x[1]), dim=-1), w, b)
+    >>> torch.allclose(split_layout(ys), y, atol=1e-5)
+    True
     """
+    if x.ndim == 3:
+        dtype = x.dtype
+        stacked_bias = torch.cat((bias[0], bias[1]), dim=-1).to(dtype).unsqueeze(1)
+        return torch.baddbmm(stacked_bias, x, _stacked_weight(weight).to(dtype))
     return _ComplexBlockMatmul.apply(x.contiguous(), weight.to(x.dtype), bias.to(x.dtype))
+
+
+def real_imag(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts ``(k, T, n)`` of modes in either block layout (views, no copy).
+
+    Examples
+    --------
+    >>> z = torch.randn(2, 3, 5, 4)
+    >>> all(torch.equal(a, b) for a, b in zip(real_imag(z), real_imag(torch.cat((z[0], z[1]), dim=-1))))
+    True
+    """
+    if z.ndim == 4:
+        return z[0], z[1]
+    n = z.shape[-1] // 2
+    return z[..., :n], z[..., n:]
+
+
+def split_layout(z: torch.Tensor) -> torch.Tensor:
+    """Modes in the split layout ``(2, k, T, n)``, whichever layout ``z`` is in (a view when split)."""
+    return z if z.ndim == 4 else torch.stack(real_imag(z))
+
+
+def stacked_layout(x: torch.Tensor, compute_dtype: torch.dtype) -> bool:
+    """Whether the block MLP runs on the stacked layout: on every GPU, and in reduced precision anywhere.
+
+    A CPU in float32 or float64 keeps the split layout and Gauss' three products, measured faster there
+    (``scripts/benchmark_mixers.py``); a GPU's tensor cores favour one wide GEMM.
+    """
+    return x.device.type not in ("cpu", "meta") or compute_dtype in (torch.bfloat16, torch.float16)
+
+
+def _contiguous_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous copy of ``x`` in ``dtype``, in one pass (``Tensor.to`` ignores the memory format
+    when the dtype does not change)."""
+    if x.dtype == dtype:
+        return x.contiguous()
+    return x.to(dtype, memory_format=torch.contiguous_format)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The block MLP's dtype: autocast's where autocast is on for ``x``'s device, else float32 or wider."""
+    device_type = "cpu" if x.device.type == "meta" else x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 class SpectralBlockMixer(nn.Module, abc.ABC):
     """Shared machinery of the AFNO family: skip, float32 ``rfft2``, low-pass, blocks, ``irfft2``.
 
-    A subclass implements :meth:`spectral_op`, a map on the kept frequencies in the block layout
-    ``(2, k, T, n)`` (real/imaginary, block, frequency token, channel within the block). The mixer
-    computes, for input ``x`` of shape ``(B, H, W, C)``::
+    A subclass implements :meth:`spectral_op`, a map on the kept frequencies in either block layout:
+    split ``(2, k, T, n)`` (real/imaginary, block, frequency token, channel within the block) or
+    stacked ``(k, T, 2n)`` (``[real | imaginary]`` along the channels); :func:`complex_block_linear`
+    and :func:`real_imag` take both. The mixer computes, for input ``x`` of shape ``(B, H, W, C)``::
 
         irfft2(lowpass(spectral_op(lowpass(rfft2(x))))) + skip(x)
 
-    with both FFTs ``norm="ortho"`` over ``(H, W)`` and everything between them in float32 even under
-    autocast (half-precision FFTs lose too much; the result is cast back to the input dtype).
+    with both FFTs ``norm="ortho"`` over ``(H, W)`` in float32 even under autocast (half-precision FFTs
+    lose too much); the spectral op runs in autocast's dtype where autocast is on (bf16 matrix products
+    accumulated in float32), in float32 otherwise, and the result is cast back to the input dtype.
 
     Parameters
     ----------
@@ -262,7 +336,7 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def spectral_op(self, z: torch.Tensor) -> torch.Tensor:
-        """Map the kept modes ``(2, k, T, n)`` to new ones of the same shape."""
+        """Map the kept modes (split ``(2, k, T, n)`` or stacked ``(k, T, 2n)``) to new ones of the same shape."""
 
     @abc.abstractmethod
     def complex_weights(self) -> list[torch.Tensor]:
@@ -309,8 +383,10 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
     # (channels-first for W, then (W, H) swapped for H) folds them into copies that are needed
     # regardless and lets the block layout be built from the result with one copy. Tokens are
     # ordered (batch, W frequency, H frequency), the same way in both directions.
-    def _kept_spectrum(self, x: torch.Tensor, m_h: int | None, m_w: int | None) -> torch.Tensor:
-        """``rfft2(x)`` on the kept modes only, in the block layout ``(2, k, T, n)``."""
+    def _kept_spectrum(self, x: torch.Tensor, m_h: int | None, m_w: int | None, stacked: bool = False,
+                       dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``rfft2(x)`` on the kept modes only, in the split ``(2, k, T, n)`` or stacked ``(k, T, 2n)``
+        block layout, in ``dtype`` (default ``x``'s): the layout copy does the cast."""
         z = _OrthoRFFT.apply(x.permute(0, 3, 1, 2), (3,))
         if m_w is not None:
             # Dropping the high W columns before the H transform spares that transform on them.
@@ -320,14 +396,24 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
             z = torch.cat((z[..., :m_h], z[..., -m_h:]), dim=3)
         b, _, cols, rows = z.shape
         z = torch.view_as_real(z).reshape(b, self.num_blocks, self.block_size, cols, rows, 2)
-        return z.permute(5, 1, 0, 3, 4, 2).contiguous().view(2, self.num_blocks, b * cols * rows, self.block_size)
+        dtype = dtype or z.dtype
+        if stacked:
+            z = _contiguous_as(z.permute(1, 0, 3, 4, 5, 2), dtype)
+            return z.view(self.num_blocks, b * cols * rows, 2 * self.block_size)
+        z = _contiguous_as(z.permute(5, 1, 0, 3, 4, 2), dtype)
+        return z.view(2, self.num_blocks, b * cols * rows, self.block_size)
 
     def _grid_from_modes(self, y: torch.Tensor, b: int, h: int, w: int, m_h: int | None, m_w: int | None) -> torch.Tensor:
-        """``irfft2`` of the kept modes ``y`` (block layout), every dropped mode being zero."""
+        """``irfft2`` of the kept modes ``y`` (either block layout, cast back to float32 or wider by the
+        layout copy), every dropped mode being zero."""
         rows = h if m_h is None else 2 * m_h
         cols = w // 2 + 1 if m_w is None else m_w
-        y = y.reshape(2, self.num_blocks, b, cols, rows, self.block_size).permute(2, 1, 5, 3, 4, 0)
-        y = torch.view_as_complex(y.contiguous().view(b, self.dim, cols, rows, 2))
+        if y.ndim == 3:
+            y = y.reshape(self.num_blocks, b, cols, rows, 2, self.block_size).permute(1, 0, 5, 2, 3, 4)
+        else:
+            y = y.reshape(2, self.num_blocks, b, cols, rows, self.block_size).permute(2, 1, 5, 3, 4, 0)
+        y = _contiguous_as(y, torch.promote_types(y.dtype, torch.float32))
+        y = torch.view_as_complex(y.view(b, self.dim, cols, rows, 2))
         if m_h is not None:
             y = torch.cat((y[..., :m_h], y.new_zeros(b, self.dim, cols, h - rows), y[..., m_h:]), dim=3)
         y = torch.fft.ifft(y, dim=3, norm="ortho").transpose(2, 3).contiguous()
@@ -342,8 +428,10 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
             )
         b, h, w, _ = x.shape
         m_h, m_w = self.cutoffs(h, w)
+        compute_dtype = _compute_dtype(x)
+        stacked = stacked_layout(x, compute_dtype)
         with autocast_off(x):
-            z = self._kept_spectrum(x.to(torch.promote_types(x.dtype, torch.float32)), m_h, m_w)
+            z = self._kept_spectrum(x.to(torch.promote_types(x.dtype, torch.float32)), m_h, m_w, stacked, compute_dtype)
             y = self._grid_from_modes(_ContiguousGrad.apply(self.spectral_op(z)), b, h, w, m_h, m_w)
         # The skip goes first so that the sum takes its channels-last memory layout.
         return self._skip(x) + y.to(x.dtype)
@@ -436,7 +524,7 @@ class AFNO2D(SpectralBlockMixer):
         return [self.w1, self.w2]
 
     def block_mlp(self, z: torch.Tensor) -> torch.Tensor:
-        """Complex block MLP and soft-thresholding on modes ``(2, k, T, n)`` (Eqs. 6 and 8)."""
+        """Complex block MLP and soft-thresholding on modes in either block layout (Eqs. 6 and 8)."""
         z = F.relu(complex_block_linear(z, self.w1, self.b1))
         z = complex_block_linear(z, self.w2, self.b2)
         return self.shrink(z)

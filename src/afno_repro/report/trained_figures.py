@@ -237,7 +237,7 @@ def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, l
 
 def _afno_spectra(task: torch.nn.Module, images: torch.Tensor) -> list[dict[str, Any]]:
     """Per AFNO layer: mean |spectrum| after softshrink on the kept (H freq, W freq) modes and the zeroed fractions."""
-    from afno_repro.mixers.afno import AFNO2D
+    from afno_repro.mixers.afno import AFNO2D, split_layout
 
     mixers = [block.mixer for block in task.backbone.blocks if isinstance(block.mixer, AFNO2D)]
     grids: list[tuple[int, int]] = []
@@ -254,7 +254,9 @@ def _afno_spectra(task: torch.nn.Module, images: torch.Tensor) -> list[dict[str,
         m_h, m_w = mixer.cutoffs(h, w)
         rows = h if m_h is None else 2 * m_h
         cols = w // 2 + 1 if m_w is None else m_w
-        # Block layout (re/im, blocks, batch*cols*rows, channels per block), tokens ordered (batch, W freq, H freq).
+        # Split block layout (re/im, blocks, batch*cols*rows, channels per block), tokens ordered
+        # (batch, W freq, H freq); a GPU or autocast run hands over the stacked layout, converted here.
+        before, after = split_layout(before), split_layout(after)
         magnitude = after.float().pow(2).sum(0).sqrt()
         mean = magnitude.reshape(mixer.num_blocks, len(images), cols, rows, -1).mean(dim=(0, 1, 4)).T
         layers.append({"layer": index + 1, "log_magnitude": torch.log10(mean + 1e-8).cpu().numpy(),
