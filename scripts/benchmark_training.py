@@ -1,0 +1,247 @@
+"""What one training step of every row of Tables 2, 4 and 5 costs at the size the experiment trains.
+
+For each row of ``-m experiment=<name>`` (the experiment's own sweep), the script composes the row's
+config exactly as ``train.py`` would, builds its backbone, and times full training steps on random
+input of the configured per-device batch and resolution: forward, a loss on the output, backward, and
+one step of the row's configured optimizer (Adam or AdamW). It reports, per row:
+
+- images/s eager, and compiled (``torch.compile`` of the backbone) with ``--compile``, with the compile time;
+- peak GPU memory (on a GPU); a batch that runs out of memory is halved until one fits, and the row
+  says how many accumulation steps (or devices) the configured batch needs;
+- achieved FLOP/s: 6x the forward multiply-accumulates counted from the model (every matmul,
+  attention's two included; a step is about three forwards of two FLOPs per MAC; FFTs not counted)
+  times images/s, against the device's peak, measured here on an 8192^3 matrix product in
+  the step's dtype (a 1024^3 float32 one on a CPU);
+- GPU-hours at the configured epochs: epochs x training images / images/s (ImageNet-1k's 1,281,167
+  training images, Cityscapes' 2,975 fine training images, or ``data.train_samples_per_epoch``).
+
+What it leaves out, by design: data loading (measured at 2 ms per step against a 1.3 s step through
+``train.py`` on an H200, README "Speed on a GPU"), the task's loss and metrics (elementwise on the
+output), and validation. The loss here is the mean square of the output, the same backward work.
+
+Usage::
+
+    python scripts/benchmark_training.py --device cuda --precision bf16-mixed --json training.json
+    python scripts/benchmark_training.py --device cuda --experiments table2_inpainting --compile
+    python scripts/benchmark_training.py --smoke --steps 1       # every row, shrunk (debug=smoke), on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
+# Training-set sizes of the paper's datasets (their published split sizes), for the GPU-hours column.
+TRAIN_IMAGES = {"imagenet": 1_281_167, "cityscapes": 2_975}
+
+
+def peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """The device's matrix-product rate in ``dtype``, measured: the ceiling the achieved rate is set against."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start, repeats = time.perf_counter(), 10 if device.type == "cuda" else 3
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_images(cfg: Any) -> int | None:
+    """Training images per epoch of the row's data config (``None`` for data of unknown size)."""
+    data = cfg.data
+    if data.get("train_samples_per_epoch"):
+        return int(data.train_samples_per_epoch)
+    return TRAIN_IMAGES.get(str(data.get("source") or data.get("name")))
+
+
+def _optimizer(cfg: Any, params) -> torch.optim.Optimizer:
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.optimizer)(params)
+
+
+def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps: int, compile_model: bool) -> dict[str, Any]:
+    """Build the row's backbone and time ``steps`` training steps (after warm-up) at ``batch``."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.backbone).to(device).train()
+    optimizer = _optimizer(cfg, model.parameters())
+    size = int(cfg.data.image_size)
+    x = torch.randn(batch, int(cfg.backbone.get("in_chans", 3)), size, size, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    step_model = model
+    compile_s = None
+    if compile_model:
+        step_model = torch.compile(model)
+
+    def step() -> None:
+        with autocast:
+            out = step_model(x)
+        loss = out.float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    step()  # warm-up: cuDNN/cuFFT plans, allocator, the compile
+    _sync(device)
+    first = time.perf_counter() - start
+    if compile_model:
+        compile_s = first
+    step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    row = {"batch": batch, "step_s": seconds, "images_per_s": batch / seconds, "first_step_s": first}
+    if compile_s is not None:
+        row["compile_s"] = compile_s
+    if device.type == "cuda":
+        row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del model, optimizer, step_model, x
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def measure(cfg: Any, device: torch.device, precision: str, steps: int, compile_model: bool) -> dict[str, Any]:
+    """Time the configured batch; on out-of-memory halve it until one fits and say what the batch needs."""
+    configured = int(cfg.data.batch_size)
+    batch = configured
+    while batch >= 1:
+        try:
+            row = time_steps(cfg, batch, device, precision, steps, compile_model)
+            if batch != configured:
+                row["out_of_memory_at"] = configured
+                row["accumulation_needed"] = math.ceil(configured / batch)
+            return row
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch //= 2
+    return {"batch": configured, "error": "out of memory even at batch 1"}
+
+
+def rows_of(experiments: list[str], smoke: bool, only: list[str] | None) -> list[tuple[str, list[str]]]:
+    from afno_repro.config import sweep_points
+
+    extra = ["debug=smoke"] if smoke else []
+    rows = []
+    for experiment in experiments:
+        for point in sweep_points(experiment, *extra):
+            label = " ".join(point)
+            if only and not any(name in label for name in only):
+                continue
+            rows.append((experiment, [f"experiment={experiment}", *point, *extra]))
+    return rows
+
+
+def _number(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table_line(row: dict[str, Any]) -> str:
+    """One printed row: what the JSON holds, '-' where a value was not measured."""
+    eager, compiled = row["eager"], row.get("compiled") or {}
+    fraction = row.get("fraction_of_peak")
+    line = (f"{row['experiment']:<22}{' '.join(row['overrides'])[:39]:<40}{eager.get('batch', '-'):>6}"
+            f"{_number(eager.get('images_per_s'), '.1f'):>9}{_number(compiled.get('images_per_s'), '.1f'):>9}"
+            f"{_number(eager.get('peak_memory_gib'), '.1f'):>9}{_number(row.get('achieved_tflops'), '.3g'):>8}"
+            f"{_number(None if fraction is None else 100 * fraction, '.1f'):>7}%{_number(row.get('gpu_hours'), '.0f'):>9}")
+    if "out_of_memory_at" in eager:
+        line += f"  (out of memory at {eager['out_of_memory_at']}: {eager['accumulation_needed']} accumulation steps)"
+    for label, result in (("eager", eager), ("compiled", compiled)):
+        if "error" in result:
+            line += f"  {label}: {result['error']}"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16-mixed", "32-true"),
+                        help="auto: the training default (afno_repro.precision): bf16-mixed on a GPU, 32-true on a CPU")
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    parser.add_argument("--rows", nargs="+", help="only rows whose overrides contain one of these (e.g. afno attention)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (after two warm-up steps)")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd backbone")
+    parser.add_argument("--smoke", action="store_true", help="debug=smoke's shrunk models and batches (a CPU check of the script)")
+    parser.add_argument("--json", help="write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA GPU here; use --device cpu (with --smoke for a quick check).",
+              file=sys.stderr)
+        return 2
+    from afno_repro.analysis.complexity import count_flops
+    from afno_repro.config import compose
+    from afno_repro.precision import apply_precision, resolve_precision
+    from hydra.utils import instantiate
+
+    device = torch.device(args.device)
+    numerics = resolve_precision("cuda" if device.type == "cuda" else "cpu", args.precision)
+    apply_precision(numerics)
+    precision = numerics["trainer"]
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    peak = peak_tflops(device, dtype)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"training step per row: {name}, {precision}, float32 matmul {numerics['float32_matmul']}, torch {torch.__version__}, "
+          f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
+    print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'TFLOP/s':>8}{'of peak':>8}{'GPU-h':>9}")
+    results = []
+    for experiment, overrides in rows_of(args.experiments, args.smoke, args.rows):
+        cfg = compose(overrides, output_dir="outputs/benchmark_training")
+        size = int(cfg.data.image_size)
+        with torch.device("meta"):
+            meta_model = instantiate(cfg.backbone)
+        # The paper's GFLOPs are multiply-accumulates: a training step is ~3 forwards of 2 FLOPs each.
+        report = count_flops(meta_model, (1, int(cfg.backbone.get("in_chans", 3)), size, size), attention_matmuls="both")
+        gmacs = report.gflops
+        row: dict[str, Any] = {"experiment": experiment, "overrides": overrides[1:], "image_size": size,
+                               "configured_batch": int(cfg.data.batch_size), "epochs": int(cfg.trainer.max_epochs),
+                               "forward_gmacs_per_image": gmacs, "train_images": train_images(cfg)}
+        row["eager"] = measure(cfg, device, precision, args.steps, False)
+        if args.compile:
+            try:
+                row["compiled"] = measure(cfg, device, precision, args.steps, True)
+            except Exception as error:  # a compiler failure is a result to report, not a crash of the benchmark
+                row["compiled"] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+        eager = row["eager"]
+        best = max((r.get("images_per_s", 0) for r in (row["eager"], row.get("compiled") or {})), default=0)
+        if "images_per_s" in eager:
+            achieved = 6 * gmacs * 1e9 * eager["images_per_s"] / 1e12
+            row["achieved_tflops"], row["fraction_of_peak"] = achieved, achieved / peak
+            if row["train_images"] and best:
+                row["gpu_hours"] = row["epochs"] * row["train_images"] / best / 3600
+        results.append(row)
+        print(_table_line(row))
+    print("GPU-h: epochs x training images / the faster of eager and compiled images/s, on this one device; TFLOP/s: "
+          "6 x forward MACs (every matmul, no FFTs) x eager images/s, against the measured matmul peak.")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": name, "precision": numerics, "peak_tflops": peak, "torch": torch.__version__,
+                       "rows": results}, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

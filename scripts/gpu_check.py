@@ -1,0 +1,158 @@
+"""The GPU check: one short script that measures what README's GPU speed numbers say, and writes one JSON.
+
+Sections, in order (each adds its part to the JSON as soon as it ends, so a run stopped at its time
+limit keeps what it measured):
+
+1. ``mixers``: ``scripts/benchmark_mixers.py`` on the device at ViT-B/4 token shapes (56x56, d=768,
+   batch 16), float32 without TF32 (the float32 reference point) and with TF32, plus bf16 autocast:
+   our AFNO against the reference formulation on the same weights, with its agreement checks;
+2. ``profile``: ``torch.profiler``'s kernel table of our AFNO's forward+backward (k=8, batch 16), bf16
+   autocast and float32: where the time goes, for the next optimisation;
+3. ``training``: ``scripts/benchmark_training.py``: one training step of every row of Tables 2, 4 and 5
+   at the size the experiment trains, in the training default precision (bf16-mixed on a GPU);
+4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke logger=csv``, the Table 2
+   sweep at smoke size through the real entry point, in the default precision: each run's status,
+   precision and seconds (W&B is left out: the device machine has no network and no wandb);
+5. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
+
+Usage::
+
+    python scripts/gpu_check.py --out gpu_check.json            # on a GPU: under 10 minutes
+    python scripts/gpu_check.py --device cpu --smoke --out x.json   # the same path on a CPU, shrunk (tested)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SCRIPTS = Path(__file__).resolve().parent
+ROOT = SCRIPTS.parent
+sys.path.insert(0, str(SCRIPTS))
+
+import benchmark_mixers  # noqa: E402
+import benchmark_training  # noqa: E402
+
+
+def _write(path: Path, report: dict) -> None:
+    path.write_text(json.dumps(report, indent=2, default=str))
+
+
+def _section(report: dict, path: Path, name: str, func) -> None:
+    """Run one section; its result (or its error) and its seconds go into the JSON at once."""
+    start = time.perf_counter()
+    try:
+        report[name] = func()
+    except Exception as error:  # one section failing must not lose the others' measurements
+        report[name] = {"error": f"{type(error).__name__}: {error}"}
+    report.setdefault("seconds", {})[name] = round(time.perf_counter() - start, 1)
+    print(f"[gpu_check] {name}: {report['seconds'][name]} s", flush=True)
+    _write(path, report)
+
+
+def _json_of(script, argv: list[str], path: Path) -> dict:
+    status = script.main([*argv, "--json", str(path)])
+    result = json.loads(path.read_text())
+    result["exit_status"] = status
+    return result
+
+
+def _sweep(work: Path, smoke_overrides: list[str]) -> dict:
+    """Table 2's smoke sweep through train.py as a user types it (plus logger=csv), then its records."""
+    sweep_dir = work / "sweep"
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=table2_inpainting", "debug=smoke",
+               "logger=csv", *smoke_overrides, f"hydra.sweep.dir={sweep_dir}"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    runs = []
+    for metrics in sorted(sweep_dir.glob("*/metrics.json")):
+        record = json.loads(metrics.read_text())
+        runs.append({"mixer": record.get("mixer"), "status": record.get("status"), "precision": record.get("precision"),
+                     "wall_time_s": record.get("wall_time_s"), "test": record.get("test")})
+    return {"command": " ".join(command[1:]), "exit_status": done.returncode, "seconds": time.perf_counter() - start,
+            "runs": runs, "stderr_tail": done.stderr[-2000:] if done.returncode else ""}
+
+
+def _profile(device: str, smoke: bool) -> dict:
+    """Where our AFNO's forward+backward spends its time, kernel by kernel (k=8, bf16 autocast and float32)."""
+    from afno_repro.mixers import build_mixer
+
+    batch, grid, dim = (2, 14, 64) if smoke else (16, 56, 768)
+    mixer = build_mixer("afno", dim, num_blocks=8).to(device)
+    x = torch.randn(batch, grid, grid, dim, device=device, requires_grad=True)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    tables = {}
+    for label, autocast in (("bf16 autocast", True), ("float32", False)):
+        def step():
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+                y = mixer(x)
+            y.float().square().mean().backward()
+        for _ in range(2):
+            step()
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+        sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+        tables[label] = prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=60)
+        print(f"[gpu_check] profile, {label}, 3 steps:\n{tables[label]}", flush=True)
+    return {"batch": batch, "grid": grid, "dim": dim, "tables": tables}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="gpu_check.json", help="the JSON to write")
+    parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a shrunk run of the same path)")
+    parser.add_argument("--smoke", action="store_true", help="small shapes and debug=smoke rows (for a CPU)")
+    parser.add_argument("--work", help="folder for the runs and partial JSONs (default: beside --out)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("mixers", "profile", "training", "sweep", "compiled"))
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: no CUDA GPU here; run on a GPU machine, or use --device cpu --smoke to try the script.", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    work = Path(args.work).resolve() if args.work else out.parent / (out.stem + "_work")
+    work.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
+              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+              "cuda": torch.version.cuda, "smoke": args.smoke}
+    _write(out, report)
+    mixer_args = ["--device", args.device, *(["--quick", "--batch", "2", "--repeats", "2"] if args.smoke else
+                                             ["--batch", "16", "--repeats", "10"])]
+    training_args = ["--device", args.device, *(["--smoke", "--steps", "1"] if args.smoke else ["--steps", "3"])]
+    if "mixers" not in args.skip:
+        _section(report, out, "mixers", lambda: {
+            precision: _json_of(benchmark_mixers, [*mixer_args, "--matmul-precision", precision], work / f"mixers_{precision}.json")
+            for precision in ("highest", "high")})
+    if "profile" not in args.skip:
+        _section(report, out, "profile", lambda: _profile(args.device, args.smoke))
+    if "training" not in args.skip:
+        experiments = ["table2_inpainting", "table5_classification", "table4_cityscapes"]
+        _section(report, out, "training", lambda: _json_of(
+            benchmark_training, [*training_args, "--experiments", *experiments, *(["--rows", "afno"] if args.smoke else [])],
+            work / "training.json"))
+    if "sweep" not in args.skip:
+        _section(report, out, "sweep", lambda: _sweep(work, []))
+    if "compiled" not in args.skip:
+        _section(report, out, "compiled", lambda: _json_of(
+            benchmark_training, [*training_args, "--experiments", "table2_inpainting", "--rows", "mixer=afno",
+                                 *([] if args.smoke else ["mixer=attention"]), "--compile"], work / "compiled.json"))
+    failed = [name for name in ("mixers", "profile", "training", "sweep", "compiled")
+              if isinstance(report.get(name), dict) and "error" in report[name]]
+    print(f"[gpu_check] wrote {out}" + (f"; sections that failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
