@@ -10,10 +10,13 @@ limit keeps what it measured):
    autocast and float32: where the time goes, for the next optimisation;
 3. ``training``: ``scripts/benchmark_training.py``: one training step of every row of Tables 2, 4 and 5
    at the size the experiment trains, in the training default precision (bf16-mixed on a GPU);
-4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke logger=csv``, the Table 2
-   sweep at smoke size through the real entry point, in the default precision: each run's status,
-   precision and seconds (W&B is left out: the device machine has no network and no wandb);
-5. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
+4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke trainer.accelerator=gpu``,
+   the Table 2 sweep at smoke size through the real entry point, in the default precision (bf16-mixed
+   on the GPU; debug=smoke pins the CPU otherwise): each run's status, precision and seconds;
+5. ``train_py``: seconds per step of ``python train.py experiment=table2_inpainting mixer=afno`` at the
+   true size on a synthetic ImageNet written in the real layout, default precision (two runs of different
+   lengths, so that start-up and evaluation cancel; ``logger=csv``: the device machine has no network);
+6. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
 
 Usage::
 
@@ -64,11 +67,12 @@ def _json_of(script, argv: list[str], path: Path) -> dict:
     return result
 
 
-def _sweep(work: Path, smoke_overrides: list[str]) -> dict:
-    """Table 2's smoke sweep through train.py as a user types it (plus logger=csv), then its records."""
+def _sweep(work: Path, device: str) -> dict:
+    """Table 2's smoke sweep through train.py as a user types it; on a GPU with trainer.accelerator=gpu
+    (debug=smoke pins the CPU), so it trains in the default precision there: bf16-mixed."""
     sweep_dir = work / "sweep"
     command = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=table2_inpainting", "debug=smoke",
-               "logger=csv", *smoke_overrides, f"hydra.sweep.dir={sweep_dir}"]
+               *(["trainer.accelerator=gpu"] if device.startswith("cuda") else []), f"hydra.sweep.dir={sweep_dir}"]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
     runs = []
@@ -78,6 +82,47 @@ def _sweep(work: Path, smoke_overrides: list[str]) -> dict:
                      "wall_time_s": record.get("wall_time_s"), "test": record.get("test")})
     return {"command": " ".join(command[1:]), "exit_status": done.returncode, "seconds": time.perf_counter() - start,
             "runs": runs, "stderr_tail": done.stderr[-2000:] if done.returncode else ""}
+
+
+def _write_imagenet(root: Path, classes: int, per_class: int, size: int) -> Path:
+    """A synthetic ImageNet in the real layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), random pixels."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", max(2, per_class // 10))):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (size, size + 32 * (i % 3), 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"n{c:08d}_{i}.JPEG", quality=90)
+    return root
+
+
+def _train_py_step(work: Path, smoke: bool) -> dict:
+    """Seconds per training step of ``python train.py experiment=table2_inpainting`` (AFNO, its true size, the
+    default precision) on a synthetic ImageNet: two runs that differ only in steps per epoch, so that start-up,
+    validation and the test pass cancel in the difference."""
+    root = _write_imagenet(work / "imagenet", classes=4, per_class=8 if smoke else 400, size=32 if smoke else 256)
+    batch = 4 if smoke else 64
+    steps = (2, 4) if smoke else (10, 30)
+    runs = []
+    for count in steps:
+        run_dir = work / f"train_py_{count}"
+        command = [sys.executable, str(ROOT / "train.py"), "experiment=table2_inpainting", "mixer=afno", f"data.root={root}",
+                   "trainer.max_epochs=1", f"data.train_samples_per_epoch={count * batch}", f"data.val_samples={batch}",
+                   "logger=csv", f"hydra.run.dir={run_dir}", *(["debug=smoke", f"data.root={root}"] if smoke else [])]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True)
+        record = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+        runs.append({"steps": count, "exit_status": done.returncode, "seconds": time.perf_counter() - start,
+                     "status": record.get("status"), "precision": record.get("precision"),
+                     "stderr_tail": done.stderr[-1500:] if done.returncode else ""})
+    step_s = (runs[1]["seconds"] - runs[0]["seconds"]) / (steps[1] - steps[0])
+    return {"command": "python train.py experiment=table2_inpainting mixer=afno data.root=<synthetic ImageNet> "
+                       "trainer.max_epochs=1 data.train_samples_per_epoch=<steps x 64> data.val_samples=64 logger=csv",
+            "batch": batch, "step_s": step_s, "images_per_s": batch / step_s, "runs": runs}
 
 
 def _profile(device: str, smoke: bool) -> dict:
@@ -115,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a shrunk run of the same path)")
     parser.add_argument("--smoke", action="store_true", help="small shapes and debug=smoke rows (for a CPU)")
     parser.add_argument("--work", help="folder for the runs and partial JSONs (default: beside --out)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("mixers", "profile", "training", "sweep", "compiled"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("mixers", "profile", "training", "sweep", "train_py", "compiled"))
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: no CUDA GPU here; run on a GPU machine, or use --device cpu --smoke to try the script.", file=sys.stderr)
@@ -142,12 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             benchmark_training, [*training_args, "--experiments", *experiments, *(["--rows", "afno"] if args.smoke else [])],
             work / "training.json"))
     if "sweep" not in args.skip:
-        _section(report, out, "sweep", lambda: _sweep(work, []))
+        _section(report, out, "sweep", lambda: _sweep(work, args.device))
+    if "train_py" not in args.skip:
+        _section(report, out, "train_py", lambda: _train_py_step(work, args.smoke))
     if "compiled" not in args.skip:
         _section(report, out, "compiled", lambda: _json_of(
             benchmark_training, [*training_args, "--experiments", "table2_inpainting", "--rows", "mixer=afno",
                                  *([] if args.smoke else ["mixer=attention"]), "--compile"], work / "compiled.json"))
-    failed = [name for name in ("mixers", "profile", "training", "sweep", "compiled")
+    failed = [name for name in ("mixers", "profile", "training", "sweep", "train_py", "compiled")
               if isinstance(report.get(name), dict) and "error" in report[name]]
     print(f"[gpu_check] wrote {out}" + (f"; sections that failed: {failed}" if failed else ""))
     return 1 if failed else 0
