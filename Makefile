@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo fewshot-demo test test-all model-table benchmarks reproduce-all clean
+.PHONY: help install demo fewshot-demo test test-all model-table benchmarks gpu-check reproduce-all clean
 # Byte-code goes into the environment, not beside the sources: a test run leaves the checkout as it found it.
 export PYTHONPYCACHEPREFIX := $(VENV)/pycache
 
@@ -47,6 +47,9 @@ benchmarks: $(STAMP)  ## AFNO speed vs the reference formulation, mask generator
 	$(PY) $(ROOT)scripts/benchmark_masks.py
 	$(PY) $(ROOT)scripts/model_table.py --scaling
 	$(PY) $(ROOT)scripts/benchmark_scoring.py
+
+gpu-check: $(STAMP)  ## on a GPU: mixer speed, one training step per Table 2/4/5 row, the bf16 smoke sweep -> outputs/gpu_check.json (<10 min)
+	mkdir -p outputs && $(PY) $(ROOT)scripts/gpu_check.py --out outputs/gpu_check.json
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -80,6 +80,7 @@ def test_bf16_mixed_precision_run(tmp_path):
         record = main(compose(["debug=smoke", "run_baselines=false", f"trainer.precision={precision}"],
                               output_dir=str(tmp_path / precision)))
         assert record["status"] == "completed"
+        assert record["precision"]["trainer"] == precision and "as given" in record["precision"]["rule"]
         results[precision] = record["test"]
     assert results["bf16-mixed"]["psnr"] is not None
     assert abs(results["bf16-mixed"]["ssim"] - results["32-true"]["ssim"]) < 0.03
