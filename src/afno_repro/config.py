@@ -16,7 +16,7 @@ Importing this module registers the OmegaConf resolvers the configs use:
     The class count of a DatasetGAN category (face 34, car 20, cat 16).
 ``${name_classes:name}``
     The class count in a DDPM-segmentation dataset name, its numeric suffix (``ffhq_34`` -> 34).
-``${scaled_lr:lr,reference_batch,batch_size,devices,num_nodes}``
+``${scaled_lr:lr,reference_batch,batch_size,devices,num_nodes[,accumulation]}``
     The linear scaling rule of A.5 (``lr x global batch / reference_batch``, "(BatchSize/512) x
     5e-4"): the global batch is ``batch_size`` per process times the processes, ``devices`` (an
     int, or ``auto``: the visible GPUs, 1 without) times ``num_nodes``.
@@ -201,11 +201,15 @@ def _name_classes(name: str) -> int:
     return int(found.group(1))
 
 
-def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | str = 1, num_nodes: int = 1) -> float:
-    """``lr x global batch / reference_batch`` (A.5's linear scaling rule).
+def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | str = 1, num_nodes: int = 1,
+              accumulation: int = 1) -> float:
+    """``lr x global batch / reference_batch`` (A.5's linear scaling rule); the global batch is the images
+    per optimizer step: per-process batch x processes x gradient accumulation.
 
     >>> scaled_lr(5e-4, 512, 128, 8)   # 8 GPUs x 128 = 1024 images a step
     0.001
+    >>> scaled_lr(5e-4, 512, 64, 1, 1, 2)   # 64 x 2 accumulated
+    0.000125
     """
     if devices in ("auto", "-1", -1, None):
         import torch
@@ -215,7 +219,7 @@ def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | s
         devices = int(devices)
     elif not isinstance(devices, int):
         devices = len(devices)  # a list of device ids
-    return float(lr) * int(batch_size) * devices * int(num_nodes or 1) / int(reference_batch)
+    return float(lr) * int(batch_size) * devices * int(num_nodes or 1) * int(accumulation or 1) / int(reference_batch)
 
 
 def class_folders(root: str | None, default: int) -> int:

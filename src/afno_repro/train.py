@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from afno_repro.batch import batch_plan, world_size
 from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
 from afno_repro.runs import (auto_resume, library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
@@ -226,6 +227,7 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     try:
         resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
                           cfg.get("matmul_precision", "auto"))
+        _batch_plan(cfg)
     except ValueError as error:
         raise UserFacingError(str(error)) from None
     message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
@@ -235,6 +237,15 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     message = unwritable_message(run_dir / "checkpoints", "checkpoint folder")
     if message is not None:
         raise UserFacingError(message)
+
+
+def _batch_plan(cfg: DictConfig) -> dict[str, Any] | None:
+    """The run's per-process batch, accumulation and global batch (:mod:`afno_repro.batch`)."""
+    if not cfg.get("data") or cfg.data.get("batch_size") is None:
+        return None
+    trainer = cfg.trainer
+    world = world_size(trainer.get("accelerator", "auto"), trainer.get("devices", 1), trainer.get("num_nodes", 1))
+    return batch_plan(int(cfg.data.batch_size), world, cfg.get("global_batch"), trainer.get("accumulate_grad_batches"))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -252,6 +263,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null); a
     # missing one is reported before anything is built.
     init = resolve_pretrained(cfg, list(HydraConfig.get().overrides.task))
+    plan = _batch_plan(cfg)
+    if plan is not None:
+        cfg.data.batch_size = plan["per_device"]  # the declared global batch's share of one process
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = instantiate(cfg.backbone)
     if init is not None:
@@ -277,20 +291,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     numerics = resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
                                  cfg.get("matmul_precision", "auto"))
     apply_precision(numerics)
+    batching = {"accumulate_grad_batches": plan["accumulation"]} if plan is not None else {}
     trainer: pl.Trainer = instantiate(cfg.trainer, precision=numerics["trainer"], logger=loggers, callbacks=callbacks,
-                                      enable_progress_bar=progress)
+                                      enable_progress_bar=progress, **batching)
 
     model_info = _model_info(cfg) if cfg.get("count_flops", True) else {}
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
         log.info("precision: %s", numerics["rule"])
+        if plan is not None:
+            log.info("batch: %s = %d images per optimizer step, lr %s", plan["rule"], plan["effective_global"],
+                     cfg.optimizer.get("lr"))
         if model_info:
             log.info("model: %.3fM parameters, %.3f GFLOPs at %dx%d (paper convention)", model_info["params_m"],
                      model_info["gflops"], model_info["gflops_image_size"], model_info["gflops_image_size"])
     for logger in loggers:
         logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": model_info})
 
-    summary = {**_identity(cfg, run_dir), **model_info, "precision": numerics,
+    lr = cfg.optimizer.get("lr") if cfg.get("optimizer") else None
+    batch = {**plan, "lr": None if lr is None else _number(lr)} if plan is not None else None
+    summary = {**_identity(cfg, run_dir), **model_info, "precision": numerics, "batch": batch,
                "reported": [item.as_dict() for item in task.reported],
                "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": _reading(datamodule, task)}
     try:
