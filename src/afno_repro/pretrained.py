@@ -48,10 +48,23 @@ def _needs(cfg: DictConfig) -> dict[str, Any] | None:
     return OmegaConf.to_container(pretrained, resolve=True) if isinstance(pretrained, DictConfig) else pretrained
 
 
+def _source(cfg: DictConfig) -> tuple[str | None, Any]:
+    """The paper row whose pretraining run this run finetunes, and that run's backbone config: this run's
+    own, unless the row declares ``pretrained_from`` (Table 4's AFNO-25% finetunes the plain AFNO trunk)."""
+    row = (cfg.get("paper") or {}).get("row")
+    source = cfg.get("pretrained_from") or {}
+    if not source:
+        return row, cfg.backbone
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    if source.get("mixer"):
+        backbone["mixer"] = {**(backbone.get("mixer") or {}), **OmegaConf.to_container(source.mixer, resolve=True)}
+    return source.get("row") or row, backbone
+
+
 def _match(cfg: DictConfig, needs: dict[str, Any]) -> dict[str, Any]:
     """The ``metrics.json`` fields the pretraining run must have."""
-    fields: dict[str, Any] = {"experiment": needs.get("experiment"), "trunk_hash": trunk_hash(cfg.backbone)}
-    row = (cfg.get("paper") or {}).get("row")
+    row, backbone = _source(cfg)
+    fields: dict[str, Any] = {"experiment": needs.get("experiment"), "trunk_hash": trunk_hash(backbone)}
     if needs.get("paper_table"):
         if not row:
             raise ValueError(
@@ -70,7 +83,7 @@ def pretraining_command(cfg: DictConfig, needs: dict[str, Any], overrides: Seque
     words = ["python", "train.py"]
     if needs.get("experiment"):
         words.append(f"experiment={needs['experiment']}")
-    row = (cfg.get("paper") or {}).get("row")
+    row = _source(cfg)[0]
     if needs.get("paper_table") and row:
         words.append(f"paper_model={needs['paper_table']}/{row}")
     passed = [o for o in overrides if o.startswith(_PASSED_ON)]
