@@ -1,9 +1,10 @@
-"""Fixtures shared by the whole suite: deterministic torch on the two shared cores, a tiny ImageNet
+"""Fixtures shared by the whole suite: deterministic torch on one thread per process, a tiny ImageNet
 written in the real on-disk layout, README's Table 2 smoke sweep run once for every test that needs a
 pretraining run, the full tier's long runs started in the background (tests/background.py), and what
 the checkout looked like before the session (nothing may be written into it)."""
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -18,7 +19,13 @@ from PIL import Image
 
 IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 
-torch.set_num_threads(2)
+# One torch thread per process, here and in every process a test starts (they inherit the variable):
+# the full tier runs two at a time (tests/background.py; the paper-scale commands in pairs) on two
+# cores that are shared, and a process of two OpenMP threads that has only one core waits at every
+# parallel region for its descheduled thread (a Table 2 smoke sweep took 31 s with two threads beside
+# another busy process, 14 s with one). The models of the tests are too small to gain from a second thread.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 # The tests that must run after every other one (they check what the whole session did).
 LAST = ("test_every_readme_command_was_run", "test_the_checkout_is_left_as_found")
