@@ -1,12 +1,15 @@
-"""Fixtures shared by the whole suite: deterministic torch on the two shared cores, a tiny ImageNet
+"""Fixtures shared by the whole suite: deterministic torch on one thread per process, a tiny ImageNet
 written in the real on-disk layout, README's Table 2 smoke sweep run once for every test that needs a
-pretraining run, and what the checkout looked like before the session (nothing may be written into it)."""
+pretraining run, the full tier's long runs started in the background (tests/background.py), and what
+the checkout looked like before the session (nothing may be written into it)."""
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
 
+import background
 from checkout import checkout_state
 
 import numpy as np
@@ -16,15 +19,23 @@ from PIL import Image
 
 IMAGENET_CLASSES = ("n01440764", "n01443537", "n01484850")
 
-torch.set_num_threads(2)
+# One torch thread per process, here and in every process a test starts (they inherit the variable):
+# the full tier runs two at a time (tests/background.py; the paper-scale commands in pairs) on two
+# cores that are shared, and a process of two OpenMP threads that has only one core waits at every
+# parallel region for its descheduled thread (a Table 2 smoke sweep took 31 s with two threads beside
+# another busy process, 14 s with one). The models of the tests are too small to gain from a second thread.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 # The tests that must run after every other one (they check what the whole session did).
 LAST = ("test_every_readme_command_was_run", "test_the_checkout_is_left_as_found")
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """The session-wide checks run last, after everything they check."""
-    items.sort(key=lambda item: item.name in LAST)
+    """The session-wide checks run last, after everything they check; before them, the tests that read a
+    background run (tests/background.py), those of the runs queued last first."""
+    items.sort(key=lambda item: (item.name in LAST, background.position(item.fixturenames)))
 
 
 def pytest_sessionstart(session) -> None:
@@ -39,6 +50,14 @@ def pytest_sessionstart(session) -> None:
     if reporter is not None:
         reporter.write_line("afno-repro versions: " + ", ".join(f"{name} {versions[name]}" for name in (
             "torch", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb", "python")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_runs(request, tmp_path_factory):
+    """Queue the long runs the selected tests read (none in the fast tier) as the session's first test starts."""
+    background.start({name for item in request.session.items for name in item.fixturenames}, tmp_path_factory)
+    yield
+    background.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -93,11 +112,12 @@ def imagenet_classes() -> tuple[str, ...]:
     return IMAGENET_CLASSES
 
 
-@pytest.fixture(scope="session")
-def table2_smoke(tmp_path_factory) -> dict:
+@background.job("table2_smoke")
+def _table2_smoke(tmp_path_factory) -> dict:
     """README's `python train.py -m experiment=table2_inpainting debug=smoke`, run once as printed from a
-    fresh working folder: the Table 2 rows that Table 3's smoke sweep, the few-shot tests and the Slurm
-    comparison build on. Returns the folder, the finished process and the sweep's summary by paper row."""
+    fresh working folder: the Table 2 rows that Table 3's smoke sweep, the few-shot tests, the report's
+    trained figures, the SIGKILL resume and the Slurm comparison build on. Returns the folder, the finished
+    process and the sweep's summary by paper row."""
     from readme import argv, user_env
 
     cwd = tmp_path_factory.mktemp("table2_smoke")
@@ -107,6 +127,9 @@ def table2_smoke(tmp_path_factory) -> dict:
     (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
     rows = {row["paper_row"]: row for row in json.loads((sweep_dir / "summary.json").read_text())}
     return {"cwd": cwd, "result": result, "sweep_dir": sweep_dir, "rows": rows}
+
+
+table2_smoke = background.fixture("table2_smoke")
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import background
 from readme import (README, RAN, SKIPPED, argv, data_roots_of, readme_commands, record, run_until_training_starts,
                     user_env)
 
@@ -68,13 +69,25 @@ def test_make_help(tmp_path):
 
 # --- make demo, then make fewshot-demo on its run --------------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> dict:
+@background.job("demo")
+def _demo(tmp_path_factory) -> dict:
     """`make demo`, as printed, from a fresh folder (the environment exists, so it installs nothing)."""
     cwd = tmp_path_factory.mktemp("demo")
     result = subprocess.run(argv("make demo"), cwd=cwd, capture_output=True, text=True, timeout=900, env=user_env())
     assert result.returncode == 0, result.stderr[-3000:]
     return {"cwd": cwd, "result": result}
+
+
+@background.job("fewshot_demo")
+def _fewshot_demo(tmp_path_factory) -> subprocess.CompletedProcess:
+    """`make fewshot-demo`, as printed, where `make demo` left its run."""
+    demo = background.result("demo", tmp_path_factory)
+    return subprocess.run(argv("make fewshot-demo"), cwd=demo["cwd"], capture_output=True, text=True, timeout=900,
+                          env=user_env())
+
+
+demo = background.fixture("demo")
+fewshot_demo = background.fixture("fewshot_demo")
 
 
 @pytest.mark.slow
@@ -94,11 +107,10 @@ def test_make_demo(demo):
 
 
 @pytest.mark.slow
-def test_make_fewshot_demo_finetunes_the_demos_run(demo):
+def test_make_fewshot_demo_finetunes_the_demos_run(demo, fewshot_demo):
     """`make fewshot-demo`, as printed, where `make demo` left its run: it finetunes that run (it does not
     make another) and trains the same model from scratch; both side by side in the summary."""
-    result = subprocess.run(argv("make fewshot-demo"), cwd=demo["cwd"], capture_output=True, text=True, timeout=900,
-                            env=user_env())
+    result = fewshot_demo
     assert result.returncode == 0, result.stderr[-3000:]
     demo_dir = Path(re.search(r"run directory: (\S+)", demo["result"].stdout).group(1))
     demo_best = json.loads((demo_dir / "metrics.json").read_text())["best_checkpoint"]
@@ -139,14 +151,48 @@ def test_table2_smoke_sweep(table2_smoke):
     assert "table2/afno" in summary and "grid" in summary
 
 
+def _readme_sweep(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(argv(command), cwd=cwd, capture_output=True, text=True, timeout=900, env=user_env())
+
+
+@background.job("table3_smoke")
+def _table3_smoke(tmp_path_factory) -> subprocess.CompletedProcess:
+    """`python train.py -m experiment=table3_fewshot debug=smoke`, as printed, where the Table 2 smoke sweep ran."""
+    return _readme_sweep("python train.py -m experiment=table3_fewshot debug=smoke",
+                         background.result("table2_smoke", tmp_path_factory)["cwd"])
+
+
+@background.job("table5_smoke")
+def _table5_smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python train.py -m experiment=table5_classification debug=smoke`, as printed, from a fresh folder."""
+    cwd = tmp_path_factory.mktemp("table5_smoke")
+    return _readme_sweep("python train.py -m experiment=table5_classification debug=smoke", cwd), cwd
+
+
+@background.job("table4_smoke")
+def _table4_smoke(tmp_path_factory) -> tuple[list[subprocess.CompletedProcess], Path]:
+    """Table 4's two smoke sweeps, as printed, one after the other from one fresh folder."""
+    cwd = tmp_path_factory.mktemp("table4_smoke")
+    results = []
+    for command in ("python train.py -m experiment=table4_pretrain debug=smoke",
+                    "python train.py -m experiment=table4_cityscapes debug=smoke"):
+        results.append(_readme_sweep(command, cwd))
+        if results[-1].returncode != 0:
+            break
+    return results, cwd
+
+
+table3_smoke = background.fixture("table3_smoke")
+table5_smoke = background.fixture("table5_smoke")
+table4_smoke = background.fixture("table4_smoke")
+
+
 @pytest.mark.slow
-def test_table3_smoke_sweep_finetunes_each_row_from_its_own_run(table2_smoke):
+def test_table3_smoke_sweep_finetunes_each_row_from_its_own_run(table2_smoke, table3_smoke):
     """`python train.py -m experiment=table3_fewshot debug=smoke`, as printed, where the Table 2 smoke sweep
     ran: each row finetuned from that row's run (pretrained=auto). Under debug=smoke every paper column
     reads the same embedded shapes, so the smoke sweep trains one column (the paper-scale sweep, all three)."""
-    cwd = table2_smoke["cwd"]
-    result = subprocess.run(argv("python train.py -m experiment=table3_fewshot debug=smoke"), cwd=cwd,
-                            capture_output=True, text=True, timeout=900, env=user_env())
+    cwd, result = table2_smoke["cwd"], table3_smoke
     assert result.returncode == 0, result.stderr[-3000:]
     fewshot_dir, rows = _sweep(cwd, "table3_fewshot")
     pretraining = table2_smoke["rows"]
@@ -167,13 +213,12 @@ def test_table3_smoke_sweep_finetunes_each_row_from_its_own_run(table2_smoke):
 
 
 @pytest.mark.slow
-def test_table5_classification_smoke_sweep(tmp_path):
+def test_table5_classification_smoke_sweep(table5_smoke):
     """`python train.py -m experiment=table5_classification debug=smoke`, as printed: the four ViT-S/4 rows
     trained on the embedded LFW faces, top-1/top-5 beside the paper's and the majority class."""
-    result = subprocess.run(argv("python train.py -m experiment=table5_classification debug=smoke"), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=900, env=user_env())
+    result, cwd = table5_smoke
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep_dir, rows = _sweep(tmp_path, "table5_classification")
+    sweep_dir, rows = _sweep(cwd, "table5_classification")
     rows = {r["paper_row"]: r for r in rows}
     assert sorted(rows) == sorted(f"table5/{m}" for m in ("attention", "long_short", "gfn", "afno"))
     for name, row in rows.items():
@@ -190,17 +235,15 @@ def test_table5_classification_smoke_sweep(tmp_path):
 
 
 @pytest.mark.slow
-def test_table4_pretrain_then_cityscapes_smoke_sweeps(tmp_path):
-    """Table 4's two halves as README prints them: the five SegFormer-B3 rows pretrained as classifiers
-    (embedded LFW), then each finetuned on the embedded street scenes from its own run (pretrained=auto),
+def test_table4_pretrain_then_cityscapes_smoke_sweeps(table4_smoke):
+    """Table 4's two halves as README prints them: four SegFormer-B3 rows pretrained as classifiers
+    (embedded LFW), then five finetuned on the embedded street scenes from their runs (pretrained=auto;
+    AFNO-25% from the AFNO run),
     scored with SegFormer's sliding window and with the paper's resized 1024x1024 reading (here 32x32)."""
-    for command in ("python train.py -m experiment=table4_pretrain debug=smoke",
-                    "python train.py -m experiment=table4_cityscapes debug=smoke"):
-        result = subprocess.run(argv(command), cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                                env=user_env())
-        assert result.returncode == 0, result.stderr[-3000:]
-    pretrained = {r["paper_row"]: r for r in _sweep(tmp_path, "table4_pretrain")[1]}
-    finetune_dir, rows = _sweep(tmp_path, "table4_cityscapes")
+    results, cwd = table4_smoke
+    assert len(results) == 2 and all(result.returncode == 0 for result in results), results[-1].stderr[-3000:]
+    pretrained = {r["paper_row"]: r for r in _sweep(cwd, "table4_pretrain")[1]}
+    finetune_dir, rows = _sweep(cwd, "table4_cityscapes")
     names = sorted(f"table4/{row}" for row in ("efficient_attention", "long_short", "gfn", "afno"))
     assert sorted(pretrained) == names and sorted(r["paper_row"] for r in rows) == sorted([*names, "table4/afno_25pct"])
     for row in rows:

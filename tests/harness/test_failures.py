@@ -63,42 +63,72 @@ def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_pa
     assert Path(record["best_checkpoint"]).is_file() and Path(record["last_checkpoint"]).is_file()
 
 
+def _main(overrides, run_dir: Path) -> dict | None:
+    """train.py's entry point, in process (as `python train.py <overrides> hydra.run.dir=<run_dir>` calls it)."""
+    from afno_repro.train import main
+
+    return main(compose(list(overrides), output_dir=str(run_dir)))
+
+
+def _guard(run_dir: Path, ckpt_path: str | None = None) -> None:
+    """The Hydra callback train.py runs before Hydra writes ``.hydra/`` into the run folder, called as Hydra calls it."""
+    from omegaconf import OmegaConf
+
+    from afno_repro.runs import RunFolderGuard
+
+    RunFolderGuard().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}}, "ckpt_path": ckpt_path}))
+
+
 @pytest.mark.slow
-def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of):
+def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of, capsys):
+    """The refusal through the command line (Hydra's callback stops the run before Hydra writes its
+    config there); training and resuming in place in process, as train.py's entry point calls them."""
     run_dir = tmp_path / "run"
-    assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+    assert _main(SMOKE, run_dir)["status"] == "completed"
     before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     err = _refused(train(*SMOKE, "seed=1", f"hydra.run.dir={run_dir}"))
     assert str(run_dir) in err and "ckpt_path=" in err
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
-    # Asked to resume its own checkpoint in place, it may.
+    # Asked to resume its own checkpoint in place, it may (the Ctrl-C test below does so through the
+    # command line, with the command the interrupted run recorded).
     last = run_dir / "checkpoints" / "last.ckpt"
-    result = train(*SMOKE, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    _guard(run_dir, str(last))
+    assert _main([*SMOKE, "trainer.max_epochs=3", f"ckpt_path={last}"], run_dir)["status"] == "completed"
     assert metrics_of(run_dir)["epochs"] == 3
     assert not (run_dir / "checkpoints" / "last-v1.ckpt").exists()
+    # Started anew there in process, train.py's own check refuses it too, and keeps the run's record.
+    with pytest.raises(SystemExit) as exit_info:
+        _main([*SMOKE, "seed=1"], run_dir)
+    assert exit_info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert metrics_of(run_dir)["epochs"] == 3
 
 
 @pytest.mark.slow
-def test_a_run_folder_retried_after_a_failure_before_training_is_allowed(train, tmp_path):
+def test_a_run_folder_retried_after_a_failure_before_training_is_allowed(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    _refused(train(*SMOKE, "seed=abc", f"hydra.run.dir={run_dir}"))
-    assert train(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+    with pytest.raises(SystemExit) as exit_info:
+        _main([*SMOKE, "seed=abc"], run_dir)
+    assert exit_info.value.code == 2 and "seed=" in capsys.readouterr().err
+    _guard(run_dir)  # Hydra's callback lets the retry in (it would exit 2 otherwise)
+    assert _main(SMOKE, run_dir)["status"] == "completed"
 
 
-@pytest.mark.slow
-def test_unwritable_run_and_checkpoint_folders_fail_before_training(train, tmp_path):
+def test_unwritable_run_and_checkpoint_folders_fail_before_training(tmp_path, capsys):
     # Tests run as root, for whom permissions do not block writes: a file where a folder must go
-    # blocks them for everyone.
+    # blocks them for everyone. The run folder is Hydra's callback's to check (Hydra creates it).
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    err = _refused(train(*SMOKE, f"hydra.run.dir={blocker / 'run'}"))
-    assert "cannot create or write the run folder" in err
+    with pytest.raises(SystemExit) as exit_info:
+        _guard(blocker / "run")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error:" in err and "cannot create or write the run folder" in err
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("")
-    err = _refused(train(*SMOKE, f"hydra.run.dir={run_dir}"))
-    assert "checkpoint folder" in err
+    with pytest.raises(SystemExit) as exit_info:
+        _main(SMOKE, run_dir)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "checkpoint folder" in err
 
 
 @pytest.mark.slow

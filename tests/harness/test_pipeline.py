@@ -2,8 +2,9 @@
 the scaling study, the report; a second invocation runs nothing; a sweep killed with SIGKILL and
 restarted ends with the numbers of an uninterrupted one. Plus the pieces: the plan, resume=auto.
 
-The whole smoke graph runs once per module (a few CPU-minutes) from a temporary working directory,
-where the outputs go; every test reads what it left.
+The whole smoke graph runs once per session (a few CPU-minutes, in the background from the session's
+start: tests/background.py) from a temporary working directory, where the outputs go; every test reads
+what it left.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import background
 from afno_repro.pipeline import build_plan, declared_experiments, order
 from afno_repro.report.sweep import collect
 from afno_repro.runs import auto_resume, find_runs
@@ -39,13 +41,16 @@ def _run(command: str, cwd: Path, timeout: int = 2400) -> subprocess.CompletedPr
     return subprocess.run(argv(command), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
+@background.job("reproduced")
+def _reproduced(tmp_path_factory):
     """`make reproduce-all SCALE=smoke`, as README prints it, run once from a fresh working directory."""
     cwd = tmp_path_factory.mktemp("reproduce")
     result = _run("make reproduce-all SCALE=smoke", cwd)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return cwd, result
+
+
+reproduced = background.fixture("reproduced")
 
 
 def _runs(cwd: Path, experiment: str) -> list[dict]:
@@ -136,10 +141,10 @@ def test_dry_run_shows_the_plan_and_what_is_done(reproduced):
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(reproduced, tmp_path):
+def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(tmp_path, table2_smoke):
     """Killed in the second row's second epoch, the restart keeps the first row, resumes the second
-    from its last.ckpt and ends with the numbers of the uninterrupted sweep (the module's)."""
-    cwd, _ = reproduced
+    from its last.ckpt and ends with the numbers of an uninterrupted sweep (README's Table 2 smoke sweep,
+    the session's table2_smoke: the same four runs)."""
     command = [sys.executable, "-m", "afno_repro.pipeline", "--scale", "smoke", "--only", "table2_inpainting",
                "--wandb", "disabled"]
     sweep = tmp_path / "outputs" / "reproduce" / "smoke" / "table2_inpainting"
@@ -170,7 +175,7 @@ def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(re
         return {r["paper_row"]: (r["result"]["psnr"], r["result"]["ssim"], r["selection"]["best"]) for r in runs}
 
     resumed = numbers(find_runs(sweep, experiment="table2_inpainting"))
-    uninterrupted = numbers([r for r in _runs(cwd, "table2_inpainting") if r["status"] == "completed"])
+    uninterrupted = numbers(find_runs(table2_smoke["sweep_dir"], experiment="table2_inpainting"))
     assert len(resumed) == 4 and resumed == uninterrupted
 
 

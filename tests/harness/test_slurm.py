@@ -8,6 +8,7 @@ of this machine's own, the node not ready within its bound); any other failure f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -31,9 +32,12 @@ DDP = ("python train.py -m debug=smoke trainer=ddp trainer.accelerator=cpu train
 
 
 def _script(command: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    # The node gets this machine's CPUs from `nproc`, which counts OMP_NUM_THREADS (one in the test
+    # session: tests/conftest.py) instead: a 1-CPU node would never run the 2-task job.
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     if command == "start" and START not in SKIPPED:
-        return subprocess.run(argv(START), capture_output=True, text=True, timeout=timeout)
-    return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(argv(START), capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _sweep(command: str, sweep_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
