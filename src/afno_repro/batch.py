@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
+from afno_repro.precision import on_cuda
 
 __all__ = ["world_size", "batch_plan"]
 
@@ -41,8 +41,9 @@ def world_size(accelerator: Any, devices: Any, num_nodes: Any = 1) -> int:
     elif isinstance(devices, str) and devices.isdigit() and int(devices) > 0:
         count = int(devices)
     else:  # "auto" or -1: every visible GPU, one process on a CPU
-        on_gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        count = torch.cuda.device_count() if on_gpu else 1
+        import torch
+
+        count = torch.cuda.device_count() if on_cuda(accelerator) else 1
     return count * int(num_nodes or 1)
 
 

@@ -211,15 +211,10 @@ def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | s
     >>> scaled_lr(5e-4, 512, 64, 1, 1, 2)   # 64 x 2 accumulated
     0.000125
     """
-    if devices in ("auto", "-1", -1, None):
-        import torch
+    from afno_repro.batch import world_size
 
-        devices = max(1, torch.cuda.device_count())
-    elif isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
-    elif not isinstance(devices, int):
-        devices = len(devices)  # a list of device ids
-    return float(lr) * int(batch_size) * devices * int(num_nodes or 1) * int(accumulation or 1) / int(reference_batch)
+    processes = world_size("auto", devices, num_nodes)
+    return float(lr) * int(batch_size) * processes * int(accumulation or 1) / int(reference_batch)
 
 
 def class_folders(root: str | None, default: int) -> int:
