@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,16 +250,26 @@ def _batch_plan(cfg: DictConfig) -> dict[str, Any] | None:
     return batch_plan(int(cfg.data.batch_size), world, cfg.get("global_batch"), trainer.get("accumulate_grad_batches"))
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train, pick the checkpoint, evaluate it on the reported split; returns ``metrics.json``'s content."""
-    started = time.time()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    done = _apply_resume(cfg, run_dir)
-    if done is not None:
-        return done
-    check_options(cfg, run_dir)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+@dataclass
+class Built:
+    """What :func:`build` makes of a config: the objects a run trains and evaluates, and how it batches."""
 
+    datamodule: Any
+    task: pl.LightningModule
+    trainer: pl.Trainer
+    loggers: list[Any]
+    plan: dict[str, Any] | None
+    numerics: dict[str, Any]
+    init: dict[str, Any] | None
+
+
+def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built:
+    """Build the run of ``cfg``: its pretrained trunk resolved, data module, backbone, task, loggers,
+    callbacks (plus ``extra_callbacks``) and trainer, in the precision and batch plan the config says.
+
+    :func:`run` trains and evaluates what this builds; the paper-scale preflight
+    (:mod:`afno_repro.preflight`) times a few steps of it, so both go through the same path.
+    """
     # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
     # which must load with torch.load(weights_only=True).
     # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null); a
@@ -283,6 +295,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [_instantiate_callback(c, task) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += list(extra_callbacks)
     progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
     if progress:
         from pytorch_lightning.callbacks import RichProgressBar
@@ -294,6 +307,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     batching = {"accumulate_grad_batches": plan["accumulation"]} if plan is not None else {}
     trainer: pl.Trainer = instantiate(cfg.trainer, precision=numerics["trainer"], logger=loggers, callbacks=callbacks,
                                       enable_progress_bar=progress, **batching)
+    return Built(datamodule, task, trainer, loggers, plan, numerics, init)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, pick the checkpoint, evaluate it on the reported split; returns ``metrics.json``'s content."""
+    started = time.time()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    done = _apply_resume(cfg, run_dir)
+    if done is not None:
+        return done
+    check_options(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    built = build(cfg)
+    datamodule, task, trainer, loggers = built.datamodule, built.task, built.trainer, built.loggers
+    plan, numerics, init = built.plan, built.numerics, built.init
 
     model_info = _model_info(cfg) if cfg.get("count_flops", True) else {}
     if trainer.is_global_zero:
