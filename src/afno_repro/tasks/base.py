@@ -174,6 +174,11 @@ class PaperTask(pl.LightningModule):
         if getattr(self.hparams, "compile", False) and stage == "fit":
             self.backbone.compile()
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        """The model's output on an evaluation batch, without any scoring: what evaluation costs are set against
+        (the paper-scale preflight, :mod:`afno_repro.preflight`) and what ``trainer.predict`` returns."""
+        return self(batch["image"])
+
     def check_finite(self, loss: Tensor) -> None:
         """Stop at the first training step whose loss is NaN or infinite on any process.
 

@@ -367,6 +367,10 @@ class InpaintingTask(PaperTask):
         """Reconstruct ``image`` from its visible pixels; returns the raw backbone output."""
         return self.backbone(image * (1 - mask))
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        """The reconstruction of a batch from its visible pixels (the raw backbone output)."""
+        return self(batch["image"], batch["mask"])
+
     def loss(self, prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
         """The training objective for ``loss_region``, in float32 whatever the autocast dtype."""
         prediction, image = prediction.float(), image.float()

@@ -571,6 +571,10 @@ class SegmentationTask(PaperTask):
             logits = self(image)
         return resize_logits(logits, size)
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        """The headline inference's logits of a batch at its label size (``inference``: whole, slide or resize)."""
+        return self.infer(batch["image"], batch["mask"].shape[-2:])
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(resize_logits(self(batch["image"]), batch["mask"].shape[-2:]), batch["mask"])
         self.check_finite(loss)
