@@ -38,6 +38,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchvision.utils import save_image
 
+from afno_repro.runs import logged_count
+
 __all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice"]
 
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -157,7 +159,7 @@ class PaperTask(pl.LightningModule):
         picked the checkpoint); :meth:`protocol` puts it in words.
         """
         protocol = self.protocol(selection)
-        count = _count(values.get("num_images"))
+        count = logged_count(values.get("num_images"))
         test = {"num_images": count, **{k: v for k, v in values.items() if "/" not in k and k != "num_images"}}
         baselines: dict[str, dict[str, Any]] = {}
         for key, value in values.items():
@@ -293,7 +295,3 @@ class PaperTask(pl.LightningModule):
         else:
             # timm expects the index of the epoch about to start.
             scheduler.step(epoch=self.current_epoch + 1, metric=metric)
-
-
-def _count(value: float | None) -> int | None:
-    return None if value is None else int(round(value))
