@@ -40,7 +40,7 @@ from torchvision.utils import save_image
 
 from afno_repro.runs import logged_count
 
-__all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice"]
+__all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice", "resolve_num_classes"]
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -74,6 +74,23 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...], owner: str) ->
             f"{name}={value!r} is not one of {', '.join(map(repr, choices))}. See the {owner} docstring for "
             f"what each {name} means and pick one of these."
         )
+
+
+def resolve_num_classes(num_classes: Any, backbone: nn.Module, need: str, fix: str) -> int:
+    """``num_classes``, or the backbone's ``num_classes`` when it is None; ``ValueError`` ("``need``, but got
+    ..., ``fix``") unless that is an integer >= 2.
+
+    Example
+    -------
+    >>> backbone = nn.Linear(2, 3)
+    >>> backbone.num_classes = 3
+    >>> resolve_num_classes(None, backbone, "needs num_classes", "pass num_classes.")
+    3
+    """
+    num_classes = num_classes if num_classes is not None else getattr(backbone, "num_classes", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"{need}, but got {num_classes!r}; {fix}")
+    return num_classes
 
 
 class PaperTask(pl.LightningModule):

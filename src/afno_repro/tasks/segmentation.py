@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
-from afno_repro.tasks.base import PaperTask, Reported, check_choice
+from afno_repro.tasks.base import PaperTask, Reported, check_choice, resolve_num_classes
 from afno_repro.tasks.confusion import ConfusionMatrix
 from afno_repro.tasks.grids import make_segmentation_grid, segmentation_cells
 from afno_repro.tasks.segmentation_inference import INFERENCES, describe_inference, infer_logits, resize_labels, resize_logits
@@ -173,13 +173,9 @@ class SegmentationTask(PaperTask):
                              f"stride={stride!r}; SegFormer uses 768 with 1024 crops.")
         if prior_size is not None and (isinstance(prior_size, bool) or not isinstance(prior_size, int) or prior_size < 1):
             raise ValueError(f"prior_size={prior_size!r} is not a positive int (or null: the prior's grid is image_size).")
-        num_classes = num_classes if num_classes is not None else getattr(backbone, "num_classes", None)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"SegmentationTask needs num_classes, an integer >= 2 (background included), but got {num_classes!r}; "
-                "give the backbone a segmentation head (backbone.head=segmentation backbone.num_classes=<C>) or pass "
-                "num_classes."
-            )
+        num_classes = resolve_num_classes(
+            num_classes, backbone, "SegmentationTask needs num_classes, an integer >= 2 (background included)",
+            "give the backbone a segmentation head (backbone.head=segmentation backbone.num_classes=<C>) or pass num_classes.")
         if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 1:
             raise ValueError(f"num_folds={num_folds!r} is not a positive integer; DatasetGAN's protocol uses 5, "
                              "Cityscapes (one val split) 1.")
