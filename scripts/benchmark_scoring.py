@@ -83,7 +83,8 @@ def _labels(batch: int, height: int, width: int, num_classes: int, seed: int = 0
 
 def scoring(task: str, batch: int, slow_path: bool = False) -> dict[str, float]:
     from afno_repro.tasks.confusion import ConfusionMatrix
-    from afno_repro.tasks.segmentation import PixelPrior, iou_from_confusion, resize_labels
+    from afno_repro.tasks.segmentation_inference import resize_labels
+    from afno_repro.tasks.segmentation_metrics import PixelPrior, iou_from_confusion
 
     torch.use_deterministic_algorithms(True, warn_only=True)  # the trainer's default, deterministic: warn
     # A fold no image of the batch falls in is computed empty, as the task computes it.

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from afno_repro.report.render import format_number
+
 ROWS = ("attention", "efficient_attention", "long_short", "gfn", "afno", "afno_25pct")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GB = 1e9
@@ -302,10 +304,6 @@ def run_row(row: str, args, limits: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def format_table(entries: list[dict[str, Any]], header: dict[str, Any]) -> str:
     memory = (
         "CUDA torch.cuda.max_memory_allocated, weights included"
@@ -325,7 +323,7 @@ def format_table(entries: list[dict[str, Any]], header: dict[str, Any]) -> str:
             f"{e['peak_gb']:.2f} | {e['seconds']:.2f}" if e["skipped"] is None else f"{e['skipped']} | -"
         )
         lines.append(
-            f"| {e['row']} | {e['mixer']} | {e['params_m']:.1f} | {_fmt(e['gflops'], 1)} | "
+            f"| {e['row']} | {e['mixer']} | {e['params_m']:.1f} | {format_number(e['gflops'], '.1f', '-')} | "
             f"{e['predicted_gb']:.2f} | {measured} |"
         )
     lines += [

@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from afno_repro.report.render import format_number
+
 EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
 # Training-set sizes of the paper's datasets (their published split sizes), for the GPU-hours column.
 TRAIN_IMAGES = {"imagenet": 1_281_167, "cityscapes": 2_975}
@@ -151,18 +153,14 @@ def rows_of(experiments: list[str], smoke: bool, only: list[str] | None) -> list
     return rows
 
 
-def _number(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _table_line(row: dict[str, Any]) -> str:
     """One printed row: what the JSON holds, '-' where a value was not measured."""
     eager, compiled = row["eager"], row.get("compiled") or {}
     fraction = row.get("fraction_of_peak")
     line = (f"{row['experiment']:<22}{' '.join(row['overrides'])[:39]:<40}{eager.get('batch', '-'):>6}"
-            f"{_number(eager.get('images_per_s'), '.1f'):>9}{_number(compiled.get('images_per_s'), '.1f'):>9}"
-            f"{_number(eager.get('peak_memory_gib'), '.1f'):>9}{_number(row.get('achieved_tflops'), '.3g'):>8}"
-            f"{_number(None if fraction is None else 100 * fraction, '.1f'):>7}%{_number(row.get('gpu_hours'), '.0f'):>9}")
+            f"{format_number(eager.get('images_per_s'), '.1f', '-'):>9}{format_number(compiled.get('images_per_s'), '.1f', '-'):>9}"
+            f"{format_number(eager.get('peak_memory_gib'), '.1f', '-'):>9}{format_number(row.get('achieved_tflops'), '.3g', '-'):>8}"
+            f"{format_number(None if fraction is None else 100 * fraction, '.1f', '-'):>7}%{format_number(row.get('gpu_hours'), '.0f', '-'):>9}")
     if "out_of_memory_at" in eager:
         line += f"  (out of memory at {eager['out_of_memory_at']}: {eager['accumulation_needed']} accumulation steps)"
     for label, result in (("eager", eager), ("compiled", compiled)):

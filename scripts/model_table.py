@@ -44,6 +44,7 @@ from afno_repro.analysis import DataDependentShapeError, count_flops, count_para
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
 from afno_repro.mixers import build_mixer
 from afno_repro.paper import paper_results
+from afno_repro.report.render import format_number
 
 TABLES = {
     # table -> (its section of paper_results.yaml, the configs/paper_model folder of its models)
@@ -224,12 +225,6 @@ def model_table(tables: list[str], *, flops: bool = True) -> list[dict[str, Any]
     return entries
 
 
-def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
 def format_model_table(entries: list[dict[str, Any]]) -> str:
     """The entries as a fixed-width text table, one block per table, notes under each block."""
     header = (
@@ -244,9 +239,9 @@ def format_model_table(entries: list[dict[str, Any]]) -> str:
         for e in rows:
             lines.append(
                 f"{e['row']:<20} {e['backbone']:<9} {e['mixer']:<20} {e['params_m']:>8.2f} "
-                f"{_fmt(e['paper_params_m'], 0):>5} {_fmt(e['params_delta_pct'], 1, True):>6} "
-                f"{_fmt(e.get('gflops'), 2):>8} {_fmt(e['paper_gflops']):>6} {_fmt(e.get('gflops_delta_pct'), 2, True):>6} "
-                f"{_fmt(e.get('mixer_gflops'), 2):>7} {_fmt(e.get('paper_mixer_gflops')):>6} {_fmt(e.get('fft_gflops'), 2):>5} "
+                f"{format_number(e['paper_params_m'], '.0f', '-'):>5} {format_number(e['params_delta_pct'], '+.1f', '-'):>6} "
+                f"{format_number(e.get('gflops'), '.2f', '-'):>8} {format_number(e['paper_gflops'], '.1f', '-'):>6} {format_number(e.get('gflops_delta_pct'), '+.2f', '-'):>6} "
+                f"{format_number(e.get('mixer_gflops'), '.2f', '-'):>7} {format_number(e.get('paper_mixer_gflops'), '.1f', '-'):>6} {format_number(e.get('fft_gflops'), '.2f', '-'):>5} "
                 f"{e.get('attention_matmuls', '-'):>4}"
             )
             if e["note"]:
@@ -361,7 +356,7 @@ def format_scaling(study: dict[str, Any]) -> str:
             lines.append(f"{c['mixer']:<10} {c['grid']:>5} {c['tokens']:>7} {1e3 * c['seconds']:>11.1f} {c['peak_mib']:>9.1f}")
     lines += ["", "growth exponent p in cost ~ N^p (least squares on log-log; Table 1: attention 2, Fourier mixers ~1):"]
     for name, p in study["exponents"].items():
-        lines.append(f"  {name:<10} time {_fmt(p['time'], 2)}   memory {_fmt(p['memory'], 2)}")
+        lines.append(f"  {name:<10} time {format_number(p['time'], '.2f', '-')}   memory {format_number(p['memory'], '.2f', '-')}")
     lines.append(
         f"(batch 1, width {study['cases'][0]['dim']}, {study['cases'][0]['threads']} thread(s); time = best of the "
         "timed forward+backward passes; memory = peak RSS of a forked child minus its RSS before the first pass)"

@@ -20,8 +20,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "library_versions", "trunk_hash", "refuse_reuse_message", "resume_command",
-           "unwritable_message", "write_json"]
+__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "library_versions", "logged_count", "trunk_hash",
+           "refuse_reuse_message", "resume_command", "unwritable_message", "write_json"]
 
 # The libraries whose versions decide a run's numbers (and the model table's counts).
 _LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb",
@@ -266,6 +266,16 @@ def resume_command(overrides: list[str], last_checkpoint: str | Path, run_dir: s
     kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
     words = ["python", "train.py", *kept, f"ckpt_path={last_checkpoint}", f"hydra.run.dir={run_dir}"]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def logged_count(value: float | None) -> int | None:
+    """A count Lightning logged as a float (``val/num_images``, ``test/num_images``) as the integer
+    ``metrics.json`` records; None (never logged) stays None.
+
+    >>> logged_count(31.999), logged_count(None)
+    (32, None)
+    """
+    return None if value is None else int(round(value))
 
 
 def _finite(value: Any) -> Any:

@@ -41,8 +41,9 @@ from omegaconf.errors import MissingMandatoryValue
 from afno_repro.batch import batch_plan, world_size
 from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
-from afno_repro.runs import (auto_resume, library_versions, refuse_reuse_message, resume_command, trunk_hash, unwritable_message,
-                             write_json)
+from afno_repro.report.render import format_number
+from afno_repro.runs import (auto_resume, library_versions, logged_count, refuse_reuse_message, resume_command, trunk_hash,
+                             unwritable_message, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -435,10 +436,6 @@ def _instantiate_callback(config: DictConfig, task: Any) -> Any:
     return instantiate(config)
 
 
-def _count(value: float | None) -> int | None:
-    return None if value is None else int(round(value))
-
-
 def _model_info(cfg: DictConfig) -> dict[str, Any]:
     """Parameters and GFLOPs of the configured backbone at the training resolution, on the meta device."""
     from afno_repro.analysis.complexity import count_flops, count_params
@@ -521,7 +518,7 @@ def _progress(trainer: pl.Trainer) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "selection": {
             "split": getattr(datamodule, "validation_split", None),
-            "num_images": _count(metrics.get("val/num_images")),
+            "num_images": logged_count(metrics.get("val/num_images")),
             "metric": getattr(checkpoint, "monitor", None),
             "best": None if best_score is None else _number(best_score),
             "final": {key.removeprefix("val/"): value for key, value in metrics.items()
@@ -573,7 +570,8 @@ def _format_summary(summary: dict[str, Any]) -> str:
     ]
 
     def row(name: str, values: dict[str, Any]) -> str:
-        return f"{name:<40}" + "".join(f"{_fmt(values.get(item['key']), item['digits']):>12}" for item in reported)
+        cells = (format_number(values.get(item["key"]), f".{item['digits']}f", "n/a") for item in reported)
+        return f"{name:<40}" + "".join(f"{cell:>12}" for cell in cells)
 
     for name, values in (summary.get("baselines") or {}).items():
         lines.append(row(name.replace("_", " "), values))
@@ -594,7 +592,3 @@ def _format_summary(summary: dict[str, Any]) -> str:
     if offline:
         lines.append(f"W&B offline run: wandb sync {offline[-1]}")
     return "\n".join(lines + [""])
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"

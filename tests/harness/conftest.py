@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-from readme import user_env as _clean_env
+from readme import user_env
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +32,9 @@ def train(train_cmd, tmp_path_factory) -> Callable[..., subprocess.CompletedProc
     def run(*overrides: str, multirun: bool = False, timeout: int = 600, env: dict | None = None,
             cwd: Path | None = None):
         return subprocess.run(train_cmd(*overrides, multirun=multirun), cwd=cwd or tmp_path_factory.mktemp("cwd"),
-                              capture_output=True, text=True, timeout=timeout, env=_clean_env(env))
+                              capture_output=True, text=True, timeout=timeout, env=user_env(env))
 
     return run
-
-
-@pytest.fixture(scope="session")
-def clean_env() -> Callable[[dict | None], dict]:
-    return _clean_env
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from afno_repro.config import compose, missing_paper_row
+from readme import user_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ("debug=smoke", "run_baselines=false", "count_flops=false")
@@ -132,11 +133,11 @@ def test_unwritable_run_and_checkpoint_folders_fail_before_training(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, clean_env, tmp_path, metrics_of,
+def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd, tmp_path, metrics_of,
                                                                        terminal_sigint):
     run_dir = tmp_path / "run"
     slow = (*SMOKE, "trainer.max_epochs=50", "data.train_samples_per_epoch=64", f"hydra.run.dir={run_dir}")
-    process = subprocess.Popen(train_cmd(*slow), cwd=tmp_path, env=clean_env(None), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(train_cmd(*slow), cwd=tmp_path, env=user_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -153,7 +154,7 @@ def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd
     # The recorded command resumes the run in its own folder and completes it.
     words = shlex.split(command.replace("trainer.max_epochs=50", "trainer.max_epochs=3"))
     assert words[:2] == ["python", "train.py"]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=tmp_path, env=clean_env(None),
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=tmp_path, env=user_env(),
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics_of(run_dir)["status"] == "completed"

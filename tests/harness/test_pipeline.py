@@ -28,17 +28,14 @@ from afno_repro.runs import auto_resume, find_runs
 from readme import argv, run_until_training_starts, user_env
 
 ROOT = Path(__file__).resolve().parents[2]
+SILENT_WANDB = {"WANDB_SILENT": "true"}  # beside a user's environment (readme.user_env): W&B's notices kept out of the logs
 SECTIONS = ("table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
             "resolution")
 
 
-def _env() -> dict:
-    return user_env({"WANDB_SILENT": "true"})
-
-
 def _run(command: str, cwd: Path, timeout: int = 2400) -> subprocess.CompletedProcess:
     """A README command, as printed, from ``cwd``."""
-    return subprocess.run(argv(command), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(argv(command), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=user_env(SILENT_WANDB))
 
 
 @background.job("reproduced")
@@ -155,7 +152,7 @@ def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(tm
     command = [sys.executable, "-m", "afno_repro.pipeline", "--scale", "smoke", "--only", "table2_inpainting",
                "--wandb", "disabled"]
     sweep = tmp_path / "outputs" / "reproduce" / "smoke" / "table2_inpainting"
-    process = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=tmp_path, env=user_env(SILENT_WANDB), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.time() + 600
     second = None
@@ -172,7 +169,7 @@ def test_a_sweep_killed_with_sigkill_and_restarted_ends_with_the_same_numbers(tm
     assert [Path(r["run_dir"]).name[:2] for r in first_done] == ["0_"], "expected only the first row completed"
     kept = Path(first_done[0]["metrics_file"]).stat().st_mtime_ns
 
-    restarted = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    restarted = subprocess.run(command, cwd=tmp_path, env=user_env(SILENT_WANDB), capture_output=True, text=True, timeout=900)
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
     assert Path(first_done[0]["metrics_file"]).stat().st_mtime_ns == kept, "the completed row was run again"
     assert "already completed, not run again (resume=auto)" in restarted.stdout
@@ -207,7 +204,7 @@ def test_order_puts_needs_first_and_names_a_cycle():
 
 def test_paper_scale_without_data_names_the_options(tmp_path):
     result = subprocess.run([sys.executable, "-m", "afno_repro.pipeline", "--scale", "paper"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, env=_env())
+                            capture_output=True, text=True, timeout=120, env=user_env(SILENT_WANDB))
     assert result.returncode == 2
     assert "--imagenet /path/to/imagenet" in result.stderr and "--cityscapes" in result.stderr
     assert "--swin /path/to/swin" in result.stderr and "swin_{tiny,small,base}_patch4_window7_224.pth" in result.stderr
@@ -267,7 +264,7 @@ def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path
     that run as interrupted and ends the pipeline with 130 and how to go on."""
     work = tmp_path / "work"
     work.mkdir()
-    started, returncode, output = run_until_training_starts(argv(PAPER, paper_data), work, _env(), terminal_sigint)
+    started, returncode, output = run_until_training_starts(argv(PAPER, paper_data), work, user_env(SILENT_WANDB), terminal_sigint)
     lines = output.splitlines(keepends=True)
     assert started and lines[1].startswith(" 1. table2_inpainting: 4 runs"), output[-3000:]
     assert returncode == 130 and "Run the same command again to go on" in output, output[-3000:]

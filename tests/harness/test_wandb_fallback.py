@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from readme import user_env
+
 pytestmark = pytest.mark.slow  # each test starts train.py or a fresh Python with W&B
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -75,16 +77,17 @@ def refusing_server():
     server.server_close()
 
 
-def _env(tmp_path: Path, base_url: str, **extra: str) -> dict:
+def _wandb_env(tmp_path: Path, base_url: str, **extra: str) -> dict:
+    """W&B's side of a run's environment: a fresh HOME (no netrc, no settings) and the server at ``base_url``."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     return {"HOME": str(home), "NETRC": str(home / ".netrc"), "WANDB_BASE_URL": base_url, **extra}
 
 
-def _factory(clean_env, tmp_path: Path, env: dict, probe_timeout: float = 2.0, init_timeout: float = 5.0):
+def _factory(tmp_path: Path, env: dict, probe_timeout: float = 2.0, init_timeout: float = 5.0):
     save_dir = tmp_path / "factory"
     result = subprocess.run([sys.executable, "-c", FACTORY, "online", str(save_dir), str(probe_timeout),
-                             str(init_timeout)], capture_output=True, text=True, timeout=180, env=clean_env(env))
+                             str(init_timeout)], capture_output=True, text=True, timeout=180, env=user_env(env))
     assert result.returncode == 0, result.stderr[-3000:]
     # wandb's own telemetry may log after the result line (e.g. its failed exports at exit).
     (line,) = [line for line in result.stdout.splitlines() if line.startswith('{"offline"')]
@@ -110,20 +113,20 @@ def _assert_offline_run_announced(result, run_dir: Path, why: str) -> None:
 def test_api_key_but_no_server_runs_offline_without_waiting(train, tmp_path):
     # Before: 98 s of retries, then a CommError traceback. Now the reachability probe finds the port closed
     # and the run goes offline before wandb.init is tried (which is what would wait).
-    env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
+    env = _wandb_env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
     result, run_dir = _smoke(train, tmp_path, env)
     _assert_offline_run_announced(result, run_dir, "is not reachable (")
     assert "wandb.init failed" not in result.stdout + result.stderr
 
 
 def test_online_mode_without_credentials_runs_offline(train, tmp_path):
-    env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_MODE="online")
+    env = _wandb_env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_MODE="online")
     result, run_dir = _smoke(train, tmp_path, env)
     _assert_offline_run_announced(result, run_dir, "no W&B credentials")
 
 
 def test_disabled_mode_writes_no_wandb_run(train, tmp_path, metrics_of):
-    env = _env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
+    env = _wandb_env(tmp_path, f"http://127.0.0.1:{_closed_port()}", WANDB_API_KEY=FAKE_KEY)
     result, run_dir = _smoke(train, tmp_path, env, "logger.wandb.mode=disabled")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(run_dir.glob("wandb/*run-*")) and "W&B logs this run offline" not in result.stdout
@@ -131,8 +134,8 @@ def test_disabled_mode_writes_no_wandb_run(train, tmp_path, metrics_of):
     assert (run_dir / "csv" / "metrics.csv").is_file()
 
 
-def test_server_that_never_answers_costs_only_the_probe_timeout(clean_env, tmp_path, silent_server):
-    outcome, output, save_dir = _factory(clean_env, tmp_path, _env(tmp_path, silent_server, WANDB_API_KEY=FAKE_KEY),
+def test_server_that_never_answers_costs_only_the_probe_timeout(tmp_path, silent_server):
+    outcome, output, save_dir = _factory(tmp_path, _wandb_env(tmp_path, silent_server, WANDB_API_KEY=FAKE_KEY),
                                          probe_timeout=2.0)
     # The probe gave up after its timeout, and the run went offline without trying wandb.init (which waits).
     assert outcome["offline"], outcome
@@ -141,10 +144,10 @@ def test_server_that_never_answers_costs_only_the_probe_timeout(clean_env, tmp_p
     assert list((save_dir / "wandb").glob("offline-run-*"))
 
 
-def test_server_that_refuses_the_run_falls_back_to_offline(clean_env, tmp_path, refusing_server):
+def test_server_that_refuses_the_run_falls_back_to_offline(tmp_path, refusing_server):
     # The server answers (the probe passes) but wandb.init fails: the run still goes offline.
-    outcome, output, save_dir = _factory(clean_env, tmp_path,
-                                         _env(tmp_path, refusing_server, WANDB_API_KEY=FAKE_KEY), init_timeout=5.0)
+    outcome, output, save_dir = _factory(tmp_path,
+                                         _wandb_env(tmp_path, refusing_server, WANDB_API_KEY=FAKE_KEY), init_timeout=5.0)
     assert outcome["offline"], outcome
     assert "wandb.init failed" in output and "is not reachable" not in output
     assert list((save_dir / "wandb").glob("offline-run-*"))

@@ -13,7 +13,8 @@ from torch import nn
 
 from afno_repro.data import CityscapesDataModule
 from afno_repro.models import SegFormer
-from afno_repro.tasks.segmentation import SegmentationTask, slide_logits
+from afno_repro.tasks.segmentation import SegmentationTask
+from afno_repro.tasks.segmentation_inference import slide_logits
 
 
 def test_slide_equals_whole_for_a_per_pixel_model_and_covers_every_pixel():

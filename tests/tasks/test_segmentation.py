@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from afno_repro.tasks.segmentation import PixelPrior, SegmentationTask, iou_from_confusion, protocol_results
+from afno_repro.tasks.segmentation import SegmentationTask
+from afno_repro.tasks.segmentation_metrics import PixelPrior, iou_from_confusion, protocol_results
 
 C = 4  # classes 0..3; class 3 occurs in neither truth nor prediction
 

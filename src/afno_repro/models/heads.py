@@ -1,7 +1,8 @@
 """Output heads of the backbones: a per-token linear "pixel" head and SegFormer's all-MLP decoder.
 
 The ViT classification head is timm's ``ClassifierHead`` (global average pooling + linear) and
-is built in :mod:`afno_repro.models.vit`; only the heads timm does not provide live here.
+is built in :mod:`afno_repro.models.vit`; only the heads timm does not provide live here, and
+:func:`build_stage_head`, the head of the four-stage trunks (SegFormer, Swin).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import ConvNormAct
+from timm.layers import ClassifierHead, ConvNormAct
 from torch import nn
 
-__all__ = ["PatchPixelHead", "AllMLPDecodeHead"]
+from afno_repro.mixers.weight_init import init_mit_weights
+
+__all__ = ["PatchPixelHead", "AllMLPDecodeHead", "build_stage_head"]
 
 
 class PatchPixelHead(nn.Module):
@@ -95,3 +98,26 @@ class AllMLPDecodeHead(nn.Module):
             projected.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         x = self.fuse(torch.cat(projected[::-1], dim=1))
         return self.classifier(self.dropout(x))
+
+
+def build_stage_head(head: str | None, embed_dims: Sequence[int], decoder_dim: int, num_classes: int | None,
+                     dropout: float = 0.0) -> nn.Module:
+    """The head of a four-stage trunk, freshly initialised (MiT's init): ``"segmentation"``, the
+    all-MLP decoder over every stage; ``"classification"``, average pooling and a linear layer on
+    the last stage; ``None``, no head (the stage outputs themselves).
+
+    Examples
+    --------
+    >>> type(build_stage_head("classification", [8, 16, 32, 64], 32, 10)).__name__
+    'ClassifierHead'
+    >>> type(build_stage_head(None, [8, 16, 32, 64], 32, None)).__name__
+    'Identity'
+    """
+    if head == "segmentation":
+        module = AllMLPDecodeHead(embed_dims, decoder_dim, num_classes, dropout=dropout)
+    elif head == "classification":
+        module = ClassifierHead(embed_dims[-1], num_classes, pool_type="avg", input_fmt="NCHW")
+    else:
+        module = nn.Identity()
+    module.apply(init_mit_weights)
+    return module

@@ -16,13 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import ClassifierHead, calculate_drop_path_rates, to_2tuple
+from timm.layers import calculate_drop_path_rates, to_2tuple
 from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
 from afno_repro.mixers import build_mixer, get_mixer_spec
 from afno_repro.mixers.weight_init import init_mit_weights
-from afno_repro.models.heads import AllMLPDecodeHead
+from afno_repro.models.heads import build_stage_head
 from afno_repro.models.vit import Block, init_outside, mixer_name_and_options
 
 __all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES", "HEADS", "check_head"]
@@ -314,13 +314,7 @@ class SegFormer(nn.Module):
         (``"segmentation"``, paper A.3). Arguments as in the constructor.
         """
         check_head("SegFormer", head, num_classes)
-        if head == "segmentation":
-            self.head = AllMLPDecodeHead(self.embed_dims, self.decoder_dim, num_classes, dropout=self.decoder_dropout)
-        elif head == "classification":
-            self.head = ClassifierHead(self.embed_dims[-1], num_classes, pool_type="avg", input_fmt="NCHW")
-        else:
-            self.head = nn.Identity()
-        self.head.apply(init_mit_weights)
+        self.head = build_stage_head(head, self.embed_dims, self.decoder_dim, num_classes, self.decoder_dropout)
         self.head_name = head
         self.num_classes = num_classes if head is not None else None
 

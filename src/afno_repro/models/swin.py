@@ -19,12 +19,11 @@ from typing import Any
 
 import timm
 import torch
-from timm.layers import ClassifierHead, to_2tuple
+from timm.layers import to_2tuple
 from timm.models.swin_transformer import checkpoint_filter_fn
 from torch import nn
 
-from afno_repro.mixers.weight_init import init_mit_weights
-from afno_repro.models.heads import AllMLPDecodeHead
+from afno_repro.models.heads import build_stage_head
 from afno_repro.models.segformer import check_head
 
 __all__ = ["SwinSegFormer", "SWIN_VARIANTS"]
@@ -161,13 +160,7 @@ class SwinSegFormer(nn.Module):
     def reset_head(self, head: str | None, num_classes: int | None = None) -> None:
         """Replace the head (freshly initialised), keeping every trunk weight; as :meth:`SegFormer.reset_head`."""
         check_head("SwinSegFormer", head, num_classes)
-        if head == "segmentation":
-            self.head = AllMLPDecodeHead(self.embed_dims, self.decoder_dim, num_classes, dropout=self.decoder_dropout)
-        elif head == "classification":
-            self.head = ClassifierHead(self.embed_dims[-1], num_classes, pool_type="avg", input_fmt="NCHW")
-        else:
-            self.head = nn.Identity()
-        self.head.apply(init_mit_weights)
+        self.head = build_stage_head(head, self.embed_dims, self.decoder_dim, num_classes, self.decoder_dropout)
         self.head_name = head
         self.num_classes = num_classes if head is not None else None
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from afno_repro.paper import paper_results
+from afno_repro.report.render import format_number, pyplot, save_figure
 from afno_repro.report.sections import Section
 from afno_repro.report.sweep import collect, describe_reading
 
@@ -49,14 +50,6 @@ def run_command(run: dict[str, Any]) -> str:
     kept = [o for o in run.get("overrides") or [] if not o.startswith(_PIPELINE_ONLY)]
     kept.sort(key=lambda override: not override.startswith("experiment="))  # stable: the rest keep their order
     return shlex.join(["python", "train.py", *kept])
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def _delta(ours: float | None, paper: float | None, digits: int) -> str:
@@ -89,15 +82,15 @@ def _metric_rows(runs: list[dict[str, Any]], metrics: Sequence[tuple[str, str, i
         row.update(extra(run) if extra else {})
         for key, label, digits in metrics:
             ours = result.get(key)
-            row[label] = _fmt(ours, digits)
-            row[f"paper {label}"] = _fmt(paper.get(key), digits)
+            row[label] = format_number(ours, f".{digits}f")
+            row[f"paper {label}"] = format_number(paper.get(key), f".{digits}f")
             row[f"delta {label}"] = _delta(ours, paper.get(key), digits)
         row.update(after(run) if after else {})
-        row["params (M)"] = _fmt(run.get("params_m"), 2)
+        row["params (M)"] = format_number(run.get("params_m"))
         if paper_params is not None:
-            row["paper params (M)"] = _fmt(paper_params(run), 0)
-        row["GFLOPs"] = _fmt(run.get("gflops"), 2)
-        row["images"] = _fmt(result.get("num_images"))
+            row["paper params (M)"] = format_number(paper_params(run), ".0f")
+        row["GFLOPs"] = format_number(run.get("gflops"))
+        row["images"] = format_number(result.get("num_images"))
         row["reading"] = describe_reading(run.get("reading"))
         row["comparable"] = run.get("comparable") or "no paper number for this row"
         row["status"] = _status(run)
@@ -170,7 +163,7 @@ def _table1(scaling: dict[str, Any] | None, figures: Path) -> Section:
     if scaling.get("command"):
         intro += f" Made by `{scaling['command']}`."
     paper_name = {"attention": "self_attention"}
-    exponents = [{"mixer": name, "time exponent": _fmt(p.get("time"), 2), "memory exponent": _fmt(p.get("memory"), 2),
+    exponents = [{"mixer": name, "time exponent": format_number(p.get("time")), "memory exponent": format_number(p.get("memory")),
                   "paper FLOPs": (formulas.get(paper_name.get(name, name)) or {}).get("flops", ""),
                   "paper params": (formulas.get(paper_name.get(name, name)) or {}).get("params", "")}
                  for name, p in scaling["exponents"].items()]
@@ -196,7 +189,7 @@ def _table3_extra(run: dict[str, Any]) -> dict[str, Any]:
 
 def _table4_extra(run: dict[str, Any]) -> dict[str, Any]:
     resize = (((run.get("test") or {}).get("extra_inference") or {}).get("resize") or {}).get("miou")
-    return {"mIoU, resized to the paper's size (%)": _fmt(resize, 2)}
+    return {"mIoU, resized to the paper's size (%)": format_number(resize)}
 
 
 def _table6(runs: list[dict[str, Any]], plan: list[dict] | None) -> Section:
@@ -226,8 +219,8 @@ def _figure1(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path)
     if not mine:
         return Section("figure1", title, intro, missing=_missing("fig1_trunks", plan))
     rows = [{"trunk": run.get("backbone"), "mixer": run.get("mixer") or "(Swin's own)",
-             "params (M)": _fmt(run.get("params_m"), 3), "mIoU (%)": _fmt((run.get("result") or {}).get("miou"), 2),
-             "images": _fmt((run.get("result") or {}).get("num_images")), "init": (run.get("init") or {}).get("how", ""),
+             "params (M)": format_number(run.get("params_m"), ".3f"), "mIoU (%)": format_number((run.get("result") or {}).get("miou")),
+             "images": format_number((run.get("result") or {}).get("num_images")), "init": (run.get("init") or {}).get("how", ""),
              "comparable": _unprinted(run),
              "command": run_command(run)} for run in mine]
     figure = _plot_figure1(mine, figures / "figure1_miou_vs_params.png")
@@ -249,11 +242,11 @@ def _best_note(points: list[dict[str, Any]], option: str, metric: str, label: st
     best, top = max(scored, key=lambda pair: pair[1])
     spread = top - min(value for _, value in scored)
     if round(spread, 2) == 0:
-        return (f"{option} by {label}: all {len(scored)} points within {spread:.2g} of each other ({_fmt(top, 2)}), "
+        return (f"{option} by {label}: all {len(scored)} points within {spread:.2g} of each other ({format_number(top)}), "
                 f"so this sweep names no best; the paper's is {paper}.")
     ours = (best.get("mixer_options") or {}).get(option)
     agree = "agrees with" if float(ours) == float(paper) else "differs from"
-    return (f"Best {option} by {label} here: {ours} ({_fmt(top, 2)}; the {len(scored)} points span {_fmt(spread, 2)}), "
+    return (f"Best {option} by {label} here: {ours} ({format_number(top)}; the {len(scored)} points span {format_number(spread)}), "
             f"which {agree} the paper's {paper}.")
 
 
@@ -281,10 +274,10 @@ def _figure4(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path)
         rows = []
         for r in points:
             row = {option: (r.get("mixer_options") or {}).get(option),
-                   "PSNR (dB)": _fmt((r.get("result") or {}).get("psnr"), 2)}
+                   "PSNR (dB)": format_number((r.get("result") or {}).get("psnr"))}
             if option == "sparsity_threshold":
-                row["few-shot mIoU (%)"] = _fmt(miou.get(_option(r, option)), 2)
-            row.update({"params (M)": _fmt(r.get("params_m"), 3), "images": _fmt((r.get("result") or {}).get("num_images")),
+                row["few-shot mIoU (%)"] = format_number(miou.get(_option(r, option)))
+            row.update({"params (M)": format_number(r.get("params_m"), ".3f"), "images": format_number((r.get("result") or {}).get("num_images")),
                         "comparable": _unprinted(r),
                         "command": run_command(r)})
             rows.append(row)
@@ -333,26 +326,17 @@ def table_sections(runs: list[dict[str, Any]], *, scaling: dict[str, Any] | None
 
 
 # ----------------------------------------------------------------------------------------------- figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, exponents in scaling["exponents"].items():
         cases = [c for c in scaling["cases"] if c["mixer"] == name and not c.get("does_not_fit")]
         if not cases:
             continue
         tokens = [c["tokens"] for c in cases]
-        axes[0].loglog(tokens, [1e3 * c["seconds"] for c in cases], "o-", label=f"{name} (p={_fmt(exponents['time'], 2)})")
+        axes[0].loglog(tokens, [1e3 * c["seconds"] for c in cases], "o-", label=f"{name} (p={format_number(exponents['time'])})")
         axes[1].loglog(tokens, [max(c["peak_mib"], 1e-2) for c in cases], "o-",
-                       label=f"{name} (p={_fmt(exponents['memory'], 2)})")
+                       label=f"{name} (p={format_number(exponents['memory'])})")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     measured = sorted({c["tokens"] for c in scaling["cases"]})
@@ -366,14 +350,11 @@ def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
         axis.legend(fontsize=8)
     width = scaling["cases"][0]["dim"] if scaling["cases"] else "?"
     fig.suptitle(f"Table 1 measured: one mixer, width {width}, batch 1 (fitted cost ~ N^p)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_figure1(runs: list[dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(6.5, 4.5))
     groups: dict[str, list[tuple[float, float]]] = {}
     for run in runs:
@@ -389,15 +370,12 @@ def _plot_figure1(runs: list[dict[str, Any]], path: Path) -> Path:
     axis.set_title("Figure 1: mIoU against parameters")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_figure4(sweeps: dict[str, list[dict[str, Any]]], best_threshold: float, best_blocks: int, path: Path) -> Path:
     """Three panels: PSNR and few-shot mIoU against lambda, PSNR against k; the paper's stated best dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     panels = (("sparsity_threshold", "sparsity_threshold", "psnr", best_threshold, "sparsity threshold lambda",
                "inpainting PSNR (dB)"),
@@ -422,10 +400,7 @@ def _plot_figure4(sweeps: dict[str, list[dict[str, Any]]], best_threshold: float
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     fig.suptitle("Figure 4: AFNO ablations (ViT-XS/4)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from afno_repro.paper import paper_results
+from afno_repro.report.render import format_number
 from afno_repro.runs import find_runs
 
 log = logging.getLogger(__name__)
@@ -194,9 +195,6 @@ def _reported(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: run, size, each reported number beside the paper's, the first baseline (the
     floor: zero-fill for inpainting, the pixel prior for segmentation), images, reading, status."""
-    def fmt(value: Any, digits: int) -> str:
-        return "" if value is None else f"{value:.{digits}f}"
-
     reported = _reported(rows)
     with_masks = any((r.get("test") or {}).get("masked_fraction") is not None for r in rows)
     with_init = any(r.get("task") not in (None, "inpainting") for r in rows)
@@ -210,19 +208,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in zip(_swept(rows), rows):
         result, paper, test = r.get("result") or {}, r.get("paper") or {}, r.get("test") or {}
-        cells = [label, fmt(r.get("params_m"), 2), fmt(r.get("gflops"), 2)]
+        cells = [label, format_number(r.get("params_m")), format_number(r.get("gflops"))]
         for item in reported:
-            value = fmt(result.get(item["key"]), item["digits"])
+            value = format_number(result.get(item["key"]), f".{item['digits']}f")
             if result.get(f"{item['key']}_std") is not None:
                 value += f" ± {result[item['key'] + '_std']:.{item['digits']}f}"
-            cells += [value, fmt(paper.get(item["key"]), item["digits"])]
+            cells += [value, format_number(paper.get(item["key"]), f".{item['digits']}f")]
         if baseline_names:
             floor = next(iter((r.get("baselines") or {}).values()), {})
-            cells.append(" / ".join(fmt(floor.get(item["key"]), item["digits"]) for item in reported if item["key"] in floor))
+            cells.append(" / ".join(format_number(floor.get(item["key"]), f".{item['digits']}f") for item in reported if item["key"] in floor))
         cells.append(str(result.get("num_images") or ""))
         if with_masks:
             fraction = test.get("masked_fraction")
-            cells.append(fmt(None if fraction is None else 100 * fraction, 1))
+            cells.append(format_number(None if fraction is None else 100 * fraction, ".1f"))
         if with_init:
             cells.append(_init_label(r))
         status = r.get("status", "")

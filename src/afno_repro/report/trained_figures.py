@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import afno_repro.train  # noqa: F401 - the same quieting of Lightning's notices as a training run
+from afno_repro.report.render import pyplot, save_figure
 from afno_repro.report.sections import Section
 
 log = logging.getLogger(__name__)
@@ -141,15 +142,6 @@ def spatial_coherence(labels: np.ndarray) -> float:
     return float(same.mean())
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _inpainting_forward(task: torch.nn.Module, images: torch.Tensor) -> None:
     """The model on the whole images (nothing hidden), as Figure 5 and 6 look at it."""
     device = next(task.parameters()).device
@@ -207,7 +199,7 @@ def figure5_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: in
 
 def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, list[np.ndarray]]]]], path: Path) -> Path:
     """One row per mixer; per image, the input then the cluster map of each chosen layer."""
-    plt = _pyplot()
+    plt = pyplot()
     layers = len(maps[0][1])
     columns = len(images) * (1 + layers)
     fig, axes = plt.subplots(len(maps), columns, figsize=(1.6 * columns, 1.7 * len(maps) + 0.4), squeeze=False)
@@ -229,10 +221,7 @@ def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, l
             axis.set_xticks([])
             axis.set_yticks([])
     fig.suptitle("Figure 5: token clusters (spectral clustering, 4 clusters) per mixer and layer", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _afno_spectra(task: torch.nn.Module, images: torch.Tensor) -> list[dict[str, Any]]:
@@ -298,7 +287,7 @@ def figure6_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: in
 def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path) -> Path:
     """Top: the first run's spectrum per layer (Table 2's AFNO when there is one); bottom: the
     fraction softshrink zeroes per layer for every run."""
-    plt = _pyplot()
+    plt = pyplot()
     name, layers = spectra[0]
     fig = plt.figure(figsize=(max(8.0, 2.6 * len(layers)), 6.5))
     grid = fig.add_gridspec(2, len(layers), height_ratios=(1, 1.1))
@@ -321,10 +310,7 @@ def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path) -
     line.grid(True, alpha=0.3)
     line.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle("Figure 6: AFNO's spectrum after soft-thresholding", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _sizes(trained: int, patch: int, factors: Sequence[float]) -> list[int]:
@@ -386,7 +372,7 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
 
 
 def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[int], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(6, 4))
     for name, points in sorted(curves.items()):
         points.sort()
@@ -398,7 +384,4 @@ def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[in
     axis.set_title("Zero-shot resolution transfer")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,7 +11,8 @@ from afno_repro.tasks.inpainting import (
     make_inpainting_grid,
     masked_mse,
 )
-from afno_repro.tasks.segmentation import SegmentationTask, iou_from_confusion, protocol_results
+from afno_repro.tasks.segmentation import SegmentationTask
+from afno_repro.tasks.segmentation_metrics import iou_from_confusion, protocol_results
 
 __all__ = [
     "ClassificationTask",

@@ -38,7 +38,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchvision.utils import save_image
 
-__all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice"]
+from afno_repro.runs import logged_count
+
+__all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice", "resolve_num_classes"]
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -72,6 +74,23 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...], owner: str) ->
             f"{name}={value!r} is not one of {', '.join(map(repr, choices))}. See the {owner} docstring for "
             f"what each {name} means and pick one of these."
         )
+
+
+def resolve_num_classes(num_classes: Any, backbone: nn.Module, need: str, fix: str) -> int:
+    """``num_classes``, or the backbone's ``num_classes`` when it is None; ``ValueError`` ("``need``, but got
+    ..., ``fix``") unless that is an integer >= 2.
+
+    Example
+    -------
+    >>> backbone = nn.Linear(2, 3)
+    >>> backbone.num_classes = 3
+    >>> resolve_num_classes(None, backbone, "needs num_classes", "pass num_classes.")
+    3
+    """
+    num_classes = num_classes if num_classes is not None else getattr(backbone, "num_classes", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"{need}, but got {num_classes!r}; {fix}")
+    return num_classes
 
 
 class PaperTask(pl.LightningModule):
@@ -157,7 +176,7 @@ class PaperTask(pl.LightningModule):
         picked the checkpoint); :meth:`protocol` puts it in words.
         """
         protocol = self.protocol(selection)
-        count = _count(values.get("num_images"))
+        count = logged_count(values.get("num_images"))
         test = {"num_images": count, **{k: v for k, v in values.items() if "/" not in k and k != "num_images"}}
         baselines: dict[str, dict[str, Any]] = {}
         for key, value in values.items():
@@ -298,7 +317,3 @@ class PaperTask(pl.LightningModule):
         else:
             # timm expects the index of the epoch about to start.
             scheduler.step(epoch=self.current_epoch + 1, metric=metric)
-
-
-def _count(value: float | None) -> int | None:
-    return None if value is None else int(round(value))

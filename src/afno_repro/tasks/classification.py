@@ -41,7 +41,7 @@ from torchmetrics import MaxMetric, MeanMetric, Metric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.utils import make_grid
 
-from afno_repro.tasks.base import PaperTask, Reported, check_choice
+from afno_repro.tasks.base import PaperTask, Reported, check_choice, resolve_num_classes
 
 __all__ = ["ClassificationTask", "ClassPrior", "MIXUP_MODES", "denormalize"]
 
@@ -165,12 +165,10 @@ class ClassificationTask(PaperTask):
         super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile)
         name = type(self).__name__
         check_choice("mixup_mode", mixup_mode, MIXUP_MODES, name)
-        num_classes = num_classes if num_classes is not None else getattr(backbone, "num_classes", None)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"{name} needs num_classes, an integer >= 2, but got {num_classes!r}; give the backbone a classification "
-                "head (backbone.head=classification backbone.num_classes=<C>, the configs use ${data.num_classes}) or pass num_classes."
-            )
+        num_classes = resolve_num_classes(
+            num_classes, backbone, f"{name} needs num_classes, an integer >= 2",
+            "give the backbone a classification head (backbone.head=classification backbone.num_classes=<C>, the configs "
+            "use ${data.num_classes}) or pass num_classes.")
         for option, value in {"mixup_alpha": mixup_alpha, "cutmix_alpha": cutmix_alpha}.items():
             if value < 0:
                 raise ValueError(f"{name} got {option}={value!r}; it must be >= 0 (0 turns it off).")

@@ -1,0 +1,48 @@
+"""How a number and a figure are written: the one number format of every table, and matplotlib headless.
+
+The report's tables, a sweep's ``summary.md``, the lines a run prints at its end and the scripts'
+tables all write numbers with :func:`format_number`; the report's figures are drawn with
+:func:`pyplot` and written with :func:`save_figure`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_number", "pyplot", "save_figure"]
+
+
+def format_number(value: Any, spec: str = ".2f", missing: str = "") -> str:
+    """A table cell: ``missing`` for ``None``, a float formatted by ``spec`` (a format spec, e.g.
+    ``".2f"``, ``"+.1f"``, ``".3g"``), any other value (a count, a label) as it prints.
+
+    Example
+    -------
+    >>> format_number(23.456), format_number(None, missing="n/a"), format_number(-1.25, "+.1f"), format_number(32)
+    ('23.46', 'n/a', '-1.2', '32')
+    """
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures are files, no display is needed or opened."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay ``fig`` out tightly, write it to ``path`` (110 dpi) and close it, so a long report does not
+    keep every figure open; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
