@@ -25,6 +25,12 @@ Usage::
         --cityscapes /data/cityscapes --launcher slurm
     python -m afno_repro.pipeline --scale smoke --dry-run       # the plan: experiments, runs done, folders
     python -m afno_repro.pipeline --scale smoke --only table3_fewshot   # one experiment and what it needs
+    python -m afno_repro.pipeline --scale paper --preflight     # every paper row's cost, measured before running it
+    python -m afno_repro.pipeline --scale paper --preflight --only table2_inpainting --rows afno
+
+``--preflight`` (:mod:`afno_repro.preflight`) builds every row at its paper size through the training path,
+times a few optimizer steps and one evaluation batch, and writes ``<root>/preflight.json`` and
+``preflight.md``; the report shows it as its first section.
 """
 
 from __future__ import annotations
@@ -251,7 +257,8 @@ def _scaling(root: Path, scale: str) -> dict[str, Any]:
 
 def _fingerprint(root: Path) -> str:
     """Changes whenever a run's result or the scaling study changes (the report is rebuilt then)."""
-    files = sorted(root.rglob("metrics.json")) + sorted(root.glob("table1_scaling/scaling.json"))
+    files = (sorted(root.rglob("metrics.json")) + sorted(root.glob("table1_scaling/scaling.json"))
+             + sorted(root.glob("preflight.json")))
     digest = hashlib.sha1()
     for path in files:
         stat = path.stat()
@@ -281,6 +288,10 @@ def build_report(root: Path, report_dir: Path, steps: list[Step], scaling: dict[
     afno = [run for run in runs if run.get("mixer") == "afno" and run.get("experiment") in ("table2_inpainting",
                                                                                           "fig4_sparsity")]
     extra = [figure5_section(table2, figures), figure6_section(afno, figures), resolution_section(table2, figures)]
+    if (root / "preflight.json").is_file():
+        from afno_repro.preflight import preflight_section
+
+        extra.insert(0, preflight_section(json.loads((root / "preflight.json").read_text())))
     written = write_report(root, report_dir, scaling=scaling, extra=extra, plan=[s.as_dict() for s in steps],
                            wandb_mode=wandb_mode)
     stamp.write_text(fingerprint)
@@ -318,6 +329,55 @@ def run_plan(steps: list[Step], root: Path, scale: str, report_dir: Path, *, for
     return 0
 
 
+def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roots: dict[str, str]) -> int:
+    """``--preflight``: every row of the plan measured at its paper size (:mod:`afno_repro.preflight`)."""
+    import torch
+
+    from hydra.errors import ConfigCompositionException
+
+    from afno_repro.preflight import PreflightError, format_table, preflight
+
+    if args.scale != "paper":
+        print("error: --preflight measures the paper-scale rows; use it with --scale paper (the smoke scale's cost "
+              "is the smoke run itself: make reproduce-all SCALE=smoke).", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA GPU here; use --device cpu.", file=sys.stderr)
+        return 2
+    for name, value in (("--batch", args.batch), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            print(f"error: {name} {value}: give a positive whole number.", file=sys.stderr)
+            return 2
+    # Rows are measured without their pretraining runs: --only names exactly the experiments to measure.
+    measured = [step for step in steps if not args.only or step.experiment in args.only]
+    rows = [(step.experiment, point) for step in measured for point in step.points
+            if not args.rows or any(word in " ".join(point) for word in args.rows)]
+    if not rows:
+        print(f"error: --rows {' '.join(args.rows or [])} matches no row of {', '.join(s.experiment for s in measured)}; "
+              "a word matches a row when it appears in the row's overrides (python -m afno_repro.pipeline --scale "
+              "paper --dry-run lists the experiments; each experiment's sweep names its rows).", file=sys.stderr)
+        return 2
+    print(f"preflight of {len(rows)} paper-scale rows on {device} -> {root / 'preflight.json'}", flush=True)
+    try:
+        result = preflight(rows, data_roots={k: v for k, v in data_roots.items() if k != "swin"},
+                           work_dir=root / "preflight", device=device, batch=args.batch, steps=args.steps,
+                           extra=args.overrides, printer=lambda line: print(line, flush=True))
+    except (PreflightError, ConfigCompositionException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "preflight.json", result)
+    table = format_table(result)
+    (root / "preflight.md").write_text(table + "\n")
+    print("\n" + table, flush=True)
+    failed = [r for r in result["rows"] if "error" in r]
+    if failed:
+        print(f"error: {len(failed)} row(s) failed at full size (see the table's flags).", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m afno_repro.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="paper", choices=SCALES,
@@ -327,6 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], metavar="EXPERIMENT",
                         help="run this experiment and what it needs (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
+    parser.add_argument("--preflight", action="store_true",
+                        help="measure every row at its paper size (a few steps and one evaluation batch each) and "
+                             "write <root>/preflight.json; trains nothing to completion")
+    parser.add_argument("--rows", action="append", metavar="WORD",
+                        help="with --preflight: only rows whose overrides contain this word (repeatable: --rows afno "
+                             "--rows gfn)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="with --preflight: where to measure "
+                        "(default cuda when a GPU is visible)")
+    parser.add_argument("--batch", type=int, help="with --preflight: the per-device batch to run (default: the "
+                        "configured one on a GPU, halved until it fits; 1 on a CPU)")
+    parser.add_argument("--steps", type=int, help="with --preflight: timed steps per row after one warm-up "
+                        "(default 5 on a GPU, 1 on a CPU)")
     parser.add_argument("--launcher", help="Hydra launcher for every sweep, e.g. slurm (configs/hydra/launcher)")
     parser.add_argument("--imagenet", help="ImageNet folder (train/, val/) for --scale paper")
     parser.add_argument("--datasetgan", help="DatasetGAN folder for --scale paper")
@@ -349,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.preflight:
+        return _preflight(args, steps, root, data_roots)
     print(format_plan(steps, root, report_dir), flush=True)
     if args.dry_run:
         return 0

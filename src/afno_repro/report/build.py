@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["build_report", "run_command", "table_sections", "write_html", "write_markdown"]
 
-ORDER = ("table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
+ORDER = ("preflight", "table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
          "resolution")
 # Tokens of the smallest grid the paper's models see (ViT-B/4 at 224: 56 x 56).
 _SMALLEST_PAPER_GRID = 56 * 56

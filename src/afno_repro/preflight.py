@@ -1,0 +1,507 @@
+"""Paper-scale preflight: what every row of ``make reproduce-all SCALE=paper`` costs, measured before it is run.
+
+``python -m afno_repro.pipeline --scale paper --preflight`` (with ``--only EXPERIMENT`` and ``--rows WORD``)
+takes every row of every paper experiment at its true size (the model, resolution, data layout and recipe of
+the paper-scale run) and, for each, through the same code as a training run (:func:`afno_repro.train.build`:
+the real data module, task, precision and trainer):
+
+1. trains ``warmup + steps`` real optimizer steps on data in the dataset's real on-disk layout (the folders
+   given with ``--imagenet``/``--datasetgan``/``--cityscapes``, else small synthetic ones written in those
+   layouts at the datasets' image sizes, :mod:`afno_repro.data.layouts`), timing the steps after the warm-up;
+2. runs two evaluation batches through the real test loop (the model's inference, every metric and the task's
+   baselines) and times the second (the first warms the path up), and, on that batch, the model's forward pass
+   alone (the task's ``predict_step``);
+3. records parameters, forward GMACs per image (the paper's GFLOPs convention) at the training resolution, peak
+   memory of training and of evaluation (CUDA's allocator on a GPU; the process's resident-memory growth,
+   sampled every 5 ms, on a CPU), and from these the full recipe's cost:
+
+   - optimizer steps = epochs x ceil(training images / effective global batch);
+   - training PFLOPs = 6 x forward MACs x training images x epochs (a step is ~3 forward passes of 2 FLOPs per
+     multiply-accumulate; FFTs are not counted);
+   - GPU-hours on one GPU: measured on a GPU (epochs x images / measured images per second), otherwise the
+     training FLOPs at an *assumed* sustained rate (a named GPU's bf16 peak at a stated utilisation; printed
+     as an assumption, never as a measurement).
+
+The batch run is the configured per-device batch on a GPU (halved until it fits), and ``--batch`` (default 1)
+on a CPU. The paper's per-device batch is predicted from it linearly: step time x (paper batch / run batch),
+and memory = the optimizer state counted from the parameters (weights, gradients and AdamW's two moments in
+float32: 16 bytes per parameter) + the rest of the measured peak x (paper batch / run batch).
+
+Flags, per row: ``memory``: the paper's per-device batch does not fit in 80 GB (measured on a GPU at that
+batch, predicted otherwise); ``evaluation``: evaluating a batch costs more than 1.5x the model's forward pass on
+it; ``failed``: a step failed at full size (the error is recorded). Rows whose cost cannot differ (Figure 4's
+thresholds, the same trunk in two experiments) are measured once and say which row they share.
+
+Runs that finetune are built without their pretraining run (``pretrained=null``) and Figure 1's Swin trunks
+without the authors' checkpoints (random weights): neither changes what a step costs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["ASSUMED_GPU", "PAPER_TRAIN_IMAGES", "PreflightError", "format_table", "preflight", "preflight_row", "preflight_section",
+           "write_layouts"]
+
+# The sustained rate GPU-hours are computed at when no GPU measured them: an assumption, printed as one.
+# 10% is the median share of the bf16 peak that one training step of the Table 2, 4 and 5 rows reached on an
+# H200 (3.6% to 34%; scripts/benchmark_training.py, README "Speed on a GPU").
+ASSUMED_GPU = {"name": "NVIDIA H100/H200 SXM", "bf16_dense_tflops": 989.0, "utilisation": 0.10,
+               "why": "the median share of the bf16 peak the Table 2, 4 and 5 rows reached in one training step on "
+                      "an H200 (3.6% to 34%, README 'Speed on a GPU')"}
+# Training images per epoch of the paper's datasets (their published split sizes), for synthetic data.
+PAPER_TRAIN_IMAGES = {"imagenet": 1_281_167, "cityscapes": 2_975, "datasetgan/face": 16, "datasetgan/car": 16,
+                      "datasetgan/cat": 30}
+MEMORY_LIMIT_GB = 80.0
+EVALUATION_LIMIT = 1.5
+# Keys that do not change what a step computes: two rows differing only in these cost the same.
+_COST_NEUTRAL = {"sparsity_threshold", "checkpoint", "require_checkpoint", "drop_path_rate", "lr", "weight_decay",
+                 "seed", "image_seed", "subset_seed", "subset_file", "root", "num_grid_images"}
+
+
+class PreflightError(ValueError):
+    """A row could not be built from what the user gave (a data folder, an override): nothing to measure."""
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _data_key(cfg: DictConfig) -> str:
+    """The dataset of a row's data config: ``imagenet``, ``cityscapes`` or ``datasetgan``."""
+    target = str(cfg.data.get("_target_", ""))
+    if "Cityscapes" in target:
+        return "cityscapes"
+    source = cfg.data.get("source")
+    return "datasetgan" if source == "datasetgan" else "imagenet" if source in (None, "imagenet") else str(source)
+
+
+def write_layouts(root: Path, needed: Sequence[str]) -> dict[str, str]:
+    """Synthetic datasets in the real layouts for ``needed`` (imagenet, datasetgan, cityscapes) under ``root``."""
+    from afno_repro.data.layouts import write_cityscapes, write_datasetgan, write_imagenet
+
+    writers = {"imagenet": write_imagenet, "datasetgan": write_datasetgan, "cityscapes": write_cityscapes}
+    roots = {}
+    for name in needed:
+        folder = Path(root) / name
+        if not (folder / ".complete").is_file():
+            writers[name](folder)
+            (folder / ".complete").touch()
+        roots[name] = str(folder)
+    return roots
+
+
+def _train_images(cfg: DictConfig, datamodule: Any, synthetic: bool) -> int | None:
+    """Training images per epoch: ``data.train_samples_per_epoch``, else the real data's count, else the paper's."""
+    data = cfg.data
+    if data.get("train_samples_per_epoch"):
+        return int(data.train_samples_per_epoch)
+    if not synthetic:
+        try:
+            return len(datamodule.train_dataloader().dataset)
+        except Exception:  # noqa: BLE001 - a data module without a sized dataset: fall back to the paper's count
+            pass
+    key = _data_key(cfg)
+    if key == "datasetgan":
+        key = f"datasetgan/{data.get('category')}"
+    images = PAPER_TRAIN_IMAGES.get(key)
+    if images is not None and data.get("subset_fraction"):
+        images = round(images * float(data.subset_fraction))
+    return images
+
+
+# ------------------------------------------------------------------------------------------------ memory
+class _ResidentPeak:
+    """The process's resident memory, sampled every 5 ms in a thread: the peak since :meth:`reset`, in GB."""
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._base = self._peak = self._now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _now(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self._now())
+
+    def reset(self) -> None:
+        self._base = self._peak = self._now()
+
+    def peak_gb(self) -> float:
+        self._peak = max(self._peak, self._now())
+        return (self._peak - self._base) / 1e9
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Meter:
+    """Peak memory of a phase: CUDA's allocator on a GPU, the resident set on a CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._resident = None if device.type == "cuda" else _ResidentPeak()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def reset(self) -> None:
+        self.sync()
+        if self._resident is None:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._resident.reset()
+
+    def peak_gb(self) -> float:
+        self.sync()
+        if self._resident is None:
+            return torch.cuda.max_memory_allocated(self.device) / 1e9
+        return self._resident.peak_gb()
+
+    def close(self) -> None:
+        if self._resident is not None:
+            self._resident.close()
+
+
+class _Timer(pl.Callback):
+    """Times training steps (after ``warmup``) and one evaluation batch, with the model's forward pass on it."""
+
+    def __init__(self, meter: _Meter, warmup: int) -> None:
+        self.meter, self.warmup = meter, warmup
+        self.steps: list[float] = []
+        self.data_wait: list[float] = []
+        self.train_peak_gb = 0.0
+        self.evaluation: dict[str, Any] = {}
+        self._last_end: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.meter.reset()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.meter.sync()
+        self._start = time.perf_counter()
+        if self._last_end is not None:
+            self.data_wait.append(self._start - self._last_end)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.meter.sync()
+        self._last_end = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.steps.append(self._last_end - self._start)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_peak_gb = self.meter.peak_gb()
+
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        # Batch 0 warms the evaluation path up (plans, allocator); the next one is timed, and the model alone on
+        # it, in the trainer's precision, is what its scoring is compared with.
+        self._timed = batch_idx == trainer.num_test_batches[dataloader_idx] - 1
+        if not self._timed:
+            return
+        self.evaluation["warm"] = batch_idx > 0
+        self.meter.reset()
+        start = time.perf_counter()
+        with torch.no_grad(), trainer.precision_plugin.forward_context():
+            pl_module.predict_step(batch, batch_idx)
+        self.meter.sync()
+        self.evaluation["forward_s"] = time.perf_counter() - start
+        self.evaluation["forward_peak_gb"] = self.meter.peak_gb()
+        self.evaluation["batch"] = int(batch["image"].shape[0])
+        self.evaluation["image_shape"] = list(batch["image"].shape[-2:])
+        self.meter.reset()
+        self._start = time.perf_counter()
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._timed:
+            return
+        self.meter.sync()
+        self.evaluation["step_s"] = time.perf_counter() - self._start
+        self._start = time.perf_counter()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The epoch-end computation (metric compute, the baselines' reductions) belongs to the batch's cost.
+        self.meter.sync()
+        self.evaluation["compute_s"] = time.perf_counter() - self._start
+        self.evaluation["peak_gb"] = self.meter.peak_gb()
+
+
+# ------------------------------------------------------------------------------------------------ one row
+def _overrides(experiment: str, point: Sequence[str], data_root: str | None, device: str, batch: int,
+               steps: int, cfg: DictConfig, extra: Sequence[str]) -> list[str]:
+    overrides = [f"experiment={experiment}", *point, *extra, "pretrained=null", "~logger", "~callbacks",
+                 "global_batch=null", f"data.batch_size={batch}", f"++trainer.max_steps={steps}", "++trainer.max_epochs=1",
+                 "++trainer.limit_val_batches=0", "++trainer.limit_test_batches=2", "++trainer.enable_checkpointing=false",
+                 "++trainer.enable_progress_bar=false", f"++trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+                 "++trainer.devices=1", "++trainer.num_nodes=1", "++trainer.enable_model_summary=false"]
+    if data_root is not None:
+        overrides.append(f"data.root={data_root}")
+    if cfg.data.get("val_batch_size") is not None:
+        overrides.append(f"data.val_batch_size={batch}")
+    if cfg.backbone.get("require_checkpoint"):
+        overrides.append("backbone.require_checkpoint=false")
+    return overrides
+
+
+def _cost_key(cfg: DictConfig) -> str:
+    """What decides a step's cost: the model, the task, the data's sizes and the batch, without cost-neutral keys."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in sorted(value.items()) if k not in _COST_NEUTRAL}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return json.dumps(strip({key: container.get(key) for key in ("backbone", "task", "data")}), sort_keys=True,
+                      default=str)
+
+
+def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str, str], synthetic: bool,
+                  device: str, batch: int | None, warmup: int, steps: int, work_dir: Path,
+                  extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Measure one row (module docstring); the row's record, with ``error`` set if it failed at full size."""
+    from afno_repro.config import compose
+    from afno_repro.train import _batch_plan, _describe, _model_info, _user_cause, build
+
+    label = " ".join(point) or "(single run)"
+    paper = compose([f"experiment={experiment}", *point, *extra, "pretrained=null"], output_dir=str(work_dir))
+    record: dict[str, Any] = {"experiment": experiment, "row": label, "overrides": list(point),
+                              "epochs": int(paper.trainer.max_epochs), "image_size": int(paper.data.image_size)}
+    plan = _batch_plan(paper)
+    record["paper_batch"] = {key: plan[key] for key in ("per_device", "world", "accumulation", "effective_global",
+                                                         "declared_global")} if plan else None
+    paper_per_device = plan["per_device"] if plan else int(paper.data.batch_size)
+    record.update(_model_info(paper))
+    run_batch = batch or (paper_per_device if device == "cuda" else 1)
+    torch_device = torch.device(device)
+    while True:
+        meter = _Meter(torch_device)
+        timer = _Timer(meter, warmup)
+        cfg = compose(_overrides(experiment, point, data_roots.get(_data_key(paper)), device, run_batch, warmup + steps,
+                                 paper, extra), output_dir=str(work_dir))
+        try:
+            pl.seed_everything(0, verbose=False)
+            built = build(cfg, extra_callbacks=[timer])
+            started = time.perf_counter()
+            built.trainer.fit(built.task, datamodule=built.datamodule)
+            built.trainer.test(built.task, datamodule=built.datamodule, verbose=False)
+            record["wall_s"] = time.perf_counter() - started
+            record["precision"] = built.numerics["trainer"]
+            record["train_images"] = _train_images(paper, built.datamodule, synthetic)
+            break
+        except torch.OutOfMemoryError:
+            if torch_device.type != "cuda" or run_batch == 1:
+                record["error"] = "out of memory at batch 1"
+                return record
+            run_batch //= 2
+            torch.cuda.empty_cache()
+        except Exception as error:  # noqa: BLE001 - a step that fails at full size is this row's finding
+            if _user_cause(error) is not None:  # bad input (a data folder, an option): the user's to fix, not a finding
+                meter.close()
+                raise PreflightError(f"{experiment} {label}: {_describe(_user_cause(error))}") from error
+            record["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+            return record
+        finally:
+            meter.close()
+            if torch_device.type == "cuda":
+                torch.cuda.empty_cache()
+    if not timer.steps:
+        record["error"] = f"no training step was timed (the training split gave fewer than {warmup + steps} batches)"
+        return record
+    record["run_batch"] = run_batch
+    record["train"] = {"batch": run_batch, "steps_timed": len(timer.steps), "step_s": sum(timer.steps) / len(timer.steps),
+                       "peak_gb": timer.train_peak_gb,
+                       "data_wait_s": (sum(timer.data_wait) / len(timer.data_wait)) if timer.data_wait else None}
+    evaluation = timer.evaluation
+    if evaluation.get("step_s") is not None:
+        evaluation["total_s"] = evaluation["step_s"] + evaluation.get("compute_s", 0.0)
+        evaluation["over_forward"] = evaluation["total_s"] / max(evaluation["forward_s"], 1e-9)
+    record["evaluation"] = evaluation
+    _predict(record, paper_per_device, device)
+    return record
+
+
+def _predict(record: dict[str, Any], paper_per_device: int, device: str) -> None:
+    """The paper's per-device batch and the full recipe, from what was measured (module docstring)."""
+    train, run_batch = record["train"], record["run_batch"]
+    scale = paper_per_device / run_batch
+    params = record["params_m"] * 1e6
+    state_gb = 16 * params / 1e9  # float32 weights, gradients and AdamW's two moments
+    measured_at_paper_batch = device == "cuda" and run_batch == paper_per_device
+    step_s = train["step_s"] * scale
+    peak = train["peak_gb"] if measured_at_paper_batch else state_gb + max(train["peak_gb"] - state_gb, 0.0) * scale
+    record["paper_per_device"] = {"batch": paper_per_device, "step_s": step_s, "peak_gb": peak,
+                                  "how": "measured" if measured_at_paper_batch else
+                                  f"predicted from batch {run_batch}: time x {scale:g}; memory = {state_gb:.2f} GB of "
+                                  f"optimizer state + the rest x {scale:g}"}
+    images = record.get("train_images")
+    batch = record["paper_batch"]["effective_global"] if record.get("paper_batch") else paper_per_device
+    flops_per_image = 6 * record["gflops"] * 1e9
+    if images:
+        record["optimizer_steps"] = record["epochs"] * math.ceil(images / batch)
+        record["train_pflops"] = flops_per_image * images * record["epochs"] / 1e15
+        if device == "cuda":
+            record["gpu_hours"] = record["epochs"] * images * train["step_s"] / run_batch / 3600
+            record["gpu_hours_how"] = "measured images/s on this GPU"
+        else:
+            rate = ASSUMED_GPU["bf16_dense_tflops"] * ASSUMED_GPU["utilisation"] * 1e12
+            record["gpu_hours"] = record["train_pflops"] * 1e15 / rate / 3600
+            record["gpu_hours_how"] = (f"assumed: {ASSUMED_GPU['name']} at {100 * ASSUMED_GPU['utilisation']:.0f}% of its "
+                                       f"{ASSUMED_GPU['bf16_dense_tflops']:g} TFLOP/s bf16 peak")
+    flags = []
+    if peak > MEMORY_LIMIT_GB:
+        basis = "measured" if measured_at_paper_batch else (
+            "predicted, float32 on a CPU: bf16-mixed on a GPU needs less" if device != "cuda" else "predicted")
+        flags.append(f"memory: {peak:.0f} GB at the paper's per-device batch {paper_per_device} (> {MEMORY_LIMIT_GB:g} GB; "
+                     f"{basis})")
+    ratio = record["evaluation"].get("over_forward")
+    if ratio is not None and ratio > EVALUATION_LIMIT:
+        flags.append(f"evaluation: {ratio:.2f}x the model's forward pass on the same batch (> {EVALUATION_LIMIT:g}x)")
+    record["flags"] = flags
+
+
+# ------------------------------------------------------------------------------------------------ all rows
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Lightning's per-fit banners and warnings, muted for the many short fits of a preflight."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, str] | None, work_dir: Path,
+              device: str = "cpu", batch: int | None = None, warmup: int = 1, steps: int | None = None,
+              extra: Sequence[str] = (), printer=print) -> dict[str, Any]:
+    """Measure ``rows`` ((experiment, sweep point) pairs) with ``extra`` overrides on every row; the record
+    :func:`format_table` and the report show."""
+    from afno_repro.config import compose
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    steps = steps or (5 if device == "cuda" else 1)
+    needed = sorted({_data_key(compose([f"experiment={e}", *p, *extra, "pretrained=null"], output_dir=str(work_dir)))
+                     for e, p in rows})
+    given = dict(data_roots or {})
+    missing = [name for name in needed if name not in given]
+    synthetic = bool(missing)
+    if missing:
+        printer(f"preflight: writing synthetic {', '.join(missing)} in the real layouts under {work_dir / 'data'} "
+                "(pass the dataset folders to measure on the real files)")
+        given.update(write_layouts(work_dir / "data", missing))
+    started = time.time()
+    records, seen = [], {}
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    for experiment, point in rows:
+        paper = compose([f"experiment={experiment}", *point, *extra, "pretrained=null"], output_dir=str(work_dir))
+        key = _cost_key(paper)
+        if key in seen:
+            record = {**seen[key], "experiment": experiment, "row": " ".join(point) or "(single run)",
+                      "overrides": list(point), "same_cost_as": f"{seen[key]['experiment']} {seen[key]['row']}"}
+            record.pop("wall_s", None)
+        else:
+            row_started = time.time()
+            with _quiet():
+                record = preflight_row(experiment, point, data_roots=given, synthetic=synthetic, device=device,
+                                       batch=batch, warmup=warmup, steps=steps, work_dir=work_dir / "run",
+                                       extra=extra)
+            record["row_s"] = time.time() - row_started
+            seen[key] = record
+        records.append(record)
+        printer(format_line(record))
+    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "overrides": list(extra),
+            "data": "synthetic, in the real layouts" if synthetic else "the given dataset folders",
+            "data_roots": given, "assumed_gpu": ASSUMED_GPU, "memory_limit_gb": MEMORY_LIMIT_GB,
+            "evaluation_limit": EVALUATION_LIMIT, "total_s": time.time() - started, "rows": records}
+
+
+# ------------------------------------------------------------------------------------------------ output
+_COLUMNS = ("experiment", "row", "params M", "GMACs/img", "run batch", "step s", "train GB", "eval / fwd",
+            "paper batch", "paper step s", "paper GB", "opt. steps", "PFLOPs", "GPU-h", "flags")
+
+
+def _cells(record: dict[str, Any]) -> list[str]:
+    def number(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    if "error" in record:
+        return [record["experiment"], record["row"], number(record.get("params_m"), ".1f"),
+                number(record.get("gflops"), ".1f"), "-", "-", "-", "-", "-", "-", "-", "-", "-", "-",
+                f"failed: {record['error']}"]
+    paper = record["paper_per_device"]
+    flags = list(record.get("flags") or [])
+    if record.get("same_cost_as"):
+        flags.append(f"same cost as {record['same_cost_as']}")
+    return [record["experiment"], record["row"], number(record["params_m"], ".1f"), number(record["gflops"], ".1f"),
+            str(record["run_batch"]), number(record["train"]["step_s"], ".2f"), number(record["train"]["peak_gb"], ".2f"),
+            number(record["evaluation"].get("over_forward"), ".2f"), str(paper["batch"]), number(paper["step_s"], ".1f"),
+            number(paper["peak_gb"], ".1f"), number(record.get("optimizer_steps"), ",d"),
+            number(record.get("train_pflops"), ",.0f"), number(record.get("gpu_hours"), ",.0f"),
+            "; ".join(flags) or "-"]
+
+
+def format_line(record: dict[str, Any]) -> str:
+    return "  ".join(_cells(record))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The preflight as a Markdown table, with what was measured and what was assumed."""
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_cells(record)) + " |" for record in result["rows"]]
+    return "\n".join([*lines, "", _legend(result)])
+
+
+def _legend(result: dict[str, Any]) -> str:
+    gpu = result["assumed_gpu"]
+    hours = sum(r.get("gpu_hours") or 0 for r in result["rows"])
+    measured_on_gpu = not result["device"].startswith("cpu")
+    rate = ("measured on this GPU" if measured_on_gpu else
+            f"ASSUMED, not measured: {gpu['name']} at {100 * gpu['utilisation']:.0f}% of its {gpu['bf16_dense_tflops']:g} "
+            f"TFLOP/s bf16 dense peak, {gpu['why']}")
+    return (f"Measured on {result['device']} (torch {result['torch']}), data: {result['data']}; {result['steps']} timed "
+            f"step(s) after {result['warmup']} warm-up per row; the whole preflight took {result['total_s']:.0f} s. "
+            f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
+            f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "
+            f"is float32 resident memory). `eval / fwd`: one evaluation batch through the test loop (inference, "
+            f"metrics, baselines) over the model's forward pass on it. GPU-h: one GPU, training only, {rate}; "
+            f"{hours:,.0f} GPU-hours for every row. PFLOPs: 6 x forward MACs x images x epochs (no FFTs).")
+
+
+def preflight_section(result: dict[str, Any]):
+    """The report's section: the table of :func:`format_table`, one row per run of the paper-scale pipeline."""
+    from afno_repro.report.build import Section
+
+    rows = [dict(zip(_COLUMNS, _cells(record))) for record in result["rows"]]
+    intro = ("What `make reproduce-all SCALE=paper` will cost, measured per row before it runs "
+             "(`python -m afno_repro.pipeline --scale paper --preflight`).")
+    return Section("preflight", "Preflight: the cost of every paper-scale row", intro, tables={"preflight": rows},
+                   notes=[_legend(result)])

@@ -1,0 +1,159 @@
+"""`python -m afno_repro.pipeline --scale paper --preflight`: every paper row measured through the training path.
+
+The whole preflight at the paper's sizes is a benchmark (hours on 2 CPU cores); here one row per task runs at a
+size that takes seconds (shrunk by overrides given to every row, as a user would pass them), on data in the real
+layouts: the synthetic datasets the preflight writes itself, and the tests' DatasetGAN release.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from afno_repro import pipeline
+from afno_repro.preflight import ASSUMED_GPU, PAPER_TRAIN_IMAGES, _predict, preflight_section
+
+VIT_TINY = ["backbone.depth=1", "backbone.embed_dim=64", "backbone.img_size=32", "data.image_size=32",
+            "data.num_workers=0"]
+SEGFORMER_TINY = ["backbone.embed_dims=[8,16,40,64]", "+backbone.depths=[1,1,1,1]", "+backbone.decoder_dim=32",
+                  "data.crop_size=64", "task.stride=48", "data.num_workers=0"]
+
+
+def _preflight(tmp_path: Path, *args: str) -> tuple[int, dict | None]:
+    root = tmp_path / "root"
+    status = pipeline.main(["--scale", "paper", "--preflight", "--device", "cpu", "--root", str(root), *args])
+    record = root / "preflight.json"
+    return status, json.loads(record.read_text()) if record.is_file() else None
+
+
+def _params(overrides: list[str]) -> int:
+    from hydra.utils import instantiate
+
+    from afno_repro.config import compose
+
+    with torch.device("meta"):
+        model = instantiate(compose(overrides).backbone)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_table2_row_is_timed_and_its_recipe_costed(tmp_path, capsys):
+    status, result = _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "afno", *VIT_TINY)
+    assert status == 0, capsys.readouterr().err
+    (row,) = result["rows"]
+    assert row["row"] == "mixer=afno" and "error" not in row
+    assert row["params_m"] * 1e6 == pytest.approx(_params(["experiment=table2_inpainting", "mixer=afno", *VIT_TINY]))
+    assert row["train"]["batch"] == row["run_batch"] == 1 and row["train"]["steps_timed"] == 1
+    assert row["train"]["step_s"] > 0 and row["evaluation"]["forward_s"] > 0 and row["evaluation"]["step_s"] > 0
+    assert row["evaluation"]["image_shape"] == [32, 32]
+    # The paper's per-device batch (A.2: 64 on one GPU) and its recipe: 100 epochs of ImageNet-1k at 64.
+    assert row["paper_batch"]["per_device"] == 64 and row["paper_batch"]["effective_global"] == 64
+    assert row["paper_per_device"]["step_s"] == pytest.approx(64 * row["train"]["step_s"])
+    assert row["train_images"] == PAPER_TRAIN_IMAGES["imagenet"] == 1_281_167
+    assert row["optimizer_steps"] == 100 * 20_019
+    assert row["train_pflops"] == pytest.approx(6 * row["gflops"] * 1e9 * 1_281_167 * 100 / 1e15)
+    rate = ASSUMED_GPU["bf16_dense_tflops"] * 1e12 * ASSUMED_GPU["utilisation"]
+    assert row["gpu_hours"] == pytest.approx(row["train_pflops"] * 1e15 / rate / 3600)
+    assert row["gpu_hours_how"].startswith("assumed")
+    # The data came from the real ImageNet layout, written by the preflight at ImageNet's sizes.
+    assert result["data"] == "synthetic, in the real layouts"
+    assert sorted(p.name for p in (Path(result["data_roots"]["imagenet"]) / "train").iterdir())
+    table = (tmp_path / "root" / "preflight.md").read_text()
+    assert "| table2_inpainting | mixer=afno |" in table and "ASSUMED, not measured" in table
+    section = preflight_section(result)
+    assert section.key == "preflight" and section.tables["preflight"][0]["row"] == "mixer=afno"
+
+
+def test_fewshot_row_reads_a_given_datasetgan_release(tmp_path, capsys):
+    from layouts import write_datasetgan
+
+    release = tmp_path / "datasetgan"
+    for category in ("face", "car", "cat"):
+        write_datasetgan(release, category=category)
+    status, result = _preflight(tmp_path, "--only", "table3_fewshot", "--rows", "afno", "--datasetgan", str(release),
+                                *VIT_TINY)
+    assert status == 0, capsys.readouterr().err
+    assert result["data"] == "the given dataset folders"
+    faces = [row for row in result["rows"] if "face" in row["row"]]
+    assert faces and all("error" not in row for row in result["rows"])
+    # The real release's training images are counted (16 face images in the tests' release).
+    assert faces[0]["train_images"] == 16 and faces[0]["evaluation"]["over_forward"] > 0
+
+
+@pytest.mark.slow  # four 2048x1024 frames written and decoded, ~40 s on 2 cores
+def test_cityscapes_row_evaluates_a_full_size_image_by_sliding_windows(tmp_path, capsys):
+    status, result = _preflight(tmp_path, "--only", "table4_cityscapes", "--rows", "table4/afno_25pct", *SEGFORMER_TINY)
+    assert status == 0, capsys.readouterr().err
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    # One 2048x1024 validation image, scored at its full size: Cityscapes' real resolution.
+    assert row["evaluation"]["image_shape"] == [1024, 2048] and row["evaluation"]["batch"] == 1
+    assert row["train_images"] == 2_975 and row["paper_batch"]["effective_global"] == 8
+    assert row["optimizer_steps"] == 450 * math.ceil(2_975 / 8)
+
+
+def test_rows_that_cannot_cost_differently_are_measured_once(tmp_path, capsys):
+    status, result = _preflight(tmp_path, "--only", "fig4_sparsity", "--rows", "sparsity_threshold=0.01",
+                                "--rows", "sparsity_threshold=0.1", *VIT_TINY)
+    assert status == 0, capsys.readouterr().err
+    first, second = result["rows"]
+    assert "same_cost_as" not in first and second["same_cost_as"] == f"fig4_sparsity {first['row']}"
+    assert second["train"] == first["train"] and second["row"] != first["row"]
+
+
+def test_bad_input_is_one_clear_error(tmp_path, capsys):
+    assert _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "no_such_mixer")[0] == 2
+    assert "matches no row" in capsys.readouterr().err
+    status, _ = _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "afno", "--imagenet",
+                           str(tmp_path / "missing"), *VIT_TINY)
+    err = capsys.readouterr().err
+    assert status == 2 and "missing" in err and "Traceback" not in err
+    assert pipeline.main(["--scale", "smoke", "--preflight", "--root", str(tmp_path)]) == 2
+    assert "--scale paper" in capsys.readouterr().err
+
+
+def test_flags_name_memory_past_80_gb_and_evaluation_past_one_and_a_half_forwards():
+    record = {"run_batch": 1, "params_m": 1000.0, "gflops": 1.0, "epochs": 1, "train_images": None,
+              "paper_batch": None, "train": {"step_s": 1.0, "peak_gb": 20.0},
+              "evaluation": {"over_forward": 2.0}}
+    _predict(record, 64, "cpu")
+    # 16 GB of weights, gradients and AdamW moments + the other 4 GB per image x 64.
+    assert record["paper_per_device"]["peak_gb"] == pytest.approx(16 + 4 * 64)
+    assert [flag.split(":")[0] for flag in record["flags"]] == ["memory", "evaluation"]
+    record.update(train={"step_s": 1.0, "peak_gb": 16.5}, evaluation={"over_forward": 1.2})
+    _predict(record, 64, "cpu")
+    assert record["flags"] == []
+
+
+README_PREFLIGHT = ("python -m afno_repro.pipeline --scale paper --preflight --imagenet /data/imagenet "
+                    "--datasetgan /data/datasetgan --cityscapes /data/cityscapes")
+
+
+@pytest.mark.slow
+def test_readme_preflight_command_measures_its_first_row_at_the_paper_size(paper_data, tmp_path):
+    """README's command as printed (data paths: tiny datasets in the real layouts) until its first row, Table 2's
+    self-attention ViT-B/4 at 224, is measured (a whole CPU preflight is hours: a benchmark, not a test)."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from readme import argv, user_env
+
+    process = subprocess.Popen(argv(README_PREFLIGHT, paper_data), cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    first_row = re.compile(r"^table2_inpainting  mixer=attention  8\d\.\d  \d+\.\d  1  \d+\.\d\d  \d+\.\d\d  \d+\.\d\d  64  ")
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if first_row.search(line) or "Traceback" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert seen and first_row.search(seen[-1]), "".join(seen)[-3000:]
+    assert f"preflight of " in "".join(seen) and "writing synthetic" not in "".join(seen)
