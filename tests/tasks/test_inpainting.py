@@ -323,3 +323,17 @@ def test_masked_input_baseline_scores_like_a_task_predicting_zeros(tmp_path):
 def test_evaluate_baselines_rejects_a_bad_max_batches():
     with pytest.raises(ValueError, match="max_batches"):
         evaluate_baselines(loader(SmoothImages()), max_batches=0)
+
+
+def test_biharmonic_fills_an_image_with_nothing_visible_with_zeros_and_leaves_an_unmasked_one():
+    """A small image can be hidden whole by the paper's walk (ViT at 32x32: 64 tokens): nothing to extend."""
+    from afno_repro.tasks.baselines import biharmonic
+
+    image = torch.rand(3, 3, 12, 12) * 0.5 + 0.25
+    mask = torch.zeros(3, 1, 12, 12)
+    mask[0] = 1  # all hidden
+    mask[2, :, 4:8, 4:8] = 1
+    filled = biharmonic(image, mask)
+    assert torch.equal(filled[0], torch.zeros(3, 12, 12))
+    assert torch.allclose(filled[1], image[1])
+    assert torch.allclose(filled[2][:, :4], image[2][:, :4]) and filled[2][:, 4:8, 4:8].abs().sum() > 0

@@ -49,12 +49,14 @@ def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
     Returns
     -------
     Tensor
-        ``(B, 3, H, W)`` float32 on ``image``'s device, clamped to ``[0, 1]``.
+        ``(B, 3, H, W)`` float32 on ``image``'s device, clamped to ``[0, 1]``. An image with every pixel
+        hidden has no boundary to extend (scikit-image cannot solve it): it is filled with zeros, as the
+        masked input is.
     """
     images = image.detach().cpu().double().permute(0, 2, 3, 1).numpy()
     hidden = mask.detach().cpu()[:, 0].numpy() > 0.5
     filled = [
-        inpaint_biharmonic(img, hid, channel_axis=-1) if hid.any() else img
+        img if not hid.any() else np.zeros_like(img) if hid.all() else inpaint_biharmonic(img, hid, channel_axis=-1)
         for img, hid in zip(images, hidden)
     ]
     out = torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2)
