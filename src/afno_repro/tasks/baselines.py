@@ -190,7 +190,7 @@ class BiharmonicPool:
         except BrokenProcessPool as error:
             raise BaselineWorkerError(
                 f"a worker process of the biharmonic baseline died while filling batch {number} (killed, "
-                f"for instance by the out-of-memory killer; each worker needs about 0.3 GB). {fix}"
+                f"for instance by the out-of-memory killer; each worker holds about 0.5 GB). {fix}"
             ) from error
         except Exception as error:  # noqa: BLE001 - any failure of the fill, re-raised with its batch
             raise BaselineWorkerError(

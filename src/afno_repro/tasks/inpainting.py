@@ -54,7 +54,7 @@ __all__ = [
 LOSS_REGIONS = ("masked", "full")
 METRIC_REGIONS = ("composite", "raw")
 # baseline_workers=auto never starts more worker processes than this per training process: each
-# holds an interpreter (~0.3 GB) and more cores than this rarely sit idle beside one GPU.
+# holds ~0.5 GB (scripts/benchmark_scoring.py) and more cores than this rarely sit idle beside one GPU.
 MAX_AUTO_BASELINE_WORKERS = 16
 
 
