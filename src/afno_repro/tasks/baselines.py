@@ -105,9 +105,10 @@ class BiharmonicPool:
     :func:`biharmonic`, so whatever scores them gives the same numbers.
 
     The workers start from a fresh interpreter (``forkserver``, or ``spawn`` where there is none),
-    never a fork of the main process, which may hold CUDA. A worker imports scikit-image, not the
-    project (the task a worker runs is ``fill`` itself), but the interpreter it starts from imports
-    the main script (``train.py``) once, as multiprocessing does for every pool.
+    never a fork of the main process, which may hold CUDA. A worker's task is ``fill`` itself, which
+    imports scikit-image, not the project; the main script (``train.py``) is imported once by the
+    forkserver the workers fork from (by each worker under ``spawn``), as multiprocessing does for
+    every pool.
 
     Parameters
     ----------

@@ -297,8 +297,8 @@ class InpaintingTask(PaperTask):
         Score the learning-free baselines (masked input, biharmonic) in the test loop, on every
         test image with the model's masks.
     baseline_workers
-        Where the biharmonic baseline fills its images (~0.14 s per 224x224 image with the
-        experiments' masks, one CPU core). ``0``: in the main process, one batch after the other
+        Where the biharmonic baseline fills its images (~0.1 s of one CPU core per 224x224
+        image with the experiments' masks). ``0``: in the main process, one batch after the other
         between the model's test batches. ``k > 0``: in ``k`` worker processes
         (:class:`~afno_repro.tasks.baselines.BiharmonicPool`) started at the test epoch's start,
         filling while the model runs its forward passes; the test epoch's end waits for the last
