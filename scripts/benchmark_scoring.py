@@ -18,6 +18,11 @@ own peak resident memory, weights included):
               pixel prior's update.
   inpainting  Table 2's AFNO row, ViT-B/4, a batch of 224x224 images with token-grid masks. Scoring:
               PSNR and SSIM of the reconstruction, and both baselines (masked input, biharmonic).
+              ``scoring, k workers``: the same with the biharmonic fills in k worker processes
+              (``BiharmonicPool``, the task's ``baseline_workers=k``), batch after batch as in the test
+              loop: seconds per batch in steady state (after the workers started, reported apart),
+              the main process's CPU time in them (what competes with the model), and the
+              workers' memory (Linux: proportional set size, shared pages split between sharers).
 
 ``--slow-path`` also scores the Cityscapes label with torchmetrics' MulticlassConfusionMatrix under
 ``torch.use_deterministic_algorithms`` (the trainer's ``deterministic: warn``), the path the task used
@@ -26,12 +31,14 @@ before (it builds an (N, C^2) tensor). Usage::
     python scripts/benchmark_scoring.py                     # every task, CPU, float32
     python scripts/benchmark_scoring.py --tasks fewshot --batch 2
     python scripts/benchmark_scoring.py --tasks cityscapes --slow-path
+    python scripts/benchmark_scoring.py --tasks inpainting --batch 64 --workers 7 15
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import sys
 import time
@@ -129,14 +136,10 @@ def scoring(task: str, batch: int, slow_path: bool = False) -> dict[str, float]:
 
         result = _measured(score)
         return {**result, "what": f"5 per-fold confusion matrices of {batch} 224x224 labels + pixel prior"}
-    from afno_repro.data.masks import RandomWalkMask
     from afno_repro.tasks.baselines import BASELINES
     from afno_repro.tasks.inpainting import composite, image_quality_metrics
 
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(batch, 3, 224, 224, generator=generator)
-    mask = RandomWalkMask(grid="token")(batch, 224, generator).float().reshape(batch, 1, 224, 224)
-    reconstruction = torch.rand(batch, 3, 224, 224, generator=generator)
+    image, mask, reconstruction = _inpainting_batch(batch)
 
     def score() -> None:
         for guess in (composite(reconstruction, image, mask), *(fn(image, mask) for fn in BASELINES.values())):
@@ -146,7 +149,71 @@ def scoring(task: str, batch: int, slow_path: bool = False) -> dict[str, float]:
             metrics.compute()
 
     result = _measured(score)
-    return {**result, "what": f"PSNR + SSIM of the model and of {', '.join(BASELINES)} on {batch} 224x224 images"}
+    cpu = time.process_time()
+    BASELINES["biharmonic"](image, mask)
+    fill = (time.process_time() - cpu) / batch
+    return {**result, "fill_cpu_seconds_per_image": fill,
+            "what": f"PSNR + SSIM of the model and of {', '.join(BASELINES)} on {batch} 224x224 images"}
+
+
+def _inpainting_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, token-grid masks (Table 2's reading) and reconstructions of one 224x224 batch."""
+    from afno_repro.data.masks import RandomWalkMask
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, 224, 224, generator=generator)
+    mask = RandomWalkMask(grid="token")(batch, 224, generator).float().reshape(batch, 1, 224, 224)
+    reconstruction = torch.rand(batch, 3, 224, 224, generator=generator)
+    return image, mask, reconstruction
+
+
+def _proportional_gb(pid: int) -> float | None:
+    """A process's proportional resident memory (Linux: Pss), each page shared by n processes counted 1/n:
+    a worker forked from the forkserver shares its libraries and the imported main script."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        return None
+    return None
+
+
+def pooled_scoring(batch: int, workers: int, batches: int = 4) -> dict[str, Any]:
+    """Inpainting's scoring with the biharmonic fills in ``workers`` processes, as the test loop does it."""
+    from afno_repro.tasks.baselines import BiharmonicPool, masked_input
+    from afno_repro.tasks.inpainting import composite, image_quality_metrics
+
+    image, mask, reconstruction = _inpainting_batch(batch)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    pool = BiharmonicPool(workers)
+    pool.submit(image[:workers], mask[:workers])
+    list(pool.finished(wait=True))
+    startup = time.perf_counter() - started
+    metrics = {name: image_quality_metrics() for name in ("model", "masked_input", "biharmonic")}
+    # The main process's CPU time (its threads included: the pool's, which unpickle the fills), not
+    # the time it waits for the workers: what competes with the model's forward passes.
+    cpu_started, started = time.process_time(), time.perf_counter()
+    for _ in range(batches):
+        metrics["model"].update(composite(reconstruction, image, mask), image)
+        metrics["masked_input"].update(masked_input(image, mask), image)
+        pool.submit(image, mask, image)
+        for filled, target in pool.finished():
+            metrics["biharmonic"].update(filled, target)
+    for filled, target in pool.finished(wait=True):
+        metrics["biharmonic"].update(filled, target)
+    for metric in metrics.values():
+        metric.compute()
+    seconds, main_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    worker_gb = [_proportional_gb(child.pid) for child in multiprocessing.active_children()]
+    pool.close()
+    return {"seconds": seconds / batches, "main_seconds": main_seconds / batches,
+            "startup_seconds": startup,
+            "workers_pss_gb": sum(worker_gb) if worker_gb and None not in worker_gb else None,
+            "peak_gb": max((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / 1e9, 0.0),
+            "what": f"as above, biharmonic in {workers} worker processes, per batch of {batch}, {batches} batches"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per batch (default: the task's evaluation batch: 1 Cityscapes crop, 8 otherwise)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in each measuring child (0: torch's)")
     parser.add_argument("--slow-path", action="store_true", help="also score one Cityscapes label the old way")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+                        help="inpainting: also score with the biharmonic fills in this many worker processes (each count)")
     parser.add_argument("--json", help="write the results to this file too")
     args = parser.parse_args(argv)
 
@@ -167,12 +236,23 @@ def main(argv: list[str] | None = None) -> int:
                     "scoring": in_child(scoring, task, 8 if task == "cityscapes" else batch, threads=args.threads)}
         if args.slow_path and task == "cityscapes":
             measured["scoring (old path)"] = in_child(scoring, task, batch, True, threads=args.threads)
+        if task == "inpainting":
+            for workers in args.workers:
+                measured[f"scoring, {workers} workers"] = in_child(pooled_scoring, batch, workers, threads=args.threads)
         for part, result in measured.items():
             ratio = result["seconds"] / measured["forward"]["seconds"]
             print(f"{task:<11} {part + ': ' + result['what']:<86.86} {result['seconds']:>8.3f} {result['peak_gb']:>8.2f} "
                   f"{ratio:>10.3f}", flush=True)
+            if "fill_cpu_seconds_per_image" in result:
+                print(f"{'':<11} biharmonic fill: {result['fill_cpu_seconds_per_image']:.3f} s of CPU per image "
+                      "(one core)", flush=True)
+            if "main_seconds" in result:
+                workers_gb = "n/a" if result["workers_pss_gb"] is None else f"{result['workers_pss_gb']:.2f} GB"
+                print(f"{'':<11} main process {result['main_seconds']:.3f} s of CPU per batch "
+                      f"({result['main_seconds'] / measured['forward']['seconds']:.3f}x forward); workers started in "
+                      f"{result['startup_seconds']:.1f} s and hold {workers_gb} (Pss)", flush=True)
             rows.append({"task": task, "part": part, **result, "time_vs_forward": ratio})
-    over = [r for r in rows if r["part"] == "scoring" and r["time_vs_forward"] > 1.0]
+    over = [r for r in rows if r["part"].startswith("scoring") and r["time_vs_forward"] > 1.0]
     for row in over:
         print(f"note: scoring {row['task']} costs {row['time_vs_forward']:.1f}x the model's forward pass", flush=True)
     if args.json:

@@ -91,7 +91,8 @@ def test_full_loss_region_is_the_plain_mse():
 
 @pytest.mark.parametrize(
     "options",
-    [{"loss_region": "hidden"}, {"metric_region": "visible"}, {"scheduler_interval": "batch"}, {"num_grid_images": -1}],
+    [{"loss_region": "hidden"}, {"metric_region": "visible"}, {"scheduler_interval": "batch"}, {"num_grid_images": -1},
+     {"baseline_workers": -1}, {"baseline_workers": "all"}, {"baseline_workers": True}],
 )
 def test_invalid_options_raise_value_error(options):
     with pytest.raises(ValueError, match=next(iter(options))):

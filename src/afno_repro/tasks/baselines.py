@@ -18,8 +18,13 @@ True
 
 from __future__ import annotations
 
+import multiprocessing
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +33,7 @@ from torch import Tensor
 
 from afno_repro.tasks.inpainting import image_quality_metrics
 
-__all__ = ["BASELINES", "evaluate_baselines", "masked_input", "biharmonic"]
+__all__ = ["BASELINES", "BaselineWorkerError", "BiharmonicPool", "evaluate_baselines", "masked_input", "biharmonic"]
 
 
 def masked_input(image: Tensor, mask: Tensor) -> Tensor:
@@ -38,6 +43,11 @@ def masked_input(image: Tensor, mask: Tensor) -> Tensor:
 
 def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
     """Fill the hidden pixels of each image by biharmonic inpainting (scikit-image, on CPU).
+
+    ``inpaint_biharmonic(..., split_into_regions=True)`` gives the same numbers (it solves each
+    connected hidden region alone) but no speed-up on the experiments' masks: a random walk on the
+    token grid is one connected region. :class:`BiharmonicPool` runs the same fills in worker
+    processes, the images of a batch in parallel.
 
     Parameters
     ----------
@@ -53,14 +63,154 @@ def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
         hidden has no boundary to extend (scikit-image cannot solve it): it is filled with zeros, as the
         masked input is.
     """
-    images = image.detach().cpu().double().permute(0, 2, 3, 1).numpy()
-    hidden = mask.detach().cpu()[:, 0].numpy() > 0.5
+    images, hidden = _fill_inputs(image, mask)
     filled = [
         img if not hid.any() else np.zeros_like(img) if hid.all() else inpaint_biharmonic(img, hid, channel_axis=-1)
         for img, hid in zip(images, hidden)
     ]
+    return _filled_batch(filled, image)
+
+
+def _fill_inputs(image: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays scikit-image fills: ``(B, H, W, 3)`` float64 images, ``(B, H, W)`` boolean hidden pixels."""
+    images = image.detach().cpu().double().permute(0, 2, 3, 1).numpy()
+    hidden = mask.detach().cpu()[:, 0].numpy() > 0.5
+    return images, hidden
+
+
+def _filled_batch(filled: list[np.ndarray], like: Tensor) -> Tensor:
+    """The ``(H, W, 3)`` fills of a batch as one ``(B, 3, H, W)`` float32 tensor on ``like``'s device."""
     out = torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2)
-    return out.float().clamp(0, 1).to(image.device)
+    return out.float().clamp(0, 1).to(like.device)
+
+
+class BaselineWorkerError(RuntimeError):
+    """A fill of :class:`BiharmonicPool` failed in a worker process, or a worker process died."""
+
+
+@dataclass
+class _Batch:
+    number: int
+    # Per image: the future of its fill, or the image itself when it has no hidden pixel.
+    fills: list[Future | np.ndarray]
+    like: Tensor
+    extra: tuple[Any, ...]
+
+
+class BiharmonicPool:
+    """:func:`biharmonic` in worker processes: batches go in, their fills come back in the same order.
+
+    Each image's fill is one task for ``workers`` processes, so filling overlaps with whatever the
+    main process does meanwhile (the model's forward passes in the test loop). A batch comes back
+    through the very code :func:`biharmonic` uses around scikit-image's ``inpaint_biharmonic``, whose
+    float64 result does not depend on the process it runs in: the fills are bit for bit those of
+    :func:`biharmonic`, so whatever scores them gives the same numbers.
+
+    The workers start from a fresh interpreter (``forkserver``, or ``spawn`` where there is none),
+    never a fork of the main process, which may hold CUDA. A worker's task is ``fill`` itself, which
+    imports scikit-image, not the project; the main script (``train.py``) is imported once by the
+    forkserver the workers fork from (by each worker under ``spawn``), as multiprocessing does for
+    every pool.
+
+    Parameters
+    ----------
+    workers
+        Worker processes (at least 1); each fills one image at a time, single-threaded.
+    fill
+        What a worker runs on each image with a hidden pixel: ``fill(image (H, W, 3) float64,
+        hidden (H, W) bool, channel_axis=-1) -> (H, W, 3)``. Default: scikit-image's
+        ``inpaint_biharmonic``. It is sent to the workers by name, so it must be importable there.
+
+    Notes
+    -----
+    Memory stays bounded when filling is slower than the main process: :meth:`finished` waits for
+    the oldest batch while more than two batches and more than ``4 * workers`` images are waiting
+    (each image is held twice in float64, 2.4 MB at 224x224, until it is handed back).
+
+    Example
+    -------
+    >>> import torch
+    >>> image = torch.linspace(0, 1, 24).repeat(2, 3, 24, 1)
+    >>> mask = torch.zeros(2, 1, 24, 24); mask[..., 10:12, 10:12] = 1
+    >>> with BiharmonicPool(workers=1) as pool:
+    ...     pool.submit(image, mask, "batch 0")
+    ...     [(filled.shape, tag) for filled, tag in pool.finished(wait=True)]
+    [(torch.Size([2, 3, 24, 24]), 'batch 0')]
+    """
+
+    def __init__(self, workers: int, fill: Callable[..., np.ndarray] | None = None) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                f"workers={workers!r} is not a positive integer. It is how many processes fill images "
+                "beside the main process; to fill in the main process instead, call biharmonic() directly."
+            )
+        self.workers = workers
+        self._fill = fill or inpaint_biharmonic
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        self._batches: deque[_Batch] = deque()
+        self._submitted = 0
+
+    def submit(self, image: Tensor, mask: Tensor, *extra: Any) -> None:
+        """Queue the fills of one batch (``image (B, 3, H, W)``, ``mask (B, 1, H, W)``, as :func:`biharmonic`);
+        ``extra`` comes back with the batch's fills from :meth:`finished`."""
+        images, hidden = _fill_inputs(image, mask)
+        fills = [self._executor.submit(self._fill, img, hid, channel_axis=-1) if hid.any() else img
+                 for img, hid in zip(images, hidden)]
+        self._batches.append(_Batch(self._submitted, fills, image, extra))
+        self._submitted += 1
+
+    def finished(self, wait: bool = False) -> Iterator[tuple[Any, ...]]:
+        """``(filled, *extra)`` of each batch whose fills are done, oldest first, in submission order.
+
+        Without ``wait`` it stops at the first batch still being filled, unless too many images are
+        waiting (see the class notes); with ``wait`` it waits for every batch submitted. ``filled`` is
+        what :func:`biharmonic` returns for the batch, on the device of the submitted images.
+
+        Raises
+        ------
+        BaselineWorkerError
+            A fill raised in its worker or a worker process died; the message says which batch.
+        """
+        while self._batches:
+            waiting = sum(len(batch.fills) for batch in self._batches)
+            backlog = len(self._batches) > 2 and waiting > 4 * self.workers
+            batch = self._batches[0]
+            if not (wait or backlog or all(not isinstance(f, Future) or f.done() for f in batch.fills)):
+                return
+            filled = [self._result(fill, batch.number) for fill in batch.fills]
+            self._batches.popleft()
+            yield (_filled_batch(filled, batch.like), *batch.extra)
+
+    def _result(self, fill: Future | np.ndarray, number: int) -> np.ndarray:
+        if not isinstance(fill, Future):
+            return fill
+        fix = ("The model's own numbers are not affected and the run's checkpoints are kept. Score the "
+               "baselines in the main process instead (InpaintingTask: task.baseline_workers=0), or leave "
+               "them out (run_baselines=false).")
+        try:
+            return fill.result()
+        except BrokenProcessPool as error:
+            raise BaselineWorkerError(
+                f"a worker process of the biharmonic baseline died while filling batch {number} (killed, "
+                f"for instance by the out-of-memory killer; each worker holds about 0.5 GB). {fix}"
+            ) from error
+        except Exception as error:  # noqa: BLE001 - any failure of the fill, re-raised with its batch
+            raise BaselineWorkerError(
+                f"the biharmonic fill of batch {number} failed in a worker process: "
+                f"{type(error).__name__}: {error}. {fix}"
+            ) from error
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers, after the fills already queued unless ``cancel`` (then only running ones finish)."""
+        self._executor.shutdown(wait=True, cancel_futures=cancel)
+        self._batches.clear()
+
+    def __enter__(self) -> "BiharmonicPool":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        self.close(cancel=kind is not None)
 
 
 BASELINES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {

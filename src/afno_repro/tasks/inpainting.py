@@ -21,8 +21,10 @@ torch.Size([2, 3, 16, 12])
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Literal
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
+import pytorch_lightning as pl
 import torch
 from timm.scheduler.scheduler import Scheduler as TimmScheduler
 from torch import Tensor, nn
@@ -35,9 +37,13 @@ from torchvision.utils import make_grid
 
 from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice
 
+if TYPE_CHECKING:  # baselines.py scores with this module's metrics: imported where it is used
+    from afno_repro.tasks.baselines import BiharmonicPool
+
 __all__ = [
     "InpaintingTask",
     "NonFiniteLossError",
+    "auto_baseline_workers",
     "StructuralSimilarity",
     "image_quality_metrics",
     "masked_mse",
@@ -47,6 +53,41 @@ __all__ = [
 
 LOSS_REGIONS = ("masked", "full")
 METRIC_REGIONS = ("composite", "raw")
+# baseline_workers=auto never starts more worker processes than this per training process: each
+# holds ~0.5 GB (scripts/benchmark_scoring.py) and more cores than this rarely sit idle beside one GPU.
+MAX_AUTO_BASELINE_WORKERS = 16
+
+
+def auto_baseline_workers(cuda: bool, cores: int, processes: int = 1, loader_workers: int = 0) -> int:
+    """The biharmonic worker processes ``baseline_workers=auto`` starts in each training process.
+
+    0 (fill in the main process) when the model runs on the CPU: the model's forward passes
+    already use the cores. On a GPU, the cores this process's share leaves spare: ``cores //
+    processes``, less one for the main process and one per data-loader worker, at most
+    :data:`MAX_AUTO_BASELINE_WORKERS`.
+
+    Parameters
+    ----------
+    cuda
+        Whether the model runs on a CUDA GPU.
+    cores
+        CPU cores this process may run on (``os.sched_getaffinity``).
+    processes
+        Training processes on this machine (DDP ranks per node).
+    loader_workers
+        Data-loader worker processes of this training process's test loader.
+
+    Example
+    -------
+    >>> auto_baseline_workers(cuda=False, cores=64), auto_baseline_workers(cuda=True, cores=16, loader_workers=8)
+    (0, 7)
+    >>> auto_baseline_workers(cuda=True, cores=128, processes=8, loader_workers=8)
+    7
+    """
+    if not cuda:
+        return 0
+    spare = cores // max(processes, 1) - 1 - loader_workers
+    return max(0, min(MAX_AUTO_BASELINE_WORKERS, spare))
 
 
 class StructuralSimilarity(Metric):
@@ -255,6 +296,16 @@ class InpaintingTask(PaperTask):
     run_baselines
         Score the learning-free baselines (masked input, biharmonic) in the test loop, on every
         test image with the model's masks.
+    baseline_workers
+        Where the biharmonic baseline fills its images (~0.1 s of one CPU core per 224x224
+        image with the experiments' masks). ``0``: in the main process, one batch after the other
+        between the model's test batches. ``k > 0``: in ``k`` worker processes
+        (:class:`~afno_repro.tasks.baselines.BiharmonicPool`) started at the test epoch's start,
+        filling while the model runs its forward passes; the test epoch's end waits for the last
+        fills and stops the workers. ``"auto"`` (default): 0 on a CPU, where the model's forward
+        passes already use the cores, and the spare cores on a GPU (:func:`auto_baseline_workers`).
+        Either way the fills are scored in the main process by the same metric objects, batch by
+        batch in the same order, so the numbers are bit for bit the same for every value.
 
     Notes
     -----
@@ -264,7 +315,9 @@ class InpaintingTask(PaperTask):
     ``<split>/num_images`` (how many images the numbers average); ``val/psnr_best``,
     ``val/ssim_best``; and in the test loop, when ``run_baselines``, ``test/baseline/<name>/psnr``
     and ``.../ssim`` for every baseline of :mod:`afno_repro.tasks.baselines`, scored on the same
-    images and masks as the model. All evaluation numbers are metric objects, reduced over DDP
+    images and masks as the model. A fill that fails in a worker process raises
+    :class:`~afno_repro.tasks.baselines.BaselineWorkerError` from the test loop, after training:
+    the checkpoints stay. All evaluation numbers are metric objects, reduced over DDP
     ranks. ``*_masked_fraction`` is the fraction of pixels hidden, which decides how hard the
     task is and belongs next to every reported PSNR/SSIM. A NaN or infinite loss raises
     :class:`NonFiniteLossError` naming the global step.
@@ -302,6 +355,7 @@ class InpaintingTask(PaperTask):
         run_baselines: bool = True,
         head_lr_multiplier: float = 1.0,
         no_weight_decay: bool = False,
+        baseline_workers: int | Literal["auto"] = "auto",
     ) -> None:
         super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile, head_lr_multiplier, no_weight_decay)
         check_choice("loss_region", loss_region, LOSS_REGIONS, "InpaintingTask")
@@ -310,6 +364,14 @@ class InpaintingTask(PaperTask):
             raise ValueError(
                 f"run_baselines={run_baselines!r} is not true or false. It says whether the masked-input and "
                 "biharmonic baselines are scored beside the model; use run_baselines=true or run_baselines=false."
+            )
+        if baseline_workers != "auto" and (
+            isinstance(baseline_workers, bool) or not isinstance(baseline_workers, int) or baseline_workers < 0
+        ):
+            raise ValueError(
+                f"baseline_workers={baseline_workers!r} is not auto or a non-negative integer. It is how many "
+                "worker processes fill the biharmonic baseline's images beside the test loop; use 0 to fill "
+                "them in the main process, auto for the spare cores on a GPU (0 on a CPU), or a count such as 8."
             )
         if isinstance(num_grid_images, bool) or not isinstance(num_grid_images, int) or num_grid_images < 0:
             raise ValueError(
@@ -333,6 +395,7 @@ class InpaintingTask(PaperTask):
 
         self.baseline_fills = dict(BASELINES) if run_baselines else {}
         self.baseline_metrics = nn.ModuleDict({name: image_quality_metrics() for name in self.baseline_fills})
+        self._baseline_pool: BiharmonicPool | None = None
         self.val_psnr_best = MaxMetric()
         self.val_ssim_best = MaxMetric()
         # The best-so-far values are part of the training state: saved in checkpoints so a resumed
@@ -442,11 +505,74 @@ class InpaintingTask(PaperTask):
             self.write_grid(make_inpainting_grid(*self._grid_batch), "val/reconstructions",
                             "masked input / mask / reconstruction / ground truth")
 
+    def baseline_worker_count(self) -> int:
+        """The worker processes the biharmonic baseline fills in this test epoch (``baseline_workers``)."""
+        option = self.hparams.baseline_workers
+        if option != "auto":
+            return option
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        loaders = self.trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        loader_workers = sum(getattr(loader, "num_workers", 0) for loader in loaders)
+        return auto_baseline_workers(self.device.type == "cuda", cores, self.trainer.num_devices, loader_workers)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # Once attached (by fit), the trainer keeps it for test: returning it again would replace it
+        # with a notice in the log.
+        if any(isinstance(callback, _StopBaselinePool) for callback in self.trainer.callbacks):
+            return []
+        return [_StopBaselinePool()]
+
+    def on_test_epoch_start(self) -> None:
+        from afno_repro.tasks.baselines import BiharmonicPool
+
+        workers = self.baseline_worker_count() if "biharmonic" in self.baseline_fills else 0
+        if workers > 0:
+            self._baseline_pool = BiharmonicPool(workers)
+
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         _, target = self._evaluation_step(batch, "test", self.test_metrics)
         mask = batch["mask"].float()
         for name, fill in self.baseline_fills.items():
             metrics = self.baseline_metrics[name]
+            if name == "biharmonic" and self._baseline_pool is not None:
+                self._baseline_pool.submit(target, mask, target)
+                continue
             metrics.update(fill(target, mask).to(target.device), target)
             self.log_dict({f"test/baseline/{name}/{key}": metric for key, metric in metrics.items()},
                           on_step=False, on_epoch=True, batch_size=target.shape[0])
+        self._score_pooled_fills(wait=False)
+
+    def on_test_epoch_end(self) -> None:
+        if self._baseline_pool is None:
+            return
+        try:
+            self._score_pooled_fills(wait=True)
+        finally:
+            self.stop_baseline_pool()
+        # Lightning computes what the steps logged before this hook, when the loader is exhausted: the
+        # pooled baseline's metric objects are logged here, once every fill is scored.
+        metrics = self.baseline_metrics["biharmonic"]
+        self.log_dict({f"test/baseline/biharmonic/{key}": metric for key, metric in metrics.items()},
+                      on_step=False, on_epoch=True)
+
+    def _score_pooled_fills(self, wait: bool) -> None:
+        """Score the biharmonic fills the workers finished, batch by batch in test-loop order."""
+        if self._baseline_pool is None:
+            return
+        for filled, target in self._baseline_pool.finished(wait=wait):
+            self.baseline_metrics["biharmonic"].update(filled, target)
+
+    def stop_baseline_pool(self, cancel: bool = False) -> None:
+        """Stop the biharmonic worker processes, if any (``cancel``: drop the fills not yet started)."""
+        pool, self._baseline_pool = self._baseline_pool, None
+        if pool is not None:
+            pool.close(cancel=cancel)
+
+
+class _StopBaselinePool(pl.Callback):
+    """Stops the task's biharmonic workers when a run fails: a LightningModule has no ``on_exception``."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(pl_module, InpaintingTask):
+            pl_module.stop_baseline_pool(cancel=True)

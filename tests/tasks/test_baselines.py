@@ -1,0 +1,173 @@
+"""The biharmonic baseline in worker processes: the same fills and numbers as in the main process,
+a worker's failure a clear error that keeps the checkpoints, and no worker left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+from functools import partial
+
+import pool_fills
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from afno_repro.tasks import InpaintingTask
+from afno_repro.tasks import baselines
+from afno_repro.tasks.baselines import BaselineWorkerError, BiharmonicPool, biharmonic
+
+
+def smooth_batches(count: int, size: int = 3, height: int = 24, width: int = 20, seed: int = 0):
+    """``count`` batches of smooth images and sparse masks; the last image of the first batch hides nothing."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count * size, 3, 4, 4, generator=generator)
+    images = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    masks = (torch.rand(count * size, 1, height, width, generator=generator) < 0.2).float()
+    masks[size - 1] = 0
+    return list(zip(images.split(size), masks.split(size)))
+
+
+def new_children(before: set) -> set:
+    return set(multiprocessing.active_children()) - before
+
+
+def test_pooled_fills_are_those_of_the_main_process_bit_for_bit_in_submission_order():
+    batches = smooth_batches(4)
+    before = set(multiprocessing.active_children())
+    with BiharmonicPool(workers=2) as pool:
+        for number, (image, mask) in enumerate(batches):
+            pool.submit(image, mask, number)
+        handed_back = list(pool.finished(wait=True))
+        assert new_children(before), "the fills ran in worker processes"
+    assert not new_children(before)
+    assert [number for _, number in handed_back] == [0, 1, 2, 3]
+    for (filled, _), (image, mask) in zip(handed_back, batches):
+        assert torch.equal(filled, biharmonic(image, mask))
+    # Visible pixels are kept and the image with nothing hidden comes back as it went in.
+    image, mask = batches[0]
+    assert torch.equal(handed_back[0][0][mask.expand_as(image) == 0], image[mask.expand_as(image) == 0])
+    assert torch.equal(handed_back[0][0][-1], image[-1])
+
+
+def test_a_backlog_of_fills_is_waited_for_instead_of_growing():
+    with BiharmonicPool(workers=1) as pool:
+        for image, mask in smooth_batches(3, size=2):
+            pool.submit(image, mask)
+        # Three batches and 6 images > 4 x 1 worker wait: the oldest batch is handed back even though
+        # the just-started worker cannot have filled it yet.
+        first = list(pool.finished())
+        assert len(first) >= 1
+        assert len(first) + len(list(pool.finished(wait=True))) == 3
+
+
+def test_a_fill_that_raises_in_a_worker_is_a_clear_error_naming_the_batch():
+    with BiharmonicPool(workers=1, fill=pool_fills.failing_fill) as pool:
+        image, mask = smooth_batches(1)[0]
+        pool.submit(image, mask)
+        with pytest.raises(BaselineWorkerError, match=r"batch 0 failed in a worker process: ValueError: no fill.*"
+                                                      r"baseline_workers=0.*run_baselines=false"):
+            list(pool.finished(wait=True))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_pool_refuses_a_worker_count_that_is_not_positive(workers):
+    with pytest.raises(ValueError, match="workers"):
+        BiharmonicPool(workers)
+
+
+class Identity(nn.Module):
+    """A backbone with one parameter, so that a checkpoint has weights; it returns its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x
+
+
+class FailsOnSecondTestBatch(Identity):
+    def __init__(self) -> None:
+        super().__init__()
+        self.test_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.test_calls += not self.training
+        if self.test_calls == 2:
+            raise RuntimeError("the model failed on test batch 1")
+        return super().forward(x)
+
+
+class Children(pl.Callback):
+    """The worker processes alive after each test batch."""
+
+    def __init__(self) -> None:
+        self.before = set(multiprocessing.active_children())
+        self.seen: list[int] = []
+
+    def on_test_batch_end(self, *args, **kwargs) -> None:
+        self.seen.append(len(new_children(self.before)))
+
+
+def loader(batch_size: int = 3) -> DataLoader:
+    # Every image hides some pixels: one with none would have an infinite PSNR, and so would the mean.
+    images, masks = (torch.cat(parts) for parts in zip(*smooth_batches(3)))
+    masks[:, :, 0, 0] = 1
+    dataset = TensorDataset(images, masks)
+    return DataLoader(dataset, batch_size=batch_size,
+                      collate_fn=lambda items: {"image": torch.stack([i for i, _ in items]),
+                                                "mask": torch.stack([m for _, m in items])})
+
+
+def make_trainer(tmp_path, **options) -> pl.Trainer:
+    defaults = dict(accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    return pl.Trainer(**{**defaults, **options})
+
+
+def task(backbone: nn.Module | None = None, **options) -> InpaintingTask:
+    return InpaintingTask(backbone or Identity(), partial(torch.optim.SGD, lr=1e-3), num_grid_images=0, **options)
+
+
+@pytest.mark.parametrize("workers", [2, "auto"])
+def test_pooled_baseline_scores_are_those_of_the_main_process_bit_for_bit(tmp_path, workers):
+    children = Children()
+    [pooled] = make_trainer(tmp_path, callbacks=[children]).test(task(baseline_workers=workers), loader(), verbose=False)
+    [in_process] = make_trainer(tmp_path).test(task(baseline_workers=0), loader(), verbose=False)
+    assert set(pooled) == set(in_process)
+    for key in in_process:
+        assert pooled[key] == in_process[key], key
+    # Two workers filled beside the test loop; auto fills in the main process on a CPU trainer.
+    assert max(children.seen) == (2 if workers == 2 else 0)
+    assert not new_children(children.before)
+    assert in_process["test/baseline/biharmonic/psnr"] > in_process["test/baseline/masked_input/psnr"] + 10
+
+
+def test_a_dead_worker_is_a_clear_error_that_keeps_the_checkpoints(tmp_path, monkeypatch):
+    model = task(baseline_workers=1)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/psnr", mode="max")
+    run = make_trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoints])
+    run.fit(model, loader(), loader())
+    saved = sorted((tmp_path / "checkpoints").iterdir())
+    assert saved
+    before = set(multiprocessing.active_children())
+    monkeypatch.setattr(baselines, "inpaint_biharmonic", pool_fills.dying_fill)
+    with pytest.raises(BaselineWorkerError, match=r"worker process .* died while filling batch 0.*checkpoints are kept"):
+        run.test(model, loader(), ckpt_path="best", verbose=False)
+    assert not new_children(before) and model._baseline_pool is None
+    assert sorted((tmp_path / "checkpoints").iterdir()) == saved
+    monkeypatch.undo()
+    model.hparams.baseline_workers = 0
+    [scores] = run.test(model, loader(), ckpt_path="best", verbose=False)
+    assert scores["test/baseline/biharmonic/psnr"] > scores["test/baseline/masked_input/psnr"]
+
+
+def test_the_workers_are_stopped_when_the_test_loop_fails(tmp_path):
+    model = task(FailsOnSecondTestBatch(), baseline_workers=2)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match="failed on test batch 1"):
+        make_trainer(tmp_path).test(model, loader(), verbose=False)
+    assert model._baseline_pool is None and not new_children(before)
