@@ -21,12 +21,15 @@ from afno_repro.tasks.baselines import BaselineWorkerError, BiharmonicPool, biha
 
 
 def smooth_batches(count: int, size: int = 3, height: int = 24, width: int = 20, seed: int = 0):
-    """``count`` batches of smooth images and sparse masks; the last image of the first batch hides nothing."""
+    """``count`` batches of smooth images and sparse masks; the last image of the first batch hides nothing and
+    the first image of the second batch hides everything."""
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(count * size, 3, 4, 4, generator=generator)
     images = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
     masks = (torch.rand(count * size, 1, height, width, generator=generator) < 0.2).float()
     masks[size - 1] = 0
+    if count > 1:
+        masks[size] = 1
     return list(zip(images.split(size), masks.split(size)))
 
 
@@ -50,6 +53,8 @@ def test_pooled_fills_are_those_of_the_main_process_bit_for_bit_in_submission_or
     image, mask = batches[0]
     assert torch.equal(handed_back[0][0][mask.expand_as(image) == 0], image[mask.expand_as(image) == 0])
     assert torch.equal(handed_back[0][0][-1], image[-1])
+    # Nothing visible: zeros, as in the main process (scikit-image has no boundary to extend).
+    assert torch.equal(handed_back[1][0][0], torch.zeros_like(image[0]))
 
 
 def test_a_backlog_of_fills_is_waited_for_instead_of_growing():

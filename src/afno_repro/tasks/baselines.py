@@ -155,7 +155,9 @@ class BiharmonicPool:
         """Queue the fills of one batch (``image (B, 3, H, W)``, ``mask (B, 1, H, W)``, as :func:`biharmonic`);
         ``extra`` comes back with the batch's fills from :meth:`finished`."""
         images, hidden = _fill_inputs(image, mask)
-        fills = [self._executor.submit(self._fill, img, hid, channel_axis=-1) if hid.any() else img
+        # As biharmonic(): nothing hidden keeps the image, everything hidden is zeros (no boundary to extend).
+        fills = [img if not hid.any() else np.zeros_like(img) if hid.all()
+                 else self._executor.submit(self._fill, img, hid, channel_axis=-1)
                  for img, hid in zip(images, hidden)]
         self._batches.append(_Batch(self._submitted, fills, image, extra))
         self._submitted += 1
