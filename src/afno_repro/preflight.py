@@ -247,7 +247,7 @@ class _Timer(pl.Callback):
 def _overrides(experiment: str, point: Sequence[str], data_root: str | None, device: str, batch: int,
                steps: int, cfg: DictConfig, extra: Sequence[str]) -> list[str]:
     overrides = [f"experiment={experiment}", *point, *extra, "pretrained=null", "~logger", "~callbacks",
-                 "global_batch=null", f"data.batch_size={batch}", f"++trainer.max_steps={steps}", "++trainer.max_epochs=1",
+                 "global_batch=null", f"data.batch_size={batch}", f"++trainer.max_steps={steps}",
                  "++trainer.limit_val_batches=0", "++trainer.limit_test_batches=2", "++trainer.enable_checkpointing=false",
                  "++trainer.enable_progress_bar=false", f"++trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
                  "++trainer.devices=1", "++trainer.num_nodes=1", "++trainer.enable_model_summary=false"]
