@@ -108,6 +108,7 @@ def test_a_compiled_run_records_its_compile_time_and_compiles_once_per_loop(tmp_
 
     counter = GraphCounter()
     monkeypatch.setattr(torch.nn.Module, "compile", partialmethod(torch.nn.Module.compile, backend=counter))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiler"))  # not /tmp/torchinductor_<user>
     torch.compiler.reset()
     with caplog.at_level(logging.INFO, logger="afno_repro.tasks.base"):
         record = main(compose(["debug=smoke", "run_baselines=false", "count_flops=false", "task.compile=true"],

@@ -16,7 +16,8 @@ Mixers are parametrized from the registry, so a new one is checked as soon as it
   the numbers: the compiled forward output and one step's gradients against eager's, then two more
   steps under ``torch.compiler.set_stance("fail_on_recompile")``, with AOT-eager for every mixer and
   Inductor (the default backend, what ``task.compile=true`` uses) for AFNO (see ``INDUCTOR_MIXERS``).
-  Inductor's cache goes to the test's temporary folder.
+
+The compiler's cache goes to each test's temporary folder, so Inductor compiles from cold.
 """
 
 from __future__ import annotations
@@ -41,19 +42,14 @@ IMAGE = 32
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo():
+def _fresh_compiler(tmp_path, monkeypatch):
     """Compiled code is cached per code object, so another instance of a class compiled by an earlier
-    test would reuse its graphs and hand this test's backend nothing."""
+    test would reuse its graphs and hand this test's backend nothing. The compiler's cache folder
+    (Inductor's code, dynamo's profiles; /tmp/torchinductor_<user> by default) is the test's own."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch.compiler.reset()
     yield
     torch.compiler.reset()
-
-
-@pytest.fixture(scope="module")
-def inductor_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
-        yield
 
 
 def train_steps(compiled: nn.Module, model: nn.Module, make_input: Callable[[int], torch.Tensor], steps: int = 3,
@@ -193,7 +189,7 @@ INDUCTOR_MIXERS = list_mixers() if os.environ.get("AFNO_REPRO_INDUCTOR_EVERY_MIX
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, name", [*(("aot_eager", n) for n in list_mixers()),
                                            *(("inductor", n) for n in INDUCTOR_MIXERS)])
-def test_compiled_forward_and_gradients_match_eager(backend, name, inductor_cache):
+def test_compiled_forward_and_gradients_match_eager(backend, name):
     model = make_mixer(name)
     eager = copy.deepcopy(model)
     compiled = torch.compile(model, fullgraph=True, backend=backend)

@@ -300,6 +300,7 @@ def test_compiled_training_logs_and_records_the_compile_time(tmp_path, caplog, m
     the next three is the step without it. AOT-eager (dynamo and AOT autograd, no code generation)
     stands in for Inductor, seconds of C++ compilation; the full tier runs Inductor through train.py
     (tests/harness/test_launchers_and_logging.py)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiler"))  # not /tmp/torchinductor_<user>
     torch.compiler.reset()
     task = conv_task(compile=True)
     monkeypatch.setattr(task.backbone, "compile", partial(task.backbone.compile, backend="aot_eager"))
