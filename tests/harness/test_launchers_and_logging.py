@@ -4,6 +4,8 @@ default with a CSV copy); DDP on CPU (gloo, 2 processes); the SLURM launcher con
 from __future__ import annotations
 
 import csv
+import json
+import logging
 
 import pytest
 
@@ -85,3 +87,40 @@ def test_bf16_mixed_precision_run(tmp_path):
     assert results["bf16-mixed"]["psnr"] is not None
     assert abs(results["bf16-mixed"]["ssim"] - results["32-true"]["ssim"]) < 0.03
     assert abs(results["bf16-mixed"]["psnr"] - results["32-true"]["psnr"]) < 1.0
+
+
+@pytest.mark.slow
+def test_a_compiled_run_records_its_compile_time_and_compiles_once_per_loop(tmp_path, caplog, monkeypatch):
+    """task.compile=true through train.py's entry point, in process, on the demo's AFNO ViT at smoke size (2
+    epochs of 2 steps, validation after each, the test loop on the selected checkpoint): metrics.json's
+    `compile` holds the first training step's time, the next steps' median and the compilation between
+    them, the log says it, and the whole run compiles one graph for each of training, validation and
+    test. Dynamo's tracing alone (tests/graphs.py) stands in for Inductor, whose C++ code generation takes
+    ~100 s for this model on 2 cores (README, "Measured here"); tests/mixers/test_compile.py checks
+    Inductor's numbers."""
+    from functools import partialmethod
+
+    import torch
+    from graphs import GraphCounter
+
+    from afno_repro.config import compose
+    from afno_repro.train import main
+
+    counter = GraphCounter()
+    monkeypatch.setattr(torch.nn.Module, "compile", partialmethod(torch.nn.Module.compile, backend=counter))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiler"))  # not /tmp/torchinductor_<user>
+    torch.compiler.reset()
+    with caplog.at_level(logging.INFO, logger="afno_repro.tasks.base"):
+        record = main(compose(["debug=smoke", "run_baselines=false", "count_flops=false", "task.compile=true"],
+                              output_dir=str(tmp_path / "run")))
+    torch.compiler.reset()
+    assert record["status"] == "completed" and record["global_step"] == 4 and record["epochs"] == 2
+    # Training; validation (no-grad mode inside fit); the test loop, whose inputs are inference tensors
+    # (Lightning's standalone loops run in inference mode), which guard apart. 4 steps, 2 validations: none per step.
+    assert len(counter.graphs) == 3, f"{len(counter.graphs)} graphs where training, validation and test take one each"
+    timing = json.loads((tmp_path / "run" / "metrics.json").read_text())["compile"]
+    assert timing == record["compile"] and timing["steps_timed"] == 4
+    assert timing["compile_s"] > timing["step_s"] > 0
+    messages = [r.getMessage() for r in caplog.records if "compiled the backbone" in r.getMessage()]
+    assert messages == [f"compiled the backbone in {timing['compile_s']:.1f} s (first training step "
+                        f"{timing['first_step_s']:.1f} s, median of the next 3 {timing['step_s']:.3f} s)"]

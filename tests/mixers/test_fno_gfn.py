@@ -26,6 +26,17 @@ def test_fno_block_size_one_equals_gfn(grid):
     torch.testing.assert_close(fno(x), gfn(x), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("grid", [(1, 5), (1, 1)], ids=["one-row", "one-token"])
+def test_fno_runs_on_a_one_row_grid(grid):
+    """One token row (SegFormer's last stage on a 32-pixel-high image) holds only the zero frequency along H,
+    so the negative-frequency corner is empty; FNO still equals GFN there, and a model built with more
+    modes clips them to that row."""
+    gfn = GlobalFilter(8, grid_size=grid).double()
+    x = torch.randn(2, *grid, 8, dtype=torch.float64)
+    torch.testing.assert_close(FNO2D.from_global_filter(gfn).double()(x), gfn(x), rtol=0, atol=1e-12)
+    assert FNO2D(8, modes=(2, 3), num_blocks=2)(x.float()).shape == x.shape
+
+
 def test_fno_weight_maps_input_channel_to_output_channel():
     """``weight[..., k, i, o, :]`` sends channel i of block k to channel o; a unit weight on
     every mode passes the channel through unchanged."""

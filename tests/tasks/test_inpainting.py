@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from unittest import mock
 
@@ -292,6 +293,40 @@ def test_compile_compiles_the_backbone_in_place_keeping_checkpoint_keys():
     task.setup("fit")
     assert task.backbone._compiled_call_impl is not None
     assert list(task.state_dict()) == keys
+
+
+@pytest.mark.parametrize("steps", [5, 1])
+def test_compiled_training_logs_and_records_the_compile_time(tmp_path, caplog, monkeypatch, steps):
+    """The task times its first compiled training steps: the first holds the compilation, the median of
+    the next three is the step without it. AOT-eager (dynamo and AOT autograd, no code generation)
+    stands in for Inductor, seconds of C++ compilation; the full tier runs Inductor through train.py
+    (tests/harness/test_launchers_and_logging.py)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiler"))  # not /tmp/torchinductor_<user>
+    torch.compiler.reset()
+    task = conv_task(compile=True)
+    monkeypatch.setattr(task.backbone, "compile", partial(task.backbone.compile, backend="aot_eager"))
+    # Batches of one size: an uneven last batch would recompile inside a timed step.
+    with caplog.at_level(logging.INFO, logger="afno_repro.tasks.base"):
+        trainer(tmp_path, max_steps=steps, limit_val_batches=0).fit(task, loader(SmoothImages(size=8), batch_size=2))
+    torch.compiler.reset()
+    timing = task.compile_timing
+    messages = [r.getMessage() for r in caplog.records if "compiled the backbone" in r.getMessage()]
+    assert len(messages) == 1, messages
+    if steps == 1:
+        assert timing["steps_timed"] == 1 and timing["step_s"] is None and timing["compile_s"] is None
+        assert timing["first_step_s"] > 0 and "no later step" in messages[0]
+        return
+    assert timing["steps_timed"] == 4
+    # Tracing the forward and the backward graphs takes far longer than a 3x3 convolution of 2 small images.
+    assert timing["first_step_s"] > 10 * timing["step_s"] > 0
+    assert timing["compile_s"] == pytest.approx(timing["first_step_s"] - timing["step_s"], abs=2e-3)
+    assert f"compiled the backbone in {timing['compile_s']:.1f} s" in messages[0]
+
+
+def test_an_eager_run_times_nothing(tmp_path):
+    task = conv_task()
+    trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(task, loader(SmoothImages(size=4), batch_size=2))
+    assert task.compile_timing is None and task.backbone._compiled_call_impl is None
 
 
 def test_baselines_are_finite_and_biharmonic_beats_the_masked_input():

@@ -156,7 +156,9 @@ class FNO2D(nn.Module):
     def _mix_channels(self, modes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Step (2), ``W_{m,n} z_{m,n}`` block by block: modes ``(B, h, w, C)``, weights
         ``(h, w, k, C/k, C/k)``."""
-        blocks = modes.reshape(*modes.shape[:3], self.num_blocks, -1)
+        # The block width spelled out: on a one-row grid the negative-frequency corner is empty, and an
+        # empty tensor cannot infer a -1 dimension.
+        blocks = modes.reshape(*modes.shape[:3], self.num_blocks, self.dim // self.num_blocks)
         return torch.einsum("bhwki,hwkio->bhwko", blocks, weight).flatten(3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

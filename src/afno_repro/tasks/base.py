@@ -17,12 +17,17 @@
 Baselines are methods the task scores in its own test loop on the same images as the model.
 
 The shared plumbing: optimizer and scheduler factories (torch and timm schedulers), the stop on a
-non-finite training loss, and image grids written beside the run's checkpoints.
+non-finite training loss, image grids written beside the run's checkpoints, and ``compile=True``:
+the backbone compiled in place with ``torch.compile``, and the time its compilation took logged and
+kept in :attr:`PaperTask.compile_timing` (``metrics.json`` records it under ``compile``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import statistics
+import time
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +47,12 @@ from afno_repro.runs import logged_count
 
 __all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice", "resolve_num_classes"]
 
+log = logging.getLogger(__name__)
+
 SCHEDULER_INTERVALS = ("epoch", "step")
+# A compiled backbone's first training step holds its compilation (forward graph at the forward,
+# backward graph at the backward); the median of the next steps is the step without it.
+COMPILE_TIMED_STEPS = 4
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -111,7 +121,9 @@ class PaperTask(pl.LightningModule):
     scheduler_interval
         ``"epoch"`` or ``"step"``: how often Lightning steps the scheduler.
     compile
-        ``torch.compile`` the backbone in place at ``setup("fit")``.
+        ``torch.compile`` the backbone in place at ``setup("fit")`` (default backend, Inductor). The
+        first :data:`COMPILE_TIMED_STEPS` training steps are timed and the compilation is logged
+        (``compiled the backbone in X s``) and kept in :attr:`compile_timing`.
     head_lr_multiplier
         The learning rate of the head's parameters (names starting with one of
         :attr:`head_prefixes`: ``backbone.head.`` or ``backbone.decode_head.``, SegFormer's all-MLP
@@ -127,6 +139,16 @@ class PaperTask(pl.LightningModule):
     ``head_decay``, ``head_no_decay``; empty ones left out), and the head groups' ``lr`` is
     multiplied after the optimizer is built, so ``initial_lr`` of torch and timm schedulers (read
     when the scheduler is built, next) already carries the multiplier.
+
+    Attributes
+    ----------
+    compile_timing
+        ``None`` without ``compile``; after the first compiled training steps ``{"first_step_s",
+        "step_s", "compile_s", "steps_timed"}``: the first training batch's wall time (forward,
+        backward and the optimizer step where there is one), the median of the next ones (``None``
+        when the run had only one), and their difference, the compilation (with whatever else the
+        first step warms up). The evaluation graphs, compiled at the first validation and the first
+        test batch, are not included.
     """
 
     task_name: str = "task"
@@ -158,6 +180,9 @@ class PaperTask(pl.LightningModule):
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.compile_timing: dict[str, Any] | None = None
+        self._step_times: list[float] = []
+        self._step_started: float | None = None
 
     # --- the harness contract -------------------------------------------------------------
     def reading(self) -> dict[str, Any]:
@@ -190,8 +215,49 @@ class PaperTask(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # In-place compilation keeps the state-dict keys (`backbone.*`) those of the eager module,
         # so checkpoints load into compiled and eager models alike.
-        if getattr(self.hparams, "compile", False) and stage == "fit":
+        if self._compiles() and stage == "fit":
             self.backbone.compile()
+            self.compile_timing, self._step_times = None, []
+
+    def _compiles(self) -> bool:
+        return bool(getattr(self.hparams, "compile", False))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._compiles() and self.compile_timing is None:
+            self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step_started is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the step's kernels, not only their launch
+        self._step_times.append(time.perf_counter() - self._step_started)
+        self._step_started = None
+        if len(self._step_times) == COMPILE_TIMED_STEPS:
+            self._record_compile_timing()
+
+    def on_train_end(self) -> None:
+        if self._step_times and self.compile_timing is None:
+            self._record_compile_timing()  # a run shorter than COMPILE_TIMED_STEPS steps
+
+    def _record_compile_timing(self) -> None:
+        """:attr:`compile_timing` from the timed steps, and the log line that says it."""
+        first, rest = self._step_times[0], self._step_times[1:]
+        step = statistics.median(rest) if rest else None
+        timing = self.compile_timing = {
+            "first_step_s": round(first, 3),
+            "step_s": None if step is None else round(step, 4),
+            "compile_s": None if step is None else round(first - step, 3),
+            "steps_timed": len(self._step_times),
+        }
+        if not self.trainer.is_global_zero:
+            return
+        if step is None:
+            log.info("compiled the backbone: the first training step, compilation included, took %.1f s (no later "
+                     "step to subtract)", timing["first_step_s"])
+        else:
+            log.info("compiled the backbone in %.1f s (first training step %.1f s, median of the next %d %.3f s)",
+                     timing["compile_s"], timing["first_step_s"], len(rest), timing["step_s"])
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
         """The model's output on an evaluation batch, without any scoring: what evaluation costs are set against
