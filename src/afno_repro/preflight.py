@@ -218,7 +218,8 @@ class _Timer(pl.Callback):
         self.evaluation["warm"] = batch_idx > 0
         self.meter.reset()
         start = time.perf_counter()
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
+        # Inference mode, as Lightning's test loop runs the step this is compared with.
+        with torch.inference_mode(), trainer.precision_plugin.forward_context():
             pl_module.predict_step(batch, batch_idx)
         self.meter.sync()
         self.evaluation["forward_s"] = time.perf_counter() - start
@@ -318,7 +319,7 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
             if _user_cause(error) is not None:  # bad input (a data folder, an option): the user's to fix, not a finding
                 meter.close()
                 raise PreflightError(f"{experiment} {label}: {_describe(_user_cause(error))}") from error
-            record["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+            record["error"] = _error_text(error)
             return record
         finally:
             meter.close()
@@ -338,6 +339,14 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
     record["evaluation"] = evaluation
     _predict(record, paper_per_device, device)
     return record
+
+
+def _error_text(error: BaseException) -> str:
+    """The innermost cause of ``error`` in one line (Hydra wraps what a target raises in InstantiationException)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 def _predict(record: dict[str, Any], paper_per_device: int, device: str) -> None:

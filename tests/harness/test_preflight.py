@@ -157,3 +157,17 @@ def test_readme_preflight_command_measures_its_first_row_at_the_paper_size(paper
         process.wait()
     assert seen and first_row.search(seen[-1]), "".join(seen)[-3000:]
     assert f"preflight of " in "".join(seen) and "writing synthetic" not in "".join(seen)
+
+
+def test_a_failure_is_recorded_with_its_innermost_cause():
+    from hydra.errors import InstantiationException
+
+    from afno_repro.preflight import _error_text
+
+    try:
+        try:
+            raise RuntimeError("CUDA error: an illegal memory access\nwas encountered")
+        except RuntimeError as inner:
+            raise InstantiationException("Error in call to target 'x.Task':") from inner
+    except InstantiationException as error:
+        assert _error_text(error) == "RuntimeError: CUDA error: an illegal memory access was encountered"
