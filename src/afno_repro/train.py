@@ -34,7 +34,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -361,11 +361,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _record_interruption(trainer, run_dir, summary, started)
 
     summary.update(status="completed", **_progress(trainer))
-    if trainer.is_global_zero and getattr(datamodule, "selection_files", None):
-        # The held-out ImageNet files, beside the run's results, so the selection can be reused exactly.
-        from afno_repro.data.imagenet import save_subset
-
-        summary["selection"]["files"] = str(save_subset(datamodule.selection_files, run_dir / "imagenet_selection.txt"))
+    if trainer.is_global_zero and hasattr(datamodule, "save_beside_run"):
+        # What the data needs kept beside the run's results to be repeated exactly (held-out files).
+        for key, entries in datamodule.save_beside_run(run_dir).items():
+            summary[key].update(entries)
     try:
         summary.update(_evaluate(cfg, trainer, task, datamodule))
     except Exception as error:
@@ -486,18 +485,10 @@ def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _data_label(data: DictConfig) -> str | None:
-    """The dataset a run used, in one word: ``imagenet``, ``skimage``, ``datasetgan/face``,
-    ``ddpm/ffhq_34``, ``embedded_shapes``, ``lfw``, ``cityscapes``, ``embedded_streets``."""
-    source = data.get("source")
-    if source is None:
-        return data.get("name")
-    if str(data.get("_target_", "")).endswith("CityscapesDataModule"):
-        return "embedded_streets" if source == "embedded" else source
-    if source == "embedded":
-        return "embedded_shapes"
-    if source in ("datasetgan", "ddpm"):
-        return f"{source}/{data.get('category') if source == 'datasetgan' else data.get('name')}"
-    return source
+    """The dataset a run used, in one word, as its DataModule class names it (``run_label``): e.g.
+    ``imagenet``, ``skimage``, ``datasetgan/face``, ``ddpm/ffhq_34``, ``embedded_streets``."""
+    data_class = get_class(data._target_)
+    return data_class.run_label(data) if hasattr(data_class, "run_label") else data.get("source", data.get("name"))
 
 
 def _reading(datamodule: Any, task: pl.LightningModule) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from afno_repro.data import DataError, EvaluationSampler, ImageNetFolder, InpaintingDataModule, RandomWalkMask, load_subset
-from afno_repro.data import datamodule as datamodule_module
+from afno_repro.data import base as datamodule_module
 from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
 
 MASK = {"steps_scaling": "area"}
@@ -212,7 +212,7 @@ def test_loaders_shard_across_processes(monkeypatch):
     epoch = [key for key in dm.train_dataloader().sampler]
     shards = []
     for rank in range(2):
-        monkeypatch.setattr(datamodule_module, "_process_group", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(datamodule_module, "process_group", lambda rank=rank: (rank, 2))
         for loader in (dm.val_dataloader(), dm.test_dataloader()):
             assert torch.cat([batch["index"] for batch in loader]).tolist() == list(range(rank, 5, 2))
         shards.append(list(dm.train_dataloader().sampler))
@@ -223,7 +223,7 @@ def test_loaders_shard_across_processes(monkeypatch):
 @pytest.mark.filterwarnings("ignore:The `srun` command is available")
 def test_lightning_keeps_our_samplers_under_ddp(monkeypatch):
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", use_distributed_sampler=True, logger=False, enable_progress_bar=False)
-    monkeypatch.setattr(datamodule_module, "_process_group", lambda: (0, 2))
+    monkeypatch.setattr(datamodule_module, "process_group", lambda: (0, 2))
     dm = _datamodule()
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
         assert isinstance(loader.sampler, DistributedSampler)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from afno_repro.data import DataError, EvaluationSampler, FewShotSegmentationDataModule, SHAPE_CLASSES, make_shapes
-from afno_repro.data import segmentation as segmentation_module
+from afno_repro.data import base as segmentation_module
 from afno_repro.data.segmentation import CAR_12_CLASSES, load_mask, resize_mask
 from layouts import SIZE, write_datasetgan, write_ddpm, write_image
 
@@ -212,7 +212,7 @@ def test_training_order_and_flips_follow_the_seed():
 
 
 def test_evaluation_is_sharded_without_padding(monkeypatch):
-    monkeypatch.setattr(segmentation_module, "_process_group", lambda: (1, 3))
+    monkeypatch.setattr(segmentation_module, "process_group", lambda: (1, 3))
     dm = FewShotSegmentationDataModule(image_size=16, batch_size=4, selection="heldout")
     assert isinstance(dm.val_dataloader().sampler, EvaluationSampler)
     assert torch.cat([b["index"] for b in dm.val_dataloader()]).tolist() == list(range(1, 16, 3))

@@ -1,62 +1,57 @@
-"""Data: random-walk inpainting masks, datasets by name, and the inpainting DataModule.
+"""Data: every dataset source, the DataModules that serve them, and the random-walk masks.
 
-Datasets are built by name with :func:`build_dataset`; ``"skimage"`` is the embedded default
-(photographs bundled in scikit-image, no download) and ``"imagenet"`` reads the standard
-ImageNet folder layout. A dataset the DataModule trains on also provides
-``item(index, generator)``, which draws the item's random augmentation from ``generator``.
+Where things are (one job per module):
+
+- :mod:`~afno_repro.data.registry`: the one registry of sources, by kind (the DataModule that
+  serves it) and name (the config option that picks it); :func:`list_datasets`,
+  :func:`get_dataset_class`, :func:`build_dataset`.
+- :mod:`~afno_repro.data.base`: what every DataModule shares (options as attributes, splits,
+  loaders, the run label and the files kept beside a run); :mod:`~afno_repro.data.sampling`: the
+  one seeding mechanism (per-item seeds from the training sampler) and the samplers;
+  :mod:`~afno_repro.data.files`: reading image files and wording errors about folders;
+  :mod:`~afno_repro.data.errors`: :class:`DataError` and :func:`user_message`.
+- One module per family of sources, each holding its layout, its classes and its DataModule:
+  :mod:`~afno_repro.data.embedded` (scikit-image photographs) and
+  :mod:`~afno_repro.data.imagenet` (the ImageNet folders, the one ImageNet scanner, subsets)
+  served by :class:`InpaintingDataModule` (:mod:`~afno_repro.data.inpainting`, paper A.2);
+  :mod:`~afno_repro.data.classification` (ImageNet, LFW; A.5);
+  :mod:`~afno_repro.data.segmentation` (DatasetGAN, DDPM-segmentation and the embedded shapes of
+  :mod:`~afno_repro.data.shapes`; A.4); :mod:`~afno_repro.data.cityscapes` (the release and the
+  embedded street scenes of :mod:`~afno_repro.data.shapes`; A.3) with SegFormer's training
+  pipeline in :mod:`~afno_repro.data.segformer_pipeline`.
+
+Where a new dataset goes: one small class, registered with
+``@register_dataset(kind, name)`` in the module of its family (or a file of its own imported
+below), that knows only its layout on disk, its class names and how to read a split (see
+:class:`~afno_repro.data.segmentation.DDPMSegmentation` or
+:class:`~afno_repro.data.classification.LFWFaces`), plus one YAML file in ``configs/data/``
+naming the DataModule and ``source: <name>``. Augmentation, splits, seeding and loading are the
+DataModule's and are set in that YAML, not in the dataset class.
+
 Problems with the files on disk raise :class:`DataError`; :func:`user_message` gives the message
-to show a user, also for errors re-raised from DataLoader worker processes. The few-shot
-segmentation data (paper A.4) has its own DataModule, :class:`FewShotSegmentationDataModule`,
-whose sources are not in this registry (DatasetGAN's and DDPM-segmentation's releases, and the
-embedded shapes set of :func:`make_shapes`); so has Cityscapes (paper A.3),
-:class:`CityscapesDataModule` (the release in torchvision's layout, or embedded street scenes).
+to show a user, also for errors re-raised from DataLoader worker processes.
 
 Example
 -------
 >>> from afno_repro.data import build_dataset, list_datasets
->>> list_datasets()
-['imagenet', 'skimage']
+>>> list_datasets(), list_datasets("cityscapes")
+(['imagenet', 'skimage'], ['cityscapes', 'embedded'])
 >>> build_dataset("skimage", "val", image_size=32, samples_per_epoch=2)[1].shape
 torch.Size([3, 32, 32])
 """
 
-from torch.utils.data import Dataset
-
-from afno_repro.data.embedded import SkimagePhotos
 from afno_repro.data.errors import DataError, user_message
-from afno_repro.data.imagenet import ImageNetFolder, load_image, load_subset, make_selection, make_subset, save_subset
+from afno_repro.data.registry import DATASETS, build_dataset, get_dataset_class, list_datasets, register_dataset
+from afno_repro.data.files import load_image
 from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
-
-DATASETS: dict[str, type[Dataset]] = {"skimage": SkimagePhotos, "imagenet": ImageNetFolder}
-
-
-def list_datasets() -> list[str]:
-    """Names accepted by :func:`build_dataset` (and ``data.name``), sorted."""
-    return sorted(DATASETS)
-
-
-def get_dataset_class(name: str) -> type[Dataset]:
-    """The dataset class registered as ``name``; ``ValueError`` naming the valid names otherwise."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid datasets are: {', '.join(list_datasets())}. "
-            "Set data.name to one of these ('skimage' needs no download)."
-        ) from None
-
-
-def build_dataset(name: str, split: str, **options) -> Dataset:
-    """Build split ``split`` of the dataset registered as ``name`` with its own ``options``."""
-    return get_dataset_class(name)(split=split, **options)
-
-
-# Imported last: the DataModule builds its datasets through the registry defined above.
-from afno_repro.data.datamodule import SELECTIONS, EvaluationSampler, InpaintingDataModule  # noqa: E402
-from afno_repro.data.classification import ClassificationDataModule  # noqa: E402
-from afno_repro.data.segmentation import FewShotSegmentationDataModule, SegmentationPairs  # noqa: E402
-from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes  # noqa: E402
-from afno_repro.data.cityscapes import CityscapesDataModule  # noqa: E402
+from afno_repro.data.sampling import EvaluationSampler
+from afno_repro.data.embedded import SkimagePhotos
+from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_selection, make_subset, save_subset
+from afno_repro.data.inpainting import SELECTIONS, InpaintingDataModule
+from afno_repro.data.classification import ClassificationDataModule
+from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
+from afno_repro.data.segmentation import FewShotSegmentationDataModule, SegmentationPairs
+from afno_repro.data.cityscapes import CityscapesDataModule
 
 __all__ = [
     "CityscapesDataModule",
@@ -82,6 +77,7 @@ __all__ = [
     "make_shapes",
     "make_subset",
     "masked_fraction",
+    "register_dataset",
     "save_subset",
     "user_message",
 ]

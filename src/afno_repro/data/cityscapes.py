@@ -14,15 +14,15 @@ Two sources, both served by :class:`CityscapesDataModule`:
   sidewalk 8 -> 1, ..., every id whose train id is 255 or -1 (unlabeled, ego vehicle, parking,
   licence plate, ...) -> 255, not scored. An id outside the table is an error.
 - ``"embedded"``: no download. Street-like scenes at 2:1 aspect built from the photographs that
-  ship with scikit-image (as :mod:`afno_repro.data.shapes`): a photograph crop as background
+  ship with scikit-image (:func:`afno_repro.data.shapes.make_street_scenes`): a photograph crop as background
   (class 0), 3 to 5 textured shapes composited on it (disk, square, triangle, ring: classes 1-4,
   each with its own photograph's texture), and a bottom band of every image (the bottom 1/8, like
   Cityscapes' ego vehicle) labelled 255. 16 training and 8 validation images drawn at
   ``base_size`` from fixed seeds, so the same at every run.
 
-Training pipeline (mmseg's Cityscapes config for SegFormer, in its order), each random draw from
-a ``torch.Generator`` seeded per item by the training sampler
-(:class:`~afno_repro.data.datamodule._SeededSampler`), so batches are the same for any
+Training pipeline (mmseg's Cityscapes config for SegFormer, in its order;
+:mod:`afno_repro.data.segformer_pipeline`), each random draw from a ``torch.Generator`` seeded per
+item by the training sampler (:mod:`afno_repro.data.sampling`), so batches are the same for any
 ``num_workers`` and under resumption:
 
 1. resize keeping aspect to fit ``base_size * r``, ``r ~ U(ratio_range)`` (mmcv ``imrescale``;
@@ -52,47 +52,41 @@ sees a single fold), -1 for training items.
 
 from __future__ import annotations
 
-import math
 import os
-from functools import cache
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import Cityscapes
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
-from afno_repro.data.datamodule import EvaluationSampler, _evenly_spaced, _process_group, _SeededSampler
+from afno_repro.data.base import IGNORE_INDEX, DataModuleBase, evenly_spaced
 from afno_repro.data.errors import DataError
-from afno_repro.data.imagenet import load_image
-from afno_repro.data.masks import derive_seed
-from afno_repro.data.shapes import SHAPE_CLASSES, _shape_mask, _texture_source
+from afno_repro.data.files import listing, load_image_uint8, require_root
+from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
+from afno_repro.data.segformer_pipeline import CityscapesItems, evaluation_collate
+from afno_repro.data.shapes import SHAPE_CLASSES, make_street_scenes
 
 __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_SELECTIONS",
-    "CITYSCAPES_SOURCES",
     "CityscapesDataModule",
-    "EMBEDDED_STREET_SIZES",
+    "CityscapesItems",
+    "CityscapesRelease",
+    "EmbeddedStreets",
     "LABEL_TO_TRAIN_ID",
     "cityscapes_files",
     "load_cityscapes_pair",
-    "make_street_scenes",
     "to_train_ids",
 ]
 
-CITYSCAPES_SOURCES = ("cityscapes", "embedded")
 CITYSCAPES_SELECTIONS = ("max_over_run", "last")
 NORMALIZATIONS = ("imagenet", "none")
-IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test")
-EMBEDDED_STREET_SIZES = {"train": 16, "val": 8}
 
 _LAYOUT = ("leftImg8bit/{train,val,test}/<city>/<stem>_leftImg8bit.png and "
            "gtFine/{train,val,test}/<city>/<stem>_gtFine_labelIds.png")
@@ -145,14 +139,6 @@ def to_train_ids(labels: np.ndarray, file: str | os.PathLike | None = None) -> n
     return LABEL_TO_TRAIN_ID[labels].astype(np.int64)
 
 
-def _listing(folder: Path) -> str:
-    if not folder.is_dir():
-        return f"{str(folder)!r} does not exist"
-    names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
-    shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
-    return f"{str(folder)!r} holds: {shown or 'nothing'}"
-
-
 def cityscapes_files(root: str | os.PathLike, split: str) -> list[tuple[Path, Path]]:
     """Sorted ``(image, labelIds)`` file pairs of Cityscapes' ``split`` (``train``, ``val``, ``test``).
 
@@ -166,32 +152,28 @@ def cityscapes_files(root: str | os.PathLike, split: str) -> list[tuple[Path, Pa
     """
     if split not in SPLITS:
         raise ValueError(f"cityscapes_files got split={split!r}; use one of {', '.join(SPLITS)}.")
-    root = Path(root)
-    if not root.is_dir():
-        state = "is not a directory" if root.exists() else "does not exist"
-        raise DataError(f"the Cityscapes root {str(root)!r} {state}. Set data.root to the folder holding {_LAYOUT} "
-                        "(leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip extracted there).")
+    root = require_root(root, "Cityscapes", f"{_LAYOUT} (leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip extracted there)")
     images_root, labels_root = root / "leftImg8bit", root / "gtFine"
     if not images_root.is_dir() or not labels_root.is_dir():
         missing = " and ".join(name for name, folder in (("leftImg8bit/", images_root), ("gtFine/", labels_root))
                                if not folder.is_dir())
-        raise DataError(f"{str(root)!r} is not a Cityscapes folder: {missing} missing; {_listing(root)}. Expected {_LAYOUT}. "
+        raise DataError(f"{str(root)!r} is not a Cityscapes folder: {missing} missing; {listing(root)}. Expected {_LAYOUT}. "
                         "Set data.root to the folder where leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip "
                         "were extracted.")
     images_split, labels_split = images_root / split, labels_root / split
     for folder in (images_split, labels_split):
         if not folder.is_dir():
-            raise DataError(f"the Cityscapes {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. "
+            raise DataError(f"the Cityscapes {split} folder {str(folder)!r} is missing; {listing(folder.parent)}. "
                             f"Re-extract the {folder.parent.name} archive under data.root (expected {_LAYOUT}).")
     cities = sorted(folder for folder in images_split.iterdir() if folder.is_dir())
     if not cities:
         raise DataError(f"the Cityscapes {split} folder {str(images_split)!r} has no city folders; "
-                        f"{_listing(images_split)}. Re-extract leftImg8bit_trainvaltest.zip (expected {_LAYOUT}).")
+                        f"{listing(images_split)}. Re-extract leftImg8bit_trainvaltest.zip (expected {_LAYOUT}).")
     pairs = []
     for city in cities:
         images = sorted(file for file in city.iterdir() if file.name.endswith(_IMAGE_SUFFIX))
         if not images:
-            raise DataError(f"the city folder {str(city)!r} has no *{_IMAGE_SUFFIX} images; {_listing(city)}. Restore it "
+            raise DataError(f"the city folder {str(city)!r} has no *{_IMAGE_SUFFIX} images; {listing(city)}. Restore it "
                             "from leftImg8bit_trainvaltest.zip or delete the folder.")
         for image in images:
             label = labels_split / city.name / (image.name[: -len(_IMAGE_SUFFIX)] + _LABEL_SUFFIX)
@@ -222,9 +204,7 @@ def load_cityscapes_pair(image_file: str | os.PathLike, label_file: str | os.Pat
     Raises :class:`DataError` naming the file when the image or label map is unreadable, their
     sizes differ, or the label map holds an id outside Cityscapes' class table.
     """
-    image = load_image(str(image_file))
-    if image.dtype != torch.uint8:
-        image = image.mul(255).round().clamp(0, 255).to(torch.uint8)
+    image = load_image_uint8(image_file)
     labels = _load_label_png(Path(label_file))
     if tuple(image.shape[-2:]) != labels.shape:
         raise DataError(
@@ -235,224 +215,39 @@ def load_cityscapes_pair(image_file: str | os.PathLike, label_file: str | os.Pat
     return image, torch.from_numpy(to_train_ids(labels, label_file))
 
 
-# --- the embedded street-like scenes --------------------------------------------------------------
-_BACKGROUND_PHOTOS = ("rocket", "motorcycle_left", "hubble_deep_field")
-_SHAPE_PHOTOS = ("chelsea", "immunohistochemistry", "coffee", "astronaut")
-_BAND_PHOTO = "hubble_deep_field"
-_BAND_START = 0.875  # the bottom 1/8 of every image: unlabelled, like Cityscapes' ego vehicle
-_STREAMS = {"train": 10, "val": 11}
+@register_dataset("cityscapes", "cityscapes")
+class CityscapesRelease:
+    """The official release under ``root`` (module docstring): 19 classes, files read per item."""
+
+    classes = CITYSCAPES_CLASSES
+    labels = "labelIds -> 19 train ids by torchvision.datasets.Cityscapes.classes, other ids 255 (not scored)"
+    label = "cityscapes"
+
+    def __init__(self, root: str, base_size: tuple[int, int]) -> None:
+        self.root = root
+
+    def load(self, split: str) -> list[tuple[Path, Path]]:
+        """The ``(image, labelIds)`` file pairs of ``split``, for :func:`load_cityscapes_pair`."""
+        return cityscapes_files(self.root, split)
 
 
-def _rect_texture(name: str, height: int, width: int, generator: torch.Generator, min_scale: float,
-                  max_scale: float) -> torch.Tensor:
-    """A crop of photograph ``name`` with the aspect of ``height x width``, at that size, in ``[0, 1]``."""
-    source = _texture_source(name)
-    source_h, source_w = source.shape[-2:]
-    aspect = width / height
-    fraction = min_scale + (max_scale - min_scale) * float(torch.rand((), generator=generator))
-    crop_h = max(1, round(fraction * min(source_h, source_w / aspect)))
-    crop_w = max(1, min(source_w, round(crop_h * aspect)))
-    top = round(float(torch.rand((), generator=generator)) * (source_h - crop_h))
-    left = round(float(torch.rand((), generator=generator)) * (source_w - crop_w))
-    return TF.resized_crop(source, top, left, crop_h, crop_w, [height, width], antialias=True)
+@register_dataset("cityscapes", "embedded")
+class EmbeddedStreets:
+    """Street-like scenes drawn at ``base_size`` (:func:`~afno_repro.data.shapes.make_street_scenes`): 5 classes."""
 
+    classes = SHAPE_CLASSES
+    labels = "embedded street scenes: 5 classes, bottom band 255"
+    label = "embedded_streets"
 
-def make_street_scenes(split: str, size: Sequence[int] = (2048, 1024), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The embedded Cityscapes stand-in (module docstring): ``(images, labels)`` of ``split``.
-
-    Parameters
-    ----------
-    split: ``"train"`` (16 images) or ``"val"`` (8).
-    size: ``(W, H)`` of the images, drawn directly at that size (layouts in units of the
-        height, so a split is the same scene at every size).
-    seed: seeds the layouts; train and val use different streams of it.
-
-    Returns
-    -------
-    uint8 ``(N, 3, H, W)`` and int64 ``(N, H, W)`` with ids 0-4 (:data:`SHAPE_CLASSES`) and 255.
-
-    Example
-    -------
-    >>> images, labels = make_street_scenes("val", (64, 32))
-    >>> images.shape, images.dtype, labels.shape, sorted(labels.unique().tolist())
-    (torch.Size([8, 3, 32, 64]), torch.uint8, torch.Size([8, 32, 64]), [0, 1, 2, 3, 4, 255])
-    """
-    if split not in EMBEDDED_STREET_SIZES:
-        raise ValueError(f"make_street_scenes got split={split!r}; use 'train' or 'val'.")
-    width, height = int(size[0]), int(size[1])
-    generator = torch.Generator().manual_seed(derive_seed(seed, _STREAMS[split]))
-    y = ((torch.arange(height, dtype=torch.float32) + 0.5) / height)[:, None].expand(height, width)
-    x = ((torch.arange(width, dtype=torch.float32) + 0.5) / height)[None, :].expand(height, width)
-    aspect = width / height
-    images, labels = [], []
-    for _ in range(EMBEDDED_STREET_SIZES[split]):
-        background = _BACKGROUND_PHOTOS[int(torch.randint(len(_BACKGROUND_PHOTOS), (), generator=generator))]
-        image = _rect_texture(background, height, width, generator, 0.4, 1.0)
-        label = torch.zeros(height, width, dtype=torch.long)
-        for _ in range(int(torch.randint(3, 6, (), generator=generator))):
-            shape = int(torch.randint(1, len(SHAPE_CLASSES), (), generator=generator))
-            radius = 0.13 + 0.11 * float(torch.rand((), generator=generator))
-            cx = 0.12 + (aspect - 0.24) * float(torch.rand((), generator=generator))
-            cy = 0.12 + 0.63 * float(torch.rand((), generator=generator))
-            angle = 2 * math.pi * float(torch.rand((), generator=generator))
-            pixels = _shape_mask(shape, x - cx, y - cy, radius, angle)
-            texture = _rect_texture(_SHAPE_PHOTOS[shape - 1], height, width, generator, 0.15, 0.5)
-            image = torch.where(pixels, texture, image)
-            label[pixels] = shape
-        band = y >= _BAND_START
-        image = torch.where(band, 0.5 * _rect_texture(_BAND_PHOTO, height, width, generator, 0.2, 0.4), image)
-        label[band] = IGNORE_INDEX
-        images.append(image.mul(255).round().clamp(0, 255).to(torch.uint8))
-        labels.append(label)
-    return torch.stack(images), torch.stack(labels)
-
-
-# --- transforms -------------------------------------------------------------------------------
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _coin(generator: torch.Generator) -> bool:
-    return bool(torch.randint(2, (), generator=generator))
-
-
-def _rescale_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
-    """mmcv ``imrescale``: the largest size keeping aspect inside ``scale = (long, short)`` edges."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
-
-
-def _photometric_distortion(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """mmseg's ``PhotoMetricDistortion`` on a float ``(3, H, W)`` image in ``[0, 255]`` (module docstring)."""
-    if _coin(generator):
-        image = (image + _uniform(generator, -32, 32)).clamp(0, 255)
-
-    def contrast(image: torch.Tensor) -> torch.Tensor:
-        return (image * _uniform(generator, 0.5, 1.5)).clamp(0, 255) if _coin(generator) else image
-
-    contrast_first = _coin(generator)
-    if contrast_first:
-        image = contrast(image)
-    if _coin(generator):
-        image = TF.adjust_saturation(image * (1 / 255), _uniform(generator, 0.5, 1.5)).mul(255).clamp(0, 255)
-    if _coin(generator):
-        shift = int(torch.randint(-18, 18, (), generator=generator))
-        image = TF.adjust_hue(image * (1 / 255), shift / 180).mul(255).clamp(0, 255)
-    if not contrast_first:
-        image = contrast(image)
-    return image
-
-
-class CityscapesItems(Dataset):
-    """Cityscapes-layout pairs served with SegFormer's training or evaluation pipeline (module docstring).
-
-    Keys are indices (evaluation pipeline: resize to fit ``base_size``, normalise; the label at
-    full resolution; ``fold`` 0) or the ``(index, image_seed, mask_seed)`` tuples of the training
-    sampler (training pipeline drawn from a generator seeded by ``image_seed``; ``fold`` -1).
-
-    Parameters
-    ----------
-    pairs: ``(image file, label file)`` pairs, or ``(images uint8 (N, 3, H, W), train ids (N, H, W))``
-        held in memory (the embedded set).
-    options: the data module's pipeline options (``base_size``, ``crop_size``, ...).
-    """
-
-    def __init__(self, pairs: list[tuple[Path, Path]] | tuple[torch.Tensor, torch.Tensor], *, base_size: tuple[int, int],
-                 crop_size: int, ratio_range: tuple[float, float], cat_max_ratio: float, hflip: float,
-                 photometric_distortion: bool, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.pairs = pairs
+    def __init__(self, root: None, base_size: tuple[int, int]) -> None:
         self.base_size = base_size
-        self.crop_size = crop_size
-        self.ratio_range = ratio_range
-        self.cat_max_ratio = cat_max_ratio
-        self.hflip = hflip
-        self.photometric_distortion = photometric_distortion
-        self.mean, self.std = mean, std
 
-    def __len__(self) -> int:
-        return len(self.pairs) if isinstance(self.pairs, list) else len(self.pairs[0])
-
-    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item ``index`` as read: uint8 ``(3, H, W)`` and int64 train ids ``(H, W)``."""
-        if isinstance(self.pairs, list):
-            return load_cityscapes_pair(*self.pairs[index])
-        return self.pairs[0][index], self.pairs[1][index]
-
-    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
-        # Multiplications only: torch may divide by a scalar through its reciprocal in vectorised
-        # code and exactly in the scalar tail, so a division would depend on the thread count
-        # (workers run single-threaded) and break "same batches for any num_workers".
-        return image * (1 / (255 * self.std)) - self.mean * (1 / self.std)
-
-    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
-        if isinstance(key, tuple):
-            index, image_seed, _ = key
-            image, label = self.train_pair(index, torch.Generator().manual_seed(int(image_seed)))
-            return {"image": image, "mask": label, "index": index, "fold": -1}
-        image, label = self.load(key)
-        size = _rescale_size(*image.shape[-2:], self.base_size)
-        if tuple(image.shape[-2:]) != size:
-            image = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=False)
-        return {"image": self._normalize(image.float()), "mask": label, "index": key, "fold": 0}
-
-    def crop_box(self, label: torch.Tensor, generator: torch.Generator) -> tuple[int, int, int, int]:
-        """mmseg's ``RandomCrop`` box ``(top, left, height, width)`` with its ``cat_max_ratio`` retries."""
-        height, width = label.shape
-        crop_h, crop_w = min(self.crop_size, height), min(self.crop_size, width)
-
-        def draw() -> tuple[int, int, int, int]:
-            top = int(torch.randint(height - crop_h + 1, (), generator=generator))
-            left = int(torch.randint(width - crop_w + 1, (), generator=generator))
-            return top, left, crop_h, crop_w
-
-        box = draw()
-        if self.cat_max_ratio < 1:
-            for _ in range(10):
-                top, left, h, w = box
-                crop = label[top : top + h, left : left + w]
-                counts = torch.bincount(crop[crop != IGNORE_INDEX].flatten())
-                counts = counts[counts > 0]
-                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
-                    break
-                box = draw()
-        return box
-
-    def train_pair(self, index: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training item ``index`` through the training pipeline, every draw from ``generator``:
-        float32 ``(3, crop, crop)`` normalised and int64 ``(crop, crop)``."""
-        image, label = self.load(index)
-        ratio = _uniform(generator, *self.ratio_range)
-        size = _rescale_size(*image.shape[-2:], (self.base_size[0] * ratio, self.base_size[1] * ratio))
-        # On uint8, as cv2 resizes mmseg's uint8 images: torch's float bilinear kernel rounds
-        # differently with the thread count (workers run single-threaded), its uint8 kernel does not.
-        image = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR, antialias=False).float()
-        label = TF.resize(label[None], list(size), interpolation=InterpolationMode.NEAREST)[0]
-        top, left, h, w = self.crop_box(label, generator)
-        image, label = image[:, top : top + h, left : left + w], label[top : top + h, left : left + w]
-        if float(torch.rand((), generator=generator)) < self.hflip:
-            image, label = image.flip(-1), label.flip(-1)
-        if self.photometric_distortion:
-            image = _photometric_distortion(image, generator)
-        image = self._normalize(image)
-        pad = (0, self.crop_size - w, 0, self.crop_size - h)
-        if pad[1] or pad[3]:
-            image = torch.nn.functional.pad(image, pad, value=0.0)
-            label = torch.nn.functional.pad(label, pad, value=IGNORE_INDEX)
-        return image.contiguous(), label.contiguous()
+    def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uint8 images and int64 train ids of ``split``, held in memory."""
+        return make_street_scenes(split, self.base_size)
 
 
-def _evaluation_collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    sizes = {(tuple(item["image"].shape), tuple(item["mask"].shape)) for item in items}
-    if len(sizes) > 1:
-        raise DataError(
-            f"an evaluation batch mixes image/label sizes {sorted(sizes)} (indices {[item['index'] for item in items]}); "
-            "evaluation keeps each label at full resolution, so one batch needs one size. Set data.val_batch_size=1 "
-            "for a dataset whose images differ in size (Cityscapes' are all 2048x1024)."
-        )
-    return default_collate(items)
-
-
-class CityscapesDataModule(pl.LightningDataModule):
+class CityscapesDataModule(DataModuleBase):
     """Cityscapes (or its embedded stand-in) with SegFormer's pipeline (module docstring).
 
     Parameters
@@ -524,8 +319,9 @@ class CityscapesDataModule(pl.LightningDataModule):
         if num_folds != 1:
             raise ValueError(f"{name} got num_folds={num_folds!r}; Cityscapes selects and reports on its one val split, "
                              "so num_folds is 1 (the task reads it as ${{data.num_folds}}).")
-        if source not in CITYSCAPES_SOURCES:
-            raise ValueError(f"{name} got source={source!r}; use 'cityscapes' (data.root = the release) or 'embedded' (no download).")
+        if source not in list_datasets("cityscapes"):
+            raise ValueError(f"{name} got source={source!r}; use one of {', '.join(list_datasets('cityscapes'))} "
+                             "('cityscapes': data.root = the release; 'embedded': no download).")
         if selection not in CITYSCAPES_SELECTIONS:
             raise ValueError(f"{name} got selection={selection!r}; use 'max_over_run' (the checkpoint of the best val mIoU) "
                              "or 'last' (SegFormer: the final weights).")
@@ -556,27 +352,18 @@ class CityscapesDataModule(pl.LightningDataModule):
             raise ValueError(f"{name} got hflip={hflip!r}; it is a probability in [0, 1] (SegFormer 0.5).")
         if num_workers < 0:
             raise ValueError(f"{name} got num_workers={num_workers!r}; it must be >= 0.")
-        own = len(CITYSCAPES_CLASSES) if source == "cityscapes" else len(SHAPE_CLASSES)
+        dataset = get_dataset_class(source, "cityscapes")(root=None if root is None else str(root), base_size=base_size)
+        own = len(dataset.classes)
         if num_classes not in (None, own):
             raise ValueError(f"data.source={source!r} has {own} classes, but num_classes={num_classes!r}; remove num_classes or set it to {own}.")
         root = None if root is None else str(root)
-        self.save_hyperparameters()
-        self.source, self.root = source, root
-        self.base_size, self.crop_size, self.image_size = base_size, crop_size, crop_size
-        self.ratio_range, self.cat_max_ratio, self.hflip = ratio_range, float(cat_max_ratio), float(hflip)
-        self.photometric_distortion, self.normalize = bool(photometric_distortion), normalize
-        self.num_classes = own
-        self.class_names = list(CITYSCAPES_CLASSES if source == "cityscapes" else SHAPE_CLASSES)
-        self.ignore_index = IGNORE_INDEX
-        self.num_folds = 1
-        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
-        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
-        self.train_samples_per_epoch, self.val_samples = train_samples_per_epoch, val_samples
-        self.selection = selection
         mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if normalize == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        self.train_set: CityscapesItems | None = None
+        self.keep_options(
+            image_size=crop_size, cat_max_ratio=float(cat_max_ratio), hflip=float(hflip),
+            photometric_distortion=bool(photometric_distortion), num_classes=own, class_names=list(dataset.classes),
+            ignore_index=IGNORE_INDEX, num_folds=1, dataset=dataset,
+            mean=torch.tensor(mean, dtype=torch.float32)[:, None, None], std=torch.tensor(std, dtype=torch.float32)[:, None, None],
+        )
         self.val_set: Dataset | None = None
 
     # --- the DataModule contract -------------------------------------------------------------
@@ -599,8 +386,7 @@ class CityscapesDataModule(pl.LightningDataModule):
         return {
             "source": self.source,
             "num_classes": self.num_classes,
-            "labels": ("labelIds -> 19 train ids by torchvision.datasets.Cityscapes.classes, other ids 255 (not scored)"
-                       if self.source == "cityscapes" else "embedded street scenes: 5 classes, bottom band 255"),
+            "labels": self.dataset.labels,
             "base_size": list(self.base_size),
             "crop_size": self.crop_size,
             "ratio_range": list(self.ratio_range),
@@ -617,47 +403,33 @@ class CityscapesDataModule(pl.LightningDataModule):
             "num_folds": self.num_folds,
         }
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        if self.source == "embedded":
-            train, val = make_street_scenes("train", self.base_size), make_street_scenes("val", self.base_size)
-        else:
-            train, val = cityscapes_files(self.root, "train"), cityscapes_files(self.root, "val")
+    @classmethod
+    def run_label(cls, options: Mapping[str, Any]) -> str | None:
+        return get_dataset_class(options.get("source", "cityscapes"), "cityscapes").label
+
+    def build(self) -> None:
         options = dict(base_size=self.base_size, crop_size=self.crop_size, ratio_range=self.ratio_range,
                        cat_max_ratio=self.cat_max_ratio, hflip=self.hflip,
-                       photometric_distortion=self.photometric_distortion, mean=self.mean, std=self.std)
+                       photometric_distortion=self.photometric_distortion, mean=self.mean, std=self.std,
+                       read_pair=load_cityscapes_pair)
+        train, val = self.dataset.load("train"), self.dataset.load("val")
         self.train_set = CityscapesItems(train, **options)
-        self.val_set = _evenly_spaced(CityscapesItems(val, **options), self.val_samples)
+        self.val_set = evenly_spaced(CityscapesItems(val, **options), self.val_samples)
 
-    def num_images(self, split: str) -> int:
-        """Images in ``split``: ``"train"``, ``"val"`` or ``"test"`` (the reported ones: val)."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'.")
-        self.setup()
-        return len(self.train_set if split == "train" else self.val_set)
-
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, collate=None) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, collate_fn=collate)
+    def split_dataset(self, split: str) -> Dataset:
+        """``"train"``, ``"val"`` or ``"test"`` (the reported ones: val)."""
+        return self.train_set if split == "train" else self.val_set
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        rank, world_size = _process_group()
-        num_samples = self.train_samples_per_epoch or len(self.train_set)
-        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
-        return self._loader(self.train_set, self.batch_size, sampler)
-
-    def _evaluation_loader(self) -> DataLoader:
-        self.setup("validate")
-        rank, world_size = _process_group()
-        sampler = EvaluationSampler(len(self.val_set), world_size, rank) if world_size > 1 else None
-        return self._loader(self.val_set, self.val_batch_size, sampler, _evaluation_collate)
+        return self.training_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
         """The val images (all, or ``val_samples`` evenly spaced), fold 0 each."""
-        return self._evaluation_loader()
+        self.setup("validate")
+        return self.evaluation_loader(self.val_set, evaluation_collate)
 
     def test_dataloader(self) -> DataLoader:
         """The reported images: the same as :meth:`val_dataloader`."""
-        return self._evaluation_loader()
+        self.setup("validate")
+        return self.evaluation_loader(self.val_set, evaluation_collate)

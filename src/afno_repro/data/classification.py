@@ -22,9 +22,10 @@ out normalised with the ImageNet mean and std. Note that timm leaves colour jitt
 RandAugment is on (``color_jitter`` then has no effect; :meth:`ClassificationDataModule.reading`
 records whether it was applied).
 
-Reproducibility: the training sampler (the project's ``_SeededSampler``) hands every item a seed
-drawn from ``(seed, epoch)``; the item's augmentation runs with Python's, NumPy's and torch's
-random state seeded from it and restored afterwards, so the batches of an epoch are the same for
+Reproducibility: the training sampler (:mod:`afno_repro.data.sampling`) hands every item a seed
+drawn from ``(seed, epoch)``; timm's transforms draw from the global generators only, so the
+item's augmentation runs inside ``global_random_state(seed)`` (Python's, NumPy's and torch's
+random state seeded from it and restored afterwards): the batches of an epoch are the same for
 any ``num_workers`` and the process's random state is left as it was. Under DDP each rank trains
 on its share of the epoch and evaluates its unpadded share (:class:`EvaluationSampler`).
 """
@@ -33,15 +34,12 @@ from __future__ import annotations
 
 import math
 import os
-import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image
 from timm.data.auto_augment import posterize as timm_posterize
@@ -49,24 +47,26 @@ from timm.data import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INC
                        create_transform)
 from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from afno_repro.data.datamodule import _MAX_SEED, EvaluationSampler, _evenly_spaced, _process_group, _SeededSampler
+from afno_repro.data.base import DataModuleBase, evenly_spaced
 from afno_repro.data.errors import DataError
-from afno_repro.data.imagenet import _LAYOUT, _images_required, _make_dataset, _split_dir, load_image, make_selection
+from afno_repro.data.files import load_image_uint8
+from afno_repro.data.imagenet import class_folders, make_selection, scan
 from afno_repro.data.masks import derive_seed
+from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
+from afno_repro.data.sampling import MAX_SEED, global_random_state, process_group
 
 __all__ = [
     "CLASSIFICATION_SELECTIONS",
-    "CLASSIFICATION_SOURCES",
     "ClassificationDataModule",
     "ClassificationImages",
+    "ImageNetClasses",
+    "LFWFaces",
     "LFW_CLASSES",
     "NORMALIZATIONS",
     "lfw_images",
 ]
 
-CLASSIFICATION_SOURCES = ("imagenet", "lfw")
 CLASSIFICATION_SELECTIONS = ("val", "heldout")
 LFW_CLASSES = ("non_face", "face")
 NORMALIZATIONS = {
@@ -105,28 +105,9 @@ def lfw_images() -> tuple[dict[str, list[Image.Image]], dict[str, list[int]]]:
 
 
 def _load_pil(path: str, max_pixels: int | None = None) -> Image.Image:
-    """An image file as an RGB PIL image, through :func:`load_image` (its checks and its
-    ``DataError`` naming the file); higher bit depths are rounded to 8 bits."""
-    image = load_image(path, max_pixels)
-    if image.dtype != torch.uint8:
-        image = image.mul(255).round().clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(image.permute(1, 2, 0).numpy())
-
-
-@contextmanager
-def _random_state_from(seed: int) -> Iterator[None]:
-    """Seed Python's, NumPy's and torch's (CPU) random state from ``seed`` for the block, then
-    restore them: timm's augmentations draw from all three global generators."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+    """An image file as an RGB PIL image, through :func:`~afno_repro.data.files.load_image` (its
+    checks and its ``DataError`` naming the file); higher bit depths are rounded to 8 bits."""
+    return Image.fromarray(load_image_uint8(path, max_pixels).permute(1, 2, 0).numpy())
 
 
 class ClassificationImages(Dataset):
@@ -178,7 +159,7 @@ class ClassificationImages(Dataset):
         if seed is None:
             transformed = self.transform(image)
         else:
-            with _random_state_from(seed):
+            with global_random_state(seed):
                 transformed = self.transform(image)
         return {"image": transformed, "label": self.labels[index], "index": index}
 
@@ -206,31 +187,49 @@ class _RepeatedAugmentationSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(derive_seed(derive_seed(self.seed, self.epoch), self.rank))
         self.epoch += 1
         indices = list(self.sampler)
-        seeds = torch.randint(0, _MAX_SEED, (len(indices),), generator=generator).tolist()
+        seeds = torch.randint(0, MAX_SEED, (len(indices),), generator=generator).tolist()
         return iter([(index, seed, 0) for index, seed in zip(indices, seeds)])
 
 
-def _scan_imagenet(root: str | os.PathLike) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """Class folders (sorted wnids of ``train/``) and the ``(path, class index)`` samples of both
-    splits, ``val/`` indexed by ``train/``'s classes. ``DataError`` naming what is wrong."""
-    train_dir, val_dir = _split_dir(root, "train"), _split_dir(root, "val")
-    with _images_required(train_dir):
-        classes, class_to_idx = find_classes(train_dir)
-    with _images_required(val_dir):
-        val_classes, _ = find_classes(val_dir)
-    if val_classes != classes:
-        only_val = sorted(set(val_classes) - set(classes))
-        folder = val_dir / only_val[0] if only_val else val_dir / sorted(set(classes) - set(val_classes))[0]
-        state = "has no training folder of that class" if only_val else "is missing, but train/ has that class"
-        raise DataError(
-            f"ImageNet class folder {str(folder)!r} {state}: train/ has {len(classes)} class folders and val/ has "
-            f"{len(val_classes)}, and they must be the same wnids (the class index is the position in the sorted list). "
-            f"Expected the layout {_LAYOUT}; restore or remove the folder."
-        )
-    samples = {split: _make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS)
-               for split, folder in (("train", train_dir), ("val", val_dir))}
-    return classes, samples
+@register_dataset("classification", "lfw")
+class LFWFaces:
+    """scikit-image's embedded ``lfw_subset`` (:func:`lfw_images`): 2 classes, no download."""
 
+    files_on_disk = False
+
+    def __init__(self, root: str | None = None, max_image_pixels: int | None = None) -> None:
+        self.classes = list(LFW_CLASSES)
+        self.loader = _load_pil
+
+    def load(self) -> tuple[list, list, list[str]]:
+        """``(train, val, names)``: ``(image, label)`` pairs, and a pseudo path
+        ``train/<class>/<position>`` per training image (the held-out slice is drawn per class)."""
+        images, labels = lfw_images()
+        train = list(zip(images["train"], labels["train"]))
+        val = list(zip(images["val"], labels["val"]))
+        names = [f"train/{LFW_CLASSES[label]}/{position:03d}" for position, (_, label) in enumerate(train)]
+        return train, val, names
+
+
+@register_dataset("classification", "imagenet")
+class ImageNetClasses:
+    """ImageNet's ``root/{train,val}/<wnid>/*.JPEG`` through the ImageNet scanner
+    (:func:`~afno_repro.data.imagenet.scan`): the classes are the sorted wnids of ``train/``."""
+
+    files_on_disk = True
+
+    def __init__(self, root: str, max_image_pixels: int | None = None) -> None:
+        self.root = root
+        self.classes: list[str] | None = None
+        self.loader = partial(_load_pil, max_pixels=max_image_pixels)
+
+    def load(self) -> tuple[list, list, list[str]]:
+        """``(train, val, names)``: ``(path, class index)`` samples, and the training files
+        relative to the root (``train/<wnid>/<file>``)."""
+        self.classes, samples = scan(self.root, "train", "val")
+        root = Path(self.root).expanduser()
+        names = [Path(path).relative_to(root).as_posix() for path, _ in samples["train"]]
+        return samples["train"], samples["val"], names
 
 
 def posterize_keeping_zero_bits(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
@@ -244,7 +243,8 @@ def posterize_keeping_zero_bits(image: Image.Image, bits_to_keep: int, **_: Any)
         return image.point(lambda _value: 0)
     return timm_posterize(image, bits_to_keep)
 
-class ClassificationDataModule(pl.LightningDataModule):
+
+class ClassificationDataModule(DataModuleBase):
     """Classification data (paper A.5): ImageNet from its folders, or the embedded LFW subset.
 
     Batches are dicts: ``"image"`` float32 ``(B, 3, S, S)``, normalised with ``normalize``'s mean
@@ -341,8 +341,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if source not in CLASSIFICATION_SOURCES:
-            raise ValueError(f"{name} got source={source!r}; use 'imagenet' (data.root with train/ and val/) or 'lfw' (embedded, no download).")
+        if source not in list_datasets("classification"):
+            raise ValueError(f"{name} got source={source!r}; use one of {', '.join(list_datasets('classification'))} "
+                             "('imagenet': data.root with train/ and val/; 'lfw': embedded, no download).")
         if selection not in CLASSIFICATION_SELECTIONS:
             raise ValueError(
                 f"{name} got selection={selection!r}; use 'val' (pick the checkpoint on the validation split and report it "
@@ -376,30 +377,14 @@ class ClassificationDataModule(pl.LightningDataModule):
         if source == "lfw" and num_classes not in (None, len(LFW_CLASSES)):
             raise ValueError(f"the lfw subset has {len(LFW_CLASSES)} classes (non_face, face), but num_classes={num_classes!r}; set it to 2 or remove it.")
         root = None if root is None else str(root)  # plain data for the saved hyperparameters
-        self.save_hyperparameters()
-        self.source = source
-        self.root = root
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.seed = seed
-        self.train_samples_per_epoch = train_samples_per_epoch
-        self.val_samples = val_samples
-        self.drop_last = drop_last
-        self.selection = selection
-        self.selection_fraction = selection_fraction
-        self.selection_seed = selection_seed
-        self.repeated_augmentation = repeated_augmentation
-        self.max_image_pixels = max_image_pixels
-        self.mean, self.std = (tuple(float(v) for v in values) for values in NORMALIZATIONS[normalize])
-        self._num_classes = num_classes
-        self._class_names: list[str] | None = list(LFW_CLASSES) if source == "lfw" else None
-        self.selection_files: list[str] | None = None
-        self.train_set: ClassificationImages | None = None
-        self.selection_set: Dataset | None = None
+        self.keep_options(
+            mean=tuple(float(v) for v in NORMALIZATIONS[normalize][0]),
+            std=tuple(float(v) for v in NORMALIZATIONS[normalize][1]),
+            _num_classes=num_classes,
+            dataset=get_dataset_class(source, "classification")(root=root, max_image_pixels=max_image_pixels),
+        )
         self.val_set: Dataset | None = None
+        self.selection_set: Dataset | None = None
 
     # --- transforms ---------------------------------------------------------------------
     def train_transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -432,11 +417,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         """Class names in label order: the sorted wnids of ``train/``, or ``["non_face", "face"]``."""
-        if self._class_names is None:
-            train_dir = _split_dir(self.root, "train")
-            with _images_required(train_dir):
-                self._class_names = find_classes(train_dir)[0]
-        return self._class_names
+        if self.dataset.classes is None:
+            self.dataset.classes = class_folders(self.root)
+        return self.dataset.classes
 
     @property
     def validation_split(self) -> str:
@@ -468,25 +451,15 @@ class ClassificationDataModule(pl.LightningDataModule):
             "val_samples": self.val_samples,
         }
 
+    @classmethod
+    def run_label(cls, options: Mapping[str, Any]) -> str | None:
+        return options.get("source", "lfw")
+
     # --- datasets ------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        if self.source == "lfw":
-            images, labels = lfw_images()
-            train = list(zip(images["train"], labels["train"]))
-            val = list(zip(images["val"], labels["val"]))
-            # Pseudo paths, so the held-out slice is drawn per class like ImageNet's.
-            names = [f"train/{LFW_CLASSES[label]}/{position:03d}" for position, (_, label) in enumerate(train)]
-            loader = _load_pil
-        else:
-            classes, samples = _scan_imagenet(self.root)
-            self._class_names = classes
-            self._check_num_classes(len(classes))
-            train, val = samples["train"], samples["val"]
-            root = Path(self.root).expanduser()
-            names = [Path(path).relative_to(root).as_posix() for path, _ in train]
-            loader = partial(_load_pil, max_pixels=self.max_image_pixels)
+    def build(self) -> None:
+        train, val, names = self.dataset.load()
+        if self.dataset.files_on_disk:
+            self._check_num_classes(len(self.dataset.classes))
         held_out: set[int] = set()
         if self.selection == "heldout":
             chosen = set(make_selection(names, self.selection_fraction, self.selection_seed))
@@ -496,14 +469,14 @@ class ClassificationDataModule(pl.LightningDataModule):
                     "training file, and it must stay in training. Use data.selection=val or a dataset with more files per class."
                 )
             held_out = {position for position, name in enumerate(names) if name in chosen}
-            if self.source == "imagenet":
+            if self.dataset.files_on_disk:
                 self.selection_files = sorted(chosen)
 
         def images_of(pairs: list, transform: Callable) -> ClassificationImages:
-            return ClassificationImages([image for image, _ in pairs], [label for _, label in pairs], transform, loader)
+            return ClassificationImages([image for image, _ in pairs], [label for _, label in pairs], transform, self.dataset.loader)
 
         self.train_set = images_of([pair for position, pair in enumerate(train) if position not in held_out], self.train_transform())
-        self.val_set = _evenly_spaced(images_of(val, self.eval_transform()), self.val_samples)
+        self.val_set = evenly_spaced(images_of(val, self.eval_transform()), self.val_samples)
         if held_out:
             self.selection_set = images_of([train[position] for position in sorted(held_out)], self.eval_transform())
 
@@ -516,59 +489,37 @@ class ClassificationDataModule(pl.LightningDataModule):
             )
         self._num_classes = found
 
-    def num_images(self, split: str) -> int:
-        """Images in ``split``: ``"train"`` (the training set, without a held-out slice; not
-        ``train_samples_per_epoch``), ``"val"`` (what :meth:`val_dataloader` serves: the held-out
-        slice with ``selection="heldout"``, else the validation split) or ``"test"`` (the
-        validation split, reported)."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; use 'train', 'val' (the selection split) or 'test' (the reported split).")
-        self.setup()
-        dataset = {"train": self.train_set, "val": self._selection_split(), "test": self.val_set}[split]
-        return len(dataset)
+    def split_dataset(self, split: str) -> Dataset:
+        """``"train"`` (without a held-out slice), ``"val"`` (what :meth:`val_dataloader` serves:
+        the held-out slice with ``selection="heldout"``, else the validation split) or ``"test"``
+        (the validation split, reported)."""
+        return {"train": self.train_set, "val": self._selection_split(), "test": self.val_set}[split]
 
     def _selection_split(self) -> Dataset:
         return self.selection_set if self.selection == "heldout" else self.val_set
 
     # --- loaders -------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool = False) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=drop_last,
-        )
-
-    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
-        rank, world_size = _process_group()
-        sampler = EvaluationSampler(len(dataset), world_size, rank) if world_size > 1 else None
-        return self._loader(dataset, self.val_batch_size, sampler)
-
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        rank, world_size = _process_group()
         if self.repeated_augmentation:
+            rank, world_size = process_group()
             sampler: Sampler = _RepeatedAugmentationSampler(len(self.train_set), self.seed, num_replicas=world_size, rank=rank)
         else:
-            num_samples = self.train_samples_per_epoch or len(self.train_set)
-            sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
+            sampler = self.seeded_sampler(self.train_set)
         if self.drop_last and len(sampler) < self.batch_size:
             raise ValueError(
                 f"each training process gets {len(sampler)} images per epoch, fewer than data.batch_size={self.batch_size}, "
                 "and data.drop_last=true drops that incomplete batch: no training step would run. Lower data.batch_size, "
                 "raise data.train_samples_per_epoch, or set data.drop_last=false."
             )
-        return self._loader(self.train_set, self.batch_size, sampler, drop_last=self.drop_last)
+        return self.training_loader(self.train_set, sampler=sampler, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         """The split that selects the checkpoint (:attr:`validation_split`), evaluation transform."""
         self.setup("validate")
-        return self._evaluation_loader(self._selection_split())
+        return self.evaluation_loader(self._selection_split())
 
     def test_dataloader(self) -> DataLoader:
         """The validation split, on which results are reported (evaluation transform)."""
         self.setup("test")
-        return self._evaluation_loader(self.val_set)
+        return self.evaluation_loader(self.val_set)

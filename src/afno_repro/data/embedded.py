@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from afno_repro.data.masks import derive_seed
+from afno_repro.data.registry import register_dataset
 
 __all__ = ["SkimagePhotos", "PHOTO_SPLITS", "load_photo"]
 
@@ -48,6 +49,7 @@ def load_photo(name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).contiguous()
 
 
+@register_dataset("images", "skimage")
 class SkimagePhotos(Dataset):
     """Square crops of the photographs bundled in scikit-image (see the module docstring).
 

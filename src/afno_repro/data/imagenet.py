@@ -13,10 +13,10 @@ torchvision's ``RandomResizedCrop``) and a horizontal flip, both drawn from a
 global random state alone; evaluation images are resized to ``image_size * 256 / 224`` on the
 short side and centre-cropped (the common ImageNet evaluation crop).
 
-Files are read by :func:`load_image`: any bit depth and colour mode PIL opens (8- and 16-bit,
-grayscale, palette, RGBA, CMYK, ...) becomes RGB scaled to ``[0, 1]``. A file that cannot be
-used raises :class:`~afno_repro.data.errors.DataError` naming it: unreadable (permissions),
-corrupt, or larger than the decompression-bomb limit (``max_image_pixels``).
+Folders are scanned by :func:`scan` (also for classification, :mod:`afno_repro.data.classification`)
+and files read by :func:`~afno_repro.data.files.load_image`: any bit depth and colour mode PIL
+opens becomes RGB scaled to ``[0, 1]``; a file that cannot be used raises
+:class:`~afno_repro.data.errors.DataError` naming it (``max_image_pixels`` sets the size limit).
 
 Table 6 trains on a 10% subset: :func:`make_subset` draws a fixed, seeded, class-balanced list of
 training files, :func:`save_subset` / :func:`load_subset` write and read it as text so each run
@@ -36,35 +36,31 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms.v2 import functional as F
 
 from afno_repro.data.errors import DataError
+from afno_repro.data.files import load_image
 from afno_repro.data.masks import derive_seed
+from afno_repro.data.registry import register_dataset
 
 __all__ = [
     "ImageNetFolder",
     "ImageNetTransform",
     "SPLITS",
-    "load_image",
+    "class_folders",
     "load_subset",
     "make_selection",
     "make_subset",
     "random_resized_crop_params",
     "save_subset",
+    "scan",
 ]
 
 SPLITS = ("train", "val")
 _LAYOUT = "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG"
-
-# PIL modes whose samples do not fit 8 bits, and the value that maps to 1.0. PIL's own
-# convert("RGB") clips them at 255 (a 16-bit image comes out almost white).
-_HIGH_BIT_DEPTH_FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
-
 
 def _split_dir(root: str | os.PathLike, split: str) -> Path:
     """``root/split`` after checking that the layout is there; ``DataError`` naming the fix."""
@@ -148,105 +144,40 @@ def _require_every_class(directory, class_to_idx, samples, extensions) -> None:
     )
 
 
-def _scan(root: str | os.PathLike, split: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """Class names and ``(path, class index)`` samples of one split."""
+def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """The ImageNet folder scanner: class folders and ``(path, class index)`` samples of ``splits``.
+
+    The classes are the sorted class folders of the first split; every other split must have the
+    same ones (the class index is the position in that list). Raises :class:`DataError` naming the
+    folder when the root or a split folder is missing or unreadable, the splits' class folders
+    differ, or a class folder holds no image.
+    """
+    folders = {split: _split_dir(root, split) for split in splits}
+    found = {}
+    for split, folder in folders.items():
+        with _images_required(folder):
+            found[split] = find_classes(folder)
+    first = splits[0]
+    classes, class_to_idx = found[first]
+    for split in splits[1:]:
+        other = found[split][0]
+        if other != classes:
+            extra = sorted(set(other) - set(classes))
+            folder = folders[split] / (extra[0] if extra else sorted(set(classes) - set(other))[0])
+            state = f"has no {first}/ folder of that class" if extra else f"is missing, but {first}/ has that class"
+            raise DataError(
+                f"ImageNet class folder {str(folder)!r} {state}: {first}/ has {len(classes)} class folders and {split}/ has "
+                f"{len(other)}, and they must be the same wnids (the class index is the position in the sorted list). "
+                f"Expected the layout {_LAYOUT}; restore or remove the folder."
+            )
+    return classes, {split: _make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS) for split, folder in folders.items()}
+
+
+def class_folders(root: str | os.PathLike, split: str = "train") -> list[str]:
+    """The sorted class folders (wnids) of ``root/split``, without scanning their files."""
     split_dir = _split_dir(root, split)
     with _images_required(split_dir):
-        classes, class_to_idx = find_classes(split_dir)
-    return classes, _make_dataset(split_dir, class_to_idx, extensions=IMG_EXTENSIONS)
-
-
-@contextmanager
-def _pil_pixel_limit_off():
-    """Switch off PIL's global decompression-bomb check while :func:`load_image` applies its own.
-
-    PIL's limit is a module global; the data loaders read images one at a time per process, so
-    changing it for the duration of one read affects no other read.
-    """
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def _rgb(image: Image.Image, path: str) -> torch.Tensor:
-    """``(3, H, W)`` RGB of an opened image: uint8 for 8-bit modes, float32 in [0, 1] otherwise."""
-    full_scale = _HIGH_BIT_DEPTH_FULL_SCALE.get(image.mode)
-    if full_scale is None:
-        try:
-            image = image.convert("RGB")
-        except ValueError as error:
-            raise DataError(
-                f"image file {path!r} has colour mode {image.mode!r}, which PIL cannot convert to RGB ({error}). "
-                "Re-save it as an 8- or 16-bit RGB or grayscale image (e.g. PNG or JPEG)."
-            ) from error
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-    pixels = np.asarray(image, dtype=np.float32)
-    if pixels.size and (pixels.min() < 0 or pixels.max() > full_scale):
-        raise DataError(
-            f"image file {path!r} has {image.mode!r} pixels from {pixels.min():g} to {pixels.max():g}, outside "
-            f"0 ... {full_scale}, so their scale is unknown. Re-save it as an 8- or 16-bit image."
-        )
-    return torch.from_numpy(pixels / full_scale).expand(3, -1, -1).contiguous()
-
-
-def load_image(path: str, max_pixels: int | None = None) -> torch.Tensor:
-    """Read an image file as a ``(3, H, W)`` RGB tensor.
-
-    Parameters
-    ----------
-    path: the image file.
-    max_pixels: refuse images with more pixels than this (a decompression-bomb guard);
-        ``None`` = PIL's own limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels).
-
-    Returns
-    -------
-    uint8 for 8-bit files (grayscale, palette, RGB, RGBA with the alpha channel dropped, CMYK,
-    ...); float32 in ``[0, 1]`` for higher bit depths (16-bit files scaled by 1/65535, float
-    files taken as they are, which must lie in ``[0, 1]``). ``v2.ToDtype(float32, scale=True)``
-    brings both to ``[0, 1]``.
-
-    Raises
-    ------
-    DataError: naming the file, when it cannot be opened (permissions, missing), is corrupt or
-        not an image, is over the pixel limit, or has pixels whose scale is unknown.
-    """
-    try:
-        file = open(path, "rb")
-    except PermissionError:
-        raise DataError(
-            f"image file {path!r} cannot be read: permission denied. Make it readable by this user "
-            f"(chmod a+r {path!r}, or for the whole dataset chmod -R a+rX <data.root>) and run again."
-        ) from None
-    except OSError as error:
-        raise DataError(
-            f"image file {path!r} cannot be opened ({error.strerror or error}). It was listed when the dataset "
-            "was scanned; if it was moved or deleted since, restore it (and any subset file listing it) and run again."
-        ) from None
-    limit = max_pixels if max_pixels is not None else (2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None)
-    with file, _pil_pixel_limit_off():
-        try:
-            image = Image.open(file)
-            # Only the header is read so far: a too-large image is refused before it is decoded.
-            if limit is not None and image.width * image.height > limit:
-                raise DataError(
-                    f"image file {path!r} is {image.width}x{image.height} = {image.width * image.height:,} pixels, more "
-                    f"than the limit of {limit:,} (PIL's decompression-bomb guard). If the file is genuine, shrink "
-                    "it (e.g. `mogrify -resize '4096x4096>' FILE`) or raise the limit with "
-                    "data.max_image_pixels=<pixels> (ImageNetFolder(max_image_pixels=...))."
-                )
-            image.load()
-        except DataError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            # PIL reports undecodable data with any of these, depending on the format and the damage.
-            raise DataError(
-                f"image file {path!r} cannot be decoded as an image ({error}). The file is corrupt or not an "
-                "image; re-extract it from the ImageNet archive or delete it (and any subset file listing it)."
-            ) from error
-        return _rgb(image, path)
+        return find_classes(split_dir)[0]
 
 
 def random_resized_crop_params(
@@ -312,6 +243,7 @@ class ImageNetTransform:
         return F.to_dtype(image, torch.float32, scale=True)
 
 
+@register_dataset("images", "imagenet")
 class ImageNetFolder(ImageFolder):
     """ImageNet-1K split from the standard folder layout (module docstring), optionally a subset.
 
@@ -453,8 +385,8 @@ def make_subset(root: str | os.PathLike, fraction: float = 0.1, seed: int = 0, s
     if not 0 < fraction <= 1:
         raise ValueError(f"subset fraction {fraction!r} is not valid; it must be in (0, 1], e.g. 0.1 for the Table 6 10% subset.")
     root = Path(root).expanduser()
-    _, samples = _scan(root, split)
-    return _class_balanced((Path(path).relative_to(root).as_posix() for path, _ in samples), lambda n: max(1, round(fraction * n)), seed)
+    _, samples = scan(root, split)
+    return _class_balanced((Path(path).relative_to(root).as_posix() for path, _ in samples[split]), lambda n: max(1, round(fraction * n)), seed)
 
 
 def make_selection(paths: Iterable[str], fraction: float = 0.01, seed: int = 0) -> list[str]:

@@ -50,29 +50,32 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from afno_repro.data.datamodule import EvaluationSampler, _process_group, _SeededSampler
+from afno_repro.data.base import IGNORE_INDEX, DataModuleBase
 from afno_repro.data.errors import DataError
-from afno_repro.data.imagenet import load_image
+from afno_repro.data.files import listing, load_image, require_root
+from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
+from afno_repro.data.sampling import item_generator
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
 
 __all__ = [
     "CAR_12_CLASSES",
     "DATASETGAN_CLASSES",
+    "DDPMSegmentation",
+    "DatasetGAN",
+    "EmbeddedShapes",
     "FewShotSegmentationDataModule",
     "IGNORE_INDEX",
     "SEGMENTATION_SELECTIONS",
-    "SEGMENTATION_SOURCES",
     "SegmentationPairs",
     "datasetgan_files",
     "ddpm_files",
@@ -80,9 +83,7 @@ __all__ = [
     "resize_mask",
 ]
 
-SEGMENTATION_SOURCES = ("datasetgan", "ddpm", "embedded")
 SEGMENTATION_SELECTIONS = ("max_over_run", "heldout", "fivefold")
-IGNORE_INDEX = 255
 
 DATASETGAN_CLASSES = {"face": 34, "car": 20, "cat": 16}
 _DATASETGAN_TRAIN_IMAGES = {"face": 16, "car": 16, "cat": 30}
@@ -109,22 +110,6 @@ _DDPM_LAYOUT = "<name>/real/{train,test}/<stem>.png (or .jpg) each with <stem>.n
 _RESIZE = "image bilinear (antialiased), mask nearest"
 
 
-def _listing(folder: Path) -> str:
-    if not folder.is_dir():
-        return f"{str(folder)!r} does not exist"
-    names = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in folder.iterdir())
-    shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
-    return f"{str(folder)!r} holds: {shown or 'nothing'}"
-
-
-def _require_root(root: str | os.PathLike, source: str, layout: str) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        state = "is not a directory" if root.exists() else "does not exist"
-        raise DataError(f"the {source} root {str(root)!r} {state}. Set data.root to the folder holding {layout}.")
-    return root
-
-
 def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list[tuple[Path, Path]]:
     """``(image, mask)`` file pairs of DatasetGAN's ``category`` (``face``, ``car``, ``cat``), ``split``.
 
@@ -135,7 +120,7 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
     """
     if category not in DATASETGAN_CLASSES:
         raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
-    root = _require_root(root, "DatasetGAN", _DATASETGAN_LAYOUT)
+    root = require_root(root, "DatasetGAN", _DATASETGAN_LAYOUT)
     if split == "train":
         folder = root / "training_data" / f"{category}_processed"
     elif split == "test":
@@ -150,7 +135,7 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
                 f"holds the release's training_data/ and testing_data/: set data.root={root / 'annotation'}."
             )
         raise DataError(
-            f"DatasetGAN {category} {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. data.root must "
+            f"DatasetGAN {category} {split} folder {str(folder)!r} is missing; {listing(folder.parent)}. data.root must "
             f"be the folder of DatasetGAN's release holding {_DATASETGAN_LAYOUT}."
         )
     if split == "test":
@@ -168,7 +153,7 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
     wanted = _DATASETGAN_TRAIN_IMAGES[category]
     indices = sorted(images.keys() | masks.keys())[:wanted]
     if not indices:
-        raise DataError(f"DatasetGAN training folder {str(folder)!r} has no image_<i>.jpg / image_mask<i>.npy files; {_listing(folder)}. Re-extract training_data from the release.")
+        raise DataError(f"DatasetGAN training folder {str(folder)!r} has no image_<i>.jpg / image_mask<i>.npy files; {listing(folder)}. Re-extract training_data from the release.")
     for index in indices:
         if index not in masks:
             raise DataError(f"training image {str(images[index])!r} has no mask: {str(folder / f'image_mask{index}.npy')!r} is missing. Restore it from the release.")
@@ -186,7 +171,7 @@ def _datasetgan_test_files(folder: Path) -> list[tuple[Path, Path]]:
     images = sorted((file for file in folder.iterdir() if file.suffix.lower() in _IMAGE_SUFFIXES), key=lambda file: file.name)
     masks = sorted((file for file in folder.iterdir() if file.suffix == ".npy"), key=lambda file: file.name)
     if not images and not masks:
-        raise DataError(f"DatasetGAN test folder {str(folder)!r} has no images and no .npy label maps; {_listing(folder)}. Re-extract testing_data from the release.")
+        raise DataError(f"DatasetGAN test folder {str(folder)!r} has no images and no .npy label maps; {listing(folder)}. Re-extract testing_data from the release.")
     if len(images) != len(masks):
         # Pairing is by sorted position, so which file lacks its partner cannot be known; name the surplus.
         surplus = images[len(masks) :] if len(images) > len(masks) else masks[len(images) :]
@@ -205,12 +190,12 @@ def ddpm_files(root: str | os.PathLike, name: str, split: str) -> list[tuple[Pat
     """
     if split not in ("train", "test"):
         raise ValueError(f"ddpm_files got split={split!r}; use 'train' or 'test'.")
-    root = _require_root(root, "DDPM-segmentation", f"{_DDPM_LAYOUT} (the release's datasets/ folder)")
+    root = require_root(root, "DDPM-segmentation", f"{_DDPM_LAYOUT} (the release's datasets/ folder)")
     if not (root / name).is_dir():
-        raise DataError(f"there is no DDPM-segmentation dataset {name!r} in data.root: {_listing(root)}. Set data.name to one of those, or data.root to the release's datasets/ folder.")
+        raise DataError(f"there is no DDPM-segmentation dataset {name!r} in data.root: {listing(root)}. Set data.name to one of those, or data.root to the release's datasets/ folder.")
     folder = root / name / "real" / split
     if not folder.is_dir():
-        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} is missing; {_listing(folder.parent)}. The layout is {_DDPM_LAYOUT}.")
+        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} is missing; {listing(folder.parent)}. The layout is {_DDPM_LAYOUT}.")
     images: dict[str, Path] = {}
     masks: dict[str, Path] = {}
     for file in folder.iterdir():
@@ -221,7 +206,7 @@ def ddpm_files(root: str | os.PathLike, name: str, split: str) -> list[tuple[Pat
         elif file.suffix == ".npy":
             masks[file.stem] = file
     if not images and not masks:
-        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} has no images; {_listing(folder)}. Re-extract {name} from the release.")
+        raise DataError(f"DDPM-segmentation {split} folder {str(folder)!r} has no images; {listing(folder)}. Re-extract {name} from the release.")
     if without_mask := sorted(images.keys() - masks.keys()):
         stem = without_mask[0]
         raise DataError(f"image {str(images[stem])!r} has no mask: {str(folder / (stem + '.npy'))!r} is missing. Restore it from the release or delete the image.")
@@ -357,7 +342,7 @@ class SegmentationPairs(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
             index, image_seed, _ = key
-            flip = self.hflip and float(torch.rand((), generator=torch.Generator().manual_seed(image_seed))) < 0.5
+            flip = self.hflip and float(torch.rand((), generator=item_generator(image_seed))) < 0.5
         else:
             index, flip = key, False
         image, mask = self.images[index], self.masks[index]
@@ -367,7 +352,88 @@ class SegmentationPairs(Dataset):
         return {"image": image, "mask": mask, "index": index, "fold": self.folds[index]}
 
 
-class FewShotSegmentationDataModule(pl.LightningDataModule):
+@register_dataset("segmentation", "embedded")
+class EmbeddedShapes:
+    """The embedded shapes set (:func:`~afno_repro.data.shapes.make_shapes`): 5 classes, no download."""
+
+    def __init__(self, root: None = None, category: str = "face", name: None = None, num_classes: int | None = None,
+                 ignore_label: None = None) -> None:
+        if num_classes not in (None, len(SHAPE_CLASSES)):
+            raise ValueError(f"the embedded shapes set has {len(SHAPE_CLASSES)} classes, but num_classes={num_classes!r}; remove num_classes or set it to {len(SHAPE_CLASSES)}.")
+        self.num_classes = len(SHAPE_CLASSES)
+        self.class_names: list[str] | None = list(SHAPE_CLASSES)
+        self.ignore_label = None
+        self.label = "embedded_shapes"
+        self.described: dict[str, Any] = {}
+        self.preprocessing: dict[str, Any] = {}
+
+    def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and masks of ``split``, drawn at ``image_size`` (exact masks: nothing to clean)."""
+        return make_shapes(split, image_size)
+
+
+@register_dataset("segmentation", "datasetgan")
+class DatasetGAN:
+    """DatasetGAN's release (module docstring): ``category`` face / car / cat; car also 12 classes."""
+
+    def __init__(self, root: str, category: str = "face", name: None = None, num_classes: int | None = None,
+                 ignore_label: None = None) -> None:
+        if category not in DATASETGAN_CLASSES:
+            raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
+        valid = (DATASETGAN_CLASSES[category], 12) if category == "car" else (DATASETGAN_CLASSES[category],)
+        if num_classes not in (None, *valid):
+            raise ValueError(f"DatasetGAN {category} has num_classes {' or '.join(map(str, valid))} (12: the ADE-Car mapping), not {num_classes!r}; remove num_classes or set it to one of those.")
+        self.root, self.category = root, category
+        self.num_classes = num_classes or valid[0]
+        self.class_names = list(CAR_12_CLASSES) if self.num_classes == 12 else None
+        self.ignore_label = None
+        self.label = f"datasetgan/{category}"
+        self.described = {"category": category}
+        self.preprocessing = {"car_rows": list(_CAR_ROWS)} if category == "car" else {}
+
+    def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
+        options = {
+            "label_count": DATASETGAN_CLASSES[self.category],
+            "ignore_label": None,
+            "crop_rows": _CAR_ROWS if self.category == "car" else None,
+            "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
+        }
+        return _load_pairs(datasetgan_files(self.root, self.category, split), image_size, min_class_pixels, options)
+
+
+@register_dataset("segmentation", "ddpm")
+class DDPMSegmentation:
+    """A DDPM-segmentation dataset ``name`` (module docstring); its ``_<count>`` suffix is the class count."""
+
+    def __init__(self, root: str, category: str = "face", name: str | None = None, num_classes: int | None = None,
+                 ignore_label: int | None = None) -> None:
+        if name is None:
+            raise ValueError("data.source='ddpm' needs data.name, the dataset folder under data.root, e.g. ffhq_34, cat_15, horse_21, celeba_19, bedroom_28 or ade_bedroom_30.")
+        if num_classes is None:
+            suffix = re.fullmatch(r".*_(\d+)", name)
+            if suffix is None or int(suffix[1]) < 1:
+                raise ValueError(f"the class count of DDPM dataset {name!r} cannot be read from its name (no _<count> suffix, as in ffhq_34); set data.num_classes.")
+            num_classes = int(suffix[1])
+        self.root, self.name, self.num_classes = root, name, num_classes
+        self.class_names = None
+        self.ignore_label = ignore_label if ignore_label is not None else 0 if name == "bedroom_28" else IGNORE_INDEX
+        self.label = f"ddpm/{name}"
+        self.described = {"name": name, "ignore_label": self.ignore_label}
+        self.preprocessing = {}
+
+    def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
+        options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None}
+        return _load_pairs(ddpm_files(self.root, self.name, split), image_size, min_class_pixels, options)
+
+
+def _load_pairs(files: list[tuple[Path, Path]], image_size: int, min_class_pixels: int, options: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    pairs = [_load_pair(image, mask, image_size=image_size, min_class_pixels=min_class_pixels, **options) for image, mask in files]
+    return [image for image, _ in pairs], [mask for _, mask in pairs]
+
+
+class FewShotSegmentationDataModule(DataModuleBase):
     """Few-shot segmentation data (paper A.4): DatasetGAN's or DDPM-segmentation's release, or the
     embedded shapes set (see the module docstring for layouts and preprocessing).
 
@@ -443,8 +509,8 @@ class FewShotSegmentationDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        if source not in SEGMENTATION_SOURCES:
-            raise ValueError(f"FewShotSegmentationDataModule got source={source!r}; use one of {', '.join(SEGMENTATION_SOURCES)} ('embedded' needs no download).")
+        if source not in list_datasets("segmentation"):
+            raise ValueError(f"FewShotSegmentationDataModule got source={source!r}; use one of {', '.join(list_datasets('segmentation'))} ('embedded' needs no download).")
         if selection not in SEGMENTATION_SELECTIONS:
             raise ValueError(
                 f"FewShotSegmentationDataModule got selection={selection!r}; use 'max_over_run' (best over the run on all "
@@ -466,61 +532,17 @@ class FewShotSegmentationDataModule(pl.LightningDataModule):
                 raise ValueError(f"FewShotSegmentationDataModule got {option}={value!r}; it must be >= 0.")
         if num_folds < 2:
             raise ValueError(f"FewShotSegmentationDataModule got num_folds={num_folds!r}; it must be >= 2 (DatasetGAN cross-validates on 5).")
-        self.num_classes = self._class_count(source, category, name, num_classes)
-        if source == "ddpm" and ignore_label is None:
-            ignore_label = 0 if name == "bedroom_28" else IGNORE_INDEX
-        root = None if root is None else str(root)  # plain data for the saved hyperparameters
-        self.save_hyperparameters()
-        self.source = source
-        self.root = root
-        self.category = category if source == "datasetgan" else None
-        self.name = name
-        self.image_size = image_size
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.train_samples_per_epoch = train_samples_per_epoch
-        self.min_class_pixels = min_class_pixels
-        self.hflip = hflip
-        self.selection = selection
-        self.num_folds = num_folds
-        self.ignore_label = ignore_label
-        self.seed = seed
-        self.pin_memory = pin_memory
-        self.ignore_index = IGNORE_INDEX
-        if source == "embedded":
-            self.class_names: list[str] | None = list(SHAPE_CLASSES)
-        elif source == "datasetgan" and self.num_classes == 12:
-            self.class_names = list(CAR_12_CLASSES)
-        else:
-            self.class_names = None
-        self.train_set: SegmentationPairs | None = None
-        self.val_set: SegmentationPairs | None = None
-        self.test_set: Dataset | None = None
-
-    @staticmethod
-    def _class_count(source: str, category: str, name: str | None, num_classes: int | None) -> int:
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"FewShotSegmentationDataModule got num_classes={num_classes!r}; it must be >= 1 (or null for the dataset's own count).")
-        if source == "embedded":
-            if num_classes not in (None, len(SHAPE_CLASSES)):
-                raise ValueError(f"the embedded shapes set has {len(SHAPE_CLASSES)} classes, but num_classes={num_classes!r}; remove num_classes or set it to {len(SHAPE_CLASSES)}.")
-            return len(SHAPE_CLASSES)
-        if source == "datasetgan":
-            if category not in DATASETGAN_CLASSES:
-                raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
-            valid = (DATASETGAN_CLASSES[category], 12) if category == "car" else (DATASETGAN_CLASSES[category],)
-            if num_classes not in (None, *valid):
-                raise ValueError(f"DatasetGAN {category} has num_classes {' or '.join(map(str, valid))} (12: the ADE-Car mapping), not {num_classes!r}; remove num_classes or set it to one of those.")
-            return num_classes or valid[0]
-        if name is None:
-            raise ValueError("data.source='ddpm' needs data.name, the dataset folder under data.root, e.g. ffhq_34, cat_15, horse_21, celeba_19, bedroom_28 or ade_bedroom_30.")
-        if num_classes is not None:
-            return num_classes
-        suffix = re.fullmatch(r".*_(\d+)", name)
-        if suffix is None or int(suffix[1]) < 1:
-            raise ValueError(f"the class count of DDPM dataset {name!r} cannot be read from its name (no _<count> suffix, as in ffhq_34); set data.num_classes.")
-        return int(suffix[1])
+        root = None if root is None else str(root)  # plain data for the saved hyperparameters
+        dataset = get_dataset_class(source, "segmentation")(root=root, category=category, name=name, num_classes=num_classes, ignore_label=ignore_label)
+        ignore_label = dataset.ignore_label
+        self.keep_options(
+            num_classes=dataset.num_classes, class_names=dataset.class_names, ignore_index=IGNORE_INDEX,
+            category=category if source == "datasetgan" else None, dataset=dataset,
+        )
+        self.val_set: SegmentationPairs | None = None
+        self.test_set: Dataset | None = None
 
     @property
     def validation_split(self) -> str:
@@ -532,49 +554,31 @@ class FewShotSegmentationDataModule(pl.LightningDataModule):
         """What :meth:`test_dataloader` serves: the test images, without fold 0 under ``heldout``."""
         return "test (folds 1-{})".format(self.num_folds - 1) if self.selection == "heldout" else "test"
 
+    @classmethod
+    def run_label(cls, options: Mapping[str, Any]) -> str | None:
+        source = options.get("source", "embedded")
+        if source == "embedded":
+            return "embedded_shapes"
+        return f"{source}/{options.get('category') if source == 'datasetgan' else options.get('name')}"
+
     def reading(self) -> dict[str, Any]:
         """The data choices a run must record with its results (plain data)."""
-        reading: dict[str, Any] = {"source": self.source}
-        if self.source == "datasetgan":
-            reading["category"] = self.category
-        if self.source == "ddpm":
-            reading.update(name=self.name, ignore_label=self.ignore_label)
-        reading.update(
-            num_classes=self.num_classes,
-            image_size=self.image_size,
-            resize=_RESIZE,
-            min_class_pixels=self.min_class_pixels,
-            hflip=self.hflip,
-            selection=self.selection,
-            num_folds=self.num_folds,
-        )
-        if self.source == "datasetgan" and self.category == "car":
-            reading["car_rows"] = list(_CAR_ROWS)
-        return reading
+        return {
+            "source": self.source,
+            **self.dataset.described,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "resize": _RESIZE,
+            "min_class_pixels": self.min_class_pixels,
+            "hflip": self.hflip,
+            "selection": self.selection,
+            "num_folds": self.num_folds,
+            **self.dataset.preprocessing,
+        }
 
-    def _load_split(self, split: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        if self.source == "datasetgan":
-            files = datasetgan_files(self.root, self.category, split)
-            options = {
-                "label_count": DATASETGAN_CLASSES[self.category],
-                "ignore_label": None,
-                "crop_rows": _CAR_ROWS if self.category == "car" else None,
-                "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
-            }
-        else:
-            files = ddpm_files(self.root, self.name, split)
-            options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None}
-        min_class_pixels = self.min_class_pixels if split == "train" else 0
-        pairs = [_load_pair(image, mask, image_size=self.image_size, min_class_pixels=min_class_pixels, **options) for image, mask in files]
-        return [image for image, _ in pairs], [mask for _, mask in pairs]
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        if self.source == "embedded":
-            train, test = make_shapes("train", self.image_size), make_shapes("test", self.image_size)
-        else:
-            train, test = self._load_split("train"), self._load_split("test")
+    def build(self) -> None:
+        train = self.dataset.load("train", self.image_size, self.min_class_pixels)
+        test = self.dataset.load("test", self.image_size, 0)
         n_test = len(test[0])
         if self.selection != "max_over_run" and n_test < self.num_folds:
             raise DataError(
@@ -589,41 +593,20 @@ class FewShotSegmentationDataModule(pl.LightningDataModule):
         else:
             self.test_set = self.val_set
 
-    def num_images(self, split: str) -> int:
-        """Images in ``split``: ``"train"``, ``"val"`` (all test images) or ``"test"`` (the reported ones)."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; use 'train', 'val' or 'test'.")
-        self.setup()
-        return len({"train": self.train_set, "val": self.val_set, "test": self.test_set}[split])
-
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _evaluation_loader(self, dataset: Dataset) -> DataLoader:
-        rank, world_size = _process_group()
-        sampler = EvaluationSampler(len(dataset), world_size, rank) if world_size > 1 else None
-        return self._loader(dataset, self.val_batch_size, sampler)
+    def split_dataset(self, split: str) -> Dataset:
+        """``"train"``, ``"val"`` (all test images) or ``"test"`` (the reported ones)."""
+        return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
-        rank, world_size = _process_group()
-        num_samples = self.train_samples_per_epoch or len(self.train_set)
-        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
-        return self._loader(self.train_set, self.batch_size, sampler)
+        return self.training_loader(self.train_set)
 
     def val_dataloader(self) -> DataLoader:
         """All test images, each with its fold id."""
         self.setup("validate")
-        return self._evaluation_loader(self.val_set)
+        return self.evaluation_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         """The reported test images: all of them, or folds 1 ... with ``selection="heldout"``."""
         self.setup("test")
-        return self._evaluation_loader(self.test_set)
+        return self.evaluation_loader(self.test_set)

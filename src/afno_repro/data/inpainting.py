@@ -8,126 +8,43 @@ test loop on ``val``, so the reported number is not selected on the data it is m
 ``selection="val"`` (the paper's protocol: the best over the run on the validation split) both
 loops run on ``val`` and nothing is held out of training.
 
-Reproducibility without depending on the number of workers: the training sampler runs in the
-main process and hands every item its own two seeds (one for the image augmentation, one for the
-mask), drawn from a generator seeded by ``(seed, epoch)``. Workers only apply them, each with a
-``torch.Generator`` of its own (the global random state, CPU or CUDA, is neither read nor
-reseeded), so the batches of epoch ``e`` are the same for ``num_workers=0`` or ``8`` and across
-runs with the same ``seed``; ``set_epoch`` (called by Lightning each epoch) makes resumed runs
-continue the same sequence. Evaluation masks are fixed per image: image ``i`` of ``val`` always
-gets ``RandomWalkMask.mask_for_index(i, val_mask_seed, size)`` (``selection_mask_seed`` for the
-selection split), whatever the batch it lands in.
-
-Several processes (DDP): when ``torch.distributed`` is initialised with world size ``W > 1``,
-each rank ``r`` trains on positions ``r, r + W, ...`` of the epoch's seeded order (padded by
-wrapping around to a multiple of ``W``, so every rank runs the same number of steps) and
-evaluates indices ``r, r + W, ...`` of each evaluation split without padding
-(:class:`EvaluationSampler`): every image is counted exactly once. Both samplers are
-``DistributedSampler`` subclasses, so Lightning keeps them as they are whether
-``trainer.use_distributed_sampler`` is true or false.
+Reproducibility and sharding are the shared ones of :mod:`afno_repro.data.sampling`: every
+training item gets its own two seeds (one for the image augmentation, one for the mask), so the
+batches of epoch ``e`` are the same for ``num_workers=0`` or ``8`` and across runs with the same
+``seed``; ``set_epoch`` (called by Lightning each epoch) makes resumed runs continue the same
+sequence. Evaluation masks are fixed per image: image ``i`` of ``val`` always gets
+``RandomWalkMask.mask_for_index(i, val_mask_seed, size)`` (``selection_mask_seed`` for the
+selection split), whatever the batch or the process it lands in.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import Dataset
 
-from afno_repro.data import build_dataset, get_dataset_class
-from afno_repro.data.embedded import PHOTO_SPLITS
+from afno_repro.data.base import DataModuleBase, evenly_spaced
+from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
 from afno_repro.data.errors import DataError
-from afno_repro.data.imagenet import load_subset, make_selection, make_subset, save_subset
+from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_selection, make_subset, save_subset
 from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
+from afno_repro.data.registry import get_dataset_class
+from afno_repro.data.sampling import item_generator
 
-__all__ = ["EvaluationSampler", "InpaintingDataModule", "SELECTIONS"]
+__all__ = ["InpaintingDataModule", "SELECTIONS"]
 
 SELECTIONS = ("heldout", "val")
-
-_MAX_SEED = 2**63 - 1
-
-
-def _process_group() -> tuple[int, int]:
-    """``(rank, world size)`` of the initialised ``torch.distributed`` group; ``(0, 1)`` without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class EvaluationSampler(DistributedSampler):
-    """Rank ``rank``'s share of ``num_items`` evaluation items: indices ``rank, rank + W, ...``.
-
-    Unlike torch's ``DistributedSampler`` (which Lightning injects by default), the shards are not
-    padded to equal length with repeated items, which an evaluation would count twice; metrics
-    that synchronise their state across processes (torchmetrics) handle uneven shards. It
-    subclasses ``DistributedSampler`` because Lightning replaces only samplers that are not one.
-
-    Parameters
-    ----------
-    num_items: length of the evaluation split.
-    num_replicas: world size ``W``.
-    rank: this process's rank, ``0 <= rank < W``.
-
-    Example
-    -------
-    >>> [list(EvaluationSampler(5, num_replicas=2, rank=r)) for r in range(2)]
-    [[0, 2, 4], [1, 3]]
-    """
-
-    def __init__(self, num_items: int, num_replicas: int, rank: int) -> None:
-        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.indices = range(rank, num_items, num_replicas)
-        self.num_samples = self.total_size = len(self.indices)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class _SeededSampler(DistributedSampler):
-    """Yields ``(index, image_seed, mask_seed)`` for this rank's share of a shuffled epoch.
-
-    The epoch is ``num_samples`` items: a random permutation of the dataset (repeated when
-    ``num_samples`` exceeds its length, truncated when it is smaller), everything drawn from a
-    generator seeded by ``(seed, epoch)``. Rank ``r`` of ``W`` takes positions ``r, r + W, ...``
-    of it, wrapped around to a multiple of ``W`` so all ranks get the same count. ``epoch``
-    advances after each pass unless ``set_epoch`` sets it. A ``DistributedSampler`` so that
-    Lightning does not wrap it in one that would shard (and reshuffle) it again.
-    """
-
-    def __init__(self, dataset_size: int, num_samples: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.dataset_size = dataset_size
-        self.epoch_size = num_samples
-        self.num_samples = -(-num_samples // num_replicas)
-        self.total_size = self.num_samples * num_replicas
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        self.epoch += 1
-        rounds = -(-self.epoch_size // self.dataset_size)
-        order = torch.cat([torch.randperm(self.dataset_size, generator=generator) for _ in range(rounds)])[: self.epoch_size]
-        seeds = torch.randint(0, _MAX_SEED, (self.epoch_size, 2), generator=generator)
-        items = list(zip(order.tolist(), *seeds.T.tolist()))
-        items += items[: self.total_size - self.epoch_size]
-        return iter(items[self.rank : self.total_size : self.num_replicas])
 
 
 class _MaskedImages(Dataset):
     """Adapts an image dataset to the batch items the mask collation needs.
 
-    Training keys are ``(index, image_seed, mask_seed)`` from :class:`_SeededSampler`: the image
-    is ``images.item(index, generator)`` with a ``torch.Generator`` seeded by ``image_seed``, so
-    the global random state is left alone. Evaluation keys are plain indices, and the mask seed is
+    Training keys are ``(index, image_seed, mask_seed)`` from the seeded sampler: the image is
+    ``images.item(index, item_generator(image_seed))``, so the global random state is left alone. Evaluation keys are plain indices, and the mask seed is
     derived from ``(fixed_mask_seed, index)``.
     """
 
@@ -141,7 +58,7 @@ class _MaskedImages(Dataset):
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
             index, image_seed, mask_seed = key
-            image = self.images.item(index, torch.Generator().manual_seed(image_seed))
+            image = self.images.item(index, item_generator(image_seed))
         else:
             index, image = key, self.images[key]
             mask_seed = derive_seed(self.fixed_mask_seed, index)
@@ -166,15 +83,7 @@ class _MaskCollate:
         }
 
 
-def _evenly_spaced(dataset: Dataset, count: int | None) -> Dataset:
-    """``count`` evenly spaced items of ``dataset`` (all of it for ``None``): on a split sorted by
-    class, every class stays represented."""
-    if count is None or count >= len(dataset):
-        return dataset
-    return Subset(dataset, torch.linspace(0, len(dataset) - 1, count).round().long().tolist())
-
-
-class InpaintingDataModule(pl.LightningDataModule):
+class InpaintingDataModule(DataModuleBase):
     """Images with random-walk masks for the inpainting task (paper A.2).
 
     Batches are dicts: ``"image"`` float ``(B, 3, S, S)`` in ``[0, 1]``; ``"mask"`` float
@@ -261,7 +170,7 @@ class InpaintingDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        get_dataset_class(name)
+        get_dataset_class(name, "images")
         if name == "imagenet" and root is None:
             raise ValueError("data.name='imagenet' needs data.root, the folder holding train/ and val/; set it, or use data.name='skimage' for the embedded photographs.")
         imagenet_only = {"subset_fraction": subset_fraction, "subset_file": subset_file, "max_image_pixels": max_image_pixels}
@@ -286,33 +195,12 @@ class InpaintingDataModule(pl.LightningDataModule):
         for option, value in sizes.items():
             if value is not None and value < 1:
                 raise ValueError(f"InpaintingDataModule got {option}={value!r}; it must be >= 1 (or null for the default).")
-        self.save_hyperparameters()
-        self.name = name
-        self.root = root
-        self.image_size = image_size
-        self.masker = RandomWalkMask(**dict(mask or {}))
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.train_samples_per_epoch = train_samples_per_epoch
-        self.val_samples = val_samples
-        self.selection = selection
-        self.selection_fraction = selection_fraction
-        self.selection_seed = selection_seed
-        self.selection_samples = selection_samples
-        self.subset_fraction = subset_fraction
-        self.subset_seed = subset_seed
-        self.subset_file = subset_file
-        self.val_mask_seed = val_mask_seed
-        self.selection_mask_seed = selection_mask_seed
-        self.seed = seed
-        self.max_image_pixels = max_image_pixels
-        self.pin_memory = pin_memory
+        self.keep_options(masker=RandomWalkMask(**dict(mask or {})))
         self.subset: list[str] | None = None
-        self.selection_files: list[str] | None = None
-        self.train_set: Dataset | None = None
         self.selection_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    splits = ("train", "selection", "val")
 
     reported_split = "val"
     """The split :meth:`test_dataloader` serves, on which results are reported."""
@@ -343,20 +231,22 @@ class InpaintingDataModule(pl.LightningDataModule):
             save_subset(subset, self.subset_file)
         return subset
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    @classmethod
+    def run_label(cls, options: Mapping[str, Any]) -> str | None:
+        return options.get("name")
+
+    def build(self) -> None:
         heldout = self.selection == "heldout"
         if self.name == "skimage":
             photos = PHOTO_SPLITS["train"] + (() if heldout else PHOTO_SPLITS["selection"])
-            self.train_set = build_dataset("skimage", "train", image_size=self.image_size, samples_per_epoch=self.train_samples_per_epoch, photos=photos)
+            self.train_set = SkimagePhotos("train", image_size=self.image_size, samples_per_epoch=self.train_samples_per_epoch, photos=photos)
             if heldout:
-                self.selection_set = build_dataset("skimage", "selection", image_size=self.image_size, samples_per_epoch=self.selection_samples)
-            self.val_set = build_dataset("skimage", "val", image_size=self.image_size, samples_per_epoch=self.val_samples)
+                self.selection_set = SkimagePhotos("selection", image_size=self.image_size, samples_per_epoch=self.selection_samples)
+            self.val_set = SkimagePhotos("val", image_size=self.image_size, samples_per_epoch=self.val_samples)
             return
         self.subset = self._imagenet_subset()
         images = {"root": self.root, "image_size": self.image_size, "max_image_pixels": self.max_image_pixels}
-        train_set = build_dataset("imagenet", "train", subset=self.subset, **images)
+        train_set = ImageNetFolder(split="train", subset=self.subset, **images)
         if heldout:
             self.selection_files = make_selection(train_set.files(), self.selection_fraction, self.selection_seed)
             if not self.selection_files:
@@ -366,21 +256,16 @@ class InpaintingDataModule(pl.LightningDataModule):
                     "more files per class (a larger data.subset_fraction)."
                 )
             selection_set = train_set.only(self.selection_files, augment=False, source="the selection split")
-            self.selection_set = _evenly_spaced(selection_set, self.selection_samples)
+            self.selection_set = evenly_spaced(selection_set, self.selection_samples)
             train_set = train_set.without(self.selection_files)
         self.train_set = train_set
-        self.val_set = _evenly_spaced(build_dataset("imagenet", "val", **images), self.val_samples)
+        self.val_set = evenly_spaced(ImageNetFolder(split="val", **images), self.val_samples)
 
-    def num_images(self, split: str) -> int:
-        """Items in ``split`` (``"train"``, ``"selection"`` or ``"val"``); ``"train"`` counts the
-        dataset, not ``train_samples_per_epoch``."""
-        if split not in ("train", "selection", "val"):
-            raise ValueError(f"unknown split {split!r}; use 'train', 'selection' or 'val'.")
-        self.setup()
+    def split_dataset(self, split: str) -> Dataset:
         dataset = {"train": self.train_set, "selection": self.selection_set, "val": self.val_set}[split]
         if dataset is None:
             raise ValueError("there is no selection split with data.selection='val' (nothing is held out); use data.selection=heldout.")
-        return len(dataset)
+        return dataset
 
     def save_subset(self, file: str | os.PathLike) -> Path:
         """Write the ImageNet training subset in use (after :meth:`setup`) to ``file``."""
@@ -388,40 +273,21 @@ class InpaintingDataModule(pl.LightningDataModule):
             raise ValueError("there is no training subset to save: set data.subset_fraction (ImageNet only) and call setup() first.")
         return save_subset(self.subset, file)
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=_MaskCollate(self.masker),
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _evaluation_loader(self, dataset: Dataset, mask_seed: int) -> DataLoader:
-        rank, world_size = _process_group()
-        sampler = EvaluationSampler(len(dataset), world_size, rank) if world_size > 1 else None
-        return self._loader(_MaskedImages(dataset, mask_seed), self.val_batch_size, sampler)
-
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self):
         self.setup("fit")
-        rank, world_size = _process_group()
-        num_samples = self.train_samples_per_epoch or len(self.train_set)
-        sampler = _SeededSampler(len(self.train_set), num_samples, self.seed, num_replicas=world_size, rank=rank)
-        return self._loader(_MaskedImages(self.train_set), self.batch_size, sampler)
+        return self.training_loader(_MaskedImages(self.train_set), _MaskCollate(self.masker))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self):
         """The split that picks the best checkpoint (:attr:`validation_split`), with its fixed masks."""
         self.setup("validate")
         if self.selection == "heldout":
-            return self._evaluation_loader(self.selection_set, self.selection_mask_seed)
-        return self._evaluation_loader(self.val_set, self.val_mask_seed)
+            return self.evaluation_loader(_MaskedImages(self.selection_set, self.selection_mask_seed), _MaskCollate(self.masker))
+        return self.evaluation_loader(_MaskedImages(self.val_set, self.val_mask_seed), _MaskCollate(self.masker))
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self):
         """The official validation split with its fixed masks (the paper reports ImageNet validation)."""
         self.setup("test")
-        return self._evaluation_loader(self.val_set, self.val_mask_seed)
+        return self.evaluation_loader(_MaskedImages(self.val_set, self.val_mask_seed), _MaskCollate(self.masker))
 
     def masked_fraction(self, num_images: int = 256, split: str = "val") -> float:
         """Mean masked fraction of the fixed masks of the first ``num_images`` images of ``split``.
