@@ -94,7 +94,8 @@ SCALING = {"cases": [{"mixer": m, "grid": g, "tokens": g * g, "dim": 64, "thread
 
 
 def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
-    extra = [Section("resolution", "Zero-shot resolution transfer", "study"), Section("figure5", "Figure 5", "clusters")]
+    extra = [Section("resolution", "Zero-shot resolution transfer", "study"), Section("figure5", "Figure 5", "clusters"),
+             Section("preflight", "Preflight: the cost of every paper-scale row", "costs")]
     index = build_report(tree, tmp_path / "report", scaling=SCALING, extra=extra, wandb_mode="disabled")
     html, markdown = index.read_text(), (index.parent / "index.md").read_text()
     for key in ORDER:
