@@ -1,8 +1,9 @@
 """Hydra configuration helpers: where the configs live, composing them from Python, resolvers, and the
 values the configs leave to code.
 
-The configs are the single description of every paper row (``configs/paper_model/<table>/<row>``);
-training and the model table both compose them, so the table counts exactly what is trained.
+The configs are the single description of every paper row, named ``paper_model=<table>/<row>``
+(``configs/paper_model/<table>/<row>.yaml``: the row's backbone, mixer and values); training and the
+model table both compose them, so the table counts exactly what is trained.
 
 Importing this module registers the OmegaConf resolvers the configs use. They are pure functions of
 the values they are given (arithmetic, lookups, string and path formatting); a value whose computation
@@ -88,8 +89,8 @@ def sweep_points(experiment: str, *overrides: str) -> list[list[str]]:
 
 
 def paper_rows(table: str) -> list[str]:
-    """The mixers that have a row in paper table ``table`` (``configs/paper_row/<table>/*.yaml``)."""
-    return sorted(path.stem for path in (_config_dir() / "paper_row" / table).glob("*.yaml"))
+    """The rows of paper table ``table``: ``configs/paper_model/<table>/*.yaml``, each ``paper_model=<table>/<row>``."""
+    return sorted(path.stem for path in (_config_dir() / "paper_model" / table).glob("*.yaml"))
 
 
 def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:
@@ -106,42 +107,52 @@ def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:
     return _declared(group, base.group(1), pattern, parent) if base else None
 
 
-def _experiment_table(experiment: str) -> str | None:
-    """The paper table whose rows ``experiment`` selects by mixer (its ``paper_row: <table>/${mixer}``)."""
-    return _declared("experiment", experiment, r"/paper_row:\s*(\w+)/\$\{mixer\}", r"^defaults:\s*\n\s*-\s*(\w+)\s*$")
+def _experiment_row(experiment: str) -> str | None:
+    """The row ``experiment`` trains unless told otherwise (its ``override /paper_model: <table>/<row>``)."""
+    return _declared("experiment", experiment, r"override /paper_model:\s*(\S+)", r"^defaults:\s*\n\s*-\s*(\w+)\s*$")
 
 
 def _row_mixer(paper_model: str) -> str | None:
-    """The mixer a ``paper_model=<table>/<row>`` file selects."""
+    """The mixer a ``paper_model=<table>/<row>`` file selects (None for a trunk without one: Swin)."""
     return _declared("paper_model", paper_model, r"override /mixer:\s*(\w+)", r"-\s*/paper_model/(\S+)")
 
 
 def missing_paper_row(arguments: Sequence[str]) -> str | None:
-    """A message when a paper experiment is asked for a mixer its table has no row for, else None.
+    """A message when ``mixer=<name>`` asks a paper row for a mixer it does not build, else None.
 
-    In a paper experiment ``mixer=<name>`` selects that table's row for the mixer
-    (``configs/paper_row/<table>/<name>.yaml``); Hydra's own error for a missing row would not list
-    the rows there are. ``arguments`` are the command-line overrides of ``train.py``.
+    A paper row is named ``paper_model=<table>/<row>`` (each paper experiment picks one by default) and
+    selects its own backbone and mixer; ``mixer=<name>`` on top of it would keep the row's widths and
+    its paper label around another mixer, and Hydra would not object. ``arguments`` are the
+    command-line overrides of ``train.py``; ``~paper_model`` (no row) lets any mixer train.
     """
-    values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("+", "~", "hydra")))
-    values = {key.lstrip("+"): value for key, value in values.items()}
-    experiments = [e for e in values.get("experiment", "").split(",") if e]
-    mixers = [m for m in values.get("mixer", "").split(",") if m]
-    mixers += [m for m in (_row_mixer(row) for row in values.get("paper_model", "").split(",") if row) if m]
-    if "~paper_row" in arguments:
+    if "~paper_model" in arguments:
         return None
+    values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("~", "hydra")))
+    values = {key.lstrip("+"): value for key, value in values.items()}
+    mixers = [m for m in values.get("mixer", "").split(",") if m]
+    named = [r for r in values.get("paper_model", "").split(",") if r]
+    experiments = [e for e in values.get("experiment", "").split(",") if e] or [None]
     for experiment in experiments:
-        table = _experiment_table(experiment)
-        if table is None:
-            continue
-        rows = paper_rows(table)
-        for mixer in mixers:
-            if mixer not in rows:
+        default = _experiment_row(experiment) if experiment else None
+        for row in named or ([default] if default else []):
+            row_mixer = _row_mixer(row)
+            table = row.split("/")[0]
+            for mixer in mixers:
+                if row_mixer is None or mixer == row_mixer:
+                    continue
+                run = f"python train.py {f'experiment={experiment} ' if experiment else ''}"
+                rows = paper_rows(table)
+                by_mixer = [r for r in rows if _row_mixer(f"{table}/{r}") == mixer]
+                if by_mixer:
+                    return (f"mixer={mixer} does not select a paper row: a row is named paper_model=<table>/<row> and "
+                            f"brings its own mixer (paper_model={row} builds mixer={row_mixer}). For {table}'s "
+                            f"{mixer} row run `{run}paper_model={table}/{by_mixer[0]}`; to train {mixer} with this "
+                            "recipe at the backbone's default width instead, add ~paper_model (no paper row).")
                 return (
-                    f"experiment={experiment} reproduces {table} of the paper, which has no row for mixer={mixer}. "
-                    f"Its rows are: {', '.join(rows)} (python train.py experiment={experiment} mixer=<one of them>). "
-                    f"To train {mixer} with this experiment's recipe at the backbone's default width instead, "
-                    "add ~paper_row (no paper row: no paper numbers beside the results)."
+                    f"{f'experiment={experiment}' if experiment else f'paper_model={row}'} reproduces {table} of the "
+                    f"paper, which has no row for mixer={mixer}. Its rows are: {', '.join(rows)} "
+                    f"({run}paper_model={table}/<one of them>). To train {mixer} with this experiment's recipe at the "
+                    "backbone's default width instead, add ~paper_model (no paper row: no paper numbers beside the results)."
                 )
     return None
 
