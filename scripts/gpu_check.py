@@ -13,7 +13,7 @@ limit keeps what it measured):
 4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke trainer.accelerator=gpu``,
    the Table 2 sweep at smoke size through the real entry point, in the default precision (bf16-mixed
    on the GPU; debug=smoke pins the CPU otherwise): each run's status, precision and seconds;
-5. ``train_py``: seconds per step of ``python train.py experiment=table2_inpainting mixer=afno`` at the
+5. ``train_py``: seconds per step of ``python train.py experiment=table2_inpainting paper_model=table2/afno`` at the
    true size on a synthetic ImageNet written in the real layout, default precision (two runs of different
    lengths, so that start-up and evaluation cancel; ``logger=csv``: the device machine has no network);
 6. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
@@ -110,7 +110,7 @@ def _train_py_step(work: Path, smoke: bool) -> dict:
     runs = []
     for count in steps:
         run_dir = work / f"train_py_{count}"
-        command = [sys.executable, str(ROOT / "train.py"), "experiment=table2_inpainting", "mixer=afno", f"data.root={root}",
+        command = [sys.executable, str(ROOT / "train.py"), "experiment=table2_inpainting", "paper_model=table2/afno", f"data.root={root}",
                    "trainer.max_epochs=1", f"data.train_samples_per_epoch={count * batch}", f"data.val_samples={batch}",
                    "logger=csv", f"hydra.run.dir={run_dir}", *(["debug=smoke", f"data.root={root}"] if smoke else [])]
         start = time.perf_counter()
@@ -124,7 +124,7 @@ def _train_py_step(work: Path, smoke: bool) -> dict:
     step_s = (runs[1]["seconds"] - runs[0]["seconds"]) / max(1, taken[1] - taken[0])
     # At toy size the steps are shorter than the two runs' start-up noise: no number rather than a wrong one.
     measured = step_s > 0 and all(run["status"] == "completed" for run in runs)
-    return {"command": "python train.py experiment=table2_inpainting mixer=afno data.root=<synthetic ImageNet> "
+    return {"command": "python train.py experiment=table2_inpainting paper_model=table2/afno data.root=<synthetic ImageNet> "
                        "trainer.max_epochs=1 data.train_samples_per_epoch=<steps x 64> data.val_samples=64 logger=csv",
             "batch": batch, "step_s": step_s if measured else None, "images_per_s": batch / step_s if measured else None,
             "note": None if measured else "not measured: the longer run was not slower (steps shorter than start-up noise)",
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         _section(report, out, "train_py", lambda: _train_py_step(work, args.smoke))
     if "compiled" not in args.skip:
         _section(report, out, "compiled", lambda: _json_of(
-            benchmark_training, [*training_args, "--experiments", "table2_inpainting", "--rows", "mixer=afno",
-                                 *([] if args.smoke else ["mixer=attention"]), "--compile"], work / "compiled.json"))
+            benchmark_training, [*training_args, "--experiments", "table2_inpainting", "--rows", "paper_model=table2/afno",
+                                 *([] if args.smoke else ["paper_model=table2/attention"]), "--compile"], work / "compiled.json"))
     failed = [name for name in ("mixers", "profile", "training", "sweep", "train_py", "compiled")
               if isinstance(report.get(name), dict) and "error" in report[name]]
     print(f"[gpu_check] wrote {out}" + (f"; sections that failed: {failed}" if failed else ""))

@@ -1,9 +1,13 @@
-"""Hydra configuration helpers: where the configs live, composing them from Python, resolvers.
+"""Hydra configuration helpers: where the configs live, composing them from Python, resolvers, and the
+values the configs leave to code.
 
-The configs are the single description of every paper row (``configs/paper_model/<table>/<row>``);
-training and the model table both compose them, so the table counts exactly what is trained.
+The configs are the single description of every paper row, named ``paper_model=<table>/<row>``
+(``configs/paper_model/<table>/<row>.yaml``: the row's backbone, mixer and values); training and the
+model table both compose them, so the table counts exactly what is trained.
 
-Importing this module registers the OmegaConf resolvers the configs use:
+Importing this module registers the OmegaConf resolvers the configs use. They are pure functions of
+the values they are given (arithmetic, lookups, string and path formatting); a value whose computation
+builds models or reads the disk is filled in by :func:`fill_computed` instead, once, when a run starts.
 
 ``${sanitize:...}``
     makes a string safe as one path component (``/`` and ``=`` become ``-``).
@@ -20,14 +24,8 @@ Importing this module registers the OmegaConf resolvers the configs use:
     The linear scaling rule of A.5 (``lr x global batch / reference_batch``, "(BatchSize/512) x
     5e-4"): the global batch is ``batch_size`` per process times the processes, ``devices`` (an
     int, or ``auto``: the visible GPUs, 1 without) times ``num_nodes``.
-``${class_folders:root,default}``
-    The class folders in ``root/train`` (an ImageNet-style layout), or ``default`` when ``root`` is
-    unset or has no ``train/`` yet (the data module then names the problem).
 ``${file_in:folder,name}``
     ``folder/name``, or null when ``folder`` is null (e.g. Figure 1's Swin checkpoints).
-``${equal_params_width:depth,base_dim,base_blocks,blocks}``
-    Figure 4 (right): the ViT-XS/4 AFNO width whose parameter count is closest to the
-    ``base_dim``/``base_blocks`` model's, among multiples of ``blocks``.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "missing_paper_row", "paper_rows", "sweep_points"]
+__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "paper_rows", "sweep_points"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -55,8 +53,8 @@ def _config_dir() -> Path:
 def compose(overrides: Sequence[str] = (), output_dir: str = "outputs/composed") -> DictConfig:
     """Compose ``configs/train.yaml`` with command-line style ``overrides``, outside a Hydra run.
 
-    The result is fully resolved (``${hydra:runtime.output_dir}`` becomes ``output_dir``) and can be
-    instantiated, e.g. ``hydra.utils.instantiate(compose(["paper_model=table2/afno"]).backbone)``.
+    The result has the values :func:`fill_computed` fills in, is fully resolved
+    (``${hydra:runtime.output_dir}`` becomes ``output_dir``) and can be instantiated, e.g. ``hydra.utils.instantiate(compose(["paper_model=table2/afno"]).backbone)``.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -69,6 +67,7 @@ def compose(overrides: Sequence[str] = (), output_dir: str = "outputs/composed")
         cfg.hydra.runtime.output_dir = output_dir
         HydraConfig.instance().set_config(cfg)
         del cfg["hydra"]
+    fill_computed(cfg)
     OmegaConf.resolve(cfg)
     return cfg
 
@@ -90,8 +89,8 @@ def sweep_points(experiment: str, *overrides: str) -> list[list[str]]:
 
 
 def paper_rows(table: str) -> list[str]:
-    """The mixers that have a row in paper table ``table`` (``configs/paper_row/<table>/*.yaml``)."""
-    return sorted(path.stem for path in (_config_dir() / "paper_row" / table).glob("*.yaml"))
+    """The rows of paper table ``table``: ``configs/paper_model/<table>/*.yaml``, each ``paper_model=<table>/<row>``."""
+    return sorted(path.stem for path in (_config_dir() / "paper_model" / table).glob("*.yaml"))
 
 
 def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:
@@ -108,42 +107,52 @@ def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:
     return _declared(group, base.group(1), pattern, parent) if base else None
 
 
-def _experiment_table(experiment: str) -> str | None:
-    """The paper table whose rows ``experiment`` selects by mixer (its ``paper_row: <table>/${mixer}``)."""
-    return _declared("experiment", experiment, r"/paper_row:\s*(\w+)/\$\{mixer\}", r"^defaults:\s*\n\s*-\s*(\w+)\s*$")
+def _experiment_row(experiment: str) -> str | None:
+    """The row ``experiment`` trains unless told otherwise (its ``override /paper_model: <table>/<row>``)."""
+    return _declared("experiment", experiment, r"override /paper_model:\s*(\S+)", r"^defaults:\s*\n\s*-\s*(\w+)\s*$")
 
 
 def _row_mixer(paper_model: str) -> str | None:
-    """The mixer a ``paper_model=<table>/<row>`` file selects."""
+    """The mixer a ``paper_model=<table>/<row>`` file selects (None for a trunk without one: Swin)."""
     return _declared("paper_model", paper_model, r"override /mixer:\s*(\w+)", r"-\s*/paper_model/(\S+)")
 
 
 def missing_paper_row(arguments: Sequence[str]) -> str | None:
-    """A message when a paper experiment is asked for a mixer its table has no row for, else None.
+    """A message when ``mixer=<name>`` asks a paper row for a mixer it does not build, else None.
 
-    In a paper experiment ``mixer=<name>`` selects that table's row for the mixer
-    (``configs/paper_row/<table>/<name>.yaml``); Hydra's own error for a missing row would not list
-    the rows there are. ``arguments`` are the command-line overrides of ``train.py``.
+    A paper row is named ``paper_model=<table>/<row>`` (each paper experiment picks one by default) and
+    selects its own backbone and mixer; ``mixer=<name>`` on top of it would keep the row's widths and
+    its paper label around another mixer, and Hydra would not object. ``arguments`` are the
+    command-line overrides of ``train.py``; ``~paper_model`` (no row) lets any mixer train.
     """
-    values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("+", "~", "hydra")))
-    values = {key.lstrip("+"): value for key, value in values.items()}
-    experiments = [e for e in values.get("experiment", "").split(",") if e]
-    mixers = [m for m in values.get("mixer", "").split(",") if m]
-    mixers += [m for m in (_row_mixer(row) for row in values.get("paper_model", "").split(",") if row) if m]
-    if "~paper_row" in arguments:
+    if "~paper_model" in arguments:
         return None
+    values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("~", "hydra")))
+    values = {key.lstrip("+"): value for key, value in values.items()}
+    mixers = [m for m in values.get("mixer", "").split(",") if m]
+    named = [r for r in values.get("paper_model", "").split(",") if r]
+    experiments = [e for e in values.get("experiment", "").split(",") if e] or [None]
     for experiment in experiments:
-        table = _experiment_table(experiment)
-        if table is None:
-            continue
-        rows = paper_rows(table)
-        for mixer in mixers:
-            if mixer not in rows:
+        default = _experiment_row(experiment) if experiment else None
+        for row in named or ([default] if default else []):
+            row_mixer = _row_mixer(row)
+            table = row.split("/")[0]
+            for mixer in mixers:
+                if row_mixer is None or mixer == row_mixer:
+                    continue
+                run = f"python train.py {f'experiment={experiment} ' if experiment else ''}"
+                rows = paper_rows(table)
+                by_mixer = [r for r in rows if _row_mixer(f"{table}/{r}") == mixer]
+                if by_mixer:
+                    return (f"mixer={mixer} does not select a paper row: a row is named paper_model=<table>/<row> and "
+                            f"brings its own mixer (paper_model={row} builds mixer={row_mixer}). For {table}'s "
+                            f"{mixer} row run `{run}paper_model={table}/{by_mixer[0]}`; to train {mixer} with this "
+                            "recipe at the backbone's default width instead, add ~paper_model (no paper row).")
                 return (
-                    f"experiment={experiment} reproduces {table} of the paper, which has no row for mixer={mixer}. "
-                    f"Its rows are: {', '.join(rows)} (python train.py experiment={experiment} mixer=<one of them>). "
-                    f"To train {mixer} with this experiment's recipe at the backbone's default width instead, "
-                    "add ~paper_row (no paper row: no paper numbers beside the results)."
+                    f"{f'experiment={experiment}' if experiment else f'paper_model={row}'} reproduces {table} of the "
+                    f"paper, which has no row for mixer={mixer}. Its rows are: {', '.join(rows)} "
+                    f"({run}paper_model={table}/<one of them>). To train {mixer} with this experiment's recipe at the "
+                    "backbone's default width instead, add ~paper_model (no paper row: no paper numbers beside the results)."
                 )
     return None
 
@@ -229,6 +238,46 @@ def class_folders(root: str | None, default: int) -> int:
     return count or int(default)
 
 
+# What ImageNet-1k's train/ holds: the class count before data.root names a folder that says otherwise.
+IMAGENET_CLASSES = 1000
+
+
+def _stated(parent: DictConfig | None, key: str) -> object:
+    """``parent.key`` as the config states it (an interpolation is not resolved: None)."""
+    if not isinstance(parent, DictConfig) or key not in parent or OmegaConf.is_interpolation(parent, key):
+        return None
+    return parent._get_node(key)._value()
+
+
+def fill_computed(cfg: DictConfig) -> DictConfig:
+    """Fill in the values a config leaves to code because computing them builds models or reads the
+    disk; ``cfg`` is changed in place, before it is resolved, and returned. :func:`compose` and every
+    run (:func:`afno_repro.train.run`) call it once; an OmegaConf resolver would instead hide the work in
+    every resolution of the config.
+
+    ``data.num_classes: class_folders``
+        The class folders in ``data.root/train`` (an ImageNet-style layout), or 1000 (ImageNet-1k's)
+        while ``data.root`` is unset or has no ``train/`` yet (the data module then names the problem).
+    ``backbone.embed_dim: equal_params``
+        Figure 4 (right): the width, among multiples of ``mixer.num_blocks``, whose ViT AFNO at
+        ``backbone.depth`` has the parameter count of the one the config's ``equal_params`` states
+        (its ``embed_dim`` and ``num_blocks``): :func:`equal_params_width`.
+    """
+    data, backbone = cfg.get("data"), cfg.get("backbone")
+    if _stated(data, "num_classes") == "class_folders":
+        data.num_classes = class_folders(OmegaConf.select(data, "root", default=None), IMAGENET_CLASSES)
+    if _stated(backbone, "embed_dim") == "equal_params":
+        base = cfg.get("equal_params")
+        if not isinstance(base, DictConfig) or base.get("embed_dim") is None or base.get("num_blocks") is None:
+            raise ValueError(
+                "backbone.embed_dim=equal_params asks for the width whose model has the parameters of the one "
+                "`equal_params` states, but the config states none: add equal_params={embed_dim: <width>, "
+                "num_blocks: <k>} (configs/experiment/fig4_blocks.yaml), or give backbone.embed_dim=<width>.")
+        backbone.embed_dim = equal_params_width(int(backbone.depth), int(base.embed_dim), int(base.num_blocks),
+                                                int(cfg.mixer.num_blocks))
+    return cfg
+
+
 def _register_resolvers() -> None:
     resolvers = {
         "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
@@ -237,9 +286,7 @@ def _register_resolvers() -> None:
         "datasetgan_classes": _datasetgan_classes,
         "name_classes": _name_classes,
         "scaled_lr": scaled_lr,
-        "class_folders": class_folders,
         "file_in": lambda folder, name: None if folder in (None, "None", "null", "") else str(Path(str(folder)).expanduser() / str(name)),
-        "equal_params_width": lambda depth, dim, k0, k: equal_params_width(int(depth), int(dim), int(k0), int(k)),
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

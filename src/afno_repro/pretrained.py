@@ -69,7 +69,7 @@ def _match(cfg: DictConfig, needs: dict[str, Any]) -> dict[str, Any]:
         if not row:
             raise ValueError(
                 f"pretrained=auto looks for the {needs['paper_table']} row of this run, but the run has no paper row; "
-                "select one with mixer=<name> or paper_model=<table>/<row>, or give pretrained=<checkpoint file>."
+                "name one with paper_model=<table>/<row>, or give pretrained=<checkpoint file>."
             )
         fields["paper_row"] = f"{needs['paper_table']}/{row}"
     for key in ("task", "data"):

@@ -2,7 +2,8 @@
 
 ``train.py`` at the repository root is a thin ``@hydra.main`` around :func:`main`. The flow is::
 
-    cfg --> pretrained=auto|<file>|null resolved (afno_repro.pretrained; a missing run is named first)
+    cfg --> the values it leaves to code filled in (afno_repro.config.fill_computed)
+        --> pretrained=auto|<file>|null resolved (afno_repro.pretrained; a missing run is named first)
         --instantiate--> DataModule, backbone(mixer) [+ pretrained trunk], task(backbone, optimizer, scheduler)
         --> pl.Trainer(loggers, callbacks).fit --> test of the selected checkpoint (model and the
         task's baselines on the same images) --> <run dir>/metrics.json (+ checkpoints/, csv/, wandb/, images/)
@@ -39,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from afno_repro.batch import batch_plan, world_size
+from afno_repro.config import fill_computed
 from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
 from afno_repro.report.render import format_number
@@ -314,6 +316,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, pick the checkpoint, evaluate it on the reported split; returns ``metrics.json``'s content."""
     started = time.time()
+    fill_computed(cfg)  # the values the config leaves to code (class folders, Figure 4's equal-parameter width)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     done = _apply_resume(cfg, run_dir)
     if done is not None:

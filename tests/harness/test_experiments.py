@@ -129,6 +129,33 @@ def test_fig4_blocks_holds_parameters_equal():
             assert gap / target < 0.01, (k, width, gap / target)
 
 
+def test_values_left_to_code_are_filled_in_when_the_config_states_them(tmp_path):
+    """``data.num_classes: class_folders`` counts ``root/train``'s folders (1000 until there is one) and
+    ``backbone.embed_dim: equal_params`` is Figure 4's width; a value stated instead (debug=smoke's shrink)
+    stays. A Hydra run hands train.run the config unresolved: fill_computed fills it the same way there."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from afno_repro.config import fill_computed
+
+    assert compose(["experiment=table5_classification"]).data.num_classes == 1000
+    for wnid in ("n01", "n02", "n03"):
+        (tmp_path / "train" / wnid).mkdir(parents=True)
+    counted = compose(["experiment=table5_classification", f"data.root={tmp_path}"])
+    assert counted.data.num_classes == counted.backbone.num_classes == 3
+    assert compose(["experiment=fig4_blocks", "mixer.num_blocks=8", "debug=smoke"]).backbone.embed_dim == 64
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        raw = hydra_compose(config_name="train", overrides=["experiment=fig4_blocks", "mixer.num_blocks=8",
+                                                             f"data.root={tmp_path}"])
+    assert raw.backbone.embed_dim == "equal_params"
+    fill_computed(raw)
+    assert raw.backbone.embed_dim == compose(["experiment=fig4_blocks", "mixer.num_blocks=8"]).backbone.embed_dim
+
+    with pytest.raises(ValueError, match="add equal_params="):
+        compose(["experiment=table6_pretrain", "backbone.embed_dim=equal_params"])
+
+
 def _only_sweep(cwd: Path) -> Path:
     (sweep_dir,) = (cwd / "outputs" / "multirun").glob("*/*")
     return sweep_dir

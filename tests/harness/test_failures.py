@@ -184,18 +184,19 @@ def test_gflops_are_counted_at_the_training_resolution(tmp_path):
     ("table6_pretrain", "afno_static", 124, 1e-3),
     ("table6_pretrain", "afno", 584, 1e-3),
 ])
-def test_mixer_selects_the_papers_row(experiment, mixer, width, lr):
-    by_mixer = compose([f"experiment={experiment}", f"mixer={mixer}"])
-    assert by_mixer.mixer.name == mixer and by_mixer.backbone.embed_dim == width
-    assert by_mixer.optimizer.lr == pytest.approx(lr)
-    assert by_mixer.paper.table == experiment.split("_")[0] and by_mixer.paper.row == mixer
-    # paper_model= names the same row and keeps working.
-    by_row = compose([f"experiment={experiment}", f"paper_model={by_mixer.paper.table}/{mixer}"])
-    assert by_row == by_mixer
+def test_paper_model_selects_the_papers_row(experiment, mixer, width, lr):
+    table = experiment.split("_")[0]
+    cfg = compose([f"experiment={experiment}", f"paper_model={table}/{mixer}"])
+    assert cfg.mixer.name == mixer and cfg.backbone.embed_dim == width
+    assert cfg.optimizer.lr == pytest.approx(lr)
+    assert cfg.paper.table == table and cfg.paper.row == mixer
+    # Without paper_model= the experiment trains its AFNO row; mixer=afno asks for the same.
+    if mixer == "afno":
+        assert compose([f"experiment={experiment}"]) == cfg == compose([f"experiment={experiment}", "mixer=afno"])
 
 
 def test_table2_attention_row_has_the_papers_heads_width_and_lr():
-    cfg = compose(["experiment=table2_inpainting", "mixer=attention"])
+    cfg = compose(["experiment=table2_inpainting", "paper_model=table2/attention"])
     assert (cfg.backbone.embed_dim, cfg.mixer.num_heads, cfg.optimizer.lr) == (768, 16, 1e-4)
     assert cfg.paper.row == "attention"
 
@@ -209,21 +210,33 @@ def test_a_mixer_without_a_row_is_refused_by_train_py(train):
 
 
 def test_a_mixer_without_a_row_lists_the_rows():
-    assert missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"]) is None
+    assert missing_paper_row(["experiment=table2_inpainting", "paper_model=table2/gfn"]) is None
     assert missing_paper_row(["experiment=table6_pretrain", "paper_model=table6/afno_hard35"]) is None
+    assert missing_paper_row(["experiment=table6_pretrain", "paper_model=table6/afno_hard35", "mixer=afno"]) is None
     message = missing_paper_row(["experiment=table2_inpainting", "mixer=fno"])
     assert "no row for mixer=fno" in message
     for row in ("afno", "attention", "gfn", "long_short"):
         assert row in message
     # Sweeps and the ablations' own experiments are checked the same way.
     assert "no row for mixer=gfn" in missing_paper_row(["experiment=fig4_sparsity", "mixer=gfn"])
-    assert "no row for mixer=fno" in missing_paper_row(["experiment=table2_inpainting", "mixer=gfn,fno"])
+    assert "no row for mixer=fno" in missing_paper_row(["experiment=table2_inpainting", "mixer=afno,fno"])
+
+
+def test_a_mixer_on_top_of_another_row_names_the_row_to_ask_for():
+    # Hydra would compose it: the gfn mixer inside the AFNO row's width, labelled as the AFNO row.
+    message = missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"])
+    assert "paper_model=table2/gfn" in message and "~paper_model" in message
+    message = missing_paper_row(["experiment=table4_cityscapes", "paper_model=table4/afno_25pct", "mixer=gfn"])
+    assert "paper_model=table4/gfn" in message
+    # A row without a pluggable mixer (Swin) ignores the mixer group: nothing to refuse.
+    assert missing_paper_row(["experiment=fig1_trunks", "paper_model=fig1/swin_t", "mixer=gfn"]) is None
 
 
 def test_without_a_paper_row_any_mixer_trains_with_the_experiments_recipe():
-    cfg = compose(["experiment=table2_inpainting", "mixer=fno", "~paper_row"])
+    cfg = compose(["experiment=table2_inpainting", "mixer=fno", "~paper_model"])
     assert cfg.mixer.name == "fno" and cfg.paper.row is None and cfg.trainer.max_epochs == 100
-    assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_row"]) is None
+    assert cfg.backbone.depth == compose(["experiment=table2_inpainting"]).backbone.depth
+    assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_model"]) is None
 
 
 def test_a_ctrl_c_python_would_drop_is_raised_at_the_next_boundary():

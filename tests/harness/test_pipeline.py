@@ -240,7 +240,7 @@ def test_auto_resume_skips_resumes_or_sets_aside(tmp_path):
 def test_wandb_groups_an_experiment_and_types_each_row():
     from afno_repro.config import compose
 
-    cfg = compose(["experiment=table3_fewshot", "mixer=gfn", "logger=wandb"])
+    cfg = compose(["experiment=table3_fewshot", "paper_model=table2/gfn", "logger=wandb"])
     assert (cfg.logger.wandb.group, cfg.logger.wandb.job_type) == ("table3_fewshot", "gfn")
     assert compose(["logger=wandb"]).logger.wandb.job_type == "afno"  # the demo: no paper row, its mixer
 

@@ -44,8 +44,8 @@ def test_table2_row_is_timed_and_its_recipe_costed(tmp_path, capsys):
     status, result = _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "afno", *VIT_TINY)
     assert status == 0, capsys.readouterr().err
     (row,) = result["rows"]
-    assert row["row"] == "mixer=afno" and "error" not in row
-    assert row["params_m"] * 1e6 == pytest.approx(_params(["experiment=table2_inpainting", "mixer=afno", *VIT_TINY]))
+    assert row["row"] == "paper_model=table2/afno" and "error" not in row
+    assert row["params_m"] * 1e6 == pytest.approx(_params(["experiment=table2_inpainting", "paper_model=table2/afno", *VIT_TINY]))
     assert row["train"]["batch"] == row["run_batch"] == 1 and row["train"]["steps_timed"] == 1
     assert row["train"]["step_s"] > 0 and row["evaluation"]["forward_s"] > 0 and row["evaluation"]["step_s"] > 0
     assert row["evaluation"]["image_shape"] == [32, 32]
@@ -62,9 +62,9 @@ def test_table2_row_is_timed_and_its_recipe_costed(tmp_path, capsys):
     assert result["data"] == "synthetic, in the real layouts"
     assert sorted(p.name for p in (Path(result["data_roots"]["imagenet"]) / "train").iterdir())
     table = (tmp_path / "root" / "preflight.md").read_text()
-    assert "| table2_inpainting | mixer=afno |" in table and "ASSUMED, not measured" in table
+    assert "| table2_inpainting | paper_model=table2/afno |" in table and "ASSUMED, not measured" in table
     section = preflight_section(result)
-    assert section.key == "preflight" and section.tables["preflight"][0]["row"] == "mixer=afno"
+    assert section.key == "preflight" and section.tables["preflight"][0]["row"] == "paper_model=table2/afno"
 
 
 def test_fewshot_row_reads_a_given_datasetgan_release(tmp_path, capsys):
@@ -146,7 +146,7 @@ def test_readme_preflight_command_measures_its_first_row_at_the_paper_size(paper
     process = subprocess.Popen(argv(README_PREFLIGHT, paper_data), cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
-    first_row = re.compile(r"^table2_inpainting  mixer=attention  8\d\.\d  \d+\.\d  1  \d+\.\d\d  \d+\.\d\d  \d+\.\d\d  64  ")
+    first_row = re.compile(r"^table2_inpainting  paper_model=table2/attention  8\d\.\d  \d+\.\d  1  \d+\.\d\d  \d+\.\d\d  \d+\.\d\d  64  ")
     try:
         for line in process.stdout:
             seen.append(line)

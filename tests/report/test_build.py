@@ -28,7 +28,7 @@ def _record(folder: Path, experiment: str, row: str, task: str, result: dict, **
     run_dir.mkdir(parents=True)
     record = {"experiment": experiment, "paper_row": row, "task": task, "status": "completed", "result": result,
               "run_dir": str(run_dir), "data": DATA, "image_size": 32, "params_m": 0.11, "gflops": 0.01,
-              "mixer": row.split("/")[1], "overrides": [f"mixer={row.split('/')[1]}", f"experiment={experiment}",
+              "mixer": row.split("/")[1], "overrides": [f"paper_model={row}", f"experiment={experiment}",
                                                         "debug=smoke", "resume=auto", "runs_root=/x"],
               "reading": {"mask": {"grid": "token", "steps": 3136, "border": "clip", "brush_size": 1}}, **extra}
     (run_dir / "metrics.json").write_text(json.dumps(record))
@@ -107,7 +107,7 @@ def test_every_section_with_the_papers_numbers_and_the_reasons(tree, tmp_path):
     (row,) = by_key["table2"]["tables"]["table2"]
     assert (row["PSNR (dB)"], row["paper PSNR (dB)"], row["delta PSNR (dB)"]) == ("13.05", "27.05", "-14.00")
     assert row["comparable"] == "not comparable: trained on skimage, the paper on imagenet" and row["images"] == "4"
-    assert row["command"] == "python train.py experiment=table2_inpainting mixer=afno debug=smoke"
+    assert row["command"] == "python train.py experiment=table2_inpainting paper_model=table2/afno debug=smoke"
     (row,) = by_key["table3"]["tables"]["table3"]
     assert (row["dataset"], row["paper mIoU (%)"]) == ("celeba_faces", "55.21")
     assert by_key["table5"]["tables"]["table5"][0]["paper top-1 (%)"] == "80.89"

@@ -42,10 +42,10 @@ _PIPELINE_ONLY = ("resume=", "runs_root=", "hydra.")
 
 def run_command(run: dict[str, Any]) -> str:
     """The single-run command that makes ``run`` again: its recorded overrides, the pipeline's own left
-    out, the experiment first as users type it (a multirun records the swept mixer before it).
+    out, the experiment first as users type it (a multirun records the swept row before it).
 
-    >>> run_command({"overrides": ["mixer=gfn", "experiment=table2_inpainting", "debug=smoke", "resume=auto"]})
-    'python train.py experiment=table2_inpainting mixer=gfn debug=smoke'
+    >>> run_command({"overrides": ["paper_model=table2/gfn", "experiment=table2_inpainting", "debug=smoke", "resume=auto"]})
+    'python train.py experiment=table2_inpainting paper_model=table2/gfn debug=smoke'
     """
     kept = [o for o in run.get("overrides") or [] if not o.startswith(_PIPELINE_ONLY)]
     kept.sort(key=lambda override: not override.startswith("experiment="))  # stable: the rest keep their order

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SweepSummary", "collect", "comparability", "describe_reading", "format_table", "paper_keys", "paper_numbers"]
 
-# (paper table as configs/paper_row names it, task) -> the section of paper_results.yaml and, per
+# (paper table as configs/paper_model names it, task) -> the section of paper_results.yaml and, per
 # reported metric, its key in the row ("{column}" is the run's paper column, e.g. celeba_faces).
 _PAPER_TABLES = {
     ("table2", "inpainting"): ("table2_inpainting", {"psnr": "psnr", "ssim": "ssim"}),
