@@ -42,8 +42,6 @@ import torch
 from afno_repro.report.render import format_number
 
 EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
-# Training-set sizes of the paper's datasets (their published split sizes), for the GPU-hours column.
-TRAIN_IMAGES = {"imagenet": 1_281_167, "cityscapes": 2_975}
 
 
 def peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
@@ -66,11 +64,11 @@ def _sync(device: torch.device) -> None:
 
 
 def train_images(cfg: Any) -> int | None:
-    """Training images per epoch of the row's data config (``None`` for data of unknown size)."""
-    data = cfg.data
-    if data.get("train_samples_per_epoch"):
-        return int(data.train_samples_per_epoch)
-    return TRAIN_IMAGES.get(str(data.get("source") or data.get("name")))
+    """Training images per epoch of the row's data config, by the paper's datasets' published sizes (the preflight's
+    count, :func:`afno_repro.preflight.paper_train_images`); ``None`` for data of unknown size."""
+    from afno_repro.preflight import paper_train_images
+
+    return paper_train_images(cfg)
 
 
 def _optimizer(cfg: Any, params) -> torch.optim.Optimizer:

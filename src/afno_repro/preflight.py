@@ -51,7 +51,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ASSUMED_GPU", "PAPER_TRAIN_IMAGES", "PreflightError", "format_table", "preflight", "preflight_row", "preflight_section",
+__all__ = ["ASSUMED_GPU", "PAPER_TRAIN_IMAGES", "PreflightError", "format_table", "paper_train_images", "preflight",
+           "preflight_row", "preflight_section",
            "write_layouts"]
 
 # The sustained rate GPU-hours are computed at when no GPU measured them: an assumption, printed as one.
@@ -99,16 +100,12 @@ def write_layouts(root: Path, needed: Sequence[str]) -> dict[str, str]:
     return roots
 
 
-def _train_images(cfg: DictConfig, datamodule: Any, synthetic: bool) -> int | None:
-    """Training images per epoch: ``data.train_samples_per_epoch``, else the real data's count, else the paper's."""
+def paper_train_images(cfg: DictConfig) -> int | None:
+    """Training images per epoch by the paper's datasets' published sizes: ``data.train_samples_per_epoch`` when set,
+    else the dataset's split size (times ``data.subset_fraction``); ``None`` for data of unknown size."""
     data = cfg.data
     if data.get("train_samples_per_epoch"):
         return int(data.train_samples_per_epoch)
-    if not synthetic:
-        try:
-            return len(datamodule.train_dataloader().dataset)
-        except Exception:  # noqa: BLE001 - a data module without a sized dataset: fall back to the paper's count
-            pass
     key = _data_key(cfg)
     if key == "datasetgan":
         key = f"datasetgan/{data.get('category')}"
@@ -116,6 +113,16 @@ def _train_images(cfg: DictConfig, datamodule: Any, synthetic: bool) -> int | No
     if images is not None and data.get("subset_fraction"):
         images = round(images * float(data.subset_fraction))
     return images
+
+
+def _train_images(cfg: DictConfig, datamodule: Any, synthetic: bool) -> int | None:
+    """Training images per epoch: the real data's count when the row read real folders, else the paper's."""
+    if not synthetic and not cfg.data.get("train_samples_per_epoch"):
+        try:
+            return len(datamodule.train_dataloader().dataset)
+        except Exception:  # noqa: BLE001 - a data module without a sized dataset: fall back to the paper's count
+            pass
+    return paper_train_images(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -325,13 +332,12 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
             break
         except torch.OutOfMemoryError:
             if torch_device.type != "cuda" or run_batch == 1:
-                record["error"] = "out of memory at batch 1"
+                record["error"] = f"out of memory at batch {run_batch}"
                 return record
             run_batch //= 2
             torch.cuda.empty_cache()
         except Exception as error:  # noqa: BLE001 - a step that fails at full size is this row's finding
             if _user_cause(error) is not None:  # bad input (a data folder, an option): the user's to fix, not a finding
-                meter.close()
                 raise PreflightError(f"{experiment} {label}: {_describe(_user_cause(error))}") from error
             record["error"] = _error_text(error)
             return record
@@ -436,7 +442,6 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
                      for e, p in rows})
     given = dict(data_roots or {})
     missing = [name for name in needed if name not in given]
-    synthetic = bool(missing)
     if missing:
         printer(f"preflight: writing synthetic {', '.join(missing)} in the real layouts under {work_dir / 'data'} "
                 "(pass the dataset folders to measure on the real files)")
@@ -454,7 +459,9 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         else:
             row_started = time.time()
             with _quiet():
-                record = preflight_row(experiment, point, data_roots=given, synthetic=synthetic, device=device,
+                # A row on a given folder counts that folder's images; one on synthetic data, the paper's.
+                record = preflight_row(experiment, point, data_roots=given, synthetic=_data_key(paper) in missing,
+                                       device=device,
                                        batch=batch, warmup=warmup, steps=steps, work_dir=work_dir / "run",
                                        extra=extra)
             record["row_s"] = time.time() - row_started
@@ -462,7 +469,8 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         records.append(record)
         printer(format_line(record))
     return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "overrides": list(extra),
-            "data": "synthetic, in the real layouts" if synthetic else "the given dataset folders",
+            "data": (f"synthetic {', '.join(missing)} in the real layouts" if missing else "the given dataset folders")
+                    + (f"; {', '.join(sorted(data_roots))} from the given folders" if missing and data_roots else ""),
             "data_roots": given, "assumed_gpu": ASSUMED_GPU, "memory_limit_gb": MEMORY_LIMIT_GB,
             "evaluation_limit": EVALUATION_LIMIT, "total_s": time.time() - started, "rows": records}
 

@@ -59,7 +59,7 @@ def test_table2_row_is_timed_and_its_recipe_costed(tmp_path, capsys):
     assert row["gpu_hours"] == pytest.approx(row["train_pflops"] * 1e15 / rate / 3600)
     assert row["gpu_hours_how"].startswith("assumed")
     # The data came from the real ImageNet layout, written by the preflight at ImageNet's sizes.
-    assert result["data"] == "synthetic, in the real layouts"
+    assert result["data"] == "synthetic imagenet in the real layouts"
     assert sorted(p.name for p in (Path(result["data_roots"]["imagenet"]) / "train").iterdir())
     table = (tmp_path / "root" / "preflight.md").read_text()
     assert "| table2_inpainting | paper_model=table2/afno |" in table and "ASSUMED, not measured" in table
