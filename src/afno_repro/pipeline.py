@@ -29,7 +29,7 @@ Usage::
     python -m afno_repro.pipeline --scale paper --preflight --only table2_inpainting --rows afno
 
 ``--preflight`` (:mod:`afno_repro.preflight`) builds every row at its paper size through the training path,
-times a few optimizer steps and one evaluation batch, and writes ``<root>/preflight.json`` and
+times a few optimizer steps and the second of two evaluation batches, and writes ``<root>/preflight.json`` and
 ``preflight.md``; the report shows it as its first section.
 """
 
@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run this experiment and what it needs (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is done; run nothing")
     parser.add_argument("--preflight", action="store_true",
-                        help="measure every row at its paper size (a few steps and one evaluation batch each) and "
+                        help="measure every row at its paper size (a few steps and a warm evaluation batch each) and "
                              "write <root>/preflight.json; trains nothing to completion")
     parser.add_argument("--rows", action="append", metavar="WORD",
                         help="with --preflight: only rows whose overrides contain this word (repeatable: --rows afno "

@@ -200,7 +200,7 @@ class _Meter:
 
 
 class _Timer(pl.Callback):
-    """Times training steps (after ``warmup``) and one evaluation batch, with the model's forward pass on it."""
+    """Times training steps (after ``warmup``) and the last evaluation batch, with the model's forward pass on it."""
 
     def __init__(self, meter: _Meter, warmup: int) -> None:
         self.meter, self.warmup = meter, warmup
@@ -522,7 +522,7 @@ def _legend(result: dict[str, Any]) -> str:
             f"step(s) after {result['warmup']} warm-up per row; the whole preflight took {result['total_s']:.0f} s. "
             f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
             f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "
-            f"is float32 resident memory). `eval / fwd`: one evaluation batch through the test loop (inference, "
+            f"is float32 resident memory). `eval / fwd`: the second of two evaluation batches through the test loop (inference, "
             f"metrics, baselines) over the model's forward pass on it. GPU-h: one GPU, training only, {rate}; "
             f"{hours:,.0f} GPU-hours for every row. PFLOPs: 6 x forward MACs x images x epochs (no FFTs).")
 
