@@ -10,11 +10,13 @@ import hydra
 from omegaconf import DictConfig
 
 from afno_repro.config import missing_paper_row  # importing it registers the resolvers the configs use
+from afno_repro.console import quiet_third_party_noise
 from afno_repro.train import main
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def cli(cfg: DictConfig) -> None:
+    quiet_third_party_noise()  # here, not at import: a Slurm job runs this function, not the module
     main(cfg)
 
 

@@ -302,7 +302,9 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
                   extra: Sequence[str] = ()) -> dict[str, Any]:
     """Measure one row (module docstring); the row's record, with ``error`` set if it failed at full size."""
     from afno_repro.config import compose
-    from afno_repro.train import _batch_plan, _describe, _model_info, _user_cause, build
+    from afno_repro.failures import describe, user_cause
+    from afno_repro.runs.record import model_info
+    from afno_repro.train import _batch_plan, build
 
     label = " ".join(point) or "(single run)"
     paper = compose([f"experiment={experiment}", *point, *extra, "pretrained=null"], output_dir=str(work_dir))
@@ -312,7 +314,7 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
     record["paper_batch"] = {key: plan[key] for key in ("per_device", "world", "accumulation", "effective_global",
                                                          "declared_global")} if plan else None
     paper_per_device = plan["per_device"] if plan else int(paper.data.batch_size)
-    record.update(_model_info(paper))
+    record.update(model_info(paper))
     run_batch = batch or (paper_per_device if device == "cuda" else 1)
     torch_device = torch.device(device)
     while True:
@@ -337,8 +339,8 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
             run_batch //= 2
             torch.cuda.empty_cache()
         except Exception as error:  # noqa: BLE001 - a step that fails at full size is this row's finding
-            if _user_cause(error) is not None:  # bad input (a data folder, an option): the user's to fix, not a finding
-                raise PreflightError(f"{experiment} {label}: {_describe(_user_cause(error))}") from error
+            if user_cause(error) is not None:  # bad input (a data folder, an option): the user's to fix, not a finding
+                raise PreflightError(f"{experiment} {label}: {describe(user_cause(error))}") from error
             record["error"] = _error_text(error)
             return record
         finally:
@@ -434,7 +436,9 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
     """Measure ``rows`` ((experiment, sweep point) pairs) with ``extra`` overrides on every row; the record
     :func:`format_table` and the report show."""
     from afno_repro.config import compose
+    from afno_repro.console import quiet_third_party_noise
 
+    quiet_third_party_noise()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     steps = steps or (5 if device == "cuda" else 1)

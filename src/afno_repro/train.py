@@ -8,202 +8,46 @@
         --> pl.Trainer(loggers, callbacks).fit --> test of the selected checkpoint (model and the
         task's baselines on the same images) --> <run dir>/metrics.json (+ checkpoints/, csv/, wandb/, images/)
 
-The harness knows no task: the task declares its selection metric, reported numbers, baselines
-and readings (:mod:`afno_repro.tasks.base`), so ``metrics.json`` has one shape for every task.
-
-Errors a user can fix (unknown names, bad paths, shapes that do not divide, a NaN loss) are printed
-as one paragraph without a traceback (set ``HYDRA_FULL_ERROR=1`` for it) and exit with status 2;
-checkpoints and results already written stay where they are.
+This module is the run itself: :func:`check_options`, :func:`build` and :func:`run`. It knows no task
+and no dataset: the task declares its selection metric, reported numbers, baselines and readings
+(:mod:`afno_repro.tasks.base`) and the data module its label and what it keeps beside the run, so
+``metrics.json`` (:mod:`afno_repro.runs.record`) has one shape for every task. How a run fails (one
+paragraph and exit status 2 for an error a user can fix, a ``failed`` record for every failure) is
+:mod:`afno_repro.failures`; :func:`main` is :func:`run` wrapped by it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
 from afno_repro.batch import batch_plan, world_size
 from afno_repro.config import fill_computed
+from afno_repro.failures import RunFolderInUse, RunInterrupted, UserFacingError, finish_wandb, run_guarded
 from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
-from afno_repro.report.render import format_number
-from afno_repro.runs import (auto_resume, library_versions, logged_count, refuse_reuse_message, resume_command, trunk_hash,
-                             unwritable_message, write_json)
+from afno_repro.runs import auto_resume, refuse_reuse_message, resume_command, unwritable_message
+from afno_repro.runs.record import identity, model_info, number, progress, reading, summary_text, write_metrics
 
 log = logging.getLogger(__name__)
 
-
-def _quiet_third_party_noise() -> None:
-    """Drop what every run would print and that says nothing about the run, or says it wrong:
-    Lightning's advertisement for its cloud logger, a deprecation inside Lightning's own pytree
-    helper, and the "Total Flops" line of Lightning's layer table, which counts only modules that
-    set ``example_input_array`` and so printed 0 right under the run's own GFLOPs line."""
-    import warnings
-
-    class _DropAdvert(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            message = record.getMessage()
-            # The second: Lightning announcing that it keeps the layer table configured in callbacks/.
-            return "litlogger" not in message and "Skipping setting a default `ModelSummary`" not in message
-
-    class _DropZeroFlops(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            message = record.getMessage()
-            if "Total Flops" in message:
-                record.msg, record.args = _without_flops(message), ()
-            return True
-
-    for name in ("pytorch_lightning", "lightning.pytorch"):
-        logging.getLogger(name).addFilter(_DropAdvert())
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_DropAdvert())
-        logging.getLogger(f"{name}.callbacks.model_summary").addFilter(_DropZeroFlops())
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    # Printed by every run on a machine that has Slurm installed, also when the run is not meant for it.
-    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
-
-
-def _without_flops(table: str) -> str:
-    """Lightning's layer table without its FLOPs column and "Total Flops" line."""
-    lines = [line for line in table.splitlines() if not line.rstrip().endswith("Total Flops")]
-    header = next((line for line in lines if " | " in line), None)
-    if header is None or "FLOPs" not in [cell.strip() for cell in header.split(" | ")]:
-        return "\n".join(lines)
-    column = [cell.strip() for cell in header.split(" | ")].index("FLOPs")
-    kept = []
-    for line in lines:
-        if " | " in line:
-            cells = line.split(" | ")
-            line = " | ".join(cells[:column] + cells[column + 1:]).rstrip()
-        kept.append(line)
-    width = max((len(line) for line in kept if " | " in line), default=0)
-    return "\n".join("-" * width if line and set(line) == {"-"} else line for line in kept)
-
-
-_quiet_third_party_noise()
-
-__all__ = ["main", "run", "UserFacingError"]
-
-# Exceptions that carry a message written for the user (our ValueErrors name the fix).
-_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, MissingMandatoryValue)
-
-
-class UserFacingError(RuntimeError):
-    """An error whose message is meant for the person running the command."""
-
-
-class RunFolderInUse(UserFacingError):
-    """The run folder already holds another run's results."""
-
-
-class RunInterrupted(RuntimeError):
-    """Training was stopped by Ctrl-C (or SIGTERM); ``metrics.json`` says how to resume."""
+__all__ = ["Built", "UserFacingError", "build", "check_options", "main", "run"]
 
 
 def main(cfg: DictConfig) -> dict[str, Any] | None:
-    """Run :func:`run`; turn user errors into one clear paragraph and exit status 2.
-
-    In a sweep (``-m``) a failing run does not stop the sweep: its ``metrics.json`` records the
-    failure, the next run starts, and the sweep summary lists it and ends with a non-zero status.
-    """
-    try:
-        return run(cfg)
-    except RunInterrupted as error:
-        print(f"\ninterrupted: {error}\n", file=sys.stderr, flush=True)
-        _finish_wandb()
-        sys.stdout.flush()
-        # metrics.json and the checkpoints are written; exit now rather than wait at interpreter
-        # shutdown on DataLoader workers a Ctrl-C left mid-epoch (seen hanging there).
-        os._exit(130)
-    except Exception as error:  # noqa: BLE001 - classified below, re-raised when not ours
-        cause = _user_cause(error)
-        in_sweep = _in_sweep()
-        _record_failure(cfg, error, cause)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or (cause is None and not in_sweep):
-            raise
-        if cause is None:
-            # A bug rather than bad input: keep the traceback for the report, go on with the sweep.
-            traceback.print_exception(error, file=sys.stderr)
-        else:
-            print(f"\nerror: {_describe(cause)}\n", file=sys.stderr, flush=True)
-        if in_sweep:
-            return None
-        sys.exit(2)
-    finally:
-        _finish_wandb()
-
-
-def _in_sweep() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _user_cause(error: BaseException) -> BaseException | None:
-    """The user-facing exception in ``error``'s chain (Hydra wraps what targets raise), if any."""
-    seen = error
-    while seen is not None:
-        if isinstance(seen, (UserFacingError, *_USER_ERRORS)) and not isinstance(seen, InstantiationException):
-            return seen
-        seen = seen.__cause__ or (seen.__context__ if isinstance(seen, InstantiationException) else None)
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, MissingMandatoryValue):
-        key = error.full_key or "a required value"
-        return (f"`{key}` is required and has no value (it is `???` in the config): pass it on the command "
-                f"line, e.g. `python train.py ... {key}=/path/to/data`.")
-    from afno_repro.data.errors import user_message
-
-    return user_message(error)
-
-
-def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException | None) -> None:
-    """Write ``metrics.json`` with status ``failed`` unless the run already recorded its own end."""
-    if not HydraConfig.initialized():
-        return
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    metrics = run_dir / "metrics.json"
-    # Another run's folder is left exactly as it was.
-    if metrics.is_file() or _rank() != 0 or isinstance(cause, RunFolderInUse):
-        return
-    message = _describe(cause) if cause is not None else f"{type(error).__name__}: {error}"
-    try:
-        identity = _identity(cfg, run_dir)
-    except Exception:  # noqa: BLE001 - the config itself may be what failed; record the error alone
-        identity = {"run_dir": str(run_dir), "overrides": list(HydraConfig.get().overrides.task)}
-    try:
-        write_json(metrics, {**identity, "status": "failed", "error": message})
-    except OSError:
-        pass  # an unwritable run folder is itself the error being reported
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
-
-
-def _finish_wandb() -> None:
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+    """:func:`run` with its failures handled (:func:`afno_repro.failures.run_guarded`): an error a user can
+    fix is one paragraph and exit status 2; in a sweep a failing run does not stop the sweep."""
+    return run_guarded(run, cfg)
 
 
 def check_options(cfg: DictConfig, run_dir: Path) -> None:
@@ -299,8 +143,8 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [_instantiate_callback(c, task) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += list(extra_callbacks)
-    progress = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
-    if progress:
+    progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
+    if progress_bar:
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
@@ -309,7 +153,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
     apply_precision(numerics)
     batching = {"accumulate_grad_batches": plan["accumulation"]} if plan is not None else {}
     trainer: pl.Trainer = instantiate(cfg.trainer, precision=numerics["trainer"], logger=loggers, callbacks=callbacks,
-                                      enable_progress_bar=progress, **batching)
+                                      enable_progress_bar=progress_bar, **batching)
     return Built(datamodule, task, trainer, loggers, plan, numerics, init)
 
 
@@ -328,29 +172,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule, task, trainer, loggers = built.datamodule, built.task, built.trainer, built.loggers
     plan, numerics, init = built.plan, built.numerics, built.init
 
-    model_info = _model_info(cfg) if cfg.get("count_flops", True) else {}
+    info = model_info(cfg) if cfg.get("count_flops", True) else {}
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
         log.info("precision: %s", numerics["rule"])
         if plan is not None:
             log.info("batch: %s = %d images per optimizer step, lr %s", plan["rule"], plan["effective_global"],
                      cfg.optimizer.get("lr"))
-        if model_info:
-            log.info("model: %.3fM parameters, %.3f GFLOPs at %dx%d (paper convention)", model_info["params_m"],
-                     model_info["gflops"], model_info["gflops_image_size"], model_info["gflops_image_size"])
+        if info:
+            log.info("model: %.3fM parameters, %.3f GFLOPs at %dx%d (paper convention)", info["params_m"],
+                     info["gflops"], info["gflops_image_size"], info["gflops_image_size"])
     for logger in loggers:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": model_info})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "model": info})
 
     lr = cfg.optimizer.get("lr") if cfg.get("optimizer") else None
-    batch = {**plan, "lr": None if lr is None else _number(lr)} if plan is not None else None
-    summary = {**_identity(cfg, run_dir), **model_info, "precision": numerics, "batch": batch,
+    batch = {**plan, "lr": None if lr is None else number(lr)} if plan is not None else None
+    summary = {**identity(cfg, run_dir), **info, "precision": numerics, "batch": batch,
                "reported": [item.as_dict() for item in task.reported],
-               "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": _reading(datamodule, task)}
+               "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": reading(datamodule, task)}
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except FloatingPointError as error:
-        summary.update(status="failed: non-finite loss", error=str(error), **_progress(trainer))
-        _write_metrics(trainer, run_dir, summary, started)
+        summary.update(status="failed: non-finite loss", error=str(error), **progress(trainer))
+        write_metrics(trainer, run_dir, summary, started)
         raise UserFacingError(
             f"{error} Training stopped; the checkpoints written before it are kept in "
             f"{run_dir / 'checkpoints'} (last.ckpt is the last good epoch) and {run_dir / 'metrics.json'} "
@@ -363,7 +207,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise
         _record_interruption(trainer, run_dir, summary, started)
 
-    summary.update(status="completed", **_progress(trainer))
+    summary.update(status="completed", **progress(trainer))
     if trainer.is_global_zero and hasattr(datamodule, "save_beside_run"):
         # What the data needs kept beside the run's results to be repeated exactly (held-out files).
         for key, entries in datamodule.save_beside_run(run_dir).items():
@@ -373,12 +217,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except Exception as error:
         # Training is done and its checkpoints stay; the record says the evaluation failed.
         summary.update(status="failed: evaluation", error=f"{type(error).__name__}: {error}")
-        _write_metrics(trainer, run_dir, summary, started)
+        write_metrics(trainer, run_dir, summary, started)
         raise
-    _finish_wandb()
-    _write_metrics(trainer, run_dir, summary, started)
+    finish_wandb()
+    write_metrics(trainer, run_dir, summary, started)
     if trainer.is_global_zero:
-        print(_format_summary(summary), flush=True)
+        print(summary_text(summary, show_init=task.finetunes), flush=True)
     return summary
 
 
@@ -410,8 +254,8 @@ def _record_interruption(trainer: pl.Trainer, run_dir: Path, summary: dict[str, 
     last = run_dir / "checkpoints" / "last.ckpt"
     overrides = list(HydraConfig.get().overrides.task)
     command = resume_command(overrides, last, run_dir) if last.is_file() else None
-    summary.update(status="interrupted", resume_command=command, **_progress(trainer))
-    _write_metrics(trainer, run_dir, summary, started)
+    summary.update(status="interrupted", resume_command=command, **progress(trainer))
+    write_metrics(trainer, run_dir, summary, started)
     resume = f"resume with:\n  {command}" if command else "no checkpoint had been written yet; start the run again."
     raise RunInterrupted(f"training stopped at epoch {trainer.current_epoch}; {run_dir / 'metrics.json'} records it; {resume}")
 
@@ -422,7 +266,7 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, da
     checkpoint = getattr(trainer, "checkpoint_callback", None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     (results,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    values = {key.removeprefix("test/"): _number(value) for key, value in results.items()}
+    values = {key.removeprefix("test/"): number(value) for key, value in results.items()}
     record = task.evaluation_record(values, datamodule.selection)
     record["test"] = {"split": getattr(datamodule, "reported_split", "val"),
                       "checkpoint": best or "last weights (no checkpoint callback)", **record["test"]}
@@ -436,157 +280,3 @@ def _instantiate_callback(config: DictConfig, task: Any) -> Any:
         metric, mode = task.selection_metric
         return instantiate(config, monitor=metric, mode=mode)
     return instantiate(config)
-
-
-def _model_info(cfg: DictConfig) -> dict[str, Any]:
-    """Parameters and GFLOPs of the configured backbone at the training resolution, on the meta device."""
-    from afno_repro.analysis.complexity import count_flops, count_params
-
-    with torch.device("meta"):
-        model = instantiate(cfg.backbone)
-    # The data's size, not backbone.img_size: the cost of what is trained (the ViT resizes its
-    # position embedding when the two differ).
-    size = int(cfg.data.image_size)
-    # Every matmul counted (both attention products): the run's real cost. scripts/model_table.py
-    # shows each paper row under the convention that row's published number implies.
-    report = count_flops(model, (1, int(cfg.backbone.get("in_chans", 3)), size, size), attention_matmuls="both")
-    return {
-        "params_m": count_params(model) / 1e6,
-        "gflops": report.gflops,
-        "gflops_image_size": size,
-        "attention_qk_gflops": report.attention_qk_gflops,
-        "mixer_gflops": report.mixer_gflops,
-        "fft_gflops": report.fft_gflops,
-        "flop_convention": report.convention,
-    }
-
-
-def _identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """What the run is: experiment, paper row, mixer, data, seed, code and library versions."""
-    choices = HydraConfig.get().runtime.choices
-    paper = cfg.get("paper") or {}
-    row = f"{paper.get('table')}/{paper.get('row')}" if paper.get("table") and paper.get("row") else None
-    # A backbone without a pluggable mixer (timm's Swin) ignores the mixer group: none is recorded.
-    mixer = (cfg.get("mixer") or {}) if "mixer" in (cfg.get("backbone") or {}) else {}
-    return {
-        "experiment": None if choices.get("experiment") in (None, "null") else choices.get("experiment"),
-        "task": choices.get("task"),
-        "paper_row": row,
-        "paper_column": paper.get("column"),
-        "mixer": mixer.get("name"),
-        "mixer_options": {k: v for k, v in (OmegaConf.to_container(mixer, resolve=True) if mixer else {}).items() if k != "name"},
-        "backbone": choices.get("backbone"),
-        "trunk_hash": trunk_hash(cfg.backbone) if cfg.get("backbone") else None,
-        "data": _data_label(cfg.data) if cfg.get("data") else None,
-        "image_size": cfg.data.get("image_size") if cfg.get("data") else None,
-        "seed": cfg.get("seed"),
-        "overrides": list(HydraConfig.get().overrides.task),
-        "git_commit": _git_commit(),
-        "versions": library_versions(),
-        "run_dir": str(run_dir),
-    }
-
-
-def _data_label(data: DictConfig) -> str | None:
-    """The dataset a run used, in one word, as its DataModule class names it (``run_label``): e.g.
-    ``imagenet``, ``skimage``, ``datasetgan/face``, ``ddpm/ffhq_34``, ``embedded_streets``."""
-    data_class = get_class(data._target_)
-    return data_class.run_label(data) if hasattr(data_class, "run_label") else data.get("source", data.get("name"))
-
-
-def _reading(datamodule: Any, task: pl.LightningModule) -> dict[str, Any]:
-    """The readings of the paper's open choices this run uses: the data's (masks, splits, selection)
-    and the task's (metric and loss regions, class counting)."""
-    data = datamodule.reading() if hasattr(datamodule, "reading") else {}
-    return {**data, **task.reading()}
-
-
-def _progress(trainer: pl.Trainer) -> dict[str, Any]:
-    """Training progress and the selection split's numbers (the split that picks the checkpoint)."""
-    metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
-    datamodule = trainer.datamodule
-    checkpoint = getattr(trainer, "checkpoint_callback", None)
-    best_score = getattr(checkpoint, "best_model_score", None)
-    result: dict[str, Any] = {
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "selection": {
-            "split": getattr(datamodule, "validation_split", None),
-            "num_images": logged_count(metrics.get("val/num_images")),
-            "metric": getattr(checkpoint, "monitor", None),
-            "best": None if best_score is None else _number(best_score),
-            "final": {key.removeprefix("val/"): value for key, value in metrics.items()
-                      if key.startswith("val/") and key != "val/num_images"},
-        },
-    }
-    if checkpoint is not None and checkpoint.best_model_path:
-        result["best_checkpoint"] = checkpoint.best_model_path
-        result["last_checkpoint"] = checkpoint.last_model_path
-    # task.compile=true: the first training step's time, the next steps' and the compilation between them.
-    timing = getattr(trainer.lightning_module, "compile_timing", None)
-    if timing is not None:
-        result["compile"] = timing
-    return result
-
-
-def _number(value: Any) -> float | None:
-    value = float(value.item() if isinstance(value, torch.Tensor) else value)
-    return value if math.isfinite(value) else None
-
-
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if commit.returncode != 0:
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _write_metrics(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], started: float) -> None:
-    if not trainer.is_global_zero:
-        return
-    summary["wall_time_s"] = round(time.time() - started, 1)
-    write_json(run_dir / "metrics.json", summary)
-
-
-def _format_summary(summary: dict[str, Any]) -> str:
-    """The lines a run prints at its end: its test numbers beside the task's baselines."""
-    test = summary.get("test") or {}
-    reported = summary.get("reported") or []
-    fraction = test.get("masked_fraction")
-    size = summary.get("image_size")
-    lines = [
-        "",
-        f"Test: {summary['data']}" + (f" at {size}x{size}" if size else "") + f", {test.get('num_images')} images"
-        + (f", {100 * fraction:.1f}% of pixels masked" if fraction is not None else ""),
-        f"{'method':<40}" + "".join(f"{item['label']:>12}" for item in reported),
-    ]
-
-    def row(name: str, values: dict[str, Any]) -> str:
-        cells = (format_number(values.get(item["key"]), f".{item['digits']}f", "n/a") for item in reported)
-        return f"{name:<40}" + "".join(f"{cell:>12}" for cell in cells)
-
-    for name, values in (summary.get("baselines") or {}).items():
-        lines.append(row(name.replace("_", " "), values))
-    params = f" ({summary['params_m']:.2f}M params)" if "params_m" in summary else ""
-    init = summary.get("init") or {}
-    start = ", pretrained" if init.get("checkpoint") else ", from scratch" if summary.get("task") != "inpainting" else ""
-    lines.append(row(f"{summary['mixer'] or summary.get('backbone')}{params}{start}", summary.get("result") or {}))
-    result = summary.get("result") or {}
-    if result.get("miou_std") is not None:
-        lines.append(f"(mean over folds; std {result['miou_std']:.2f})")
-    lines.append(f"({result.get('protocol')})")
-    if init.get("checkpoint"):
-        lines.append(f"started from: {init['checkpoint']}")
-    kept = [name for name in ("metrics.json", "checkpoints/", "images/val_latest.png")
-            if (Path(summary["run_dir"]) / name).exists()]
-    lines.append(f"run directory: {summary['run_dir']}  ({', '.join(kept)})")
-    offline = sorted(Path(summary["run_dir"]).glob("wandb/offline-run-*"))
-    if offline:
-        lines.append(f"W&B offline run: wandb sync {offline[-1]}")
-    return "\n".join(lines + [""])

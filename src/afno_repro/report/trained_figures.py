@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-import afno_repro.train  # noqa: F401 - the same quieting of Lightning's notices as a training run
+from afno_repro.console import quiet_third_party_noise
 from afno_repro.report.render import pyplot, save_figure
 from afno_repro.report.sections import Section
 
@@ -57,6 +57,7 @@ def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.
     FileNotFoundError
         The run folder has no Hydra config, or the checkpoint its test scored is gone.
     """
+    quiet_third_party_noise()  # the same quieting of Lightning's notices as a training run
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 

@@ -12,7 +12,8 @@
   ``baselines`` and ``result`` entries of ``metrics.json``, the same shape for every task:
   ``result = {<reported key>: value, ..., "num_images": n, "protocol": "<how it was selected>"}``;
   ``baselines = {<name>: {<reported key>: value, ..., "num_images": n}}``;
-- :meth:`PaperTask.reading`: the task's readings of the paper's open choices.
+- :meth:`PaperTask.reading`: the task's readings of the paper's open choices;
+- :attr:`PaperTask.finetunes`: whether its runs may start from a pretrained trunk.
 
 Baselines are methods the task scores in its own test loop on the same images as the model.
 
@@ -154,6 +155,9 @@ class PaperTask(pl.LightningModule):
     task_name: str = "task"
     selection_metric: tuple[str, Literal["max", "min"]] = ("val/loss", "min")
     reported: tuple[Reported, ...] = ()
+    # Whether a run of this task may start from a pretrained trunk (its end-of-run summary then says
+    # "pretrained" or "from scratch"); inpainting, the paper's pretraining task, always starts from scratch.
+    finetunes: bool = True
     head_prefixes: tuple[str, ...] = ("backbone.head.", "backbone.decode_head.")
 
     def __init__(

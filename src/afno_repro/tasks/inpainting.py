@@ -341,6 +341,7 @@ class InpaintingTask(PaperTask):
     task_name = "inpainting"
     selection_metric = ("val/psnr", "max")
     reported = (Reported("psnr", "PSNR (dB)", 2), Reported("ssim", "SSIM", 4))
+    finetunes = False
 
     def __init__(
         self,

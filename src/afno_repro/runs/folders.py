@@ -1,86 +1,24 @@
-"""Run folders: what a run records about itself, and the guard that keeps one run from overwriting another.
+"""Run folders: finding runs by their records, resuming them, and keeping one run from overwriting another.
 
-Every run writes ``metrics.json`` into its folder (see :mod:`afno_repro.train`); this module holds
-the pieces of that record that do not depend on the task (library versions, the resume command)
-and :class:`RunFolderGuard`, a Hydra callback that refuses to start a run in a folder that already
-holds one unless the run resumes that folder's own checkpoint.
+:func:`find_runs` is the one way the project finds runs (pretrain -> finetune chaining, the pipeline's
+skip-if-done, the reports); :func:`auto_resume` is ``resume=auto``; :class:`RunFolderGuard` is a Hydra
+callback that refuses to start a run in a folder that already holds one unless the run resumes that
+folder's own checkpoint. What a run writes into its folder is :mod:`afno_repro.runs.record`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import shlex
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "library_versions", "logged_count", "trunk_hash",
-           "refuse_reuse_message", "resume_command", "unwritable_message", "write_json"]
-
-# The libraries whose versions decide a run's numbers (and the model table's counts).
-_LIBRARIES = ("torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "torchmetrics", "omegaconf", "wandb",
-              "scikit-image", "numpy")
-
-
-def library_versions() -> dict[str, str]:
-    """Python's and the key libraries' versions, as recorded in every ``metrics.json``.
-
-    Example
-    -------
-    >>> versions = library_versions()
-    >>> {"python", "torch", "pytorch-lightning"} <= set(versions)
-    True
-    """
-    versions = {"python": sys.version.split()[0]}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-# Backbone options that do not change which trunk weights a run has: its head (and the head's sizes),
-# training-only noise, and a local file of classification weights to start from.
-_NOT_TRUNK = ("head", "num_classes", "drop_path_rate", "drop_rate", "decoder_dim", "decoder_dropout", "checkpoint")
-
-
-def trunk_hash(backbone: Any) -> str:
-    """A short hash of a backbone config without its head: equal for two runs whose trunks are
-    interchangeable (same architecture, mixer, widths and image size), whatever their heads.
-
-    Example
-    -------
-    >>> a = {"_target_": "afno_repro.models.ViT", "embed_dim": 64, "head": "pixel", "num_classes": None}
-    >>> trunk_hash(a) == trunk_hash({**a, "head": "segmentation", "num_classes": 5}), len(trunk_hash(a))
-    (True, 12)
-
-    A SegFormer's weights depend on the image size only through the token grids its mixers are
-    built for (GFN's filters): ``mixer_img_size``, where set, stands for ``img_size``. So the
-    1024x1024 Cityscapes model with filters sized for 224 (paper A.3) has the trunk of the 224x224
-    ImageNet model it is finetuned from.
-
-    >>> s = {"_target_": "afno_repro.models.SegFormer", "img_size": 224, "mixer_img_size": None}
-    >>> trunk_hash(s) == trunk_hash({**s, "img_size": 1024, "mixer_img_size": 224})
-    True
-    """
-    from omegaconf import OmegaConf
-
-    if not isinstance(backbone, dict):
-        backbone = OmegaConf.to_container(backbone, resolve=True)
-    trunk = {key: value for key, value in backbone.items() if key not in _NOT_TRUNK}
-    if "mixer_img_size" in trunk:
-        grid_size = trunk.pop("mixer_img_size")
-        if grid_size is not None:
-            trunk["img_size"] = grid_size
-    return hashlib.sha1(json.dumps(trunk, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
+__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "refuse_reuse_message", "resume_command",
+           "unwritable_message"]
 
 _ANY = object()
 
@@ -266,41 +204,3 @@ def resume_command(overrides: list[str], last_checkpoint: str | Path, run_dir: s
     kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
     words = ["python", "train.py", *kept, f"ckpt_path={last_checkpoint}", f"hydra.run.dir={run_dir}"]
     return " ".join(shlex.quote(word) for word in words)
-
-
-def logged_count(value: float | None) -> int | None:
-    """A count Lightning logged as a float (``val/num_images``, ``test/num_images``) as the integer
-    ``metrics.json`` records; None (never logged) stays None.
-
-    >>> logged_count(31.999), logged_count(None)
-    (32, None)
-    """
-    return None if value is None else int(round(value))
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float in it replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (a reader never sees half a file), as strict JSON: a
-    non-finite float (NaN, infinity) is written as ``null``, which every JSON parser reads.
-
-    >>> import tempfile
-    >>> path = Path(tempfile.mkdtemp()) / "record.json"
-    >>> write_json(path, {"iou": [float("nan"), 0.5], "loss": float("inf")})
-    >>> json.loads(path.read_text())
-    {'iou': [None, 0.5], 'loss': None}
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")
-    partial.replace(path)

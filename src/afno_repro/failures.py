@@ -1,0 +1,136 @@
+"""How a run fails: the errors a user can fix, told as one paragraph, and a record of every failure.
+
+:func:`run_guarded` wraps a run (:func:`afno_repro.train.main` is ``run_guarded(run, cfg)``):
+
+- an error a user can fix (unknown names, bad paths, shapes that do not divide, a NaN loss: a
+  :class:`UserFacingError` or one of our ``ValueError`` s, also when Hydra wrapped it while
+  instantiating) is printed as one paragraph without a traceback (``HYDRA_FULL_ERROR=1`` shows it)
+  and the process exits with status 2;
+- any failure writes ``metrics.json`` with status ``failed`` and the message, unless the run already
+  recorded its own end; checkpoints and results already written stay where they are;
+- in a sweep (``-m``) a failing run does not stop the sweep: the next run starts, and the sweep
+  summary lists it and ends with a non-zero status;
+- Ctrl-C (or SIGTERM) after :class:`RunInterrupted`: the record says how to resume; exit status 130.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from afno_repro.runs import write_json
+from afno_repro.runs.record import identity
+
+__all__ = ["RunFolderInUse", "RunInterrupted", "UserFacingError", "describe", "finish_wandb", "run_guarded",
+           "user_cause"]
+
+# Exceptions that carry a message written for the user (our ValueErrors name the fix).
+_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, MissingMandatoryValue)
+
+
+class UserFacingError(RuntimeError):
+    """An error whose message is meant for the person running the command."""
+
+
+class RunFolderInUse(UserFacingError):
+    """The run folder already holds another run's results."""
+
+
+class RunInterrupted(RuntimeError):
+    """Training was stopped by Ctrl-C (or SIGTERM); ``metrics.json`` says how to resume."""
+
+
+def run_guarded(run: Callable[[DictConfig], dict[str, Any] | None], cfg: DictConfig) -> dict[str, Any] | None:
+    """``run(cfg)``, its failures handled as the module docstring says."""
+    try:
+        return run(cfg)
+    except RunInterrupted as error:
+        print(f"\ninterrupted: {error}\n", file=sys.stderr, flush=True)
+        finish_wandb()
+        sys.stdout.flush()
+        # metrics.json and the checkpoints are written; exit now rather than wait at interpreter
+        # shutdown on DataLoader workers a Ctrl-C left mid-epoch (seen hanging there).
+        os._exit(130)
+    except Exception as error:  # noqa: BLE001 - classified below, re-raised when not ours
+        cause = user_cause(error)
+        in_sweep = _in_sweep()
+        _record_failure(cfg, error, cause)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or (cause is None and not in_sweep):
+            raise
+        if cause is None:
+            # A bug rather than bad input: keep the traceback for the report, go on with the sweep.
+            traceback.print_exception(error, file=sys.stderr)
+        else:
+            print(f"\nerror: {describe(cause)}\n", file=sys.stderr, flush=True)
+        if in_sweep:
+            return None
+        sys.exit(2)
+    finally:
+        finish_wandb()
+
+
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def user_cause(error: BaseException) -> BaseException | None:
+    """The user-facing exception in ``error``'s chain (Hydra wraps what targets raise), if any."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, (UserFacingError, *_USER_ERRORS)) and not isinstance(seen, InstantiationException):
+            return seen
+        seen = seen.__cause__ or (seen.__context__ if isinstance(seen, InstantiationException) else None)
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """The paragraph a user reads for ``error`` (a user-facing error, see :func:`user_cause`)."""
+    if isinstance(error, MissingMandatoryValue):
+        key = error.full_key or "a required value"
+        return (f"`{key}` is required and has no value (it is `???` in the config): pass it on the command "
+                f"line, e.g. `python train.py ... {key}=/path/to/data`.")
+    from afno_repro.data.errors import user_message
+
+    return user_message(error)
+
+
+def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException | None) -> None:
+    """Write ``metrics.json`` with status ``failed`` unless the run already recorded its own end."""
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = run_dir / "metrics.json"
+    # Another run's folder is left exactly as it was.
+    if metrics.is_file() or _rank() != 0 or isinstance(cause, RunFolderInUse):
+        return
+    message = describe(cause) if cause is not None else f"{type(error).__name__}: {error}"
+    try:
+        record = identity(cfg, run_dir)
+    except Exception:  # noqa: BLE001 - the config itself may be what failed; record the error alone
+        record = {"run_dir": str(run_dir), "overrides": list(HydraConfig.get().overrides.task)}
+    try:
+        write_json(metrics, {**record, "status": "failed", "error": message})
+    except OSError:
+        pass  # an unwritable run folder is itself the error being reported
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+
+
+def finish_wandb() -> None:
+    """Close the W&B run if one is open (its files are complete before the process ends)."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
