@@ -6,14 +6,12 @@ Section 3.2 defines the Discrete FNO token mixer; Table 6 trains it as a ViT-XS/
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import nn
 
 from afno_repro.mixers.gfn import GlobalFilter, check_grid_size
 from afno_repro.mixers.precision import autocast_off
-from afno_repro.mixers.registry import check_channel_split, register_mixer
+from afno_repro.mixers.registry import check_channel_split, positive_pair, register_mixer
 
 __all__ = ["FNO2D"]
 
@@ -97,18 +95,15 @@ class FNO2D(nn.Module):
             height, width = check_grid_size(grid_size, "FNO2D")
             stored_rows, stored_cols = height, width // 2 + 1
         else:
-            try:
-                row_modes, col_modes = (operator.index(m) for m in modes)
-            except (TypeError, ValueError):
-                row_modes = col_modes = 0
-            if min(row_modes, col_modes) < 1:
+            pair = positive_pair(modes)
+            if pair is None:
                 raise ValueError(
                     f"FNO2D got modes={modes!r}; it takes two positive integers (m1, m2): m1 rows "
                     "kept in each corner of the full-FFT axis and m2 columns of the rfft axis, "
                     "e.g. modes=(14, 14), or modes=None to keep every mode of grid_size."
                 )
-            modes = (row_modes, col_modes)
-            stored_rows, stored_cols = 2 * row_modes, col_modes
+            modes = pair
+            stored_rows, stored_cols = 2 * pair[0], pair[1]
         self.dim = dim
         self.modes = modes
         self.num_blocks = num_blocks

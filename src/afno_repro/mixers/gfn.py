@@ -7,14 +7,12 @@ and channel, ``N d`` parameters) and runs it at other resolutions by interpolati
 
 from __future__ import annotations
 
-import operator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from afno_repro.mixers.precision import autocast_off
-from afno_repro.mixers.registry import register_mixer
+from afno_repro.mixers.registry import positive_pair, register_mixer
 
 __all__ = ["GlobalFilter", "FILTER_INTERPOLATION_MODES", "check_grid_size"]
 
@@ -23,17 +21,14 @@ FILTER_INTERPOLATION_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact",
 
 def check_grid_size(grid_size, owner: str) -> tuple[int, int]:
     """``grid_size`` as a pair of positive ints, or ``ValueError`` saying what is expected."""
-    try:
-        height, width = (operator.index(size) for size in grid_size)
-    except (TypeError, ValueError):
-        height = width = 0
-    if min(height, width) < 1:
+    pair = positive_pair(grid_size)
+    if pair is None:
         raise ValueError(
             f"{owner} got grid_size={grid_size!r}; it needs the token grid (height, width) as two "
             "positive integers, e.g. grid_size=(14, 14) for a 224x224 image with 16x16 patches. "
             "Pass the grid the backbone feeds (build_mixer(..., grid_size=(H, W)) does this)."
         )
-    return height, width
+    return pair
 
 
 @register_mixer("gfn", spectral=True, shift_equivariant=True)

@@ -17,8 +17,9 @@ torch.Size([2, 7, 5, 64])
 from __future__ import annotations
 
 import inspect
+import operator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -129,3 +130,16 @@ def check_channel_split(dim: int, count: int, option: str, mixer: str) -> int:
             f"{valid}; pick one of these or change the width."
         )
     return dim // count
+
+
+def positive_pair(value: Any) -> tuple[int, int] | None:
+    """``value`` as a pair of positive integers (a token grid, a count of modes), or None if it is not one.
+
+    >>> positive_pair((14, 14)), positive_pair((0, 3)), positive_pair("ab")
+    ((14, 14), None, None)
+    """
+    try:
+        first, second = (operator.index(item) for item in value)
+    except (TypeError, ValueError):
+        return None
+    return (first, second) if min(first, second) >= 1 else None
