@@ -54,7 +54,9 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     """Check the run-level options a user types before anything is built or trained.
 
     Everything that would otherwise fail after training (or train on nonsense) fails here, with the
-    option named: ``seed``, ``trainer.max_epochs``, ``trainer.precision``, ``matmul_precision``, the run folder (writable, not another run's).
+    option named: ``seed``, ``trainer.max_epochs``, the numeric options of :data:`_CHECKED_OPTIONS` (learning
+    rate, batch sizes, image size, validation interval, clip value, ...), ``trainer.precision``,
+    ``matmul_precision``, the run folder (writable, not another run's).
     """
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -73,6 +75,8 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
             f"backbone.depth={depth!r} is not a positive number of transformer blocks; a model without blocks has "
             "no token mixer to train. Use e.g. backbone.depth=12 (ViT-B/4, ViT-S/4) or 5 (ViT-XS/4)."
         )
+    for option, kind, bound, example in _CHECKED_OPTIONS:
+        _check_number(cfg, option, kind, bound, example)
     try:
         resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
                           cfg.get("matmul_precision", "auto"))
@@ -86,6 +90,39 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     message = unwritable_message(run_dir / "checkpoints", "checkpoint folder")
     if message is not None:
         raise UserFacingError(message)
+
+
+# Numeric options a user types whose wrong type or value would otherwise fail deep inside a library
+# (a comparison's TypeError, Lightning's ZeroDivisionError, a conv's RuntimeError) or mean nothing
+# (a negative clip value): (option, "int" or "number", lower bound ">0" or ">=0", an example).
+# An option a config leaves out or sets to null (where null is allowed: clip values, a second
+# batch size) is not checked.
+_CHECKED_OPTIONS = (
+    ("optimizer.lr", "number", ">0", "optimizer.lr=5e-4"),
+    ("optimizer.weight_decay", "number", ">=0", "optimizer.weight_decay=0.05"),
+    ("data.batch_size", "int", ">0", "data.batch_size=64"),
+    ("data.val_batch_size", "int", ">0", "data.val_batch_size=64"),
+    ("data.image_size", "int", ">0", "data.image_size=224"),
+    ("data.num_workers", "int", ">=0", "data.num_workers=4"),
+    ("trainer.check_val_every_n_epoch", "int", ">0", "trainer.check_val_every_n_epoch=1"),
+    ("trainer.accumulate_grad_batches", "int", ">0", "trainer.accumulate_grad_batches=1"),
+    ("trainer.gradient_clip_val", "number", ">=0", "trainer.gradient_clip_val=1.0 (or null: no clipping)"),
+    ("global_batch", "int", ">0", "global_batch=1024 (or null: data.batch_size x processes x accumulation)"),
+)
+
+
+def _check_number(cfg: DictConfig, option: str, kind: str, bound: str, example: str) -> None:
+    """``UserFacingError`` naming ``option``, what it must be and ``example`` unless its value is of
+    ``kind`` and within ``bound`` (or absent, or null)."""
+    value = OmegaConf.select(cfg, option, default=None)
+    if value is None:
+        return
+    wanted = int if kind == "int" else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, wanted) and (value > 0 if bound == ">0" else value >= 0)
+    if not ok:
+        what = "a whole number" if kind == "int" else "a number"
+        limit = "greater than 0" if bound == ">0" else "0 or more"
+        raise UserFacingError(f"{option}={value!r} is not valid: it must be {what} {limit}, e.g. {example}.")
 
 
 def _batch_plan(cfg: DictConfig) -> dict[str, Any] | None:

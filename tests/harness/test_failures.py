@@ -32,6 +32,11 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("seed=abc", "seed"),
     ("backbone.depth=0", "backbone.depth"),
     ("run_baselines=abc", "run_baselines"),
+    ("optimizer.lr=abc", "optimizer.lr"),
+    ("data.batch_size=abc", "data.batch_size"),
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch"),
+    ("data.image_size=0", "data.image_size"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
@@ -45,6 +50,24 @@ def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override,
     assert named in err
     assert not list((run_dir / "checkpoints").glob("*.ckpt")), "it trained before refusing"
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("bad", ["abc", -1, True, [1, 2]], ids=["text", "negative", "bool", "list"])
+def test_every_checked_numeric_option_refuses_a_wrong_type_or_value(tmp_path, bad):
+    """The whole class of case, option by option: each numeric option check_options guards names itself,
+    what it must be and an example, for a value of the wrong type and one out of range."""
+    from omegaconf import OmegaConf
+
+    from afno_repro.train import _CHECKED_OPTIONS, UserFacingError, check_options
+
+    cfg = compose(list(SMOKE), output_dir=str(tmp_path / "run"))
+    check_options(cfg, tmp_path / "run")  # the defaults pass
+    for option, *_ in _CHECKED_OPTIONS:
+        broken = compose(list(SMOKE), output_dir=str(tmp_path / "run"))
+        OmegaConf.update(broken, option, bad, force_add=True)
+        with pytest.raises(UserFacingError) as refused:
+            check_options(broken, tmp_path / "run")
+        assert str(refused.value).startswith(f"{option}=") and "e.g." in str(refused.value)
 
 
 def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_path, capsys, monkeypatch):
