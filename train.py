@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from afno_repro.config import missing_paper_row  # importing it registers the resolvers the configs use
+from afno_repro.config import missing_paper_row, override_syntax_message  # also registers the configs' resolvers
 from afno_repro.console import quiet_third_party_noise
 from afno_repro.train import main
 
@@ -21,8 +21,9 @@ def cli(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # Checked before Hydra composes: its error for a missing row would not list the table's rows.
-    if (message := missing_paper_row(sys.argv[1:])) is not None:
+    # Checked before Hydra composes: its error for a missing row would not list the table's rows, and its
+    # syntax errors name its parser's states rather than the fix.
+    if (message := override_syntax_message(sys.argv[1:]) or missing_paper_row(sys.argv[1:])) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     cli()

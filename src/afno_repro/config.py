@@ -36,7 +36,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "paper_rows", "sweep_points"]
+__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "override_syntax_message",
+           "paper_rows", "sweep_points"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -115,6 +116,47 @@ def _experiment_row(experiment: str) -> str | None:
 def _row_mixer(paper_model: str) -> str | None:
     """The mixer a ``paper_model=<table>/<row>`` file selects (None for a trunk without one: Swin)."""
     return _declared("paper_model", paper_model, r"override /mixer:\s*(\w+)", r"-\s*/paper_model/(\S+)")
+
+
+def override_syntax_message(arguments: Sequence[str], command: str = "python train.py") -> str | None:
+    """A message naming the first override Hydra's grammar cannot read and how to write it, else None.
+
+    Hydra's own message names an ANTLR state (``LexerNoViableAltException``, "no viable alternative
+    at input"): a value with characters outside its unquoted grammar (a non-ASCII path, a space in a
+    sweep) must be quoted, and an unclosed bracket or quote must be closed.
+
+    >>> print(override_syntax_message(["data.root=/data/dätä"]))  # doctest: +ELLIPSIS
+    the override `data.root=/data/dätä` holds characters Hydra reads only inside quotes (non-ASCII: ä); quote the value: python train.py "data.root='/data/dätä'"...
+    >>> override_syntax_message(["data.root='/data/dätä'", "-m", "seed=0,1"]) is None
+    True
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue  # Hydra's flags (-m, --cfg job, -cn NAME) and their values
+        try:
+            parser.parse_overrides([argument])
+        except OverrideParseException as error:
+            key, value = argument.split("=", 1)
+            lines = str(error).splitlines()
+            hydra_says = lines[0]
+            if hydra_says.startswith("LexerNoViableAltException") and len(lines) > 1 and "^" in lines[1]:
+                # Hydra's lexer message repeats the override under its own prefix, with a caret below.
+                at = lines[1].index("^") - (len(lines[0]) - len(argument))
+                hydra_says = f"it cannot read on from `{argument[max(at, 0):]}`"
+            foreign = sorted({char for char in value if not char.isascii()})
+            if foreign:
+                return (f"the override `{argument}` holds characters Hydra reads only inside quotes (non-ASCII: "
+                        f"{''.join(foreign)}); quote the value: {command} \"{key}='{value}'\" (the outer quotes are "
+                        "for your shell, the inner ones for Hydra).")
+            return (f"the override `{argument}` is not valid Hydra override syntax (Hydra: {hydra_says}). Close every "
+                    f"bracket and quote (a list is `{key}=[1,2]`), and quote a value with spaces, commas or brackets "
+                    f"that is not a list or a sweep: {command} \"{key}='...'\". Grammar: "
+                    "https://hydra.cc/docs/advanced/override_grammar/basic/")
+    return None
 
 
 def missing_paper_row(arguments: Sequence[str]) -> str | None:

@@ -85,3 +85,24 @@ def test_user_error_from_the_command_line_has_no_traceback(train):
     result = train("debug=smoke", "mixer.name=nope", "count_flops=false")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "unknown mixer 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize("override,says", [
+    ("data.root=/data/dätä", "data.root='/data/dätä'"),        # a non-ASCII path: show the quoted form
+    ("data.root=/données/x", "data.root='/données/x'"),
+    ("mixer.sparsity_threshold=[1,2", "Close every bracket"),  # an unclosed bracket
+    ("data.root='/data/x", "Close every bracket and quote"),   # an unclosed quote
+])
+def test_override_syntax_errors_name_the_override_and_the_fix(override, says):
+    from afno_repro.config import override_syntax_message
+
+    message = override_syntax_message(["-m", override, "seed=0,1"])
+    assert message is not None and f"`{override}`" in message and says in message
+    assert "LexerNoViableAltException" not in message
+    assert override_syntax_message(["-m", "seed=0,1", "data.root='/data/dätä'", "mixer.x=[1,2]", "--cfg", "job"]) is None
+
+
+def test_a_non_ascii_path_through_train_py_is_one_paragraph(train):
+    result = train("data.root=/data/dätä")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Lexer" not in result.stderr
+    assert result.stderr.startswith("error:") and "\"data.root='/data/dätä'\"" in result.stderr
