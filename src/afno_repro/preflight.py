@@ -77,12 +77,11 @@ class PreflightError(ValueError):
 
 # ------------------------------------------------------------------------------------------------ data
 def _data_key(cfg: DictConfig) -> str:
-    """The dataset of a row's data config: ``imagenet``, ``cityscapes`` or ``datasetgan``."""
-    target = str(cfg.data.get("_target_", ""))
-    if "Cityscapes" in target:
-        return "cityscapes"
-    source = cfg.data.get("source")
-    return "datasetgan" if source == "datasetgan" else "imagenet" if source in (None, "imagenet") else str(source)
+    """The dataset of a row's data config as its data module names it (``imagenet``, ``cityscapes``,
+    ``datasetgan``; :func:`afno_repro.runs.record.data_label` without the category)."""
+    from afno_repro.runs.record import data_label
+
+    return str(data_label(cfg.data)).split("/")[0]
 
 
 def write_layouts(root: Path, needed: Sequence[str]) -> dict[str, str]:
@@ -106,10 +105,9 @@ def paper_train_images(cfg: DictConfig) -> int | None:
     data = cfg.data
     if data.get("train_samples_per_epoch"):
         return int(data.train_samples_per_epoch)
-    key = _data_key(cfg)
-    if key == "datasetgan":
-        key = f"datasetgan/{data.get('category')}"
-    images = PAPER_TRAIN_IMAGES.get(key)
+    from afno_repro.runs.record import data_label
+
+    images = PAPER_TRAIN_IMAGES.get(str(data_label(data)))  # e.g. imagenet, datasetgan/face
     if images is not None and data.get("subset_fraction"):
         images = round(images * float(data.subset_fraction))
     return images
