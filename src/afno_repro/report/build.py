@@ -552,6 +552,7 @@ def _plot_scatter(scatter: Scatter, runs: list[dict[str, Any]], baselines: list[
         span = max(max(values) - min(values), scatter.metric.min_span)
         middle = (max(values) + min(values)) / 2
         axis.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
+    axis.margins(x=0.1)  # room for the labels of the outermost points
     axis.set_xlabel(scatter.xlabel)
     axis.set_ylabel(scatter.metric.label)
     fig.suptitle(figure_title("Figure 1: mIoU against parameters", ctx.smoke), fontsize=10)
