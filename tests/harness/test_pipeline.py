@@ -23,6 +23,7 @@ import torch
 
 import background
 from afno_repro.pipeline import build_plan, declared_experiments, order
+from afno_repro.report.flags import SMOKE_LABEL
 from afno_repro.report.sweep import collect
 from afno_repro.runs import auto_resume, find_runs
 from readme import argv, run_until_training_starts, user_env
@@ -117,6 +118,14 @@ def test_the_report_has_every_section_and_figure(reproduced):
     assert "not comparable: trained on skimage, the paper on imagenet" in markdown
     assert "python train.py experiment=table3_fewshot" in markdown
     assert "27.05" in markdown  # Table 2's AFNO PSNR in the paper
+    # Every task's table ends with its baselines, scored on the same images as the models.
+    for baseline in ("baseline: zero-fill", "baseline: biharmonic inpainting", "baseline: pixel prior",
+                     "baseline: majority class"):
+        assert baseline in markdown, baseline
+    # A smoke report says so in its title and in every section.
+    assert "smoke" in html[html.index("<title>"):html.index("</title>")]
+    assert all(section["banner"] == SMOKE_LABEL for section in data["sections"])
+    assert html.count(f'<p class="banner">{SMOKE_LABEL}</p>') == len(SECTIONS)
     assert list((report / "wandb").glob("offline-run-*")), "the report's tables were not logged to W&B (offline)"
 
 

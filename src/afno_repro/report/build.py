@@ -2,42 +2,54 @@
 
 :func:`build_report` reads every run below a root (their ``metrics.json``, through
 :func:`afno_repro.report.sweep.collect`, which attaches the paper's numbers and the one-line reason a
-row cannot be compared), makes one :class:`~afno_repro.report.sections.Section` per table and figure
-in the paper's order, adds the sections computed from trained models (Figures 5 and 6, resolution
-transfer: :mod:`afno_repro.report.trained_figures`), and writes ``index.md``, ``index.html`` (one
-self-contained page with the figures), ``report.json`` and ``figures/*.png``. The tables are also
-logged as W&B tables (one run, group ``reproduce-all``, job type ``report``; offline by default).
+row cannot be compared), renders one :class:`~afno_repro.report.sections.Section` per declaration of
+:mod:`afno_repro.report.declared` (the one renderer, :func:`render`), adds the sections computed from
+trained models (Figures 5 and 6, resolution transfer: :mod:`afno_repro.report.trained_figures`), and
+writes ``index.md`` and ``index.html`` (Jinja2 templates in ``templates/``), ``report.json`` and
+``figures/*.png``. The tables are also logged as W&B tables (one run, group ``reproduce-all``, job type
+``report``; offline by default).
 
-Every row carries our number, the paper's, the difference, the reading it ran, the image count
-behind it, and the command that made it; a row that cannot match says why.
+What the renderer refuses to let a reader misread:
+
+- every table of runs ends with its task's baselines (zero-fill and biharmonic inpainting, the pixel
+  prior, the majority class), scored by each run on its own evaluation images;
+- a difference from the paper is printed only for a row the paper's number can be compared with;
+- a sweep names a best point only when its lead over the runner-up exceeds the run-to-run spread
+  measured on points rerun with another seed, and its figure never zooms below that spread;
+- an AFNO run whose softshrink zeroes nearly all of its spectrum is flagged on every row and point;
+- a metric that cannot tell models apart (top-5 of 5 or fewer classes) is not shown, columns that
+  trained on identical data are flagged, and at smoke scale every section and figure says so.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
 import re
 import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from afno_repro.paper import paper_results
+from afno_repro.report.declared import BASELINES, DECLARED, Declaration, Metric, Scatter, Sweep, Table
+from afno_repro.report.flags import SMOKE_LABEL, figure_title, is_smoke, mixer_off
 from afno_repro.report.render import format_number, pyplot, save_figure
 from afno_repro.report.sections import Section
 from afno_repro.report.sweep import collect, describe_reading
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_report", "run_command", "table_sections", "write_html", "write_markdown"]
+__all__ = ["ORDER", "build_report", "render", "run_command", "table_sections", "write_html", "write_markdown"]
 
-ORDER = ("preflight", "table1", "figure1", "table2", "table3", "table4", "table5", "table6", "figure4", "figure5", "figure6",
-         "resolution")
+# The declared sections in the paper's order; the preflight first, the trained-model studies last.
+ORDER = ("preflight", *(declaration.key for declaration in DECLARED), "figure5", "figure6", "resolution")
 # Tokens of the smallest grid the paper's models see (ViT-B/4 at 224: 56 x 56).
 _SMALLEST_PAPER_GRID = 56 * 56
 # Overrides the pipeline adds to every run that do not change what is trained.
 _PIPELINE_ONLY = ("resume=", "runs_root=", "hydra.")
+BASELINE_PREFIX = "baseline: "
 
 
 def run_command(run: dict[str, Any]) -> str:
@@ -52,10 +64,13 @@ def run_command(run: dict[str, Any]) -> str:
     return shlex.join(["python", "train.py", *kept])
 
 
-def _delta(ours: float | None, paper: float | None, digits: int) -> str:
-    if ours is None or paper is None:
-        return ""
-    return f"{ours - paper:+.{digits}f}"
+def _small(value: float, digits: int) -> str:
+    """A difference at the table's digits, or at two significant digits when it would round to zero.
+
+    >>> _small(0.00093, 2), _small(0.5, 2)
+    ('0.00093', '0.50')
+    """
+    return f"{value:.2g}" if 0 < abs(value) < 0.5 * 10 ** -digits else f"{value:.{digits}f}"
 
 
 def _row_name(run: dict[str, Any]) -> str:
@@ -67,36 +82,6 @@ def _status(run: dict[str, Any]) -> str:
     if status != "completed" and run.get("error"):
         return f"{status}: {run['error'].splitlines()[0][:160]}"
     return status
-
-
-def _metric_rows(runs: list[dict[str, Any]], metrics: Sequence[tuple[str, str, int]],
-                 extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 paper_params: Callable[[dict[str, Any]], Any] | None = None,
-                 after: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """One row per run: ``extra``'s columns, each metric (ours, paper, delta), ``after``'s columns, size,
-    images, reading, comparability, command."""
-    rows = []
-    for run in runs:
-        result, paper = run.get("result") or {}, run.get("paper") or {}
-        row: dict[str, Any] = {"row": _row_name(run)}
-        row.update(extra(run) if extra else {})
-        for key, label, digits in metrics:
-            ours = result.get(key)
-            row[label] = format_number(ours, f".{digits}f")
-            row[f"paper {label}"] = format_number(paper.get(key), f".{digits}f")
-            row[f"delta {label}"] = _delta(ours, paper.get(key), digits)
-        row.update(after(run) if after else {})
-        row["params (M)"] = format_number(run.get("params_m"))
-        if paper_params is not None:
-            row["paper params (M)"] = format_number(paper_params(run), ".0f")
-        row["GFLOPs"] = format_number(run.get("gflops"))
-        row["images"] = format_number(result.get("num_images"))
-        row["reading"] = describe_reading(run.get("reading"))
-        row["comparable"] = run.get("comparable") or "no paper number for this row"
-        row["status"] = _status(run)
-        row["command"] = run_command(run)
-        rows.append(row)
-    return rows
 
 
 def _of(runs: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
@@ -124,8 +109,9 @@ def _missing(experiment: str, plan: list[dict[str, Any]] | None) -> str:
             "makes them.")
 
 
-def _paper_entry(section: str, run: dict[str, Any], key: str) -> Any:
-    return (paper_results().get(section, {}).get(_row_name(run)) or {}).get(key)
+def _comparable_note(runs: list[dict[str, Any]]) -> list[str]:
+    reasons = sorted({run["comparable"] for run in runs if run.get("comparable") and run["comparable"] != "yes"})
+    return [f"Not comparable with the paper: {reason.removeprefix('not comparable: ')}." for reason in reasons]
 
 
 def _unprinted(run: dict[str, Any]) -> str:
@@ -133,202 +119,480 @@ def _unprinted(run: dict[str, Any]) -> str:
     return run.get("comparable") or f"the paper prints no value; trained on {run.get('data')}"
 
 
-def _comparable_note(runs: list[dict[str, Any]]) -> list[str]:
-    reasons = sorted({run["comparable"] for run in runs if run.get("comparable") and run["comparable"] != "yes"})
-    return [f"Not comparable with the paper: {reason.removeprefix('not comparable: ')}." for reason in reasons]
+# ----------------------------------------------------------------------------------------------- rendering
+@dataclass
+class _Context:
+    runs: list[dict[str, Any]]
+    plan: list[dict[str, Any]] | None
+    figures: Path
+    smoke: bool
+    scaling: dict[str, Any] | None = None
 
 
-def _table_section(key: str, title: str, experiment: str, runs: list[dict[str, Any]], plan: list[dict] | None,
-                   metrics: Sequence[tuple[str, str, int]], intro: str, paper_section: str,
-                   extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                   after: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Section:
-    mine = _of(runs, experiment)
-    if not mine:
-        return Section(key, title, intro, missing=_missing(experiment, plan))
-    rows = _metric_rows(mine, metrics, extra, lambda run: _paper_entry(paper_section, run, "params"), after)
-    return Section(key, title, f"{intro} {_plan_command(plan, experiment)}", tables={key: rows},
-                   notes=_comparable_note(mine))
+@dataclass
+class _Parts:
+    """What the pieces of one section add up to."""
+
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _table1(scaling: dict[str, Any] | None, figures: Path) -> Section:
-    title = "Table 1: complexity of the token mixers, measured"
-    formulas = paper_results()["table1_complexity"]
-    intro = ("The paper's Table 1 gives each mixer's cost as a formula in the number of tokens N. Here one mixer "
-             "at a fixed width runs forward and backward on growing token grids; the growth exponent p in "
-             "cost ~ N^p is fitted by least squares on the log-log points (self-attention: 2; the Fourier mixers: "
-             "about 1, N log N).")
-    if not scaling:
-        return Section("table1", title, intro, missing="no scaling study yet: `python scripts/model_table.py --scaling` "
-                                                       "(make reproduce-all runs it).")
-    if scaling.get("command"):
-        intro += f" Made by `{scaling['command']}`."
-    paper_name = {"attention": "self_attention"}
-    exponents = [{"mixer": name, "time exponent": format_number(p.get("time")), "memory exponent": format_number(p.get("memory")),
-                  "paper FLOPs": (formulas.get(paper_name.get(name, name)) or {}).get("flops", ""),
-                  "paper params": (formulas.get(paper_name.get(name, name)) or {}).get("params", "")}
-                 for name, p in scaling["exponents"].items()]
-    cases = [{"mixer": c["mixer"], "tokens": c["tokens"], "width": c["dim"],
-              "fwd+bwd (ms)": "" if c.get("does_not_fit") else f"{1e3 * c['seconds']:.2f}",
-              "peak (MiB)": "" if c.get("does_not_fit") else f"{c['peak_mib']:.1f}",
-              "note": c.get("does_not_fit") or ""} for c in scaling["cases"]]
-    figure = _plot_scaling(scaling, figures / "table1_scaling.png")
-    notes = []
-    largest = max((c["tokens"] for c in scaling["cases"]), default=0)
-    if largest < _SMALLEST_PAPER_GRID:
-        notes.append(f"The largest grid here has {largest} tokens, below the {_SMALLEST_PAPER_GRID} of the paper's "
-                     "smallest (ViT-B/4 at 224): at this size each call's fixed cost dominates, so these exponents "
-                     "test the measuring, not Table 1's formulas. `python scripts/model_table.py --scaling` (its "
-                     "default grids, what SCALE=paper runs) measures them.")
-    return Section("table1", title, intro, tables={"table1_exponents": exponents, "table1_cases": cases},
-                   figures=[figure], notes=notes)
-
-
-def _table3_extra(run: dict[str, Any]) -> dict[str, Any]:
+def _dataset(run: dict[str, Any]) -> dict[str, Any]:
     return {"dataset": run.get("paper_column") or ""}
 
 
-def _table4_extra(run: dict[str, Any]) -> dict[str, Any]:
+def _resize_miou(run: dict[str, Any]) -> dict[str, Any]:
     resize = (((run.get("test") or {}).get("extra_inference") or {}).get("resize") or {}).get("miou")
     return {"mIoU, resized to the paper's size (%)": format_number(resize)}
 
 
-def _table6(runs: list[dict[str, Any]], plan: list[dict] | None) -> Section:
-    title = "Table 6: ablations (ViT-XS/4, inpainting on 10% of ImageNet, then few-shot CelebA-Faces)"
-    intro = ("Each ablation row is pretrained by inpainting (`table6_pretrain`: PSNR) and finetuned few-shot from "
-             "its own run (`table6_finetune`: mIoU), each beside the paper's.")
-    pretrain, finetune = _of(runs, "table6_pretrain"), _of(runs, "table6_finetune")
-    if not pretrain and not finetune:
-        return Section("table6", title, intro, missing=_missing("table6_pretrain", plan))
-    params = lambda run: _paper_entry("table6_ablations", run, "params")  # noqa: E731
-    tables = {}
-    if pretrain:
-        tables["table6_pretrain"] = _metric_rows(pretrain, [("psnr", "PSNR (dB)", 2)], paper_params=params)
-    if finetune:
-        tables["table6_finetune"] = _metric_rows(finetune, [("miou", "mIoU (%)", 2)], paper_params=params)
-    intro += " " + _plan_command(plan, *(e for e in ("table6_pretrain", "table6_finetune") if _of(runs, e)))
-    return Section("table6", title, intro, tables=tables, notes=_comparable_note(pretrain + finetune))
+# The extra columns a Table may declare, by name.
+COLUMNS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"dataset": _dataset, "resize_miou": _resize_miou}
 
 
-def _figure1(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path) -> Section:
-    title = "Figure 1: Cityscapes mIoU against parameters, per trunk and mixer"
-    intro = ("SegFormer B0-B3 with efficient attention, GFN or AFNO (each pretrained by `fig1_pretrain`) and Swin "
-             "T/S/B, finetuned on Cityscapes. The paper plots these points but prints no values, so there is no "
-             "number to set ours beside; the shape to compare is AFNO's curve above the others at equal size.")
-    mine = sorted((run for run in _of(runs, "fig1_trunks") if run.get("status") == "completed"),
-                  key=lambda run: (str(run.get("backbone")), str(run.get("mixer"))))
-    if not mine:
-        return Section("figure1", title, intro, missing=_missing("fig1_trunks", plan))
-    rows = [{"trunk": run.get("backbone"), "mixer": run.get("mixer") or "(Swin's own)",
-             "params (M)": format_number(run.get("params_m"), ".3f"), "mIoU (%)": format_number((run.get("result") or {}).get("miou")),
-             "images": format_number((run.get("result") or {}).get("num_images")), "init": (run.get("init") or {}).get("how", ""),
-             "comparable": _unprinted(run),
-             "command": run_command(run)} for run in mine]
-    figure = _plot_figure1(mine, figures / "figure1_miou_vs_params.png")
-    return Section("figure1", title, f"{intro} {_plan_command(plan, 'fig1_trunks')}", tables={"figure1": rows},
-                   figures=[figure])
+def _shown_metrics(metrics: Sequence[Metric], runs: list[dict[str, Any]]) -> tuple[list[Metric], list[str]]:
+    """The metrics that can tell these runs apart, and a note for each left out (top-5 of 2 classes)."""
+    shown, notes = [], []
+    classes = {(run.get("reading") or {}).get("num_classes") for run in runs} - {None}
+    for metric in metrics:
+        if metric.min_classes and classes and min(classes) < metric.min_classes:
+            fewest = min(classes)
+            notes.append(f"{metric.label} is not shown: these runs tell {fewest} classes apart, fewer than "
+                         f"{metric.min_classes}, so the true class is always among the top {min(5, fewest)} and every "
+                         "model (and the majority class) scores 100%.")
+        else:
+            shown.append(metric)
+    return shown, notes
+
+
+def _identical_data(field_name: str | None, runs: list[dict[str, Any]]) -> tuple[dict[Any, str], list[str]]:
+    """Values of ``field_name`` (Table 3's dataset column) whose runs trained on identical data: same
+    ``data``, image size and data options (the reading, less which checkpoint is reported)."""
+    if not field_name:
+        return {}, []
+    signatures: dict[Any, set[str]] = {}
+    for run in runs:
+        options = {k: v for k, v in (run.get("reading") or {}).items() if k != "selection"}
+        signature = json.dumps([run.get("data"), run.get("image_size"), options], sort_keys=True, default=str)
+        signatures.setdefault(run.get(field_name), set()).add(signature)
+    groups: dict[str, list[Any]] = {}
+    for value, found in signatures.items():
+        if value is not None and len(found) == 1:
+            groups.setdefault(next(iter(found)), []).append(value)
+    flagged, notes = {}, []
+    for signature, values in groups.items():
+        if len(values) < 2:
+            continue
+        data = json.loads(signature)[0]
+        for value in values:
+            flagged[value] = "identical data to " + ", ".join(str(v) for v in values if v != value)
+        notes.append(f"Columns {', '.join(map(str, values))} trained and were scored on identical data ({data}, same "
+                     "data options): here they repeat one experiment, so their differences are run-to-run noise, "
+                     "not differences between datasets.")
+    return flagged, notes
+
+
+def _baseline_rows(names: Sequence[str], runs: list[dict[str, Any]], metrics: Sequence[Metric],
+                   where: str | None, key: str = "row") -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per baseline (per dataset where ``where`` names the column that tells datasets apart),
+    labelled in column ``key`` (the table's first), and the note that says on which images they were scored."""
+    recorded = list(names) + sorted({n for run in runs for n in (run.get("baselines") or {})} - set(names))
+    rows, absent, images = [], [], set()
+    for name in recorded:
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for run in runs:
+            scores = (run.get("baselines") or {}).get(name)
+            if not scores:
+                continue
+            values = tuple(format_number(scores.get(m.key), f".{m.digits}f") for m in metrics)
+            groups.setdefault((run.get(where) if where else None, values, scores.get("num_images")), []).append(run)
+        if not groups:
+            absent.append(name)
+            continue
+        places = [key[0] for key in groups]
+        for (place, values, count), members in groups.items():
+            label = BASELINE_PREFIX + BASELINES.get(name, name.replace("_", " "))
+            if place is not None and len(set(places)) > 1:
+                label += f" ({place})"
+            if places.count(place) > 1:  # the same data scored differently by different runs: say which
+                label += " (runs: " + ", ".join(_row_name(r) for r in members) + ")"
+            row = {key: label, **{m.label: v for m, v in zip(metrics, values)}, "images": format_number(count)}
+            rows.append(row)
+            images.add((count, tuple(r.get("result", {}).get("num_images") for r in members)))
+    notes = []
+    if rows:
+        same = all(all(n == count for n in counts) for count, counts in images)
+        notes.append("Baseline rows: no training; each run scores them on its own evaluation images and masks, "
+                     + ("the same images as the models' numbers above." if same else
+                        "image counts as listed (they differ from some model rows')."))
+    if absent and runs:
+        notes.append("Not recorded by these runs (made before the task scored it): "
+                     + ", ".join(BASELINES.get(n, n) for n in absent) + ".")
+    return rows, notes
+
+
+def _mixer_warning(runs: list[dict[str, Any]], label: Callable[[dict[str, Any]], str] = _row_name) -> list[str]:
+    off = [run for run in runs if mixer_off(run)]
+    if not off:
+        return []
+    activity = off[0].get("mixer_activity") or {}
+    above = activity.get("inactive_above", 0.95)
+    measured = ""
+    if activity.get("num_images"):
+        measured = f", measured on {activity['num_images']} {activity.get('split', '')} images at the end of training"
+    names = ", ".join(dict.fromkeys(label(run) for run in off))  # in table order, each once
+    return [f"AFNO mixer effectively off in {len(off)} run(s) ({names}): softshrink zeroes over {above:.0%} of the "
+            f"spectrum{measured}. Their numbers measure the network around the mixer, not AFNO."]
+
+
+def _run_table(table: Table, ctx: _Context) -> _Parts:
+    runs = _of(ctx.runs, table.experiment)
+    metrics, notes = _shown_metrics(table.metrics, runs)
+    identical, identical_notes = _identical_data(table.distinct_data, runs)
+    comparable = any(run.get("comparable") == "yes" and run.get("status") == "completed" for run in runs)
+    seeds = len({run.get("seed") for run in runs}) > 1
+    flagged = any(mixer_off(run) for run in runs)
+    paper_params = paper_results().get(table.paper or "", {})
+    rows = []
+    for run in runs:
+        result, paper = run.get("result") or {}, run.get("paper") or {}
+        row: dict[str, Any] = {"row": _row_name(run)}
+        for column in table.columns:
+            row.update(COLUMNS[column](run))
+        after = {k: v for column in table.after for k, v in COLUMNS[column](run).items()}
+        if identical:
+            row["data"] = identical.get(run.get(table.distinct_data), "")
+        if seeds:
+            row["seed"] = run.get("seed")
+        for metric in metrics:
+            ours = result.get(metric.key)
+            row[metric.label] = format_number(ours, f".{metric.digits}f")
+            row[f"paper {metric.label}"] = format_number(paper.get(metric.key), f".{metric.digits}f")
+            if comparable:  # a difference only where the paper's number can be compared with ours
+                delta = run.get("comparable") == "yes" and ours is not None and paper.get(metric.key) is not None
+                row[f"delta {metric.label}"] = f"{ours - paper[metric.key]:+.{metric.digits}f}" if delta else ""
+        row.update(after)
+        if flagged:
+            row["flag"] = mixer_off(run) or ""
+        row["params (M)"] = format_number(run.get("params_m"), ".3g")
+        if table.paper:
+            row["paper params (M)"] = format_number((paper_params.get(_row_name(run)) or {}).get("params"), ".0f")
+        row["GFLOPs"] = format_number(run.get("gflops"), ".3g")
+        row["images"] = format_number(result.get("num_images"))
+        row["reading"] = describe_reading(run.get("reading"))
+        row["comparable"] = run.get("comparable") or "no paper number for this row"
+        row["status"] = _status(run)
+        row["command"] = run_command(run)
+        rows.append(row)
+    baselines, baseline_notes = _baseline_rows(table.baselines, runs, metrics, table.distinct_data)
+    return _Parts(tables={table.name or "": rows + baselines}, warnings=_mixer_warning(runs) + identical_notes,
+                  notes=notes + baseline_notes + _comparable_note(runs))
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+@dataclass
+class _Point:
+    """One point of a sweep: every run of it (a rerun with another seed is a second run)."""
+
+    x: float
+    shown: Any
+    runs: list[dict[str, Any]]
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
 
 
 def _option(run: dict[str, Any], option: str) -> float:
     return float((run.get("mixer_options") or {}).get(option, 0))
 
 
-def _best_note(points: list[dict[str, Any]], option: str, metric: str, label: str, paper: float) -> str:
-    """Our best point beside the paper's, with the spread of the sweep so a reader can tell an optimum
-    from noise; a spread that rounds to zero names no best at all."""
-    scored = [(r, (r.get("result") or {}).get(metric)) for r in points]
-    scored = [(r, value) for r, value in scored if value is not None]
-    if not scored:
-        return f"{option} by {label}: no run recorded it."
-    best, top = max(scored, key=lambda pair: pair[1])
-    spread = top - min(value for _, value in scored)
-    if round(spread, 2) == 0:
-        return (f"{option} by {label}: all {len(scored)} points within {spread:.2g} of each other ({format_number(top)}), "
-                f"so this sweep names no best; the paper's is {paper}.")
-    ours = (best.get("mixer_options") or {}).get(option)
-    agree = "agrees with" if float(ours) == float(paper) else "differs from"
-    return (f"Best {option} by {label} here: {ours} ({format_number(top)}; the {len(scored)} points span {format_number(spread)}), "
-            f"which {agree} the paper's {paper}.")
-
-
-def _figure4(runs: list[dict[str, Any]], plan: list[dict] | None, figures: Path) -> Section:
-    title = "Figure 4: AFNO's sparsity threshold and number of blocks"
-    claims = paper_results()["figure4_ablations"]
-    best_threshold, best_blocks = claims["sparsity_threshold"]["best"], claims["num_blocks"]["best"]
-    intro = (f"The Table 6 AFNO model (ViT-XS/4) against the softshrink threshold lambda (inpainting PSNR of "
-             f"`fig4_sparsity`, and few-shot CelebA-Faces mIoU of `fig4_sparsity_finetune`, each finetuned from the "
-             f"run with its own lambda, as section 5.5 does) and against the number of blocks k at equal parameters "
-             f"(PSNR). The paper prints no values; its text says both PSNR and mIoU peak at lambda = {best_threshold} "
-             f"and the best block count is {best_blocks}.")
-    experiments = {"sparsity_threshold": "fig4_sparsity", "num_blocks": "fig4_blocks", "finetune": "fig4_sparsity_finetune"}
-    sweeps = {key: [r for r in _of(runs, e) if r.get("status") == "completed"] for key, e in experiments.items()}
-    if not sweeps["sparsity_threshold"] and not sweeps["num_blocks"]:
-        return Section("figure4", title, intro, missing=_missing("fig4_sparsity", plan))
-    miou = {_option(r, "sparsity_threshold"): (r.get("result") or {}).get("miou") for r in sweeps["finetune"]}
-    tables, notes = {}, []
-    for option in ("sparsity_threshold", "num_blocks"):
-        found = sweeps[option]
-        if not found:
-            notes.append(f"{option}: no completed run yet.")
+def _points(sweep: Sweep, runs: list[dict[str, Any]]) -> list[_Point]:
+    """The sweep's completed runs grouped into points: equal mixer options, trunk (depth and width:
+    Figure 4's block count changes the width), row and dataset; what differs within one is the seed."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in _of(runs, sweep.experiment):
+        if run.get("status") != "completed" or (run.get("result") or {}).get(sweep.metric.key) is None:
             continue
-        points = sorted(found, key=lambda r: _option(r, option))
-        rows = []
-        for r in points:
-            row = {option: (r.get("mixer_options") or {}).get(option),
-                   "PSNR (dB)": format_number((r.get("result") or {}).get("psnr"))}
-            if option == "sparsity_threshold":
-                row["few-shot mIoU (%)"] = format_number(miou.get(_option(r, option)))
-            row.update({"params (M)": format_number(r.get("params_m"), ".3f"), "images": format_number((r.get("result") or {}).get("num_images")),
-                        "comparable": _unprinted(r),
-                        "command": run_command(r)})
+        key = json.dumps([run.get("mixer_options"), run.get("trunk_hash"), run.get("paper_row"), run.get("paper_column")],
+                         sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    points = [_Point(_option(found[0], sweep.option), (found[0].get("mixer_options") or {}).get(sweep.option), found,
+                     [float(run["result"][sweep.metric.key]) for run in found]) for found in groups.values()]
+    return sorted(points, key=lambda point: point.x)
+
+
+def _spread(points: list[_Point]) -> float | None:
+    """The run-to-run spread of a sweep: the largest difference between runs of one point; None when
+    no point was run twice."""
+    spreads = [max(p.values) - min(p.values) for p in points if len(p.values) > 1]
+    return max(spreads) if spreads else None
+
+
+def _verdict(sweep: Sweep, points: list[_Point], smoke: bool) -> tuple[str, _Point | None]:
+    """The sentence on a sweep's best point, and that point when it is named (its lead over the
+    runner-up exceeds the run-to-run spread)."""
+    option, metric = sweep.option, sweep.metric
+    paper = paper_results()["figure4_ablations"][sweep.paper_best]["best"]
+    head = f"{option} by {metric.label} ({sweep.experiment})"
+    papers = f"the paper's best is {paper}"
+    if len(points) < 2:
+        return f"{head}: {len(points)} point(s) recorded, nothing to compare; {papers}.", None
+    ranked = sorted(points, key=lambda point: point.mean, reverse=True)
+    spread, margin = _spread(points), ranked[0].mean - ranked[1].mean
+    values = [v for p in points for v in p.values]
+    if spread is None:
+        return (f"{head}: run-to-run noise not measured (no point was rerun with another seed), so this sweep names no "
+                f"best; its {len(points)} points span {_small(max(values) - min(values), metric.digits)}; {papers}."), None
+    if margin <= spread:
+        return (f"{head}: within noise: the top two of {len(points)} points differ by {_small(margin, metric.digits)}, "
+                f"not more than the run-to-run spread of {_small(spread, metric.digits)} (the largest difference between "
+                f"two seeds of one point), so this sweep names no best; {papers}."), None
+    best = ranked[0]
+    if smoke:
+        against = f"{papers}; at smoke scale this is no evidence for or against it"
+    else:
+        against = f"which {'agrees with' if float(best.x) == float(paper) else 'differs from'} the paper's {paper}"
+    return (f"Best {head}: {best.shown} ({format_number(best.mean, f'.{metric.digits}f')}), ahead of the runner-up by "
+            f"{_small(margin, metric.digits)}, more than the run-to-run spread of {_small(spread, metric.digits)} "
+            f"(the largest difference between two seeds of one point), {against}."), best
+
+
+def _sweep_table(sweep: Sweep, points: list[_Point], best: _Point | None) -> list[dict[str, Any]]:
+    rows = []
+    reruns = any(len(point.runs) > 1 for point in points)
+    flagged = any(mixer_off(run) for point in points for run in point.runs)
+    for point in points:
+        for run in point.runs:
+            row: dict[str, Any] = {sweep.option: point.shown}
+            if reruns:
+                row["seed"] = run.get("seed")
+            row[sweep.metric.label] = format_number(run["result"][sweep.metric.key], f".{sweep.metric.digits}f")
+            if reruns:
+                row["point mean"] = format_number(point.mean, f".{sweep.metric.digits}f") if len(point.runs) > 1 else ""
+            if best is not None:
+                row["best"] = "best" if point is best else ""
+            if flagged:
+                row["flag"] = mixer_off(run) or ""
+            row.update({"params (M)": format_number(run.get("params_m"), ".3g"),
+                        "GFLOPs": format_number(run.get("gflops"), ".3g"),
+                        "images": format_number((run.get("result") or {}).get("num_images")),
+                        "comparable": _unprinted(run), "command": run_command(run)})
             rows.append(row)
-        tables[f"figure4_{option}"] = rows
-        paper = best_threshold if option == "sparsity_threshold" else best_blocks
-        notes.append(_best_note(points, option, "psnr", "PSNR (dB)", paper))
-    if sweeps["finetune"]:
-        notes.append(_best_note(sweeps["finetune"], "sparsity_threshold", "miou", "few-shot mIoU (%)", best_threshold))
-    elif sweeps["sparsity_threshold"]:
-        notes.append(f"Few-shot mIoU: {_missing('fig4_sparsity_finetune', plan)}")
-    notes += _comparable_note([r for found in sweeps.values() for r in found])
-    figure = _plot_figure4(sweeps, best_threshold, best_blocks, figures / "figure4_ablations.png")
-    commands = _plan_command(plan, *(e for e in experiments.values() if _of(runs, e)))
-    return Section("figure4", title, f"{intro} {commands}", tables=tables, figures=[figure], notes=notes)
+    return rows
 
 
-def table_sections(runs: list[dict[str, Any]], *, scaling: dict[str, Any] | None, out_dir: Path,
-                   plan: list[dict[str, Any]] | None = None) -> list[Section]:
-    """The sections made from run records and the scaling study, in the paper's order (figures under
-    ``out_dir/figures``)."""
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    return [
-        _table1(scaling, figures),
-        _figure1(runs, plan, figures),
-        _table_section("table2", "Table 2: inpainting on ImageNet (ViT-B/4, 224x224)", "table2_inpainting", runs, plan,
-                       [("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4)],
-                       "PSNR and SSIM of the selected checkpoint on the evaluation images, random-walk masks.",
-                       "table2_inpainting"),
-        _table_section("table3", "Table 3: few-shot segmentation (ViT-B/4 pretrained by inpainting), mIoU",
-                       "table3_fewshot", runs, plan, [("miou", "mIoU (%)", 2)],
-                       "Each Table 2 row finetuned on DatasetGAN's few-shot splits from its own inpainting run.",
-                       "table3_fewshot_miou", _table3_extra),
-        _table_section("table4", "Table 4: Cityscapes (SegFormer-B3/4, 1024x1024), mIoU", "table4_cityscapes", runs,
-                       plan, [("miou", "mIoU (%)", 2)],
-                       "Each SegFormer-B3 mixer pretrained as an ImageNet classifier (`table4_pretrain`) and "
-                       "finetuned on Cityscapes; the headline is SegFormer's sliding window, beside it the paper's "
-                       "literal reading (the image resized).", "table4_cityscapes", after=_table4_extra),
-        _table_section("table5", "Table 5: ImageNet-1k classification (ViT-S/4, 224x224)", "table5_classification",
-                       runs, plan, [("top1", "top-1 (%)", 2), ("top5", "top-5 (%)", 2)],
-                       "Top-1 and top-5 accuracy with A.5's recipe (DeiT augmentation, Mixup/CutMix).",
-                       "table5_classification"),
-        _table6(runs, plan),
-        _figure4(runs, plan, figures),
-    ]
+def _sweeps(declaration: Declaration, ctx: _Context) -> _Parts:
+    parts = _Parts()
+    drawn = []
+    for sweep in declaration.sweeps:
+        points = _points(sweep, ctx.runs)
+        name = sweep.experiment
+        if not points:
+            parts.notes.append(f"{sweep.experiment}: {_missing(sweep.experiment, ctx.plan)}")
+            drawn.append((sweep, points, None, None))
+            continue
+        verdict, best = _verdict(sweep, points, ctx.smoke)
+        runs = [run for point in points for run in point.runs]
+        metrics = [sweep.metric]
+        baselines, baseline_notes = _baseline_rows(sweep.baselines, runs, metrics, None, key=sweep.option)
+        parts.tables[name] = _sweep_table(sweep, points, best) + baselines
+        parts.warnings += [w for w in _mixer_warning(runs, lambda run: f"{sweep.experiment} {sweep.option}="
+                                                     f"{(run.get('mixer_options') or {}).get(sweep.option)}")
+                           if w not in parts.warnings]
+        parts.notes += [verdict] + [note for note in baseline_notes if note not in parts.notes]
+        if any(len(point.runs) > 1 for point in points):
+            parts.notes.append(f"{sweep.experiment}: points run more than once are drawn with every run and the range "
+                               "between them; the table lists each run and the point's mean.")
+        drawn.append((sweep, points, best, _spread(points)))
+    parts.notes += _comparable_note([r for d in declaration.sweeps for r in _of(ctx.runs, d.experiment)])
+    if any(points for _, points, _, _ in drawn):
+        parts.figures.append(_plot_sweeps(drawn, ctx, ctx.figures / f"{declaration.key}_ablations.png"))
+    return parts
 
 
-# ----------------------------------------------------------------------------------------------- figures
-def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
+def _plot_sweeps(drawn: list[tuple[Sweep, list[_Point], _Point | None, float | None]], ctx: _Context, path: Path) -> Path:
+    """One panel per sweep: every run as a dot, each point's mean joined, a rerun's range as a bar, the
+    best point (if one is named) circled, flagged runs as red crosses, the paper's best dashed. The
+    metric axis spans at least the run-to-run spread and the metric's ``min_span``."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, len(drawn), figsize=(4.8 * len(drawn), 4.4), squeeze=False)
+    for axis, (sweep, points, best, spread) in zip(axes[0], drawn):
+        paper = paper_results()["figure4_ablations"][sweep.paper_best]["best"]
+        if points:
+            axis.plot([p.x for p in points], [p.mean for p in points], "-", color="C0", alpha=0.5, label="mean of a point")
+            xs = [p.x for p in points for _ in p.values]
+            ys = [v for p in points for v in p.values]
+            off = [bool(mixer_off(run)) for p in points for run in p.runs]
+            axis.plot([x for x, o in zip(xs, off) if not o], [y for y, o in zip(ys, off) if not o], "o", color="C0",
+                      label="one run")
+            if any(off):
+                axis.plot([x for x, o in zip(xs, off) if o], [y for y, o in zip(ys, off) if o], "x", color="C3",
+                          markersize=8, label="mixer off (softshrink zeroes >95%)")
+            for point in points:
+                if len(point.values) > 1:
+                    axis.vlines(point.x, min(point.values), max(point.values), color="C1", linewidth=3, alpha=0.6)
+            if any(len(p.values) > 1 for p in points):
+                axis.plot([], [], color="C1", linewidth=3, alpha=0.6, label="range over seeds")
+            if best is not None:
+                axis.plot([best.x], [best.mean], "o", markersize=14, markerfacecolor="none", color="C2", label="best (beyond noise)")
+            low, high = min(ys), max(ys)
+            span = max(high - low, spread or 0.0, sweep.metric.min_span)
+            middle = (low + high) / 2
+            axis.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
+            noise = (f"run-to-run spread {_small(spread, sweep.metric.digits)}" if spread is not None
+                     else "noise not measured (no rerun)")
+            axis.set_title(f"{sweep.experiment}: {noise}", fontsize=9)
+        else:
+            axis.text(0.5, 0.5, "no completed runs yet", transform=axis.transAxes, ha="center", va="center")
+            axis.set_title(sweep.experiment, fontsize=9)
+        if sweep.xscale == "symlog":
+            axis.set_xscale("symlog", linthresh=1e-3)
+            axis.set_xlim(-5e-4, 2 * max([p.x for p in points] + [paper]))  # thresholds are never negative
+        else:
+            axis.set_xscale("log", base=2)
+        axis.axvline(paper, color="grey", linestyle="--", label=f"paper's best ({paper})")
+        axis.set_xlabel(sweep.xlabel)
+        axis.set_ylabel(sweep.metric.label)
+        axis.ticklabel_format(axis="y", useOffset=False)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.suptitle(figure_title("Figure 4: AFNO ablations (ViT-XS/4)", ctx.smoke), fontsize=10)
+    return save_figure(fig, path)
+
+
+# -------------------------------------------------------------------------------------------- Figure 1
+_TRUNK_NAMES = {"segformer_b0": "B0", "segformer_b1": "B1", "segformer_b2": "B2", "segformer_b3": "B3",
+                "swin_t": "Swin-T", "swin_s": "Swin-S", "swin_b": "Swin-B"}
+
+
+def _point_name(run: dict[str, Any]) -> str:
+    backbone = str(run.get("backbone") or "?")
+    return _TRUNK_NAMES.get(backbone, backbone)
+
+
+def _family(run: dict[str, Any]) -> str:
+    return "Swin" if str(run.get("backbone") or "").startswith("swin") else f"SegFormer + {run.get('mixer')}"
+
+
+def _init(run: dict[str, Any]) -> tuple[str, bool]:
+    """How a run was initialised and whether that is pretrained (as the paper's Figure 1 points are)."""
+    init = run.get("init") or {}
+    if init.get("checkpoint"):
+        return f"pretrained ({init.get('experiment') or 'a checkpoint'})", True
+    return init.get("how") or "from scratch", False
+
+
+def _scatter(scatter: Scatter, ctx: _Context) -> _Parts:
+    runs = sorted((run for run in _of(ctx.runs, scatter.experiment) if run.get("status") == "completed"),
+                  key=lambda run: (_family(run), _point_name(run)))
+    rows, differs = [], []
+    for run in runs:
+        how, pretrained = _init(run)
+        if not pretrained:
+            differs.append(run)
+        rows.append({"point": _point_name(run), "trunk": run.get("backbone"), "mixer": run.get("mixer") or "(Swin's own)",
+                     "params (M)": format_number(run.get(scatter.x), ".3g"),
+                     scatter.metric.label: format_number((run.get("result") or {}).get(scatter.metric.key)),
+                     "init": how + ("" if pretrained else f": differs from the paper's ({scatter.paper_init})"),
+                     "flag": mixer_off(run) or "",
+                     "images": format_number((run.get("result") or {}).get("num_images")),
+                     "comparable": _unprinted(run), "command": run_command(run)})
+    if not any(row["flag"] for row in rows):
+        for row in rows:
+            del row["flag"]
+    baselines, baseline_notes = _baseline_rows(scatter.baselines, runs, [scatter.metric], None, key="point")
+    notes = baseline_notes[:1]
+    if differs:
+        notes.append(f"Hollow markers: {', '.join(_point_name(r) for r in differs)} trained from scratch; every point of "
+                     f"the paper's figure is {scatter.paper_init}.")
+    figure = _plot_scatter(scatter, runs, baselines, ctx, ctx.figures / "figure1_miou_vs_params.png")
+    return _Parts(tables={"": rows + baselines}, figures=[figure], notes=notes,
+                  warnings=_mixer_warning(runs, lambda run: f"{_point_name(run)} {run.get('mixer')}"))
+
+
+def _plot_scatter(scatter: Scatter, runs: list[dict[str, Any]], baselines: list[dict[str, Any]], ctx: _Context,
+                  path: Path) -> Path:
+    """Every point labelled (B0..B3, Swin-T/S/B), one marker and colour per family, no line between
+    points; hollow where the init differs from the paper's, a red cross on a flagged mixer, the
+    baselines as horizontal lines."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=(9, 5))
+    families = sorted({_family(run) for run in runs})
+    markers = ("o", "s", "^", "D", "v", "P")
+    for index, family in enumerate(families):
+        colour, marker = f"C{index}", markers[index % len(markers)]
+        axis.plot([], [], marker, color=colour, label=family, linestyle="none")
+        for run in (r for r in runs if _family(r) == family):
+            value = (run.get("result") or {}).get(scatter.metric.key)
+            if value is None or run.get(scatter.x) is None:
+                continue
+            pretrained = _init(run)[1]
+            axis.plot([run[scatter.x]], [value], marker, color=colour, markersize=8, linestyle="none",
+                      markerfacecolor=colour if pretrained else "none")
+            if mixer_off(run):
+                axis.plot([run[scatter.x]], [value], "x", color="C3", markersize=12)
+            axis.annotate(_point_name(run), (run[scatter.x], value), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if any(not _init(run)[1] for run in runs):
+        axis.plot([], [], "o", color="grey", markerfacecolor="none", linestyle="none",
+                  label=f"hollow: init differs from the paper's ({scatter.paper_init})")
+    if any(mixer_off(run) for run in runs):
+        axis.plot([], [], "x", color="C3", linestyle="none", label="mixer off (softshrink zeroes >95%)")
+    for index, row in enumerate(baselines):
+        value = row.get(scatter.metric.label)
+        if value:
+            axis.axhline(float(value), color="grey", linestyle=(":", "-.")[index % 2], linewidth=1,
+                         label=row["point"].removeprefix(BASELINE_PREFIX))
+    values = [v for run in runs if (v := (run.get("result") or {}).get(scatter.metric.key)) is not None]
+    values += [float(row[scatter.metric.label]) for row in baselines if row.get(scatter.metric.label)]
+    if values:
+        span = max(max(values) - min(values), scatter.metric.min_span)
+        middle = (max(values) + min(values)) / 2
+        axis.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
+    axis.margins(x=0.1)  # room for the labels of the outermost points
+    axis.set_xlabel(scatter.xlabel)
+    axis.set_ylabel(scatter.metric.label)
+    fig.suptitle(figure_title("Figure 1: mIoU against parameters", ctx.smoke), fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------- Table 1
+def _table1(ctx: _Context) -> _Parts | str:
+    """The scaling study's exponents and cases (or the reason it is missing)."""
+    scaling = ctx.scaling
+    if not scaling:
+        return "no scaling study yet: `python scripts/model_table.py --scaling` (make reproduce-all runs it)."
+    formulas = paper_results()["table1_complexity"]
+    paper_name = {"attention": "self_attention"}
+    exponents = [{"mixer": name, "time exponent": format_number(p.get("time")), "memory exponent": format_number(p.get("memory")),
+                  "paper FLOPs": (formulas.get(paper_name.get(name, name)) or {}).get("flops", ""),
+                  "paper params": (formulas.get(paper_name.get(name, name)) or {}).get("params", "")}
+                 for name, p in scaling["exponents"].items()]
+    cases = [{"mixer": c["mixer"], "tokens": c["tokens"], "width": c["dim"],
+              "fwd+bwd (ms)": "" if c.get("does_not_fit") else f"{1e3 * c['seconds']:.3g}",
+              "peak (MiB)": "" if c.get("does_not_fit") else f"{c['peak_mib']:.3g}",
+              "note": c.get("does_not_fit") or ""} for c in scaling["cases"]]
+    notes = [f"Made by `{scaling['command']}`."] if scaling.get("command") else []
+    largest = max((c["tokens"] for c in scaling["cases"]), default=0)
+    if largest < _SMALLEST_PAPER_GRID:
+        notes.append(f"The largest grid here has {largest} tokens, below the {_SMALLEST_PAPER_GRID} of the paper's "
+                     "smallest (ViT-B/4 at 224): at this size each call's fixed cost dominates, so these exponents "
+                     "test the measuring, not Table 1's formulas. `python scripts/model_table.py --scaling` (its "
+                     "default grids, what SCALE=paper runs) measures them.")
+    figure = _plot_scaling(scaling, ctx, ctx.figures / "table1_scaling.png")
+    return _Parts(tables={"table1_exponents": exponents, "table1_cases": cases}, figures=[figure], notes=notes)
+
+
+def _plot_scaling(scaling: dict[str, Any], ctx: _Context, path: Path) -> Path:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
     for name, exponents in scaling["exponents"].items():
         cases = [c for c in scaling["cases"] if c["mixer"] == name and not c.get("does_not_fit")]
         if not cases:
@@ -337,8 +601,6 @@ def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
         axes[0].loglog(tokens, [1e3 * c["seconds"] for c in cases], "o-", label=f"{name} (p={format_number(exponents['time'])})")
         axes[1].loglog(tokens, [max(c["peak_mib"], 1e-2) for c in cases], "o-",
                        label=f"{name} (p={format_number(exponents['memory'])})")
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
     measured = sorted({c["tokens"] for c in scaling["cases"]})
     for axis, label in zip(axes, ("forward+backward time (ms)", "peak memory (MiB)")):
         axis.set_xticks(measured)
@@ -349,58 +611,72 @@ def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     width = scaling["cases"][0]["dim"] if scaling["cases"] else "?"
-    fig.suptitle(f"Table 1 measured: one mixer, width {width}, batch 1 (fitted cost ~ N^p)")
+    fig.suptitle(figure_title(f"Table 1 measured: one mixer, width {width}, batch 1 (fitted cost ~ N^p)", ctx.smoke),
+                 fontsize=10)
     return save_figure(fig, path)
 
 
-def _plot_figure1(runs: list[dict[str, Any]], path: Path) -> Path:
-    plt = pyplot()
-    fig, axis = plt.subplots(figsize=(6.5, 4.5))
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for run in runs:
-        family = "Swin" if (run.get("backbone") or "").startswith("swin") else f"SegFormer {run.get('mixer')}"
-        miou = (run.get("result") or {}).get("miou")
-        if miou is not None and run.get("params_m") is not None:
-            groups.setdefault(family, []).append((run["params_m"], miou))
-    for family, points in sorted(groups.items()):
-        points.sort()
-        axis.plot([p for p, _ in points], [m for _, m in points], "o-", label=family)
-    axis.set_xlabel("parameters (M)")
-    axis.set_ylabel("mIoU (%)")
-    axis.set_title("Figure 1: mIoU against parameters")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
-    return save_figure(fig, path)
+# ---------------------------------------------------------------------------------------------- render
+def _experiments(declaration: Declaration) -> list[str]:
+    found = [t.experiment for t in declaration.tables] + [s.experiment for s in declaration.sweeps]
+    return found + ([declaration.scatter.experiment] if declaration.scatter else [])
 
 
-def _plot_figure4(sweeps: dict[str, list[dict[str, Any]]], best_threshold: float, best_blocks: int, path: Path) -> Path:
-    """Three panels: PSNR and few-shot mIoU against lambda, PSNR against k; the paper's stated best dashed."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = (("sparsity_threshold", "sparsity_threshold", "psnr", best_threshold, "sparsity threshold lambda",
-               "inpainting PSNR (dB)"),
-              ("finetune", "sparsity_threshold", "miou", best_threshold, "sparsity threshold lambda",
-               "few-shot CelebA-Faces mIoU (%)"),
-              ("num_blocks", "num_blocks", "psnr", best_blocks, "number of blocks k", "inpainting PSNR (dB)"))
-    for axis, (sweep, option, metric, paper_best, xlabel, ylabel) in zip(axes, panels):
-        points = sorted((_option(r, option), (r.get("result") or {}).get(metric))
-                        for r in sweeps.get(sweep, []) if (r.get("result") or {}).get(metric) is not None)
-        if points:
-            axis.plot([x for x, _ in points], [y for _, y in points], "o-", label="ours")
-        else:
-            axis.text(0.5, 0.5, "no completed runs yet", transform=axis.transAxes, ha="center", va="center")
-        if option == "sparsity_threshold":
-            axis.set_xscale("symlog", linthresh=1e-3)
-        else:
-            axis.set_xscale("log", base=2)
-        axis.axvline(paper_best, color="grey", linestyle="--", label=f"paper's best ({paper_best})")
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel(ylabel)
-        axis.ticklabel_format(axis="y", useOffset=False)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    fig.suptitle("Figure 4: AFNO ablations (ViT-XS/4)")
-    return save_figure(fig, path)
+def _title(declaration: Declaration, runs: list[dict[str, Any]], smoke: bool) -> str:
+    """The paper's title and setting; at smoke scale, what the runs here trained on beside it."""
+    if not smoke:
+        return f"{declaration.title} ({declaration.setting})"
+    data = sorted({str(run.get("data")) for run in runs if run.get("data")})
+    sizes = sorted({int(run["image_size"]) for run in runs if run.get("image_size")})
+    here = ", ".join(data) + (f" at {'/'.join(map(str, sizes))} px" if sizes else "") if data else "tiny models"
+    return f"{declaration.title} (paper: {declaration.setting}; here, smoke: {here})"
+
+
+def render(declaration: Declaration, runs: list[dict[str, Any]], *, figures: Path, smoke: bool,
+           plan: list[dict[str, Any]] | None = None, scaling: dict[str, Any] | None = None) -> Section:
+    """The section a declaration describes, from the runs (figures written under ``figures``)."""
+    ctx = _Context(runs, plan, figures, smoke, scaling)
+    experiments = _experiments(declaration)
+    mine = [run for run in runs if run.get("experiment") in experiments]
+    title = _title(declaration, mine, smoke)
+    banner = SMOKE_LABEL if smoke else None
+    if declaration.scaling:
+        title = f"{declaration.title} (paper: {declaration.setting})"
+        parts = _table1(ctx)
+        if isinstance(parts, str):
+            return Section(declaration.key, title, declaration.intro, missing=parts, banner=banner)
+        return Section(declaration.key, title, declaration.intro, tables=parts.tables, figures=parts.figures,
+                       notes=parts.notes, banner=banner)
+    if not mine:
+        return Section(declaration.key, title, declaration.intro, missing=_missing(experiments[0], ctx.plan), banner=banner)
+    parts = _Parts()
+    pieces = [_run_table(table, ctx) for table in declaration.tables if _of(runs, table.experiment)]
+    pieces += [_sweeps(declaration, ctx)] if declaration.sweeps else []
+    pieces += [_scatter(declaration.scatter, ctx)] if declaration.scatter else []
+    for piece in pieces:
+        for name, rows in piece.tables.items():
+            parts.tables[name or declaration.key] = rows
+        parts.figures += piece.figures
+        parts.warnings += [w for w in piece.warnings if w not in parts.warnings]
+        parts.notes += [n for n in piece.notes if n not in parts.notes]
+    for table in declaration.tables:
+        if not _of(runs, table.experiment):
+            parts.notes.append(f"{table.experiment}: {_missing(table.experiment, ctx.plan)}")
+    intro = f"{declaration.intro} {_plan_command(plan, *(e for e in experiments if _of(runs, e)))}"
+    return Section(declaration.key, title, intro, tables=parts.tables, figures=parts.figures, notes=parts.notes,
+                   warnings=parts.warnings, banner=banner)
+
+
+def table_sections(runs: list[dict[str, Any]], *, scaling: dict[str, Any] | None, out_dir: Path,
+                   plan: list[dict[str, Any]] | None = None, smoke: bool | None = None) -> list[Section]:
+    """The declared sections (:data:`afno_repro.report.declared.DECLARED`), in the paper's order
+    (figures under ``out_dir/figures``). ``smoke``: label every section as a pipeline check; None
+    decides from the runs (any made with ``debug=smoke``)."""
+    figures = out_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    smoke = is_smoke(runs) if smoke is None else smoke
+    return [render(declaration, runs, figures=figures, smoke=smoke, plan=plan, scaling=scaling)
+            for declaration in DECLARED]
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -415,18 +691,25 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 _SHARED = ("reading", "comparable", "status", "init")
 
 
+def _is_baseline(row: dict[str, Any]) -> bool:
+    """A baseline row: its first cell names the baseline."""
+    return str(next(iter(row.values()), "")).startswith(BASELINE_PREFIX)
+
+
 def _shared(rows: list[dict[str, Any]]) -> tuple[dict[str, str], list[str]]:
-    """The descriptive columns every row of ``rows`` shares (said once above the table) and the columns
-    left for the table itself. ``report.json`` and W&B keep every column of every row.
+    """The descriptive columns every model row of ``rows`` shares (said once above the table; baseline
+    rows have none) and the columns left for the table itself. ``report.json`` and W&B keep every
+    column of every row.
 
     >>> _shared([{"row": "a", "reading": "r", "status": "completed"}, {"row": "b", "reading": "r", "status": "failed"}])
     ({'reading': 'r'}, ['row', 'status'])
     """
     columns = _columns(rows)
+    models = [row for row in rows if not _is_baseline(row)]
     shared = {}
-    if len(rows) > 1:
+    if len(models) > 1:
         for column in _SHARED:
-            values = {str(row.get(column) or "") for row in rows}
+            values = {str(row.get(column) or "") for row in models}
             if column in columns and len(values) == 1 and values != {""}:
                 shared[column] = values.pop()
     return shared, [c for c in columns if c not in shared]
@@ -439,79 +722,52 @@ def _shared_line(shared: dict[str, str]) -> str:
     return "Every row: " + "; ".join(said) + "."
 
 
-def _markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    cell = lambda value: str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_markdown(sections: Sequence[Section], path: Path, header: str) -> Path:
-    """``index.md``: a contents list, then each section's intro, tables, figures and notes."""
-    lines = [header, "", "Contents: " + ", ".join(f"[{s.title.split(':')[0]}](#{s.key})" for s in sections), ""]
+def _view(sections: Sequence[Section], folder: Path) -> list[dict[str, Any]]:
+    """What the templates show of each section: its tables as cells, with the shared line above."""
+    view = []
     for section in sections:
-        lines += [f'<a id="{section.key}"></a>', f"## {section.title}", "", section.intro, ""]
-        if section.missing:
-            lines += [f"**Missing:** {section.missing}", ""]
-        for name, rows in section.tables.items():
-            if rows:
-                # A section's only table is named after the section: its heading says it already.
-                shared, columns = _shared(rows)
-                lines += [] if name == section.key else [f"*{name}*", ""]
-                lines += ([_shared_line(shared), ""] if shared else []) + [_markdown_table(rows, columns), ""]
-        for figure in section.figures:
-            relative = Path(figure).relative_to(path.parent)
-            lines += [f"![{section.title}]({relative.as_posix()})", ""]
-        lines += [f"- {note}" for note in section.notes] + ([""] if section.notes else [])
-    path.write_text("\n".join(lines))
-    return path
-
-
-def _inline(text: str) -> str:
-    """Escaped text with `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;overflow-wrap:break-word}
-th{background:#f3f3f3}.caption{font-style:italic;margin:1em 0 0}.shared{font-size:13px;color:#444;margin:.3em 0 0}
-code{background:#f6f6f6;padding:0 3px;font-size:12px}img{max-width:100%;border:1px solid #eee}
-.missing{color:#a33}.notes li{margin:2px 0}nav a{margin-right:1em}h2{border-bottom:1px solid #ddd;padding-top:1em}"""
-
-
-def write_html(sections: Sequence[Section], path: Path, header: str) -> Path:
-    """``index.html``: one self-contained page (figures referenced next to it), every text escaped."""
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>afno-repro report</title>",
-           f"<style>{_CSS}</style></head><body>", f"<h1>afno-repro: the paper's tables and figures, reproduced</h1>",
-           f"<p>{_inline(header)}</p>",
-           "<nav>" + "".join(f'<a href="#{s.key}">{html.escape(s.title.split(":")[0])}</a>' for s in sections) + "</nav>"]
-    for section in sections:
-        out += [f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>', f"<p>{_inline(section.intro)}</p>"]
-        if section.missing:
-            out.append(f'<p class="missing"><b>Missing:</b> {_inline(section.missing)}</p>')
+        tables = []
         for name, rows in section.tables.items():
             if not rows:
                 continue
             shared, columns = _shared(rows)
-            if name != section.key:  # a section's only table is named after the section: its heading says it
-                out.append(f'<p class="caption">{html.escape(name)}</p>')
-            if shared:
-                out.append(f'<p class="shared">{_inline(_shared_line(shared))}</p>')
-            out.append("<table><tr>"
-                       + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
-            for row in rows:
-                out.append("<tr>" + "".join(f"<td>{_inline(str(row.get(c) if row.get(c) is not None else ''))}</td>"
-                                            for c in columns) + "</tr>")
-            out.append("</table>")
-        for figure in section.figures:
-            relative = Path(figure).relative_to(path.parent).as_posix()
-            out.append(f'<p><img src="{html.escape(relative)}" alt="{html.escape(section.title)}"></p>')
-        if section.notes:
-            out.append('<ul class="notes">' + "".join(f"<li>{_inline(n)}</li>" for n in section.notes) + "</ul>")
-        out.append("</section>")
-    out.append("</body></html>")
-    path.write_text("\n".join(out))
+            cells = [{"baseline": _is_baseline(row),
+                      "cells": [str(row.get(c) if row.get(c) is not None else "") for c in columns]} for row in rows]
+            # A section's only table is named after the section: its heading says it already.
+            tables.append({"caption": None if name == section.key else name,
+                           "shared": _shared_line(shared) if shared else None, "columns": columns, "rows": cells})
+        view.append({"key": section.key, "title": section.title, "short": section.title.split(":")[0],
+                     "banner": section.banner, "intro": section.intro, "missing": section.missing,
+                     "warnings": section.warnings, "tables": tables, "notes": section.notes,
+                     "figures": [Path(f).relative_to(folder).as_posix() for f in section.figures]})
+    return view
+
+
+def _environment():
+    import jinja2
+    from markupsafe import Markup, escape
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("afno_repro.report", "templates"), trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                             autoescape=jinja2.select_autoescape(["html.j2"]))
+    # `code` spans of the texts, the rest escaped (HTML); a table cell kept on its line (Markdown).
+    env.filters["inline"] = lambda text: Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+    env.filters["cell"] = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+    return env
+
+
+def write_markdown(sections: Sequence[Section], path: Path, header: str) -> Path:
+    """``index.md``: a contents list, then each section's label, intro, tables, figures and notes."""
+    text = _environment().get_template("index.md.j2").render(header=header, sections=_view(sections, path.parent))
+    path.write_text(text)
+    return path
+
+
+def write_html(sections: Sequence[Section], path: Path, header: str, *, title: str = "afno-repro report") -> Path:
+    """``index.html``: one self-contained page (figures referenced next to it), every text escaped."""
+    text = _environment().get_template("index.html.j2").render(header=header, title=title,
+                                                                sections=_view(sections, path.parent))
+    path.write_text(text)
     return path
 
 
@@ -543,7 +799,8 @@ def _log_to_wandb(sections: Sequence[Section], out_dir: Path, mode: str) -> None
 
 
 def build_report(root: Path, out_dir: Path, *, scaling: dict[str, Any] | None = None, extra: Sequence[Section] = (),
-                 plan: list[dict[str, Any]] | None = None, wandb_mode: str = "offline") -> Path:
+                 plan: list[dict[str, Any]] | None = None, wandb_mode: str = "offline",
+                 smoke: bool | None = None) -> Path:
     """Write the report of every run below ``root`` into ``out_dir``; returns ``index.html``'s path.
 
     Parameters
@@ -560,22 +817,33 @@ def build_report(root: Path, out_dir: Path, *, scaling: dict[str, Any] | None = 
         The pipeline's plan (each experiment's sweep command), to name the command of each table.
     wandb_mode
         ``offline`` (default), ``online`` or ``disabled`` (``WANDB_MODE`` wins when set).
+    smoke
+        Label the report, every section and every figure as a pipeline check on embedded data; None
+        (default) decides from the runs: any run made with ``debug=smoke``.
     """
     root, out_dir = Path(root), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect(root)
-    sections = table_sections(runs, scaling=scaling, out_dir=out_dir, plan=plan) + list(extra)
+    smoke = is_smoke(runs) if smoke is None else smoke
+    sections = table_sections(runs, scaling=scaling, out_dir=out_dir, plan=plan, smoke=smoke) + list(extra)
     sections.sort(key=lambda s: ORDER.index(s.key) if s.key in ORDER else len(ORDER))
+    if smoke:
+        for section in sections:
+            section.banner = SMOKE_LABEL
     completed = sum(run.get("status") == "completed" for run in runs)
     header = (f"{completed} completed runs of {len(runs)} below {root}. Every number of ours sits beside the paper's "
-              "with the difference, the reading it ran, the images behind it and the command that made it; rows "
-              "trained on other data than the paper's say so.")
-    write_markdown(sections, out_dir / "index.md", f"# afno-repro report\n\n{header}")
-    index = write_html(sections, out_dir / "index.html", header)
+              "with the reading it ran, the images behind it and the command that made it, and every table ends with "
+              "its task's baselines scored on the same images; a difference from the paper is printed only where the "
+              "two can be compared.")
+    if smoke:
+        header = f"{SMOKE_LABEL} {header}"
+    title = "afno-repro report" + (" (smoke: pipeline check on embedded data)" if smoke else "")
+    write_markdown(sections, out_dir / "index.md", f"# {title}\n\n{header}")
+    index = write_html(sections, out_dir / "index.html", header, title=title)
     (out_dir / "report.json").write_text(json.dumps(
-        {"root": str(root), "runs": len(runs), "completed": completed,
-         "sections": [{"key": s.key, "title": s.title, "intro": s.intro, "tables": s.tables,
-                       "figures": [str(Path(f).relative_to(out_dir)) for f in s.figures], "notes": s.notes,
-                       "missing": s.missing} for s in sections]}, indent=1, default=str) + "\n")
+        {"root": str(root), "runs": len(runs), "completed": completed, "smoke": smoke,
+         "sections": [{"key": s.key, "title": s.title, "banner": s.banner, "intro": s.intro, "warnings": s.warnings,
+                       "tables": s.tables, "figures": [str(Path(f).relative_to(out_dir)) for f in s.figures],
+                       "notes": s.notes, "missing": s.missing} for s in sections]}, indent=1, default=str) + "\n")
     _log_to_wandb(sections, out_dir, wandb_mode)
     return index

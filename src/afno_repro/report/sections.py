@@ -30,6 +30,9 @@ class Section:
     figures: PNG files (already written inside the report folder), shown below the tables.
     notes: one-line remarks shown under the tables (e.g. a row's reason for not being comparable).
     missing: why the section has no numbers yet (e.g. the experiment has not run), or None.
+    warnings: what a reader must know before reading the numbers (an AFNO mixer that is effectively
+        off, columns trained on identical data), shown above the tables.
+    banner: the line the section opens with (at smoke scale: that its numbers are a pipeline check).
     """
 
     key: str
@@ -39,3 +42,5 @@ class Section:
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    banner: str | None = None

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from afno_repro.console import quiet_third_party_noise
+from afno_repro.report.flags import figure_title, is_smoke, mixer_off
 from afno_repro.report.render import pyplot, save_figure
 from afno_repro.report.sections import Section
 
@@ -37,14 +38,16 @@ __all__ = ["figure5_section", "figure6_section", "load_run", "resolution_section
 
 
 def _label(run: dict[str, Any]) -> str:
-    """The run's paper row, plus the swept option that tells Figure 4's runs apart."""
+    """The run's paper row, plus the swept option that tells Figure 4's runs apart, and the flag of an
+    AFNO mixer that is effectively off (``metrics.json``'s ``mixer_activity``)."""
     row = run.get("paper_row") or run.get("mixer") or Path(run.get("run_dir", "?")).name
     options = run.get("mixer_options") or {}
     if run.get("experiment") == "fig4_sparsity":
         row += f" lambda={options.get('sparsity_threshold')}"
     elif run.get("experiment") == "fig4_blocks":
         row += f" k={options.get('num_blocks')}"
-    return row
+    flag = mixer_off(run)
+    return f"{row} [{flag}]" if flag else row
 
 
 def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.Module, Any]:
@@ -194,11 +197,12 @@ def figure5_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: in
         notes.append(f"the runs used different data ({', '.join(map(str, data))}): the images differ between mixers")
     if not maps:
         return Section("figure5", title, intro, notes=notes, missing="no run could be rebuilt (see the notes)")
-    figure = _plot_clusters(images, maps, out_dir / "figure5_token_clusters.png")
+    figure = _plot_clusters(images, maps, out_dir / "figure5_token_clusters.png", smoke=is_smoke(runs))
     return Section("figure5", title, intro, tables={"figure5": rows}, figures=[figure], notes=notes)
 
 
-def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, list[np.ndarray]]]]], path: Path) -> Path:
+def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, list[np.ndarray]]]]], path: Path, *,
+                   smoke: bool = False) -> Path:
     """One row per mixer; per image, the input then the cluster map of each chosen layer."""
     plt = pyplot()
     layers = len(maps[0][1])
@@ -221,7 +225,8 @@ def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, l
         for axis in axes[m]:
             axis.set_xticks([])
             axis.set_yticks([])
-    fig.suptitle("Figure 5: token clusters (spectral clustering, 4 clusters) per mixer and layer", fontsize=10)
+    fig.suptitle(figure_title("Figure 5: token clusters (spectral clustering, 4 clusters) per mixer and layer", smoke),
+                 fontsize=10)
     return save_figure(fig, path)
 
 
@@ -281,25 +286,31 @@ def figure6_section(runs: list[dict[str, Any]], out_dir: Path, *, num_images: in
                   "zero before softshrink": f"{layer['zero_before']:.3f}"} for layer in layers]
     if not spectra:
         return Section("figure6", title, intro, notes=notes, missing="no AFNO run with softshrink could be rebuilt")
-    figure = _plot_spectra(spectra, out_dir / "figure6_spectra.png")
+    figure = _plot_spectra(spectra, out_dir / "figure6_spectra.png", smoke=is_smoke(runs))
     return Section("figure6", title, intro, tables={"figure6": rows}, figures=[figure], notes=notes)
 
 
-def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path) -> Path:
-    """Top: the first run's spectrum per layer (Table 2's AFNO when there is one); bottom: the
-    fraction softshrink zeroes per layer for every run."""
+def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path, *, smoke: bool = False) -> Path:
+    """Top: the first run's spectrum per layer (Table 2's AFNO when there is one), the vertical axis
+    in signed frequencies (zero at the centre); bottom: the fraction softshrink zeroes per layer for
+    every run."""
     plt = pyplot()
     name, layers = spectra[0]
-    fig = plt.figure(figsize=(max(8.0, 2.6 * len(layers)), 6.5))
+    fig = plt.figure(figsize=(max(9.0, 2.6 * len(layers)), 8))
     grid = fig.add_gridspec(2, len(layers), height_ratios=(1, 1.1))
     for c, layer in enumerate(layers):
         axis = fig.add_subplot(grid[0, c])
         image = np.fft.fftshift(layer["log_magnitude"], axes=0)
-        shown = axis.imshow(image, cmap="viridis", aspect="auto", origin="lower")
+        rows, cols = image.shape
+        # After fftshift, row 0 holds frequency -(rows // 2): label the rows with the signed frequencies.
+        low = -(rows // 2)
+        shown = axis.imshow(image, cmap="viridis", aspect="auto", origin="lower",
+                            extent=(-0.5, cols - 0.5, low - 0.5, low + rows - 0.5))
         fig.colorbar(shown, ax=axis, fraction=0.046, label="log10 |z|")
-        axis.set_title(f"{name}, layer {layer['layer']}", fontsize=8)
+        short = name.split(" [")[0] + (" (mixer off)" if " [" in name else "")
+        axis.set_title(f"{short}, layer {layer['layer']}", fontsize=8)
         axis.set_xlabel("W frequency (rfft half)", fontsize=7)
-        axis.set_ylabel("H frequency (centred)", fontsize=7)
+        axis.set_ylabel("H frequency (signed, 0 at the centre)", fontsize=7)
         axis.tick_params(labelsize=6)
     line = fig.add_subplot(grid[1, :])
     for label, found in spectra:
@@ -309,8 +320,8 @@ def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path) -
     line.set_ylim(-0.02, 1.02)
     line.set_xticks(sorted({l["layer"] for _, found in spectra for l in found}))
     line.grid(True, alpha=0.3)
-    line.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Figure 6: AFNO's spectrum after soft-thresholding", fontsize=10)
+    line.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    fig.suptitle(figure_title("Figure 6: AFNO's spectrum after soft-thresholding", smoke), fontsize=10)
     return save_figure(fig, path)
 
 
@@ -333,7 +344,7 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
     title = "Zero-shot resolution transfer (inpainting, no retraining)"
     intro = ("Each Table 2 model, trained at one image size, is scored on its own evaluation images at other sizes "
              "(0.5x to 2x) with its own checkpoint, position embedding resampled, masks drawn by the run's reading at "
-             "the new size. No anchor has this study; a mixer whose weights are tied to the training grid says why.")
+             "the new size. The paper has no such study; a mixer whose weights are tied to the training grid says why.")
     if not runs:
         return Section("resolution", title, intro, missing="no completed Table 2 run yet: "
                        "`python train.py -m experiment=table2_inpainting` (or `make reproduce-all`) makes them.")
@@ -368,21 +379,30 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
             rows.append(row)
     if not rows:
         return Section("resolution", title, intro, notes=notes, missing="no run could be rebuilt (see the notes)")
-    figure = _plot_resolution(curves, {int(r.get("image_size") or 0) for r in runs}, out_dir / "resolution_transfer.png")
+    figure = _plot_resolution(curves, {int(r.get("image_size") or 0) for r in runs}, out_dir / "resolution_transfer.png",
+                              smoke=is_smoke(runs))
     return Section("resolution", title, intro, tables={"resolution": rows}, figures=[figure], notes=notes)
 
 
-def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[int], path: Path) -> Path:
+def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[int], path: Path, *,
+                     smoke: bool = False) -> Path:
+    """One curve per model, each with its own marker and line style and a small sideways offset, so
+    that curves that coincide (GFN's and Long-Short's at smoke size) stay visible."""
     plt = pyplot()
-    fig, axis = plt.subplots(figsize=(6, 4))
-    for name, points in sorted(curves.items()):
+    fig, axis = plt.subplots(figsize=(6.5, 4.5))
+    styles = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))))
+    shift = 0.006 * max((s for points in curves.values() for s, _ in points), default=0)
+    for index, (name, points) in enumerate(sorted(curves.items())):
         points.sort()
-        axis.plot([s for s, _ in points], [p for _, p in points], "o-", label=name.split("/")[-1])
+        marker, line = styles[index % len(styles)]
+        offset = (index - (len(curves) - 1) / 2) * shift
+        axis.plot([s + offset for s, _ in points], [p for _, p in points], marker=marker, linestyle=line,
+                  markersize=8 - index, markerfacecolor="none" if index % 2 else None, label=name.split("/")[-1])
     for size in sorted(trained):
         axis.axvline(size, color="grey", linestyle="--", linewidth=1, label=f"trained at {size}")
-    axis.set_xlabel("evaluation image size (pixels)")
+    axis.set_xlabel("evaluation image size (pixels; curves shifted apart slightly)")
     axis.set_ylabel("inpainting PSNR (dB)")
-    axis.set_title("Zero-shot resolution transfer")
+    axis.set_title(figure_title("Zero-shot resolution transfer", smoke), fontsize=9)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
     return save_figure(fig, path)
