@@ -360,7 +360,7 @@ def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
             state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
             lines.append(f"{number:>2}. {step.experiment}: {len(step.points)} runs, {state}{needs}: {what}")
             for choice, command in zip(step.chosen, step.commands):
-                lines.append(f"    {' '.join(choice['point'])} ({noise['metric']} {choice['value']:.4g})")
+                lines.append(f"    {' '.join(choice['point'])} ({noise['metric']} {choice['value']:.6g})")
                 lines.append(f"    {shlex.join(command)}")
             continue
         state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
@@ -522,7 +522,8 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
             print(f"error: {name} {value}: give a positive whole number.", file=sys.stderr)
             return 2
     # Rows are measured without their pretraining runs: --only names exactly the experiments to measure.
-    measured = [step for step in steps if not args.only or step.experiment in args.only]
+    # A noise step's reruns cost what the rows they repeat cost.
+    measured = [step for step in steps if not isinstance(step, NoiseStep) and (not args.only or step.experiment in args.only)]
     rows = [(step.experiment, point) for step in measured for point in step.points
             if not args.rows or any(word in " ".join(point) for word in args.rows)]
     if not rows:
