@@ -11,6 +11,16 @@ through the configured launcher (``--launcher slurm`` submits every sweep to Slu
 before finetuning. Then the scaling study of Table 1 (``scripts/model_table.py --scaling``) and the
 report (``outputs/report/<scale>/index.html``).
 
+Run-to-run noise: a sweep whose report names a best point (Figure 4's) declares ``noise`` in its
+experiment file, e.g. ``noise: {rerun_best: 2, seed: 1, metric: psnr, mode: max}``. Once every run
+of the sweep is complete, the step ``<experiment>_noise`` takes its ``rerun_best`` best points by
+``result.<metric>`` (the best and the runner-up) and trains each again with ``seed=<seed>``, one
+multirun of one job per point in a fixed folder, ``<root>/<experiment>_seed<seed>/<point>``. The
+reruns record the same ``experiment`` and ``mixer_options`` as the runs they repeat and another
+``seed``: the report reads the spread from those pairs. A finetuning rerun starts, through
+``pretrained=auto``, from the pretraining run of its own seed where one exists (the pretraining
+sweep's own reruns), else from the trunk the sweep's run used (:mod:`afno_repro.pretrained`).
+
 Resuming: every run has a fixed folder, so a second invocation finds what the first left.
 ``resume=auto`` (:func:`afno_repro.runs.auto_resume`) makes a completed run return its recorded
 result without training, resumes a killed one from its ``last.ckpt`` and restarts one that had
@@ -51,7 +61,7 @@ from typing import Any, Sequence
 from afno_repro.config import sweep_points
 from afno_repro.runs import find_runs, write_json
 
-__all__ = ["Step", "build_plan", "main", "order", "run_plan"]
+__all__ = ["NoiseStep", "Step", "build_plan", "choose_reruns", "main", "noise_declaration", "order", "run_plan"]
 
 SCALES = ("smoke", "paper")
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +91,126 @@ class Step:
     def as_dict(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "needs": self.needs, "command": shlex.join(self.command),
                 "sweep_dir": str(self.sweep_dir), "runs": len(self.points), "done": self.done, "data": self.data}
+
+    def count_done(self) -> None:
+        """Set :attr:`done` from the completed runs below the step's folder."""
+        records = find_runs(self.sweep_dir, experiment=self.experiment)
+        self.done = sum(_is_done(point, records) for point in self.points)
+
+
+@dataclass
+class NoiseStep(Step):
+    """The reruns that measure a sweep's run-to-run spread (its experiment's ``noise``): its best
+    ``rerun_best`` points, chosen once :attr:`sweep` is complete (:meth:`choose`), trained again with
+    ``seed``. :attr:`experiment` is ``<sweep>_noise``; the runs record the sweep's experiment name.
+
+    Each point is one multirun of one job in ``<sweep_dir>/<point folder>`` (``sweep_dir`` is
+    ``<root>/<experiment>_seed<seed>``): a fixed folder, resumable, and launched through the same
+    launcher as the sweep (a Slurm job with ``--launcher slurm``).
+    """
+
+    sweep: Step | None = None
+    noise: dict[str, Any] = field(default_factory=dict)
+    template: list[str] = field(default_factory=list)  # the sweep's command up to its folder overrides
+    chosen: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
+    ready: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.ready and self.done == len(self.points)
+
+    @property
+    def of(self) -> str:
+        return self.sweep.experiment
+
+    def choose(self) -> None:
+        """Pick the points to rerun from the sweep's completed runs and count those already rerun."""
+        records = find_runs(self.sweep.sweep_dir, experiment=self.of)
+        self.chosen = choose_reruns(self.sweep.points, records, self.noise)
+        seed = f"seed={self.noise['seed']}"
+        self.points = [[*choice["point"], seed] for choice in self.chosen]
+        self.commands = [[*self.template, *choice["point"], seed, "resume=auto", f"runs_root={self.sweep_dir.parent}",
+                          f"hydra.sweep.dir={self.sweep_dir / _point_folder(choice['point'], self.sweep.points)}"]
+                         for choice in self.chosen]
+        self.ready = True
+        records = find_runs(self.sweep_dir, experiment=self.of)
+        self.done = sum(_is_done(point, records) for point in self.points)
+
+    def count_done(self) -> None:
+        self.choose()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "kind": "noise", "of": self.of, "noise": self.noise,
+                "chosen": self.chosen, "commands": [shlex.join(command) for command in self.commands],
+                "runs": len(self.points) if self.ready else self.noise["rerun_best"]}
+
+
+_MODES = ("max", "min")
+
+
+def noise_declaration(name: str, cfg: Any) -> dict[str, Any] | None:
+    """The experiment's ``noise`` declaration, checked: ``{"rerun_best", "seed", "metric", "mode"}`` or None.
+
+    >>> noise_declaration("fig4_sparsity", {"noise": {"rerun_best": 2, "seed": 1, "metric": "psnr"}})
+    {'rerun_best': 2, 'seed': 1, 'metric': 'psnr', 'mode': 'max'}
+    """
+    noise = cfg.get("noise")
+    if not noise:
+        return None
+    noise = dict(noise)
+    declared = {"rerun_best": noise.pop("rerun_best", 2), "seed": noise.pop("seed", None),
+                "metric": noise.pop("metric", None), "mode": noise.pop("mode", "max")}
+    problems = [f"unknown key(s) {', '.join(sorted(noise))}"] if noise else []
+    if isinstance(declared["rerun_best"], bool) or not isinstance(declared["rerun_best"], int) or declared["rerun_best"] < 1:
+        problems.append(f"rerun_best={declared['rerun_best']!r} is not a whole number >= 1")
+    if isinstance(declared["seed"], bool) or not isinstance(declared["seed"], int):
+        problems.append(f"seed={declared['seed']!r} is not a whole number (the seed of the reruns, not the sweep's)")
+    if not isinstance(declared["metric"], str) or not declared["metric"]:
+        problems.append(f"metric={declared['metric']!r} does not name a key of the runs' `result` (e.g. psnr, miou)")
+    if declared["mode"] not in _MODES:
+        problems.append(f"mode={declared['mode']!r} is not max or min")
+    if problems:
+        raise ValueError(f"configs/experiment/{name}.yaml declares `noise` with {'; '.join(problems)}. It reads "
+                         "`noise: {rerun_best: 2, seed: 1, metric: psnr, mode: max}`: after the sweep, its rerun_best "
+                         "best points by result.<metric> (higher is better with mode max) are trained again with "
+                         "seed=<seed>.")
+    return declared
+
+
+def choose_reruns(points: list[list[str]], records: list[dict[str, Any]], noise: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``noise["rerun_best"]`` best points of a completed sweep by ``result[noise["metric"]]``.
+
+    Each point is scored by the newest record whose overrides hold it (:func:`afno_repro.runs.find_runs`
+    lists newest first); a point with no record or no finite number is left out; ties keep the sweep's
+    order. Returns ``[{"point", "value", "run_dir"}, ...]``, best first.
+
+    >>> records = [{"overrides": ["k=1"], "result": {"psnr": 12.0}}, {"overrides": ["k=2"], "result": {"psnr": 12.5}},
+    ...            {"overrides": ["k=3"], "result": {"psnr": None}}]
+    >>> [c["point"] for c in choose_reruns([["k=1"], ["k=2"], ["k=3"]], records, {"rerun_best": 2, "metric": "psnr",
+    ...                                                                          "mode": "max"})]
+    [['k=2'], ['k=1']]
+    """
+    scored = []
+    for index, point in enumerate(points):
+        record = next((r for r in records if set(point) <= set(r.get("overrides") or [])), None)
+        value = ((record or {}).get("result") or {}).get(noise["metric"])
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
+            scored.append((value if noise["mode"] == "min" else -value, index, point, value, record.get("run_dir")))
+    scored.sort(key=lambda item: (item[0], item[1]))
+    return [{"point": point, "value": value, "run_dir": run_dir}
+            for _, _, point, value, run_dir in scored[:noise["rerun_best"]]]
+
+
+def _point_folder(point: list[str], points: list[list[str]]) -> str:
+    """A folder name for ``point`` from the overrides that differ across the sweep (``sparsity_threshold-0.01``).
+
+    >>> _point_folder(["paper_model=table6/afno", "mixer.num_blocks=8"], [["paper_model=table6/afno", "mixer.num_blocks=4"]])
+    'num_blocks-8'
+    """
+    varying = [override for override in point if not all(override in other for other in points)] or point
+    words = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, _, value in (o.partition("=") for o in varying)]
+    return "_".join(words).replace("/", "-") or "run"
 
 
 @lru_cache(maxsize=None)
@@ -167,23 +297,31 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
                 keep.add(name)
                 stack += needs[name]
         wanted = [name for name in wanted if name in keep]
-    steps = []
+    steps: list[Step] = []
     for name in wanted:
         cfg = configs[name]
+        noise = noise_declaration(name, cfg)
         points = sweep_points(name, *(["debug=smoke"] if scale == "smoke" else []))
         data = _DATA_OPTIONS.get(cfg.hydra.runtime.choices.get("data"))
         sweep_dir = root / name
-        command = ["python", "train.py", "-m", f"experiment={name}"]
+        template = ["python", "train.py", "-m", f"experiment={name}"]
         if scale == "smoke":
-            command.append("debug=smoke")
+            template.append("debug=smoke")
         elif data and (data_roots or {}).get(data):
-            command.append(f"data.root={data_roots[data]}")
+            template.append(f"data.root={data_roots[data]}")
         if name == "fig1_trunks" and scale == "paper" and (data_roots or {}).get("swin"):
-            command.append(f"swin_checkpoints={data_roots['swin']}")
-        command += [*extra, "resume=auto", f"runs_root={root}", f"hydra.sweep.dir={sweep_dir}"]
-        records = find_runs(sweep_dir, experiment=name)
-        done = sum(_is_done(point, records) for point in points)
-        steps.append(Step(name, needs[name], points, data, sweep_dir, command, done))
+            template.append(f"swin_checkpoints={data_roots['swin']}")
+        template += extra
+        command = [*template, "resume=auto", f"runs_root={root}", f"hydra.sweep.dir={sweep_dir}"]
+        step = Step(name, needs[name], points, data, sweep_dir, command)
+        step.count_done()
+        steps.append(step)
+        if noise:
+            rerun = NoiseStep(f"{name}_noise", [name], [], data, root / f"{name}_seed{noise['seed']}", sweep=step,
+                              noise=noise, template=template)
+            if step.complete:
+                rerun.choose()
+            steps.append(rerun)
     return steps
 
 
@@ -203,10 +341,29 @@ def _missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> 
 
 def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
     """The ``--dry-run`` text: each experiment, what it needs, its runs done, its folder and command."""
-    lines = [f"Plan under {root} ({sum(len(s.points) for s in steps)} runs in {len(steps)} experiments):"]
+    runs = sum(len(s.points) if not isinstance(s, NoiseStep) or s.ready else s.noise["rerun_best"] for s in steps)
+    experiments = sum(not isinstance(s, NoiseStep) for s in steps)
+    reruns = len(steps) - experiments
+    lines = [f"Plan under {root} ({runs} runs in {experiments} experiments"
+             f"{f' and {reruns} noise steps' if reruns else ''}):"]
     for number, step in enumerate(steps, 1):
-        state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
         needs = f", after {', '.join(step.needs)}" if step.needs else ""
+        if isinstance(step, NoiseStep):
+            noise = step.noise
+            what = (f"the best {noise['rerun_best']} of {step.of} by result.{noise['metric']} ({noise['mode']}) trained "
+                    f"again with seed={noise['seed']} (the run-to-run spread)")
+            if not step.ready:
+                lines.append(f"{number:>2}. {step.experiment}: {noise['rerun_best']} runs, chosen when {step.of} is "
+                             f"complete{needs}: {what}")
+                lines.append(f"    -> {step.sweep_dir}/<point>")
+                continue
+            state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
+            lines.append(f"{number:>2}. {step.experiment}: {len(step.points)} runs, {state}{needs}: {what}")
+            for choice, command in zip(step.chosen, step.commands):
+                lines.append(f"    {' '.join(choice['point'])} ({noise['metric']} {choice['value']:.6g})")
+                lines.append(f"    {shlex.join(command)}")
+            continue
+        state = "done" if step.complete else f"{step.done}/{len(step.points)} runs done"
         lines.append(f"{number:>2}. {step.experiment}: {len(step.points)} runs, {state}{needs}")
         lines.append(f"    {shlex.join(step.command)}")
     lines.append(f"then: Table 1's scaling study -> {root / 'table1_scaling' / 'scaling.json'}")
@@ -215,13 +372,24 @@ def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
 
 
 def _run_step(step: Step, log_dir: Path) -> int:
-    """Launch one experiment's multirun; its output goes to the terminal and to ``log_dir``."""
+    """Launch one experiment's multirun (a noise step: one multirun per point not yet rerun); the output
+    goes to the terminal and to ``log_dir``. The exit status: the first non-zero one, else 0."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"\n==> {step.experiment} ({len(step.points) - step.done} of {len(step.points)} runs to do)\n"
-          f"    {shlex.join(step.command)}", flush=True)
-    with open(log_dir / f"{step.experiment}.log", "ab") as log:
+    print(f"\n==> {step.experiment} ({len(step.points) - step.done} of {len(step.points)} runs to do)", flush=True)
+    if not isinstance(step, NoiseStep):
+        return _launch(step.command, log_dir / f"{step.experiment}.log")
+    records = find_runs(step.sweep_dir, experiment=step.of)
+    statuses = [_launch(command, log_dir / f"{step.experiment}.log")
+                for point, command in zip(step.points, step.commands) if not _is_done(point, records)]
+    return next((status for status in statuses if status), 0)
+
+
+def _launch(command: list[str], log_path: Path) -> int:
+    """Run ``python train.py ...`` (``command``) with its output on the terminal and appended to ``log_path``."""
+    print(f"    {shlex.join(command)}", flush=True)
+    with open(log_path, "ab") as log:
         # train.py of this checkout, run in the current folder: outputs/ and the sweep folders are the user's.
-        process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *step.command[2:]], cwd=os.getcwd(), stdout=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *command[2:]], cwd=os.getcwd(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT)
         try:
             for line in process.stdout:
@@ -285,8 +453,11 @@ def build_report(root: Path, report_dir: Path, steps: list[Step], scaling: dict[
     figures.mkdir(parents=True, exist_ok=True)
     table2 = [run for run in runs if run.get("experiment") == "table2_inpainting"]
     # Figure 6: Table 2's AFNO and Figure 4's thresholds (how much softshrink zeroes as lambda grows).
+    # The sweeps' own runs: a noise rerun (another seed, <root>/<experiment>_seed<n>) would show a second
+    # model of the same label.
     afno = [run for run in runs if run.get("mixer") == "afno" and run.get("experiment") in ("table2_inpainting",
-                                                                                          "fig4_sparsity")]
+                                                                                          "fig4_sparsity")
+            and Path(run.get("run_dir") or "").is_relative_to(root / run["experiment"])]
     extra = [figure5_section(table2, figures), figure6_section(afno, figures), resolution_section(table2, figures)]
     if (root / "preflight.json").is_file():
         from afno_repro.preflight import preflight_section
@@ -303,17 +474,18 @@ def run_plan(steps: list[Step], root: Path, scale: str, report_dir: Path, *, for
     """Run every incomplete step in order, then the scaling study and the report; the exit status."""
     failed: list[str] = []
     for step in steps:
+        blocked = [need for need in step.needs if need in failed]
+        if isinstance(step, NoiseStep) and not blocked:
+            step.choose()  # the sweep completed in this invocation or an earlier one
         if step.complete:
             print(f"{step.experiment}: all {len(step.points)} runs completed, not run again", flush=True)
             continue
-        blocked = [need for need in step.needs if need in failed]
         if blocked:
             print(f"{step.experiment}: skipped, it needs {', '.join(blocked)}, which did not complete", flush=True)
             failed.append(step.experiment)
             continue
         status = _run_step(step, root / "logs")
-        records = find_runs(step.sweep_dir, experiment=step.experiment)
-        step.done = sum(_is_done(point, records) for point in step.points)
+        step.count_done()
         if status != 0 or not step.complete:
             print(f"{step.experiment}: {step.done} of {len(step.points)} runs completed (exit {status}); "
                   f"see {step.sweep_dir}/summary.md and {root / 'logs' / (step.experiment + '.log')}", file=sys.stderr,
@@ -350,7 +522,8 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
             print(f"error: {name} {value}: give a positive whole number.", file=sys.stderr)
             return 2
     # Rows are measured without their pretraining runs: --only names exactly the experiments to measure.
-    measured = [step for step in steps if not args.only or step.experiment in args.only]
+    # A noise step's reruns cost what the rows they repeat cost.
+    measured = [step for step in steps if not isinstance(step, NoiseStep) and (not args.only or step.experiment in args.only)]
     rows = [(step.experiment, point) for step in measured for point in step.points
             if not args.rows or any(word in " ".join(point) for word in args.rows)]
     if not rows:

@@ -9,8 +9,10 @@ An experiment declares what it builds on, in its own file (``configs/experiment/
 
 ``pretrained=auto`` (the default of the finetuning experiments) takes the newest completed run below
 ``runs_root`` with that experiment, that row and the same trunk (:func:`afno_repro.runs.trunk_hash`:
-architecture, mixer, widths, image size; the head may differ), and starts from the checkpoint that
-run selected (its ``best_checkpoint``). ``pretrained=<file.ckpt>`` starts from that file;
+architecture, mixer, widths, image size; the head may differ), of the same ``seed`` where there is
+one (``make reproduce-all``'s seed-1 noise reruns of a pretraining sweep sit beside its seed-0 runs:
+each finetuning run keeps to its own seed, and a seed-1 rerun with no seed-1 trunk takes the seed-0
+one), and starts from the checkpoint that run selected (its ``best_checkpoint``). ``pretrained=<file.ckpt>`` starts from that file;
 ``pretrained=null`` trains from scratch. When nothing is found, the error names the command that
 makes the pretraining run; an experiment with ``make_if_missing: true`` (the CPU demo) runs that
 command itself first. ``make reproduce-all`` reads the same declaration.
@@ -93,9 +95,12 @@ def pretraining_command(cfg: DictConfig, needs: dict[str, Any], overrides: Seque
 
 
 def find_pretraining_run(cfg: DictConfig, needs: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest completed run that :func:`resolve_pretrained` would start from, or None."""
-    runs = find_runs(cfg.get("runs_root") or "outputs", **_match(cfg, needs))
-    return next((run for run in runs if run.get("best_checkpoint") and Path(run["best_checkpoint"]).is_file()), None)
+    """The newest completed run that :func:`resolve_pretrained` would start from, or None: of this run's
+    seed where there is one, else of any seed."""
+    runs = [run for run in find_runs(cfg.get("runs_root") or "outputs", **_match(cfg, needs))
+            if run.get("best_checkpoint") and Path(run["best_checkpoint"]).is_file()]
+    same_seed = [run for run in runs if run.get("seed") == cfg.get("seed")]
+    return next(iter(same_seed or runs), None)
 
 
 def resolve_pretrained(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any] | None:

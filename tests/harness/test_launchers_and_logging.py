@@ -32,6 +32,9 @@ def test_two_process_evaluation_equals_one_process(train, tmp_path, metrics_of):
     for name in ("masked_input", "biharmonic"):
         assert abs(one["baselines"][name]["psnr"] - two["baselines"][name]["psnr"]) < 1e-5, name
     assert one["selection"]["num_images"] == two["selection"]["num_images"]
+    # The AFNO activity counts are summed over the processes: the same shares from the same 5 images.
+    assert one["mixer_activity"]["num_images"] == two["mixer_activity"]["num_images"] == 5
+    assert two["mixer_activity"]["spectrum_zeroed"] == pytest.approx(one["mixer_activity"]["spectrum_zeroed"], abs=1e-6)
     assert abs(one["selection"]["final"]["psnr"] - two["selection"]["final"]["psnr"]) < 1e-5
 
 

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import background
-from afno_repro.pipeline import build_plan, declared_experiments, order
+from afno_repro import pipeline
+from afno_repro.pipeline import NoiseStep, build_plan, choose_reruns, declared_experiments, format_plan, noise_declaration, order
 from afno_repro.report.flags import SMOKE_LABEL
 from afno_repro.report.sweep import collect
 from afno_repro.runs import auto_resume, find_runs
@@ -60,7 +61,7 @@ def test_every_experiment_completes_pretraining_first(reproduced):
     cwd, result = reproduced
     root = cwd / "outputs" / "reproduce" / "smoke"
     steps = build_plan(root, "smoke")
-    assert {step.experiment for step in steps} == set(declared_experiments())
+    assert {step.experiment for step in steps if not isinstance(step, NoiseStep)} == set(declared_experiments())
     assert all(step.complete for step in steps), [(s.experiment, s.done, len(s.points)) for s in steps]
     launched = re.findall(r"^==> (\w+) \(", result.stdout, re.MULTILINE)
     assert launched == [step.experiment for step in steps]
@@ -98,6 +99,16 @@ def test_every_experiment_completes_pretraining_first(reproduced):
     assert sorted(r["mixer_options"]["sparsity_threshold"] for r in _runs(cwd, "fig4_sparsity_finetune")) == thresholds
     assert sorted(r["mixer_options"]["num_blocks"] for r in _runs(cwd, "fig4_blocks")) == [1, 2, 4, 8, 16, 32, 64]
     assert all(r["result"]["psnr"] is not None for e in ("fig4_sparsity", "fig4_blocks") for r in _runs(cwd, e))
+    # Figure 4's noise steps: each sweep's best two points, by its metric, trained again with seed 1 in
+    # <root>/<sweep>_seed1, recording the sweep's experiment and the mixer options of the run they repeat.
+    for sweep, metric in (("fig4_sparsity", "psnr"), ("fig4_sparsity_finetune", "miou"), ("fig4_blocks", "psnr")):
+        reruns = find_runs(root / f"{sweep}_seed1", experiment=sweep)
+        assert len(reruns) == 2 and all(r["seed"] == 1 for r in reruns), sweep
+        originals = _runs(cwd, sweep)
+        assert all(r["seed"] == 0 for r in originals)
+        repeated = [next(o for o in originals if o["mixer_options"] == r["mixer_options"]) for r in reruns]
+        top_two = sorted((o["result"][metric] for o in originals), reverse=True)[:2]
+        assert sorted((o["result"][metric] for o in repeated), reverse=True) == top_two, sweep
 
 
 @pytest.mark.slow
@@ -140,7 +151,7 @@ def test_a_second_invocation_runs_nothing(reproduced):
     result = _run("make reproduce-all SCALE=smoke", cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "==> " not in result.stdout and "report up to date" in result.stdout
-    assert result.stdout.count("not run again") == len(declared_experiments())
+    assert result.stdout.count("not run again") == len(build_plan(root, "smoke"))  # the noise steps' reruns too
     assert {path: path.stat().st_mtime_ns for path in kept} == before
 
 
@@ -281,3 +292,123 @@ def test_paper_scale_pipeline_starts_table2_and_stops_cleanly_on_ctrl_c(tmp_path
     metrics = json.loads(metrics_file.read_text())
     assert metrics["status"] == "interrupted" and metrics["image_size"] == 224 and metrics["data"] == "imagenet"
     assert "Traceback" not in output
+
+
+def _fake_run(folder: Path, experiment: str, overrides: list[str], result: dict, seed: int = 0, **fields) -> Path:
+    """A completed run's metrics.json as train.py writes it (the fields the pipeline reads)."""
+    folder.mkdir(parents=True)
+    record = {"status": "completed", "experiment": experiment, "seed": seed, "run_dir": str(folder),
+              "overrides": [f"experiment={experiment}", "debug=smoke", *overrides, f"seed={seed}", "resume=auto"],
+              "result": result, **fields}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder
+
+
+FIG4_PSNR = {"0": 12.0, "0.001": 12.3, "0.01": 12.9, "0.1": 13.1, "1": 12.95, "10": float("nan")}
+
+
+def test_the_plan_reruns_each_sweep_that_names_a_best_after_it(tmp_path):
+    steps = build_plan(tmp_path, "smoke")
+    names = [step.experiment for step in steps]
+    noise = [step for step in steps if isinstance(step, NoiseStep)]
+    assert [step.experiment for step in noise] == ["fig4_blocks_noise", "fig4_sparsity_noise", "fig4_sparsity_finetune_noise"]
+    for step in noise:
+        assert names.index(step.experiment) == names.index(step.of) + 1 and step.needs == [step.of]
+        assert not step.ready and not step.complete and step.sweep_dir == tmp_path / f"{step.of}_seed1"
+    assert {step.of: (step.noise["metric"], step.noise["seed"], step.noise["rerun_best"]) for step in noise} == {
+        "fig4_blocks": ("psnr", 1, 2), "fig4_sparsity": ("psnr", 1, 2), "fig4_sparsity_finetune": ("miou", 1, 2)}
+    text = format_plan(steps, tmp_path, tmp_path / "report")
+    assert "fig4_sparsity_noise: 2 runs, chosen when fig4_sparsity is complete, after fig4_sparsity" in text
+    assert "(81 runs in 12 experiments and 3 noise steps)" in text.splitlines()[0]
+    # --only keeps a sweep's noise step with it.
+    assert [s.experiment for s in build_plan(tmp_path, "smoke", only=["fig4_blocks"])] == ["fig4_blocks", "fig4_blocks_noise"]
+
+
+def test_a_complete_sweep_reruns_its_best_and_runner_up_with_the_other_seed(tmp_path, monkeypatch):
+    """Chosen from fake completed runs (no training): the two best PSNRs (a NaN never counts), their
+    commands, their fixed folders; a rerun already done is not launched again."""
+    for index, (threshold, psnr) in enumerate(FIG4_PSNR.items()):
+        _fake_run(tmp_path / "fig4_sparsity" / f"{index}_run", "fig4_sparsity",
+                  ["paper_model=table6/afno", f"mixer.sparsity_threshold={threshold}"], {"psnr": psnr})
+    sweep, noise = build_plan(tmp_path, "smoke", only=["fig4_sparsity"])
+    assert sweep.complete and noise.ready and noise.done == 0 and not noise.complete
+    assert [(c["point"][1], c["value"]) for c in noise.chosen] == [("mixer.sparsity_threshold=0.1", 13.1),
+                                                                   ("mixer.sparsity_threshold=1", 12.95)]
+    folder = tmp_path / "fig4_sparsity_seed1"
+    assert noise.commands == [
+        ["python", "train.py", "-m", "experiment=fig4_sparsity", "debug=smoke", "paper_model=table6/afno",
+         f"mixer.sparsity_threshold={value}", "seed=1", "resume=auto", f"runs_root={tmp_path}",
+         f"hydra.sweep.dir={folder / f'sparsity_threshold-{value}'}"] for value in ("0.1", "1")]
+    text = format_plan([sweep, noise], tmp_path, tmp_path / "report")
+    assert "fig4_sparsity_noise: 2 runs, 0/2 runs done, after fig4_sparsity" in text and "(psnr 13.1)" in text
+
+    # The runner-up's rerun is done (its own seed, its folder): only the best one is launched.
+    _fake_run(folder / "sparsity_threshold-1" / "0_run", "fig4_sparsity",
+              ["paper_model=table6/afno", "mixer.sparsity_threshold=1"], {"psnr": 12.7}, seed=1)
+    launched = []
+    monkeypatch.setattr(pipeline, "_launch", lambda command, log: launched.append(command) or 0)
+    sweep, noise = build_plan(tmp_path, "smoke", only=["fig4_sparsity"])
+    assert noise.done == 1
+    assert pipeline._run_step(noise, tmp_path / "logs") == 0 and launched == [noise.commands[0]]
+    # A rerun's score never changes the choice: it is read from the sweep's own folder.
+    _fake_run(folder / "sparsity_threshold-0.1" / "0_run", "fig4_sparsity",
+              ["paper_model=table6/afno", "mixer.sparsity_threshold=0.1"], {"psnr": 1.0}, seed=1)
+    sweep, noise = build_plan(tmp_path, "smoke", only=["fig4_sparsity"])
+    assert noise.complete and [c["value"] for c in noise.chosen] == [13.1, 12.95]
+    assert "fig4_sparsity_noise: 2 runs, done" in format_plan([sweep, noise], tmp_path, tmp_path)
+
+
+def test_an_incomplete_sweep_chooses_nothing_yet(tmp_path):
+    _fake_run(tmp_path / "fig4_blocks" / "0_run", "fig4_blocks", ["paper_model=table6/afno", "mixer.num_blocks=8"],
+              {"psnr": 13.0})
+    sweep, noise = build_plan(tmp_path, "smoke", only=["fig4_blocks"])
+    assert sweep.done == 1 and not sweep.complete and not noise.ready and noise.chosen == []
+
+
+def test_choosing_follows_the_mode_and_skips_runs_without_a_number():
+    points = [["k=1"], ["k=2"], ["k=3"], ["k=4"]]
+    records = [{"overrides": ["k=1"], "result": {"loss": 0.5}}, {"overrides": ["k=2"], "result": {"loss": 0.2}},
+               {"overrides": ["k=3"], "result": {"loss": None}}, {"overrides": ["k=4"], "result": {"loss": 0.2}}]
+    lowest = choose_reruns(points, records, {"rerun_best": 2, "metric": "loss", "mode": "min"})
+    assert [c["point"] for c in lowest] == [["k=2"], ["k=4"]]  # a tie keeps the sweep's order
+    highest = choose_reruns(points, records, {"rerun_best": 3, "metric": "loss", "mode": "max"})
+    assert [c["point"] for c in highest] == [["k=1"], ["k=2"], ["k=4"]]
+
+
+@pytest.mark.parametrize("noise, words", [
+    ({"rerun_best": 0, "seed": 1, "metric": "psnr"}, "rerun_best=0 is not a whole number >= 1"),
+    ({"rerun_best": 2, "metric": "psnr"}, "seed=None is not a whole number"),
+    ({"rerun_best": 2, "seed": 1, "metric": "psnr", "mode": "highest"}, "mode='highest' is not max or min"),
+    ({"seed": 1, "metric": "psnr", "reruns": 2}, "unknown key(s) reruns"),
+])
+def test_a_bad_noise_declaration_is_named(noise, words):
+    with pytest.raises(ValueError) as error:
+        noise_declaration("fig4_blocks", {"noise": noise})
+    assert words in str(error.value) and "configs/experiment/fig4_blocks.yaml" in str(error.value)
+
+
+def test_a_rerun_finetunes_the_trunk_of_its_own_seed_else_the_sweeps(tmp_path):
+    """pretrained=auto, as a seed-1 rerun of fig4_sparsity_finetune resolves it: the seed-1 pretraining run of
+    its lambda where there is one (even when older), else the seed-0 one; a seed-0 run keeps to seed 0 even
+    when a seed-1 rerun of its trunk is newer."""
+    from afno_repro.config import compose
+    from afno_repro.pretrained import _match, _needs, find_pretraining_run
+
+    def cfg(seed: int):
+        return compose(["experiment=fig4_sparsity_finetune", "debug=smoke", "mixer.sparsity_threshold=0.01",
+                        f"seed={seed}", f"runs_root={tmp_path}"])
+
+    fields = _match(cfg(0), _needs(cfg(0)))
+    assert fields.pop("experiment") == "fig4_sparsity"
+    runs = {}
+    for seed, folder in ((1, "fig4_sparsity_seed1/a"), (0, "fig4_sparsity/b")):  # the seed-0 run is the newer
+        run_dir = tmp_path / folder
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+        _fake_run(run_dir / "run", "fig4_sparsity", ["mixer.sparsity_threshold=0.01"], {"psnr": 12.0}, seed=seed,
+                  **{**fields, "best_checkpoint": str(run_dir / "checkpoints" / "best.ckpt")})
+        runs[seed] = str(run_dir / "run")
+        time.sleep(0.02)
+    assert find_pretraining_run(cfg(1), _needs(cfg(1)))["run_dir"] == runs[1]
+    assert find_pretraining_run(cfg(0), _needs(cfg(0)))["run_dir"] == runs[0]
+    assert find_pretraining_run(cfg(2), _needs(cfg(2)))["run_dir"] == runs[0]  # no seed-2 trunk: the newest

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from afno_repro.mixers.activity import MeteredSoftshrink
 from afno_repro.mixers.precision import autocast_off
 from afno_repro.mixers.registry import check_channel_split, register_mixer
 
@@ -509,9 +510,10 @@ class AFNO2D(SpectralBlockMixer):
                 "layer has block_size * hidden_size_factor channels per block. Use 1 (paper default)."
             )
         self.sparsity_threshold = sparsity_threshold
-        # A module rather than a call inside block_mlp so that analysis can hook the spectrum just
-        # before and after soft-thresholding (Figure 6: afno_repro.report.trained_figures).
-        self.shrink = nn.Softshrink(sparsity_threshold) if sparsity_threshold > 0 else nn.Identity()
+        # A module rather than a call inside block_mlp so that the test pass can count what it zeroes
+        # (afno_repro.mixers.activity, metrics.json's mixer_activity) and analysis can hook the spectrum
+        # just before and after it (Figure 6: afno_repro.report.trained_figures).
+        self.shrink = MeteredSoftshrink(sparsity_threshold) if sparsity_threshold > 0 else nn.Identity()
         self.hidden_size_factor = hidden_size_factor
         k, n = num_blocks, self.block_size
         hidden = n * hidden_size_factor

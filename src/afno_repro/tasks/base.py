@@ -15,6 +15,11 @@
 - :meth:`PaperTask.reading`: the task's readings of the paper's open choices;
 - :attr:`PaperTask.finetunes`: whether its runs may start from a pretrained trunk.
 
+Every task also records whether its AFNO mixer is active: during the test pass the share of the
+spectrum AFNO's soft-thresholding zeroes is counted per layer on the test images
+(:mod:`afno_repro.mixers.activity`), and :meth:`PaperTask.evaluation_record` adds it as
+``mixer_activity`` (null when the backbone has no AFNO mixer with soft-thresholding).
+
 Baselines are methods the task scores in its own test loop on the same images as the model.
 
 The shared plumbing: optimizer and scheduler factories (torch and timm schedulers), the stop on a
@@ -44,6 +49,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchvision.utils import save_image
 
+from afno_repro.mixers.activity import SpectrumActivity, activity_record
 from afno_repro.runs import logged_count
 
 __all__ = ["NonFiniteLossError", "PaperTask", "Reported", "check_choice", "resolve_num_classes"]
@@ -187,6 +193,9 @@ class PaperTask(pl.LightningModule):
         self.compile_timing: dict[str, Any] | None = None
         self._step_times: list[float] = []
         self._step_started: float | None = None
+        self._activity: SpectrumActivity | None = None
+        self._activity_counts: Tensor | None = None
+        self._activity_split: str | None = None
 
     # --- the harness contract -------------------------------------------------------------
     def reading(self) -> dict[str, Any]:
@@ -202,7 +211,9 @@ class PaperTask(pl.LightningModule):
 
         ``values`` are the logged ``test/*`` numbers without the prefix; baselines are logged as
         ``test/baseline/<name>/<key>``. ``selection`` is the data's selection option (which split
-        picked the checkpoint); :meth:`protocol` puts it in words.
+        picked the checkpoint); :meth:`protocol` puts it in words. ``mixer_activity`` is what the
+        last test pass measured of the AFNO mixer (:mod:`afno_repro.mixers.activity`), None when the
+        backbone has no AFNO mixer with soft-thresholding.
         """
         protocol = self.protocol(selection)
         count = logged_count(values.get("num_images"))
@@ -213,7 +224,25 @@ class PaperTask(pl.LightningModule):
                 _, name, metric = key.split("/")
                 baselines.setdefault(name, {"num_images": count})[metric] = value
         result = {item.key: test.get(item.key) for item in self.reported}
-        return {"test": test, "baselines": baselines, "result": {**result, "num_images": count, "protocol": protocol}}
+        activity = None
+        if self._activity_counts is not None:
+            activity = activity_record(self._activity_counts, split=self._activity_split, num_images=count)
+        return {"test": test, "baselines": baselines, "result": {**result, "num_images": count, "protocol": protocol},
+                "mixer_activity": activity}
+
+    def on_test_start(self) -> None:
+        # Meters only for the test pass: training and validation steps run the plain soft-thresholding.
+        self._activity_counts = None
+        self._activity = SpectrumActivity.attach(self.backbone, self.device)
+
+    def on_test_end(self) -> None:
+        activity, self._activity = self._activity, None
+        if activity is None:
+            return
+        activity.detach()
+        # Every process runs this hook: the sum over processes is a collective they all reach.
+        self._activity_counts = self.trainer.strategy.reduce(activity.counts(), reduce_op="sum")
+        self._activity_split = getattr(self.trainer.datamodule, "reported_split", "val")
 
     # --- shared training code -------------------------------------------------------------
     def setup(self, stage: str) -> None:
