@@ -30,7 +30,7 @@ SPARSITY_PSNR = ((0, [12.0]), (0.01, [12.5, 12.3]), (1, [12.45, 12.40]))
 BLOCKS_PSNR = ((4, [13.0, 13.1]), (8, [14.0, 14.05]), (16, [13.2]))
 # fig4_sparsity_finetune: no point rerun, so its noise is not measured.
 SPARSITY_MIOU = ((0, [20.0]), (1, [25.0]))
-OFF = "AFNO mixer effectively off: softshrink zeroes 98% of the spectrum"
+OFF = "AFNO mixer effectively off: softshrink zeroes 98.0% of the spectrum"
 
 
 def _activity(zeroed: float) -> dict:

@@ -147,10 +147,11 @@ def activity_record(counts: Tensor, *, split: str | None, num_images: int | None
             "split": split, "num_images": num_images}
 
 
-def activity_note(record: dict[str, Any]) -> str | None:
+def activity_note(record: dict[str, Any], *, layers: bool = True) -> str | None:
     """One line for a run's end-of-run summary when its AFNO mixer is effectively off, else None.
 
-    ``record`` is the run's ``metrics.json`` (its ``mixer_activity`` entry is read).
+    ``record`` is the run's ``metrics.json`` (its ``mixer_activity`` entry is read); ``layers=False``
+    leaves out the per-layer shares (the report's flag on a table row or a point).
 
     Examples
     --------
@@ -163,6 +164,8 @@ def activity_note(record: dict[str, Any]) -> str | None:
     activity = record.get("mixer_activity")
     if not activity or not activity.get("inactive"):
         return None
-    layers = ", ".join("n/a" if share is None else f"{100 * share:.1f}" for share in activity["spectrum_zeroed"])
-    return (f"AFNO mixer effectively off: softshrink zeroes {100 * activity['mean_zeroed']:.1f}% of the spectrum "
-            f"(layers: {layers}; over {100 * activity['inactive_above']:.0f}% counts as off)")
+    flag = f"AFNO mixer effectively off: softshrink zeroes {100 * activity['mean_zeroed']:.1f}% of the spectrum"
+    if not layers:
+        return flag
+    shares = ", ".join("n/a" if share is None else f"{100 * share:.1f}" for share in activity["spectrum_zeroed"])
+    return f"{flag} (layers: {shares}; over {100 * activity['inactive_above']:.0f}% counts as off)"

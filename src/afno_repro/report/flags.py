@@ -27,19 +27,17 @@ def is_smoke(runs: Iterable[dict[str, Any]]) -> bool:
 
 
 def mixer_off(run: dict[str, Any]) -> str | None:
-    """The flag of a run whose AFNO mixer is effectively off (``mixer_activity.inactive``), else None.
+    """The flag of a run whose AFNO mixer is effectively off (``mixer_activity.inactive``), else None:
+    :func:`afno_repro.mixers.activity.activity_note` without the per-layer shares.
 
     >>> mixer_off({"mixer_activity": {"inactive": True, "mean_zeroed": 0.981, "inactive_above": 0.95}})
-    'AFNO mixer effectively off: softshrink zeroes 98% of the spectrum'
+    'AFNO mixer effectively off: softshrink zeroes 98.1% of the spectrum'
     >>> mixer_off({"mixer_activity": {"inactive": False, "mean_zeroed": 0.4}}) is None
     True
     """
-    activity = run.get("mixer_activity") or {}
-    if not activity.get("inactive"):
-        return None
-    zeroed = activity.get("mean_zeroed")
-    share = f"{100 * zeroed:.0f}%" if isinstance(zeroed, (int, float)) else "nearly all"
-    return f"AFNO mixer effectively off: softshrink zeroes {share} of the spectrum"
+    from afno_repro.mixers.activity import activity_note
+
+    return activity_note(run, layers=False)
 
 
 def figure_title(title: str, smoke: bool) -> str:

@@ -279,6 +279,10 @@ def summary_text(summary: dict[str, Any], *, show_init: bool = True) -> str:
     lines.append(f"({result.get('protocol')})")
     if init.get("checkpoint"):
         lines.append(f"started from: {init['checkpoint']}")
+    from afno_repro.mixers.activity import activity_note
+
+    if (note := activity_note(summary)) is not None:
+        lines.append(f"warning: {note}")
     kept = [name for name in ("metrics.json", "checkpoints/", "images/val_latest.png")
             if (Path(summary["run_dir"]) / name).exists()]
     lines.append(f"run directory: {summary['run_dir']}  ({', '.join(kept)})")
