@@ -129,10 +129,12 @@ class NoiseStep(Step):
         records = find_runs(self.sweep.sweep_dir, experiment=self.of)
         self.chosen = choose_reruns(self.sweep.points, records, self.noise)
         seed = f"seed={self.noise['seed']}"
-        self.points = [[*choice["point"], seed] for choice in self.chosen]
-        self.commands = [[*self.template, *choice["point"], seed, "resume=auto", f"runs_root={self.sweep_dir.parent}",
+        # A finetuning sweep's rerun starts from the trunk its point's run started from: the spread is then
+        # finetuning's own seed noise (a lower bound of the whole chain's, which would need the trunk retrained).
+        self.points = [[*choice["point"], seed, *_same_trunk(choice["run_dir"])] for choice in self.chosen]
+        self.commands = [[*self.template, *point, "resume=auto", f"runs_root={self.sweep_dir.parent}",
                           f"hydra.sweep.dir={self.sweep_dir / _point_folder(choice['point'], self.sweep.points)}"]
-                         for choice in self.chosen]
+                         for point, choice in zip(self.points, self.chosen)]
         self.ready = True
         records = find_runs(self.sweep_dir, experiment=self.of)
         self.done = sum(_is_done(point, records) for point in self.points)
@@ -200,6 +202,15 @@ def choose_reruns(points: list[list[str]], records: list[dict[str, Any]], noise:
     scored.sort(key=lambda item: (item[0], item[1]))
     return [{"point": point, "value": value, "run_dir": run_dir}
             for _, _, point, value, run_dir in scored[:noise["rerun_best"]]]
+
+
+def _same_trunk(run_dir: str | None) -> list[str]:
+    """``["pretrained=<checkpoint>"]`` when the run in ``run_dir`` started from a pretraining run's trunk, else []."""
+    try:
+        init = json.loads((Path(run_dir) / "metrics.json").read_text()).get("init") or {}
+    except (OSError, TypeError, ValueError):
+        return []
+    return [f"pretrained={init['checkpoint']}"] if init.get("checkpoint") and "backbone.checkpoint" not in str(init.get("how")) else []
 
 
 def _point_folder(point: list[str], points: list[list[str]]) -> str:

@@ -358,6 +358,21 @@ def test_a_complete_sweep_reruns_its_best_and_runner_up_with_the_other_seed(tmp_
     assert "fig4_sparsity_noise: 2 runs, done" in format_plan([sweep, noise], tmp_path, tmp_path)
 
 
+def test_a_finetuning_rerun_starts_from_its_points_trunk(tmp_path):
+    """A few-shot sweep's rerun finetunes the very trunk its point's run started from (its record's init),
+    so the spread is finetuning's seed noise, whatever seed-1 pretraining runs exist."""
+    for index, (threshold, miou) in enumerate(FIG4_PSNR.items()):
+        trunk = tmp_path / "fig4_sparsity" / f"{index}_run" / "checkpoints" / "best.ckpt"
+        _fake_run(tmp_path / "fig4_sparsity_finetune" / f"{index}_run", "fig4_sparsity_finetune",
+                  ["paper_model=table6/afno", f"mixer.sparsity_threshold={threshold}"], {"miou": miou},
+                  init={"checkpoint": str(trunk), "how": "pretrained=auto"})
+    steps = build_plan(tmp_path, "smoke", only=["fig4_sparsity_finetune"])
+    noise = next(step for step in steps if step.experiment == "fig4_sparsity_finetune_noise")
+    trunks = [next(word for word in command if word.startswith("pretrained=")) for command in noise.commands]
+    assert trunks == [f"pretrained={tmp_path / 'fig4_sparsity' / f'{index}_run' / 'checkpoints' / 'best.ckpt'}"
+                      for index in (3, 4)]  # lambda 0.1 and 1, the best two
+
+
 def test_an_incomplete_sweep_chooses_nothing_yet(tmp_path):
     _fake_run(tmp_path / "fig4_blocks" / "0_run", "fig4_blocks", ["paper_model=table6/afno", "mixer.num_blocks=8"],
               {"psnr": 13.0})

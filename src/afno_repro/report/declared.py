@@ -158,7 +158,9 @@ DECLARED: tuple[Declaration, ...] = (
         "The Table 6 AFNO model against the softshrink threshold lambda (inpainting PSNR of `fig4_sparsity`, and "
         "few-shot CelebA-Faces mIoU of `fig4_sparsity_finetune`, each finetuned from the run with its own lambda, as "
         "section 5.5 does) and against the number of blocks k at equal parameters (PSNR). The paper prints no values; "
-        "its text states the best point of each sweep (dashed in the figure, and said under each table).",
+        "its text states the best point of each sweep (dashed in the figure, and said under each table). The noise: "
+        "`make reproduce-all` reruns each sweep's best two points with seed 1; a few-shot rerun starts from the same "
+        "pretrained trunk as its point, so its spread is finetuning's seed noise alone (a lower bound).",
         sweeps=(Sweep("fig4_sparsity", "sparsity_threshold", PSNR, "sparsity_threshold", "sparsity threshold lambda",
                       "symlog", INPAINTING),
                 Sweep("fig4_sparsity_finetune", "sparsity_threshold", MIOU, "sparsity_threshold",
