@@ -53,3 +53,25 @@ def test_runs_on_other_data_or_sizes_than_the_papers_are_not_comparable():
         "not comparable: trained on embedded_shapes, the paper on datasetgan/car")
     assert "32x32 images" in comparability({**_run(12.4, 0.673), "data": "imagenet", "image_size": 32})
     assert comparability({**_run(12.4, 0.673), "data": "imagenet", "image_size": 224}) is None
+
+
+def test_baselines_are_rows_and_an_inactive_mixer_is_warned(tmp_path):
+    runs = {"a": {**_run(10.9, 0.40), "baselines": {"masked_input": {"psnr": 10.9, "ssim": 0.40, "num_images": 8},
+                                                     "biharmonic": {"psnr": 22.45, "ssim": 0.794, "num_images": 8}},
+                  "mixer_activity": {"spectrum_zeroed": [0.99, 0.98], "mean_zeroed": 0.985, "inactive": True,
+                                     "inactive_above": 0.95}, "gflops": 0.0046},
+            "b": {**_run(10.9, 0.40), "paper_row": "table2/gfn", "mixer": "gfn", "mixer_activity": None,
+                  "baselines": {"masked_input": {"psnr": 10.9, "ssim": 0.40, "num_images": 8},
+                                "biharmonic": {"psnr": 22.45, "ssim": 0.794, "num_images": 8}}}}
+    for name, run in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(run))
+    table = format_table(collect(tmp_path))
+    rows = [line for line in table.splitlines() if line.startswith("| baseline: ")]
+    # One row per baseline (both runs scored the same numbers on the same images), its numbers in the metric columns.
+    assert [row.split(" | ")[0] for row in rows] == ["| baseline: masked input", "| baseline: biharmonic"]
+    assert "| 22.45 |" in rows[1] and "| 0.7940 |" in rows[1]
+    assert "(baseline)" not in table.splitlines()[0]
+    warnings = [line for line in table.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "table2/afno" in warnings[0] and "98.5% of the spectrum" in warnings[0]
+    assert "| 0.0046 |" in table  # GFLOPs in significant digits, not 0.00

@@ -192,31 +192,54 @@ def _reported(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+def _baseline_rows(rows: list[dict[str, Any]], reported: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    """``(label, values, images)`` per baseline of the runs (no training: each run scores them on its own
+    evaluation images), once per distinct result: runs on the same images agree, and where the runs'
+    data differ (Table 3's columns) each dataset gets its own row.
+
+    >>> runs = [{"paper_column": c, "baselines": {"pixel_prior": {"miou": v, "num_images": 16}}} for c, v in (("a", 10.0), ("b", 12.0))]
+    >>> [(label, values["miou"]) for label, values, _ in _baseline_rows(runs, [{"key": "miou"}])]
+    [('baseline: pixel prior (a)', 10.0), ('baseline: pixel prior (b)', 12.0)]
+    """
+    found: dict[str, dict[tuple, tuple[str, dict[str, Any], Any]]] = {}
+    for row in rows:
+        for name, values in (row.get("baselines") or {}).items():
+            key = tuple(values.get(item["key"]) for item in reported)
+            where = row.get("paper_column") or row.get("data")
+            found.setdefault(name, {}).setdefault(key, (str(where), values, values.get("num_images")))
+    result = []
+    for name, distinct in found.items():
+        for where, values, images in distinct.values():
+            label = f"baseline: {name.replace('_', ' ')}" + (f" ({where})" if len(distinct) > 1 else "")
+            result.append((label, values, images))
+    return result
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: run, size, each reported number beside the paper's, the first baseline (the
-    floor: zero-fill for inpainting, the pixel prior for segmentation), images, reading, status."""
+    """A Markdown table: run, size, each reported number beside the paper's, images, reading, status;
+    then the task's baselines as rows (zero-fill and biharmonic inpainting, the pixel prior, the majority
+    class), and a warning under the table for a run whose AFNO mixer was effectively off."""
+    from afno_repro.mixers.activity import activity_note
+
     reported = _reported(rows)
     with_masks = any((r.get("test") or {}).get("masked_fraction") is not None for r in rows)
     with_init = any(r.get("task") not in (None, "inpainting") for r in rows)
-    baseline_names = sorted({next(iter(r.get("baselines") or {}), None) for r in rows} - {None})
     head = ["run", "params (M)", "GFLOPs"]
     for item in reported:
         head += [item["label"], f"paper {item['label']}"]
-    head += [f"{' / '.join(baseline_names).replace('_', ' ')} (baseline)"] if baseline_names else []
     head += ["images"] + (["masked %"] if with_masks else []) + (["init"] if with_init else [])
     head += ["reading", "status", "comparable with the paper"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, r in zip(_swept(rows), rows):
+    labels = _swept(rows)
+    for label, r in zip(labels, rows):
         result, paper, test = r.get("result") or {}, r.get("paper") or {}, r.get("test") or {}
-        cells = [label, format_number(r.get("params_m")), format_number(r.get("gflops"))]
+        # Significant digits: a smoke model's 0.0046 GFLOPs is not 0.00.
+        cells = [label, format_number(r.get("params_m"), ".3g"), format_number(r.get("gflops"), ".3g")]
         for item in reported:
             value = format_number(result.get(item["key"]), f".{item['digits']}f")
             if result.get(f"{item['key']}_std") is not None:
                 value += f" ± {result[item['key'] + '_std']:.{item['digits']}f}"
             cells += [value, format_number(paper.get(item["key"]), f".{item['digits']}f")]
-        if baseline_names:
-            floor = next(iter((r.get("baselines") or {}).values()), {})
-            cells.append(" / ".join(format_number(floor.get(item["key"]), f".{item['digits']}f") for item in reported if item["key"] in floor))
         cells.append(str(result.get("num_images") or ""))
         if with_masks:
             fraction = test.get("masked_fraction")
@@ -228,8 +251,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             status = f"failed: {r['error'].splitlines()[0][:120]}"
         cells += [describe_reading(r.get("reading")), status, r.get("comparable") or ""]
         lines.append("| " + " | ".join(cells) + " |")
+    for label, values, images in _baseline_rows(rows, reported):
+        cells = [label, "", ""]
+        for item in reported:
+            cells += [format_number(values.get(item["key"]), f".{item['digits']}f", ""), ""]
+        cells.append(str(images or ""))
+        cells += [""] * (len(head) - len(cells))
+        lines.append("| " + " | ".join(cells) + " |")
     protocols = sorted({(r.get("result") or {}).get("protocol") for r in rows} - {None})
     notes = [f"Selection: {protocol}." for protocol in protocols]
+    if any((r.get("baselines") or {}) for r in rows):
+        notes.append("Baselines: no training; each run scores them on its own evaluation images, as its model.")
+    notes += [f"warning: {label}: {note}" for label, r in zip(labels, rows) if (note := activity_note(r)) is not None]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
