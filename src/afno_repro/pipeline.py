@@ -28,6 +28,12 @@ Usage::
     python -m afno_repro.pipeline --scale paper --preflight     # every paper row's cost, measured before running it
     python -m afno_repro.pipeline --scale paper --preflight --only table2_inpainting --rows afno
 
+Before anything runs (``--dry-run`` included), the data, ``--root`` and ``--report`` folders are checked,
+and when overrides or data folders are given every experiment is composed with them in process, once
+per distinct choice of config groups in its sweep (about half a second each): an override that does not
+compose (a typo in a key, an unknown group option, broken syntax) is named with its experiment and row,
+exit status 2.
+
 ``--preflight`` (:mod:`afno_repro.preflight`) builds every row at its paper size through the training path,
 times a few optimizer steps and the second of two evaluation batches, and writes ``<root>/preflight.json`` and
 ``preflight.md``; the report shows it as its first section.
