@@ -13,10 +13,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 
+from afno_repro.cli import nonnegative_int, positive_int, user_errors
 from afno_repro.data.masks import BORDERS, GRIDS, RandomWalkMask, derive_seed, masked_fraction
 
 
@@ -32,18 +34,22 @@ def _rate(draw, n: int, repeats: int) -> tuple[float, float, torch.Tensor]:
     return best_wall, best_cpu, masks
 
 
-def main() -> None:
+@user_errors
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2048, help="masks per timed call")
-    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads value")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per option (best is kept)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+    parser.add_argument("--n", type=positive_int, default=2048, help="masks per timed call")
+    parser.add_argument("--size", type=positive_int, default=224, help="image side in pixels")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads value")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed calls per option (best is kept)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    args = parser.parse_args(argv)
     cases = [(f"grid={grid} border={border}", RandomWalkMask(grid=grid, border=border)) for grid in GRIDS for border in BORDERS]
     cases.append(("grid=pixel border=clip brush_size=3", RandomWalkMask(brush_size=3)))
+    patch = max(masker.patch_size for _, masker in cases if masker.grid == "token")
+    if args.size % patch:
+        parser.error(f"argument --size: {args.size} is not a multiple of {patch}, the token side of the token-grid "
+                     f"masks timed here; give one, e.g. {max(patch, args.size // patch * patch)}.")
+    torch.set_num_threads(args.threads)
     print(f"{args.n} masks of {args.size}x{args.size}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
     print(f"{'option':<40} {'masks/s (wall)':>15} {'masks/s (cpu)':>14} {'masked fraction':>16}")
     for name, masker in cases:
@@ -56,7 +62,8 @@ def main() -> None:
     wall, cpu, masks = _rate(lambda: masker.from_seeds(seeds, args.size), args.n, args.repeats)
     name = "validation path (one generator per mask)"
     print(f"{name:<40} {wall:>15,.0f} {cpu:>14,.0f} {float(masked_fraction(masks).mean()):>16.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

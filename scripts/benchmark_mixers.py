@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from afno_repro.cli import available_device, output_file, positive_int, user_errors
 from afno_repro.mixers import build_mixer
 from afno_repro.mixers.afno import AFNO2D
 
@@ -199,21 +200,19 @@ def run_case(name, options, batch, grid, dim, repeats, autocast=False, device="c
     return row
 
 
+@user_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per case (median reported)")
-    parser.add_argument("--batch", type=int, default=2, help="batch size")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repetitions per case (median reported)")
+    parser.add_argument("--batch", type=positive_int, default=2, help="batch size")
+    parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--quick", action="store_true", help="small shapes (14x14 tokens, d=64) for a smoke run")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=available_device, default="cpu", help="cpu or cuda")
     parser.add_argument("--matmul-precision", default="highest", choices=("highest", "high"),
                         help="torch.set_float32_matmul_precision for the float32 cases (high: TF32 on a GPU)")
     parser.add_argument("--physicsnemo", action="store_true", help="also time physicsnemo's AFNO2DLayer (pip install nvidia-physicsnemo)")
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--json", type=output_file, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA GPU here; run on a GPU machine or use --device cpu.", file=sys.stderr)
-        return 2
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
     grid, dim = ((14, 14), 64) if args.quick else ((56, 56), 768)

@@ -47,6 +47,7 @@ from typing import Any, Callable
 
 import torch
 
+from afno_repro.cli import nonnegative_int, output_file, positive_int, user_errors
 from benchmark_segformer import in_child  # this folder: scripts/
 
 TASKS = ("cityscapes", "fewshot", "inpainting")
@@ -216,16 +217,17 @@ def pooled_scoring(batch: int, workers: int, batches: int = 4) -> dict[str, Any]
             "what": f"as above, biharmonic in {workers} worker processes, per batch of {batch}, {batches} batches"}
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--batch", type=int, default=None,
+    parser.add_argument("--batch", type=positive_int, default=None,
                         help="images per batch (default: the task's evaluation batch: 1 Cityscapes crop, 8 otherwise)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in each measuring child (0: torch's)")
+    parser.add_argument("--threads", type=nonnegative_int, default=0, help="torch threads in each measuring child (0: torch's)")
     parser.add_argument("--slow-path", action="store_true", help="also score one Cityscapes label the old way")
-    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+    parser.add_argument("--workers", type=positive_int, nargs="*", default=[1, 2],
                         help="inpainting: also score with the biharmonic fills in this many worker processes (each count)")
-    parser.add_argument("--json", help="write the results to this file too")
+    parser.add_argument("--json", type=output_file, help="write the results to this file too")
     args = parser.parse_args(argv)
 
     rows = []

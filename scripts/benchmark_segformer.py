@@ -47,9 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from afno_repro.cli import available_device, nonnegative_int, output_file, positive_float, user_errors, whole_number_at_least
 from afno_repro.report.render import format_number
 
 ROWS = ("attention", "efficient_attention", "long_short", "gfn", "afno", "afno_25pct")
+# The smallest image every row builds at: stage 1 has size / 4 tokens a side, and efficient attention's
+# reduction conv (sr_ratio 8) needs at least 8 of them.
+MIN_SIZE = 32
+_MIN_SIZE_WHY = "SegFormer's stage 1 has size/4 tokens a side and efficient attention reduces them 8-fold"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GB = 1e9
 
@@ -338,18 +343,20 @@ def format_table(entries: list[dict[str, Any]], header: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="Table 4 rows to run")
-    parser.add_argument("--size", type=int, default=1024, help="image side (1024: the paper's crops)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=whole_number_at_least(MIN_SIZE, _MIN_SIZE_WHY), default=1024,
+                        help=f"image side (1024: the paper's crops; at least {MIN_SIZE})")
+    parser.add_argument("--device", type=available_device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="autocast dtype (float32: none)")
-    parser.add_argument("--memory-limit-gb", type=float, help="skip rows predicted above this (default: free memory)")
-    parser.add_argument("--time-limit-s", type=float, help="skip rows predicted slower than this per forward+backward "
+    parser.add_argument("--memory-limit-gb", type=positive_float, help="skip rows predicted above this (default: free memory)")
+    parser.add_argument("--time-limit-s", type=positive_float, help="skip rows predicted slower than this per forward+backward "
                         "(default: 150 on the CPU, no limit on CUDA)")
     parser.add_argument("--no-warmup", action="store_true", help="time the first pass (no warm-up pass)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
-    parser.add_argument("--json", metavar="PATH", help="also write the entries as JSON here")
+    parser.add_argument("--threads", type=nonnegative_int, default=0, help="CPU intra-op threads (0: torch's default)")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="also write the entries as JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.time_limit_s is None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from afno_repro.cli import available_device, output_file, positive_int, user_errors
 from afno_repro.report.render import format_number
 
 EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
@@ -167,22 +168,23 @@ def _table_line(row: dict[str, Any]) -> str:
     return line
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--device", type=available_device, default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16-mixed", "32-true"),
                         help="auto: the training default (afno_repro.precision): bf16-mixed on a GPU, 32-true on a CPU")
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
     parser.add_argument("--rows", nargs="+", help="only rows whose overrides contain one of these (e.g. afno attention)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per row (after two warm-up steps)")
+    parser.add_argument("--steps", type=positive_int, default=5, help="timed steps per row (after two warm-up steps)")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd backbone")
     parser.add_argument("--smoke", action="store_true", help="debug=smoke's shrunk models and batches (a CPU check of the script)")
-    parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--json", type=output_file, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA GPU here; use --device cpu (with --smoke for a quick check).",
-              file=sys.stderr)
-        return 2
+    rows = rows_of(args.experiments, args.smoke, args.rows)
+    if not rows:
+        parser.error(f"argument --rows: {' '.join(args.rows)} matches no row of {', '.join(args.experiments)}; a word "
+                     "matches a row when it appears in the row's overrides (e.g. afno, attention, paper_model=table2/afno).")
     from afno_repro.analysis.complexity import count_flops
     from afno_repro.config import compose
     from afno_repro.precision import apply_precision, resolve_precision
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
           f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
     print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'TFLOP/s':>8}{'of peak':>8}{'GPU-h':>9}")
     results = []
-    for experiment, overrides in rows_of(args.experiments, args.smoke, args.rows):
+    for experiment, overrides in rows:
         cfg = compose(overrides, output_dir="outputs/benchmark_training")
         size = int(cfg.data.image_size)
         with torch.device("meta"):

@@ -42,6 +42,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 import benchmark_mixers  # noqa: E402
 import benchmark_training  # noqa: E402
+from afno_repro.cli import available_device, output_file, user_errors  # noqa: E402
 
 
 def _write(path: Path, report: dict) -> None:
@@ -160,19 +161,20 @@ def _profile(device: str, smoke: bool) -> dict:
     return {"batch": batch, "grid": grid, "dim": dim, "tables": tables}
 
 
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="gpu_check.json", help="the JSON to write")
-    parser.add_argument("--device", default="cuda", help="cuda (the check) or cpu (a shrunk run of the same path)")
+    parser.add_argument("--out", type=output_file, default="gpu_check.json", help="the JSON to write")
+    parser.add_argument("--device", type=available_device, default="cuda", help="cuda (the check) or cpu (a shrunk run of the same path)")
     parser.add_argument("--smoke", action="store_true", help="small shapes and debug=smoke rows (for a CPU)")
     parser.add_argument("--work", help="folder for the runs and partial JSONs (default: beside --out)")
     parser.add_argument("--skip", nargs="*", default=[], choices=("mixers", "profile", "training", "sweep", "train_py", "compiled"))
     args = parser.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: no CUDA GPU here; run on a GPU machine, or use --device cpu --smoke to try the script.", file=sys.stderr)
-        return 2
     out = Path(args.out).resolve()
     work = Path(args.work).resolve() if args.work else out.parent / (out.stem + "_work")
+    if blocking := next((p for p in (work, *work.parents) if p.exists() and not p.is_dir()), None):
+        parser.error(f"argument --work: {blocking} is a file, so the folder {work} cannot be made there; give a "
+                     "folder path (it is created if it does not exist).")
     work.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",

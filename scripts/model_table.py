@@ -41,8 +41,9 @@ from typing import Any
 import torch
 
 from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
+from afno_repro.cli import UsageError, positive_float, positive_int, user_errors
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
-from afno_repro.mixers import build_mixer
+from afno_repro.mixers import build_mixer, list_mixers
 from afno_repro.paper import paper_results
 from afno_repro.report.render import format_number
 
@@ -364,6 +365,22 @@ def format_scaling(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_scaling_cases(mixers: list[str], grids: list[int], dim: int) -> None:
+    """Build every case of the scaling study on the meta device first: an unknown mixer, or a width or grid
+    one cannot take, is named here rather than reported as a failed child process."""
+    unknown = [name for name in mixers if name not in list_mixers()]
+    if unknown:
+        raise UsageError(f"--mixers {' '.join(unknown)}: no such mixer; choose from {', '.join(list_mixers())}.")
+    for name in mixers:
+        for grid in grids:
+            try:
+                with torch.device("meta"):
+                    build_mixer(name, dim, grid_size=(grid, grid))
+            except ValueError as error:
+                raise UsageError(f"mixer {name!r} cannot be built at --dim {dim} on a {grid}x{grid} grid: {error}") from None
+
+
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", choices=sorted(TABLES), action="append", help="only this table (repeatable)")
@@ -372,14 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true", help="run the scaling study instead of the model table")
     parser.add_argument("--experiment", help="count every run of this experiment's sweep instead (e.g. fig4_blocks)")
     parser.add_argument("--mixers", nargs="+", default=list(SCALING_MIXERS), help="mixers of the scaling study")
-    parser.add_argument("--grids", nargs="+", type=int, default=list(SCALING_GRIDS), help="token grid sides")
-    parser.add_argument("--dim", type=int, default=64, help="mixer width of the scaling study")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forward+backward passes per case")
-    parser.add_argument("--time-budget", type=float, default=20.0, help="seconds one forward+backward may take")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the scaling study")
-    parser.add_argument("--memory-budget", type=float, default=8.0, help="GiB one case may use")
+    parser.add_argument("--grids", nargs="+", type=positive_int, default=list(SCALING_GRIDS), help="token grid sides")
+    parser.add_argument("--dim", type=positive_int, default=64, help="mixer width of the scaling study")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="timed forward+backward passes per case")
+    parser.add_argument("--time-budget", type=positive_float, default=20.0, help="seconds one forward+backward may take")
+    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads of the scaling study")
+    parser.add_argument("--memory-budget", type=positive_float, default=8.0, help="GiB one case may use")
     args = parser.parse_args(argv)
+    experiments = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    if args.experiment is not None and args.experiment not in experiments:
+        parser.error(f"argument --experiment: no experiment {args.experiment!r} in configs/experiment; choose from "
+                     f"{', '.join(experiments)}.")
     if args.scaling:
+        _check_scaling_cases(args.mixers, args.grids, args.dim)
         study = scaling_study(
             tuple(args.mixers), tuple(args.grids), args.dim, args.repeats, args.time_budget, args.memory_budget, args.threads
         )

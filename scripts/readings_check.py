@@ -23,6 +23,9 @@ import time
 import torch
 
 from afno_repro.analysis.readings import measure_readings
+from afno_repro.cli import positive_int, user_errors
+from afno_repro.data.masks import RandomWalkMask
+from afno_repro.tasks.inpainting import StructuralSimilarity
 
 REGIONS_NOTE = (
     "Region: 'composite' scores the reconstruction pasted into the visible pixels, 'raw' the model output itself. "
@@ -115,16 +118,31 @@ def _conclusion(rows: list[dict]) -> str:
     return " ".join(parts)
 
 
+def _size_problem(size: int) -> str | None:
+    """Why crops of ``size`` cannot be scored under every reading: SSIM's window must fit inside, and the
+    token-grid readings need a multiple of the token side."""
+    window = 2 * StructuralSimilarity().border + 1
+    patch = RandomWalkMask(grid="token").patch_size
+    smallest = -(-window // patch) * patch
+    if size < window:
+        return f"{size} leaves no pixel whose {window}x{window} SSIM window fits inside the crop; give at least {smallest}."
+    if size % patch:
+        return (f"{size} is not a multiple of {patch}, the token side of the token-grid mask readings; give one, "
+                f"e.g. {size // patch * patch}.")
+    return None
+
+
+@user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=16, help="validation crops per reading (16: verdicts and means as at 64, see the README)")
-    parser.add_argument("--size", type=int, default=224, help="crop side in pixels (224 as in the paper)")
+    parser.add_argument("--images", type=positive_int, default=16, help="validation crops per reading (16: verdicts and means as at 64, see the README)")
+    parser.add_argument("--size", type=positive_int, default=224, help="crop side in pixels (224 as in the paper)")
     parser.add_argument("--no-biharmonic", action="store_true", help="score zero-fill only (the verdicts need only zero-fill)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; one image at a time gains nothing from more on a shared machine")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads; one image at a time gains nothing from more on a shared machine")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args(argv)
-    if args.images < 1:
-        parser.error(f"--images {args.images}: give a positive number of validation crops, e.g. 32.")
+    if problem := _size_problem(args.size):
+        parser.error(f"argument --size: {problem}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = measure_readings(num_images=args.images, image_size=args.size, biharmonic=not args.no_biharmonic)

@@ -4,6 +4,7 @@ import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from afno_repro.data import DataError, InpaintingDataModule, load_image, user_message
+from afno_repro.data.imagenet import IMAGENET_ARCHIVE
 
 MESSAGE = "image file 'n01440764_0.JPEG' is corrupt: first line.\n  an indented second line: re-extract it."
 
@@ -37,7 +38,7 @@ def test_a_worker_error_from_the_datamodule_reads_as_in_process(imagenet_root, i
     corrupt = imagenet_root / "val" / imagenet_classes[0] / f"{imagenet_classes[0]}_0.JPEG"
     corrupt.write_bytes(b"this is not a JPEG")
     with pytest.raises(DataError) as in_process:
-        load_image(str(corrupt))
+        load_image(str(corrupt), dataset=IMAGENET_ARCHIVE)
     loader = InpaintingDataModule(name="imagenet", root=imagenet_root, image_size=16, batch_size=2, num_workers=1).test_dataloader()
     with pytest.raises(DataError) as from_worker:
         next(iter(loader))

@@ -427,3 +427,60 @@ def test_a_rerun_finetunes_the_trunk_of_its_own_seed_else_the_sweeps(tmp_path):
     assert find_pretraining_run(cfg(1), _needs(cfg(1)))["run_dir"] == runs[1]
     assert find_pretraining_run(cfg(0), _needs(cfg(0)))["run_dir"] == runs[0]
     assert find_pretraining_run(cfg(2), _needs(cfg(2)))["run_dir"] == runs[0]  # no seed-2 trunk: the newest
+
+
+# --- bad input: checked before the plan runs, exit status 2 --------------------------------------
+
+def _pipeline(argv: list[str], capsys) -> tuple[int, str, str]:
+    from afno_repro.pipeline import main
+
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("optimizer.lrr=1", "To append to your config use +optimizer.lrr=1"),  # a key that does not exist
+    ("mixer=afnoo", "Available options in 'mixer': aff, afno,"),  # a group option that does not exist
+    ("trainer.max_epochs=[1,2", "no viable alternative at input '[1,2'"),  # broken syntax
+    ("data.root=/data/dätä", "(the syntax breaks at 'ä')"),  # a value that needs quotes
+])
+def test_dry_run_refuses_an_override_that_does_not_compose(override, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _pipeline(["--scale", "smoke", "--only", "table2_inpainting", "--dry-run", override], capsys)
+    assert status == 2 and out == "", "no plan is printed for a command that would fail"
+    assert f"error: the override `{override}` does not compose with experiment=table2_inpainting" in err
+    assert says in err and "--cfg job" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_dry_run_names_the_row_an_override_does_not_fit(tmp_path, monkeypatch, capsys):
+    """A key the first rows' mixers have (attention's heads) and a later row's lacks (GFN) fails on that row."""
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _pipeline(["--scale", "smoke", "--only", "table2_inpainting", "--dry-run", "mixer.num_heads=4"], capsys)
+    assert status == 2 and "experiment=table2_inpainting (paper_model=table2/gfn)" in err
+    assert "`mixer.num_heads=4`" in err
+
+
+def test_dry_run_with_overrides_that_compose_prints_the_plan(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _pipeline(["--scale", "smoke", "--only", "table2_inpainting", "--dry-run", "optimizer.lr=1e-3",
+                                  "+trainer.detect_anomaly=false"], capsys)
+    assert status == 0, err
+    assert "optimizer.lr=1e-3 +trainer.detect_anomaly=false resume=auto" in out
+
+
+def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for argv, says in (
+        (["--imagenet", str(a_file)], f"--imagenet {a_file} is a file, not a folder"),
+        (["--cityscapes", str(tmp_path / "missing")], "does not exist"),
+        (["--root", str(a_file / "runs")], f"--root {a_file / 'runs'}: {a_file} is a file"),
+        (["--report", str(a_file)], f"--report {a_file}: {a_file} is a file"),
+    ):
+        for mode in ([], ["--dry-run"]):
+            status, out, err = _pipeline(["--scale", "paper", *argv, *mode], capsys)
+            assert status == 2 and out == "" and err.startswith("error: ") and says in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]

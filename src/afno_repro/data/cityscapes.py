@@ -66,7 +66,7 @@ from torchvision.datasets import Cityscapes
 
 from afno_repro.data.base import IGNORE_INDEX, DataModuleBase, evenly_spaced
 from afno_repro.data.errors import DataError
-from afno_repro.data.files import listing, load_image_uint8, require_root
+from afno_repro.data.files import listing, load_image_uint8, require_distinct, require_root
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.segformer_pipeline import CityscapesItems, evaluation_collate
 from afno_repro.data.shapes import SHAPE_CLASSES, make_street_scenes
@@ -147,8 +147,8 @@ def cityscapes_files(root: str | os.PathLike, split: str) -> list[tuple[Path, Pa
     (:func:`load_cityscapes_pair`).
 
     Raises :class:`DataError` naming the folder or file when ``root`` is missing or not the
-    layout, the split folder is missing, a city folder has no images, or an image has no label
-    file.
+    layout, the split folder is missing, a city folder has no images, an image has no label
+    file, or one image or label file is listed twice through a link.
     """
     if split not in SPLITS:
         raise ValueError(f"cityscapes_files got split={split!r}; use one of {', '.join(SPLITS)}.")
@@ -181,6 +181,9 @@ def cityscapes_files(root: str | os.PathLike, split: str) -> list[tuple[Path, Pa
                 raise DataError(f"image {str(image)!r} has no label map: {str(label)!r} is missing. Restore it from "
                                 "gtFine_trainvaltest.zip, or delete the image.")
             pairs.append((image, label))
+    # A city folder linked in twice (or a linked image) would be trained on twice as often.
+    require_distinct((image for image, _ in pairs), f"the Cityscapes {split} folder {str(images_split)!r}")
+    require_distinct((label for _, label in pairs), f"the Cityscapes {split} folder {str(labels_split)!r}")
     return pairs
 
 
@@ -204,7 +207,7 @@ def load_cityscapes_pair(image_file: str | os.PathLike, label_file: str | os.Pat
     Raises :class:`DataError` naming the file when the image or label map is unreadable, their
     sizes differ, or the label map holds an id outside Cityscapes' class table.
     """
-    image = load_image_uint8(image_file)
+    image = load_image_uint8(image_file, dataset="Cityscapes' leftImg8bit_trainvaltest.zip")
     labels = _load_label_png(Path(label_file))
     if tuple(image.shape[-2:]) != labels.shape:
         raise DataError(

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from afno_repro.data.base import DataModuleBase, evenly_spaced
 from afno_repro.data.errors import DataError
 from afno_repro.data.files import load_image_uint8
-from afno_repro.data.imagenet import class_folders, make_selection, scan
+from afno_repro.data.imagenet import IMAGENET_ARCHIVE, class_folders, make_selection, scan
 from afno_repro.data.masks import derive_seed
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.sampling import MAX_SEED, global_random_state, process_group
@@ -104,10 +104,11 @@ def lfw_images() -> tuple[dict[str, list[Image.Image]], dict[str, list[int]]]:
     return images, labels
 
 
-def _load_pil(path: str, max_pixels: int | None = None) -> Image.Image:
+def _load_pil(path: str, max_pixels: int | None = None, dataset: str = IMAGENET_ARCHIVE) -> Image.Image:
     """An image file as an RGB PIL image, through :func:`~afno_repro.data.files.load_image` (its
-    checks and its ``DataError`` naming the file); higher bit depths are rounded to 8 bits."""
-    return Image.fromarray(load_image_uint8(path, max_pixels).permute(1, 2, 0).numpy())
+    checks and its ``DataError`` naming the file and ``dataset``, where a good copy comes from);
+    higher bit depths are rounded to 8 bits."""
+    return Image.fromarray(load_image_uint8(path, max_pixels, dataset).permute(1, 2, 0).numpy())
 
 
 class ClassificationImages(Dataset):
@@ -244,6 +245,17 @@ def posterize_keeping_zero_bits(image: Image.Image, bits_to_keep: int, **_: Any)
     return timm_posterize(image, bits_to_keep)
 
 
+def _require_two_classes(root: str, found: int) -> None:
+    """``DataError`` when the ImageNet-layout ``root`` has fewer than two class folders in ``train/``."""
+    if found < 2:
+        train = Path(root).expanduser() / "train"
+        raise DataError(
+            f"{str(train)!r} holds {found} class folder(s) ({', '.join(class_folders(root)) or 'none'}), and classification "
+            "needs at least two: one folder per class (root/train/<wnid>/*.JPEG, the same wnids under val/). Point "
+            "data.root at the folder holding all the classes, or add the missing class folders."
+        )
+
+
 class ClassificationDataModule(DataModuleBase):
     """Classification data (paper A.5): ImageNet from its folders, or the embedded LFW subset.
 
@@ -377,6 +389,15 @@ class ClassificationDataModule(DataModuleBase):
         if source == "lfw" and num_classes not in (None, len(LFW_CLASSES)):
             raise ValueError(f"the lfw subset has {len(LFW_CLASSES)} classes (non_face, face), but num_classes={num_classes!r}; set it to 2 or remove it.")
         root = None if root is None else str(root)  # plain data for the saved hyperparameters
+        if source == "imagenet":
+            # Before the task and its head are built from data.num_classes (the class folders): with one
+            # folder their error would be about num_classes, and the problem is the data.
+            try:
+                found = len(class_folders(root))
+            except DataError:
+                found = None  # no layout yet: the scan at setup names what is missing
+            if found == 1:
+                _require_two_classes(root, found)
         self.keep_options(
             mean=tuple(float(v) for v in NORMALIZATIONS[normalize][0]),
             std=tuple(float(v) for v in NORMALIZATIONS[normalize][1]),
@@ -481,6 +502,7 @@ class ClassificationDataModule(DataModuleBase):
             self.selection_set = images_of([train[position] for position in sorted(held_out)], self.eval_transform())
 
     def _check_num_classes(self, found: int) -> None:
+        _require_two_classes(self.root, found)
         if self._num_classes is not None and self._num_classes != found:
             raise DataError(
                 f"data.num_classes={self._num_classes} but {str(Path(self.root) / 'train')!r} has {found} class folders; "

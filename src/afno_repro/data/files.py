@@ -6,6 +6,12 @@ palette, RGBA, CMYK, ...) as RGB; a file that cannot be used raises
 than the decompression-bomb limit. :func:`listing` and :func:`require_root` word the errors about
 a dataset's folders.
 
+Every folder scanner of the datasets lists files through :func:`walk_files` (a folder tree) or checks
+its listing with :func:`require_distinct` (one folder): a link may bring a dataset's files in from
+elsewhere, but a directory link back to a folder above it (a loop) is refused, naming the link, and
+so is one file reached twice (two paths that resolve to the same file), which would be trained on
+twice, or trained on and scored on.
+
 Example
 -------
 >>> load_image("/no/such/file.png")  # doctest: +ELLIPSIS
@@ -17,6 +23,7 @@ afno_repro.data.errors.DataError: image file '/no/such/file.png' cannot be opene
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,7 +33,7 @@ from PIL import Image
 
 from afno_repro.data.errors import DataError
 
-__all__ = ["listing", "load_image", "load_image_uint8", "require_root"]
+__all__ = ["listing", "load_image", "load_image_uint8", "require_distinct", "require_root", "walk_files"]
 
 # PIL modes whose samples do not fit 8 bits, and the value that maps to 1.0. PIL's own
 # convert("RGB") clips them at 255 (a 16-bit image comes out almost white).
@@ -69,7 +76,7 @@ def _rgb(image: Image.Image, path: str) -> torch.Tensor:
     return torch.from_numpy(pixels / full_scale).expand(3, -1, -1).contiguous()
 
 
-def load_image(path: str, max_pixels: int | None = None) -> torch.Tensor:
+def load_image(path: str, max_pixels: int | None = None, dataset: str = "the dataset") -> torch.Tensor:
     """Read an image file as a ``(3, H, W)`` RGB tensor.
 
     Parameters
@@ -77,6 +84,8 @@ def load_image(path: str, max_pixels: int | None = None) -> torch.Tensor:
     path: the image file.
     max_pixels: refuse images with more pixels than this (a decompression-bomb guard);
         ``None`` = PIL's own limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels).
+    dataset: where a good copy of the file comes from, for the message about a corrupt one
+        (e.g. ``"the ImageNet archive"``, ``"DatasetGAN's release"``).
 
     Returns
     -------
@@ -120,15 +129,15 @@ def load_image(path: str, max_pixels: int | None = None) -> torch.Tensor:
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             # PIL reports undecodable data with any of these, depending on the format and the damage.
             raise DataError(
-                f"image file {path!r} cannot be decoded as an image ({error}). The file is corrupt or not an "
-                "image; re-extract it from the ImageNet archive or delete it (and any subset file listing it)."
+                f"image file {path!r} cannot be decoded as an image ({error}). The file is corrupt (e.g. truncated) "
+                f"or not an image; re-extract it from {dataset} or delete it (and any subset file listing it)."
             ) from error
         return _rgb(image, path)
 
 
-def load_image_uint8(path: str | os.PathLike, max_pixels: int | None = None) -> torch.Tensor:
+def load_image_uint8(path: str | os.PathLike, max_pixels: int | None = None, dataset: str = "the dataset") -> torch.Tensor:
     """:func:`load_image` as uint8 ``(3, H, W)``: higher bit depths are rounded to 8 bits."""
-    image = load_image(str(path), max_pixels)
+    image = load_image(str(path), max_pixels, dataset)
     if image.dtype != torch.uint8:
         image = image.mul(255).round().clamp(0, 255).to(torch.uint8)
     return image
@@ -150,3 +159,65 @@ def require_root(root: str | os.PathLike, source: str, layout: str) -> Path:
         state = "is not a directory" if root.exists() else "does not exist"
         raise DataError(f"the {source} root {str(root)!r} {state}. Set data.root to the folder holding {layout}.")
     return root
+
+
+def walk_files(folder: str | os.PathLike, dataset: str) -> list[str]:
+    """Every file under ``folder``, in the order of torchvision's ``make_dataset`` (folders sorted by
+    path, the files of each by name), following directory links except those that loop.
+
+    Parameters
+    ----------
+    folder: the folder to scan (a class folder, a split).
+    dataset: the dataset's name, for the messages.
+
+    Raises
+    ------
+    DataError: naming the link, when a directory link points at a folder that holds it or that the
+        walk came through (``train/<class>/loop -> ..``: ``os.walk(followlinks=True)`` would list every
+        image again under it, up to the path-length limit); ``PermissionError`` when a folder cannot be
+        listed.
+    """
+    found: list[tuple[str, list[str]]] = []
+
+    def visit(directory: str, ancestors: frozenset[Path]) -> None:
+        files, folders = [], []
+        here = Path(directory).resolve()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not entry.is_dir():  # files, links to files and broken links, as os.walk lists them
+                    files.append(entry.name)
+                    continue
+                target = Path(entry.path).resolve()
+                # A link to a folder that holds it (`loop -> ..`), or to one this walk came through.
+                if entry.is_symlink() and (here.is_relative_to(target) or target in ancestors):
+                    raise DataError(
+                        f"{dataset} folder {entry.path!r} is a link to {str(target)!r}, a folder that contains it, so "
+                        "every image under it would be listed again and again (trained on many times an epoch, and "
+                        f"the held-out images trained on too). Remove the link (rm {entry.path!r}); a link to a folder "
+                        "elsewhere is fine."
+                    )
+                folders.append((entry.path, target))
+        found.append((directory, sorted(files)))
+        for path, target in folders:
+            visit(path, ancestors | {target})
+
+    visit(os.fspath(folder), frozenset({Path(folder).resolve()}))
+    return [os.path.join(directory, name) for directory, names in sorted(found) for name in names]
+
+
+def require_distinct(paths: Iterable[str | os.PathLike], dataset: str) -> None:
+    """``DataError`` naming the first two of ``paths`` that are the same file (resolved through links).
+
+    A file listed twice would be trained on twice as often as the others, or, across splits, be
+    scored on after being trained on.
+    """
+    seen: dict[Path, str] = {}
+    for path in paths:
+        real = Path(path).resolve()
+        first = seen.setdefault(real, os.fspath(path))
+        if first != os.fspath(path):
+            raise DataError(
+                f"{dataset} lists one file twice: {first!r} and {os.fspath(path)!r} are both {str(real)!r} (through a "
+                "link), so it would be read as two images (trained on twice, or trained on and scored on). Remove "
+                "the link, or replace it with a file of its own."
+            )

@@ -38,16 +38,17 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 from torchvision.transforms.v2 import functional as F
 
 from afno_repro.data.errors import DataError
-from afno_repro.data.files import load_image
+from afno_repro.data.files import load_image, require_distinct, walk_files
 from afno_repro.data.masks import derive_seed
 from afno_repro.data.registry import register_dataset
 
 __all__ = [
     "ImageNetFolder",
+    "IMAGENET_ARCHIVE",
     "ImageNetTransform",
     "SPLITS",
     "class_folders",
@@ -61,6 +62,8 @@ __all__ = [
 
 SPLITS = ("train", "val")
 _LAYOUT = "root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG"
+# Where a good copy of a corrupt image comes from, for load_image's message.
+IMAGENET_ARCHIVE = "the ImageNet archive (ILSVRC2012_img_train.tar / ILSVRC2012_img_val.tar)"
 
 def _split_dir(root: str | os.PathLike, split: str) -> Path:
     """``root/split`` after checking that the layout is there; ``DataError`` naming the fix."""
@@ -106,19 +109,28 @@ def _images_required(split_dir: str | os.PathLike):
 
 
 def _make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False) -> list[tuple[str, int]]:
-    """torchvision's ``make_dataset``, after checking that every class folder can be listed.
+    """torchvision's ``make_dataset`` (same samples, same order) without its two blind spots.
 
-    ``os.walk`` (inside ``make_dataset``) skips a folder it may not list, so an unreadable class
-    folder would otherwise be reported as an empty one.
+    ``os.walk(followlinks=True)`` (inside ``make_dataset``) follows a directory link back to a folder
+    above it, listing every image again under it, and lists a file reached through two paths twice;
+    :func:`~afno_repro.data.files.walk_files` refuses the loop and :func:`require_distinct` the
+    second path, each naming the link. ``os.walk`` also skips a folder it may not list, which would
+    report an unreadable class folder as an empty one: here it is a permission error naming it.
     """
+    if (extensions is None) == (is_valid_file is None):
+        raise ValueError("_make_dataset takes exactly one of extensions and is_valid_file.")
+    if is_valid_file is None:
+        is_valid_file = partial(has_file_allowed_extension, extensions=extensions)
+    samples = []
     with _images_required(directory):
-        for name in class_to_idx:
+        for name in sorted(class_to_idx):
+            folder = Path(directory) / name
             try:
-                with os.scandir(Path(directory) / name):
-                    pass
-            except PermissionError:
-                raise _unreadable_folder(Path(directory) / name) from None
-        samples = make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty=True)
+                files = walk_files(folder, "ImageNet") if folder.is_dir() else []
+            except PermissionError as error:
+                raise _unreadable_folder(error.filename or folder) from None
+            samples += [(path, class_to_idx[name]) for path in files if is_valid_file(path)]
+    require_distinct((path for path, _ in samples), f"ImageNet folder {str(directory)!r}")
     if not allow_empty:
         _require_every_class(directory, class_to_idx, samples, extensions)
     return samples
@@ -150,7 +162,8 @@ def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, li
     The classes are the sorted class folders of the first split; every other split must have the
     same ones (the class index is the position in that list). Raises :class:`DataError` naming the
     folder when the root or a split folder is missing or unreadable, the splits' class folders
-    differ, or a class folder holds no image.
+    differ, or a class folder holds no image; naming the link when a directory link loops or one
+    file is reached through two paths (within a split or across them).
     """
     folders = {split: _split_dir(root, split) for split in splits}
     found = {}
@@ -170,7 +183,10 @@ def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, li
                 f"{len(other)}, and they must be the same wnids (the class index is the position in the sorted list). "
                 f"Expected the layout {_LAYOUT}; restore or remove the folder."
             )
-    return classes, {split: _make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS) for split, folder in folders.items()}
+    samples = {split: _make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS) for split, folder in folders.items()}
+    # A file of one split linked into another would be scored on after being trained on.
+    require_distinct((path for split in splits for path, _ in samples[split]), f"ImageNet root {str(root)!r} ({' and '.join(splits)})")
+    return classes, samples
 
 
 def class_folders(root: str | os.PathLike, split: str = "train") -> list[str]:
@@ -294,7 +310,8 @@ class ImageNetFolder(ImageFolder):
         self.image_size = image_size
         split_dir = _split_dir(root, split)
         transform = ImageNetTransform(image_size, augment=split == "train" if augment is None else augment)
-        super().__init__(split_dir, transform=transform, loader=partial(load_image, max_pixels=max_image_pixels))
+        super().__init__(split_dir, transform=transform,
+                         loader=partial(load_image, max_pixels=max_image_pixels, dataset=IMAGENET_ARCHIVE))
         if subset_file is not None:
             subset = load_subset(subset_file)
         if subset is not None:

@@ -62,7 +62,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from afno_repro.data.base import IGNORE_INDEX, DataModuleBase
 from afno_repro.data.errors import DataError
-from afno_repro.data.files import listing, load_image, require_root
+from afno_repro.data.files import listing, load_image, require_distinct, require_root
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.sampling import item_generator
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
@@ -116,7 +116,8 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
     ``"train"``: the first 16 / 16 / 30 indices ``i`` of ``image_{i}.jpg`` / ``image_mask{i}.npy``
     (``.jpeg`` and ``.png`` images are accepted too); ``"test"``: the sorted images paired by
     position with the sorted ``.npy`` files. Raises :class:`DataError` naming the folder or file
-    when the layout is wrong, a split is empty, or a file lacks its partner.
+    when the layout is wrong, a split is empty, a file lacks its partner, or one file is listed
+    twice through a link.
     """
     if category not in DATASETGAN_CLASSES:
         raise ValueError(f"unknown DatasetGAN category {category!r}; use one of {', '.join(DATASETGAN_CLASSES)}.")
@@ -164,7 +165,7 @@ def datasetgan_files(root: str | os.PathLike, category: str, split: str) -> list
             f"DatasetGAN trains {category} on {wanted} annotated images, but {str(folder)!r} holds only {len(indices)} "
             f"image/mask pairs. Restore the missing ones from the release."
         )
-    return [(images[index], masks[index]) for index in indices]
+    return _distinct([(images[index], masks[index]) for index in indices], f"DatasetGAN training folder {str(folder)!r}")
 
 
 def _datasetgan_test_files(folder: Path) -> list[tuple[Path, Path]]:
@@ -180,13 +181,14 @@ def _datasetgan_test_files(folder: Path) -> list[tuple[Path, Path]]:
             f"paired in sorted order, so the counts must match (unpaired after sorting: "
             f"{', '.join(file.name for file in surplus[:5])}). Restore the missing files or remove the extra ones."
         )
-    return list(zip(images, masks))
+    return _distinct(list(zip(images, masks)), f"DatasetGAN test folder {str(folder)!r}")
 
 
 def ddpm_files(root: str | os.PathLike, name: str, split: str) -> list[tuple[Path, Path]]:
     """``(image, mask)`` file pairs of DDPM-segmentation's dataset ``name``, ``split`` (``"train"``
     or ``"test"``), paired by stem and sorted by image file name. Raises :class:`DataError` naming
-    the folder or file when the layout is wrong, the split is empty, or a file lacks its partner.
+    the folder or file when the layout is wrong, the split is empty, a file lacks its partner, or
+    one file is listed twice through a link.
     """
     if split not in ("train", "test"):
         raise ValueError(f"ddpm_files got split={split!r}; use 'train' or 'test'.")
@@ -213,7 +215,15 @@ def ddpm_files(root: str | os.PathLike, name: str, split: str) -> list[tuple[Pat
     if without_image := sorted(masks.keys() - images.keys()):
         stem = without_image[0]
         raise DataError(f"mask {str(masks[stem])!r} has no image ({stem}.png or .jpg) in {str(folder)!r}. Restore it from the release or delete the mask.")
-    return [(images[stem], masks[stem]) for stem in sorted(images, key=lambda stem: images[stem].name)]
+    pairs = [(images[stem], masks[stem]) for stem in sorted(images, key=lambda stem: images[stem].name)]
+    return _distinct(pairs, f"DDPM-segmentation {split} folder {str(folder)!r}")
+
+
+def _distinct(pairs: list[tuple[Path, Path]], dataset: str) -> list[tuple[Path, Path]]:
+    """``pairs``, after checking that no image and no mask is one file reached through two paths (a link)."""
+    require_distinct((image for image, _ in pairs), dataset)
+    require_distinct((mask for _, mask in pairs), dataset)
+    return pairs
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -268,9 +278,11 @@ def _load_pair(
     min_class_pixels: int,
     crop_rows: tuple[int, int] | None,
     label_map: np.ndarray | None,
+    release: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read, check and preprocess one pair (see the module docstring for the order)."""
-    image = load_image(str(image_file))
+    """Read, check and preprocess one pair (see the module docstring for the order); ``release``
+    says where a good copy of a corrupt file comes from."""
+    image = load_image(str(image_file), dataset=release)
     mask = load_mask(mask_file)
     if tuple(image.shape[-2:]) != mask.shape:
         raise DataError(
@@ -398,6 +410,7 @@ class DatasetGAN:
             "ignore_label": None,
             "crop_rows": _CAR_ROWS if self.category == "car" else None,
             "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
+            "release": f"DatasetGAN's release (its {'training_data' if split == 'train' else 'testing_data'}/ folder)",
         }
         return _load_pairs(datasetgan_files(self.root, self.category, split), image_size, min_class_pixels, options)
 
@@ -424,7 +437,8 @@ class DDPMSegmentation:
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
-        options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None}
+        options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None,
+                   "release": f"DDPM-segmentation's release (its datasets/{self.name}/real/{split}/ folder)"}
         return _load_pairs(ddpm_files(self.root, self.name, split), image_size, min_class_pixels, options)
 
 

@@ -1,0 +1,144 @@
+"""What every script in ``scripts/`` shares on the command line: argument types that refuse a bad value
+before any work starts, and the one-paragraph error with exit status 2 that ``train.py`` gives.
+
+The types are for ``argparse``'s ``type=``: a bad value ends in argparse's own usage line and
+``error: argument --n: ...`` (exit status 2), naming the option, the value and the fix. Checks that need
+more than one option, or the configs, raise :class:`UsageError`; :func:`user_errors` wraps a script's
+``main(argv)`` so that such an error, or any other error meant for the user (``ValueError``, including
+the data code's :class:`~afno_repro.data.errors.DataError`, a missing file, a Hydra config that does not
+compose, ``train.py``'s ``UserFacingError``), is printed as ``error: <message>`` on stderr and ``main``
+returns 2; anything else keeps its traceback (a bug).
+
+Example
+-------
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="demo")
+>>> _ = parser.add_argument("--n", type=positive_int)
+>>> parser.parse_args(["--n", "3"]).n
+3
+>>> positive_int("0")
+Traceback (most recent call last):
+    ...
+argparse.ArgumentTypeError: 0 is not a whole number >= 1; give one, e.g. 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["UsageError", "available_device", "nonnegative_int", "output_file", "positive_float", "positive_int", "user_errors",
+           "whole_number_at_least"]
+
+
+class UsageError(ValueError):
+    """Bad input to a script; the message names it and says what to give instead."""
+
+
+def whole_number_at_least(minimum: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= minimum``; ``meaning`` adds why (e.g. ``"0: torch's default"``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            why = f" ({meaning})" if meaning else ""
+            raise argparse.ArgumentTypeError(f"{text} is not a whole number >= {minimum}{why}; give one, e.g. {max(minimum, 1)}.")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = whole_number_at_least(1)
+nonnegative_int = whole_number_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number > 0; give one, e.g. 1.5.")
+    return value
+
+
+def available_device(text: str) -> str:
+    """An argparse type: a torch device this machine has (``cpu``, ``cuda``, ``cuda:<index>``, ``mps``)."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:<index> (one GPU).") from None
+    if parsed.type == "cpu":
+        return text
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text}: torch sees no CUDA GPU here (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda or 'none: a CPU-only build'}); use --device cpu, or run on a machine with a GPU.")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} GPU(s), cuda:0 ... cuda:{count - 1}.")
+        return text
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return text
+    raise argparse.ArgumentTypeError(f"{text}: the scripts run on cpu or cuda (cuda:<index> for one GPU).")
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: a file the script may write at the end, checked before the work starts
+    (its folder exists and is writable; the path is not a folder)."""
+    path = Path(text).expanduser()
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path in it, e.g. {path / 'results.json'}.")
+    if not folder.is_dir():
+        state = "is a file" if folder.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text}: its folder {folder} {state}; create the folder first "
+                                         f"(mkdir -p {folder}) or give a path in an existing one.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{text} cannot be written by this user (permission denied); give a path "
+                                         "in a folder you can write.")
+    return path
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    types: list[type[BaseException]] = [ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+                                        ConfigCompositionException, OverrideParseException]
+    # train.py's own user-facing errors, when a script ran its code (importing it here would pull in Lightning).
+    if (train := sys.modules.get("afno_repro.train")) is not None:
+        types.append(train.UserFacingError)
+    return tuple(types)
+
+
+def user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a script's ``main(argv) -> status``: an error meant for the user (module docstring) is printed
+    as one paragraph, ``error: <message>``, on stderr, and the status is 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except Exception as error:  # noqa: BLE001 - classified here, re-raised when not the user's
+            if not isinstance(error, _user_error_types()):
+                raise
+            from afno_repro.data.errors import user_message
+
+            message = " ".join(user_message(error).split()) if not isinstance(error, OSError) or not error.filename \
+                else f"{error.filename}: {error.strerror or error}"
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            return 2
+
+    return wrapped

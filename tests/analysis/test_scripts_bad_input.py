@@ -1,0 +1,139 @@
+"""Every script in scripts/ answers bad input as train.py does: one paragraph naming the option and the fix,
+exit status 2, no traceback, nothing measured or written first.
+
+The classes of case: a count that must be positive (threads, batch, repeats, sizes, grids), a number that
+must be > 0 (budgets, limits), a size a script's models or metrics cannot use, an output path whose folder
+is missing or that is a folder, a device this machine lacks or that does not exist, a name that is not in
+the configs or the registry. A few run as users type them (subprocess); the rest call ``main(argv)``.
+"""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from afno_repro.cli import available_device, output_file, positive_float, positive_int
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _script(name: str):
+    sys.path.insert(0, str(SCRIPTS))  # benchmark_scoring and gpu_check import their neighbours
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _refused(name: str, argv: list[str], capsys) -> str:
+    """``main(argv)``'s stderr, after checking it refused with status 2 and one paragraph, no traceback."""
+    try:
+        status = _script(name).main(argv)
+    except SystemExit as exit:  # argparse's own error exit
+        status = exit.code
+    captured = capsys.readouterr()
+    assert status == 2, captured.out + captured.err
+    assert "Traceback" not in captured.err and "error:" in captured.err
+    assert captured.out == "", "nothing is measured before the input is checked"
+    return captured.err
+
+
+COUNTS = [
+    ("benchmark_masks", ["--n", "0"], "--n: 0 is not a whole number >= 1"),
+    ("benchmark_masks", ["--repeats", "0"], "--repeats"),
+    ("benchmark_masks", ["--threads", "-2"], "--threads"),
+    ("benchmark_masks", ["--seed", "-1"], "--seed: -1 is not a whole number >= 0"),
+    ("benchmark_masks", ["--size", "6"], "not a multiple of 4"),
+    ("benchmark_mixers", ["--threads", "0"], "--threads"),
+    ("benchmark_mixers", ["--batch", "0"], "--batch"),
+    ("benchmark_mixers", ["--repeats", "0"], "--repeats"),
+    ("benchmark_scoring", ["--batch", "0"], "--batch"),
+    ("benchmark_scoring", ["--workers", "1", "0"], "--workers"),
+    ("benchmark_scoring", ["--threads", "-1"], "--threads"),
+    ("benchmark_segformer", ["--device", "cpu", "--size", "16"], "--size: 16 is not a whole number >= 32"),
+    ("benchmark_segformer", ["--device", "cpu", "--threads", "-1"], "--threads"),
+    ("benchmark_segformer", ["--device", "cpu", "--memory-limit-gb", "0"], "--memory-limit-gb: 0 is not a number > 0"),
+    ("benchmark_segformer", ["--device", "cpu", "--time-limit-s", "nan"], "--time-limit-s"),
+    ("benchmark_training", ["--device", "cpu", "--steps", "0"], "--steps"),
+    ("model_table", ["--scaling", "--grids", "8", "0"], "--grids"),
+    ("model_table", ["--scaling", "--dim", "0"], "--dim"),
+    ("model_table", ["--scaling", "--repeats", "0"], "--repeats"),
+    ("model_table", ["--scaling", "--threads", "0"], "--threads"),
+    ("model_table", ["--scaling", "--time-budget", "-1"], "--time-budget"),
+    ("model_table", ["--scaling", "--memory-budget", "0"], "--memory-budget"),
+    ("readings_check", ["--images", "0"], "--images"),
+    ("readings_check", ["--threads", "0"], "--threads"),
+    ("readings_check", ["--size", "5"], "no pixel whose 11x11 SSIM window fits"),
+    ("readings_check", ["--size", "14"], "not a multiple of 4"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "says"), COUNTS, ids=[f"{n}{' '.join(a)}" for n, a, _ in COUNTS])
+def test_every_count_and_size_is_checked_before_the_work(name, argv, says, capsys):
+    message = _refused(name, argv, capsys)
+    assert says in message and argv[-1] in message
+
+
+OUTPUTS = [("benchmark_mixers", ["--quick", "--json"]), ("benchmark_scoring", ["--json"]),
+           ("benchmark_segformer", ["--device", "cpu", "--json"]), ("benchmark_training", ["--device", "cpu", "--json"]),
+           ("gpu_check", ["--device", "cpu", "--out"])]
+
+
+@pytest.mark.parametrize(("name", "argv"), OUTPUTS, ids=[name for name, _ in OUTPUTS])
+def test_every_output_path_is_checked_before_the_work(name, argv, tmp_path, capsys):
+    missing = tmp_path / "no_such_folder" / "out.json"
+    message = _refused(name, [*argv, str(missing)], capsys)
+    assert f"mkdir -p {missing.parent}" in message
+    assert "is a folder" in _refused(name, [*argv, str(tmp_path)], capsys)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+DEVICES = ["benchmark_mixers", "benchmark_segformer", "benchmark_training", "gpu_check"]
+
+
+@pytest.mark.parametrize("name", DEVICES)
+def test_every_device_is_checked(name, capsys):
+    assert "'tpu' is not a device; use cpu, cuda" in _refused(name, ["--device", "tpu"], capsys)
+    if not torch.cuda.is_available():
+        message = _refused(name, ["--device", "cuda"], capsys)
+        assert "no CUDA GPU" in message and "--device cpu" in message
+
+
+def test_names_not_in_the_configs_or_the_registry(capsys):
+    assert "choose from fewshot_demo" in _refused("model_table", ["--experiment", "nope"], capsys)
+    assert "--mixers nope: no such mixer; choose from" in _refused("model_table", ["--scaling", "--mixers", "nope"], capsys)
+    # A width a mixer cannot split is named before any case runs (it was "failed with exit code 1 (out of memory?)").
+    message = _refused("model_table", ["--scaling", "--mixers", "afno", "--grids", "4", "--dim", "7"], capsys)
+    assert "mixer 'afno' cannot be built at --dim 7" in message and "num_blocks=8 does not divide" in message
+    assert "matches no row" in _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "nosuchrow"], capsys)
+
+
+def test_gpu_check_work_folder_under_a_file(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    message = _refused("gpu_check", ["--device", "cpu", "--out", str(tmp_path / "x.json"), "--work", str(blocker / "w")], capsys)
+    assert f"{blocker} is a file" in message and not (tmp_path / "x.json").exists()
+
+
+def test_the_argument_types_accept_what_they_should():
+    assert positive_int("3") == 3 and positive_float("0.5") == 0.5 and available_device("cpu") == "cpu"
+    assert output_file("results.json") == Path("results.json")
+
+
+@pytest.mark.parametrize("command", [
+    "model_table.py --experiment nope",
+    "benchmark_segformer.py --device cpu --size 64 --rows afno --json {tmp}/missing/x.json",
+    # The same paths in process above; as typed, in the full tier only (each start of Python costs seconds).
+    pytest.param("benchmark_masks.py --n 0", marks=pytest.mark.slow),
+    pytest.param("model_table.py --scaling --mixers nope", marks=pytest.mark.slow),
+])
+def test_as_users_type_them(command, tmp_path):
+    argv = command.format(tmp=tmp_path).split()
+    result = subprocess.run([sys.executable, str(SCRIPTS / argv[0]), *argv[1:]], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "error:" in result.stderr and result.stdout == ""
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
