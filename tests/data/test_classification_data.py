@@ -144,3 +144,13 @@ def test_randaugment_posterize_to_zero_bits_gives_black_not_an_error():
     transform = ClassificationDataModule(source="lfw", image_size=32, batch_size=4).train_transform()
     ops = [op for step in transform.transforms for op in getattr(step, "ops", []) if "Posterize" in op.name]
     assert ops and all(op.aug_fn is posterize_keeping_zero_bits for op in ops)
+
+
+@pytest.mark.parametrize("policy", ["nope", "rand-zz9", 3])
+def test_an_unknown_auto_augment_policy_is_named_with_the_forms_timm_reads(policy):
+    with pytest.raises(ValueError) as refused:
+        ClassificationDataModule(source="lfw", image_size=32, batch_size=4, auto_augment=policy)
+    assert f"auto_augment={policy!r}" in str(refused.value) and "rand-m9-mstd0.5-inc1" in str(refused.value)
+    # The forms the message names are ones timm builds.
+    for named in ("rand-m9-mstd0.5-inc1", "original", "v0", "augmix-m5-w4-d2"):
+        ClassificationDataModule(source="lfw", image_size=32, batch_size=4, auto_augment=named)

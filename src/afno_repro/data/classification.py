@@ -256,6 +256,23 @@ def _require_two_classes(root: str, found: int) -> None:
         )
 
 
+def _check_auto_augment(owner: str, policy: Any) -> None:
+    """``ValueError`` naming ``policy`` and the forms timm reads unless timm builds its transform (timm's
+    own error for an unknown policy is a bare ``AssertionError``)."""
+    from timm.data import create_transform
+
+    try:
+        if not isinstance(policy, str):
+            raise TypeError(policy)
+        create_transform(32, is_training=True, auto_augment=policy)
+    except Exception:  # noqa: BLE001 - timm raises AssertionError, KeyError, ValueError or IndexError by case
+        raise ValueError(
+            f"{owner} got auto_augment={policy!r}, which is not a timm augmentation policy. Use RandAugment "
+            "'rand-m9-mstd0.5-inc1' (A.5, DeiT), AutoAugment 'original' or 'v0', AugMix 'augmix-m5-w4-d2', or null for "
+            "none; timm.data.auto_augment documents every form."
+        ) from None
+
+
 class ClassificationDataModule(DataModuleBase):
     """Classification data (paper A.5): ImageNet from its folders, or the embedded LFW subset.
 
@@ -363,6 +380,8 @@ class ClassificationDataModule(DataModuleBase):
             )
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"{name} got normalize={normalize!r}; use one of {', '.join(map(repr, NORMALIZATIONS))}.")
+        if auto_augment:
+            _check_auto_augment(name, auto_augment)
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"{name} got interpolation={interpolation!r}; use one of {', '.join(map(repr, _INTERPOLATIONS))} (A.5: 'bicubic').")
         if source == "imagenet" and root is None:
