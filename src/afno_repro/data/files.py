@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,11 +212,18 @@ def require_distinct(paths: Iterable[str | os.PathLike], dataset: str) -> None:
     A file listed twice would be trained on twice as often as the others, or, across splits, be
     scored on after being trained on.
     """
-    seen: dict[Path, str] = {}
+    seen: dict[Any, str] = {}
     for path in paths:
-        real = Path(path).resolve()
-        first = seen.setdefault(real, os.fspath(path))
+        # The file's identity (device, inode), one stat per file: resolving every path through its links
+        # cost 20x torchvision's whole scan (5 s against 0.26 s for 100,000 files, ~1 min for ImageNet).
+        try:
+            status = os.stat(path)
+            key: Any = (status.st_dev, status.st_ino)
+        except OSError:  # a broken link: its target's path stands for it
+            key = Path(path).resolve()
+        first = seen.setdefault(key, os.fspath(path))
         if first != os.fspath(path):
+            real = Path(path).resolve()
             raise DataError(
                 f"{dataset} lists one file twice: {first!r} and {os.fspath(path)!r} are both {str(real)!r} (through a "
                 "link), so it would be read as two images (trained on twice, or trained on and scored on). Remove "
