@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from afno_repro.config import sweep_points
+from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem
 from afno_repro.runs import find_runs, write_json
 
 __all__ = ["NoiseStep", "Step", "build_plan", "choose_reruns", "main", "noise_declaration", "order", "run_plan"]
@@ -342,95 +343,6 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
     return steps
 
 
-def _missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> str | None:
-    if scale != "paper":
-        return None
-    missing = sorted({step.data for step in steps if step.data and not step.complete and not data_roots.get(step.data)})
-    if any(step.experiment == "fig1_trunks" and not step.complete for step in steps) and not data_roots.get("swin"):
-        missing.append("swin")  # Figure 1's Swin rows start from the Swin authors' ImageNet checkpoints
-    if not missing:
-        return None
-    return (f"--scale paper trains on the paper's datasets; give their folders: "
-            f"{' '.join(f'--{name} /path/to/{name}' for name in missing)} (README, 'Reproducing everything'; --swin: "
-            "the folder of swin_{tiny,small,base}_patch4_window7_224.pth). "
-            "To run the same graph on the embedded data in CPU minutes: --scale smoke (make reproduce-all SCALE=smoke).")
-
-
-def _folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> str | None:
-    """What is wrong with the folders given on the command line, before anything reads or writes them."""
-    for name, folder in data_roots.items():
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            state = "is a file, not a folder" if path.exists() else "does not exist"
-            return (f"--{name} {folder} {state}. Give the folder that holds the dataset (README, 'Reproducing "
-                    "everything', shows each one's layout).")
-    for option, path in (("--root", root), ("--report", report_dir)):
-        blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            return (f"{option} {path}: {blocking} is a file, so no folder can be made there. Give a folder path "
-                    f"(it is created if it does not exist), or move the file away.")
-    return None
-
-
-def _hydra_detail(error: Exception) -> str:
-    """Hydra's message on one line: its option lists joined with commas, a caret under an override
-    said as the character it points at, the search-path listing dropped."""
-    lines = str(error).split("Config search path:")[0].strip().splitlines()
-    words = []
-    for number, line in enumerate(lines):
-        if line.strip() == "^" and number:
-            column = len(line) - len(line.lstrip())
-            above = lines[number - 1]
-            if column < len(above):
-                words.append(f"(the syntax breaks at {above[column]!r})")
-            continue
-        words.append(line.strip() + ("," if line.startswith("\t") and number + 1 < len(lines)
-                                     and lines[number + 1].startswith("\t") else ""))
-    return " ".join(word for word in words if word).rstrip(".")
-
-
-def _override_problem(steps: list[Step]) -> str | None:
-    """The first override of the plan's commands that Hydra cannot compose into a run of its experiment.
-
-    Each experiment is composed, in process, with its command's overrides and those of a sweep point,
-    once per distinct choice of config groups in its sweep (value overrides add no key, so the points
-    that differ only in values compose alike). When a command fails, each of its overrides is tried
-    alone to name the one at fault.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    from afno_repro.config import _config_dir
-
-    def failure(overrides: list[str]) -> HydraException | None:
-        try:
-            compose(config_name="train", overrides=overrides, return_hydra_config=True)
-        except HydraException as error:
-            return error
-        return None
-
-    with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
-        for step in steps:
-            given = step.command[3:]  # after `python train.py -m`
-            seen: set[tuple[str, ...]] = set()
-            for point in step.points:
-                groups = tuple(item for item in point if "." not in item.split("=", 1)[0])
-                if groups in seen:
-                    continue
-                seen.add(groups)
-                error = failure([*given, *point])
-                if error is None:
-                    continue
-                culprit = next((item for item in given[1:] if failure([given[0], *point, item]) is not None), None)
-                what = f"the override `{culprit}`" if culprit else f"the overrides `{' '.join(given[1:])}`"
-                row = f" ({' '.join(point)})" if point else ""
-                return (f"{what} does not compose with experiment={step.experiment}{row}: {_hydra_detail(error)}. "
-                        f"Fix or remove it: `python train.py experiment={step.experiment} --cfg job` prints the keys "
-                        "that exist, a new key needs a leading + (+key=value), and a value with spaces or non-ASCII "
-                        "characters needs quotes (key='value').")
-    return None
-
-
 def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
     """The ``--dry-run`` text: each experiment, what it needs, its runs done, its folder and command."""
     runs = sum(len(s.points) if not isinstance(s, NoiseStep) or s.ready else s.noise["rerun_best"] for s in steps)
@@ -681,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if (value := getattr(args, key))}
     extra = list(args.overrides) + ([f"hydra/launcher={args.launcher}"] if args.launcher else [])
     started = time.time()
-    if problem := _folder_problem(data_roots, root, report_dir):
+    if problem := folder_problem(data_roots, root, report_dir):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
@@ -690,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # A typo in an override would otherwise show in the plan and then fail every run of every experiment.
-    if (extra or data_roots) and (problem := _override_problem(steps)):
+    if (extra or data_roots) and (problem := override_problem(steps)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.preflight:
@@ -698,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_plan(steps, root, report_dir), flush=True)
     if args.dry_run:
         return 0
-    missing = _missing_data(steps, args.scale, data_roots)
+    missing = missing_data(steps, args.scale, data_roots)
     if missing:
         print(f"\nerror: {missing}", file=sys.stderr)
         return 2
