@@ -138,6 +138,44 @@ def test_the_report_has_every_section_and_figure(reproduced):
     assert all(section["banner"] == SMOKE_LABEL for section in data["sections"])
     assert html.count(f'<p class="banner">{SMOKE_LABEL}</p>') == len(SECTIONS)
     assert list((report / "wandb").glob("offline-run-*")), "the report's tables were not logged to W&B (offline)"
+    _report_agrees_with_the_records(data, cwd / "outputs" / "reproduce" / "smoke")
+
+
+def _report_agrees_with_the_records(data: dict, root: Path) -> None:
+    """Issue 19's points, checked against the runs' own metrics.json rather than the renderer's words."""
+    from afno_repro.report.declared import DECLARED
+
+    runs = find_runs(root)
+    sections = {section["key"]: section for section in data["sections"]}
+    for declaration in DECLARED:
+        section = sections[declaration.key]
+        experiments = ({t.experiment for t in declaration.tables} | {s.experiment for s in declaration.sweeps}
+                       | ({declaration.scatter.experiment} if declaration.scatter else set()))
+        # A baseline row in every table of runs.
+        for name, rows in section["tables"].items():
+            if not declaration.scaling:
+                assert any(str(next(iter(row.values()))).startswith("baseline: ") for row in rows), (declaration.key, name)
+        # Every run whose record says its AFNO mixer was off is flagged in its section.
+        off = [run for run in runs if run["experiment"] in experiments and (run.get("mixer_activity") or {}).get("inactive")]
+        flagged = " ".join(section["warnings"])
+        assert bool(off) == ("AFNO mixer effectively off" in flagged), declaration.key
+        if off:
+            assert f"in {len(off)} run(s)" in flagged or sum(w.count("run(s)") for w in section["warnings"]) > 1
+    # No top-5 column where the runs tell fewer than 6 classes apart.
+    classes = {run["reading"].get("num_classes") for run in runs if run["experiment"] == "table5_classification"}
+    assert max(classes) < 6 and "top-5 (%)" not in sections["table5"]["tables"]["table5"][0]
+    # A sweep names a best only when its top two points differ by more than a rerun's spread.
+    for sweep in (s for d in DECLARED for s in d.sweeps):
+        points: dict[str, list[float]] = {}
+        for run in runs:
+            if run["experiment"] == sweep.experiment:
+                key = json.dumps([run.get("mixer_options"), run.get("trunk_hash")], sort_keys=True)
+                points.setdefault(key, []).append(run["result"][sweep.metric.key])
+        assert any(len(values) == 2 for values in points.values()), f"{sweep.experiment}: no point was rerun"
+        spread = max(max(v) - min(v) for v in points.values() if len(v) > 1)
+        top, runner_up = sorted((sum(v) / len(v) for v in points.values()), reverse=True)[:2]
+        note = next(n for n in sections["figure4"]["notes"] if f"({sweep.experiment})" in n)
+        assert ("names no best" in note) == (top - runner_up <= spread), note
 
 
 @pytest.mark.slow
