@@ -601,12 +601,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.preflight:
+        # The preflight composes each row it measures itself and names an override that row cannot take; the
+        # steps it does not measure (an experiment's needs) are not held to the overrides.
+        return _preflight(args, steps, root, data_roots)
     # A typo in an override would otherwise show in the plan and then fail every run of every experiment.
     if (extra or data_roots) and (problem := override_problem(steps)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if args.preflight:
-        return _preflight(args, steps, root, data_roots)
     print(format_plan(steps, root, report_dir), flush=True)
     if args.dry_run:
         return 0

@@ -98,7 +98,7 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
 # An option a config leaves out or sets to null (where null is allowed: clip values, a second
 # batch size) is not checked.
 _CHECKED_OPTIONS = (
-    ("optimizer.lr", "number", ">0", "optimizer.lr=5e-4"),
+    ("optimizer.lr", "number", ">=0", "optimizer.lr=5e-4"),  # 0: a frozen model (tests use it to compare evaluations)
     ("optimizer.weight_decay", "number", ">=0", "optimizer.weight_decay=0.05"),
     ("data.batch_size", "int", ">0", "data.batch_size=64"),
     ("data.val_batch_size", "int", ">0", "data.val_batch_size=64"),
