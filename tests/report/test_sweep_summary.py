@@ -69,7 +69,7 @@ def test_baselines_are_rows_and_an_inactive_mixer_is_warned(tmp_path):
     table = format_table(collect(tmp_path))
     rows = [line for line in table.splitlines() if line.startswith("| baseline: ")]
     # One row per baseline (both runs scored the same numbers on the same images), its numbers in the metric columns.
-    assert [row.split(" | ")[0] for row in rows] == ["| baseline: masked input", "| baseline: biharmonic"]
+    assert [row.split(" | ")[0] for row in rows] == ["| baseline: zero-fill", "| baseline: biharmonic inpainting"]
     assert "| 22.45 |" in rows[1] and "| 0.7940 |" in rows[1]
     assert "(baseline)" not in table.splitlines()[0]
     warnings = [line for line in table.splitlines() if line.startswith("warning:")]

@@ -27,6 +27,8 @@ there, the measure applies or it does not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -96,10 +98,16 @@ class SpectrumActivity:
         return cls(shrinks, device) if shrinks else None
 
     @classmethod
-    def attached(cls, model: nn.Module, device: torch.device | str = "cpu") -> _Attached:
+    @contextmanager
+    def attached(cls, model: nn.Module, device: torch.device | str = "cpu") -> Iterator[SpectrumActivity | None]:
         """``with SpectrumActivity.attached(model) as activity:``; ``activity`` is None when the model has no
         soft-thresholding layer; the meters are detached on leaving."""
-        return _Attached(model, device)
+        activity = cls.attach(model, device)
+        try:
+            yield activity
+        finally:
+            if activity is not None:
+                activity.detach()
 
     def detach(self) -> None:
         """Stop counting (the counts are kept)."""
@@ -110,20 +118,6 @@ class SpectrumActivity:
         """``(layers, 3)`` int64 on the counting device: per layer the parts zero before soft-thresholding,
         zero after it, and all parts seen."""
         return torch.stack([layer.counts for layer in self.layers])
-
-
-class _Attached:
-    def __init__(self, model: nn.Module, device: torch.device | str) -> None:
-        self.model, self.device = model, device
-        self.activity: SpectrumActivity | None = None
-
-    def __enter__(self) -> SpectrumActivity | None:
-        self.activity = SpectrumActivity.attach(self.model, self.device)
-        return self.activity
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.activity is not None:
-            self.activity.detach()
 
 
 def activity_record(counts: Tensor, *, split: str | None, num_images: int | None) -> dict[str, Any]:

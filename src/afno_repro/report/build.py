@@ -190,7 +190,7 @@ def _identical_data(field_name: str | None, runs: list[dict[str, Any]]) -> tuple
     return flagged, notes
 
 
-def _baseline_rows(names: Sequence[str], runs: list[dict[str, Any]], metrics: Sequence[Metric],
+def baseline_rows(names: Sequence[str], runs: list[dict[str, Any]], metrics: Sequence[Metric],
                    where: str | None, key: str = "row") -> tuple[list[dict[str, Any]], list[str]]:
     """One row per baseline (per dataset where ``where`` names the column that tells datasets apart),
     labelled in column ``key`` (the table's first), and the note that says on which images they were scored."""
@@ -282,7 +282,7 @@ def _run_table(table: Table, ctx: _Context) -> _Parts:
         row["status"] = _status(run)
         row["command"] = run_command(run)
         rows.append(row)
-    baselines, baseline_notes = _baseline_rows(table.baselines, runs, metrics, table.distinct_data)
+    baselines, baseline_notes = baseline_rows(table.baselines, runs, metrics, table.distinct_data)
     return _Parts(tables={table.name or "": rows + baselines}, warnings=_mixer_warning(runs) + identical_notes,
                   notes=notes + baseline_notes + _comparable_note(runs))
 
@@ -394,7 +394,7 @@ def _sweeps(declaration: Declaration, ctx: _Context) -> _Parts:
         verdict, best = _verdict(sweep, points, ctx.smoke)
         runs = [run for point in points for run in point.runs]
         metrics = [sweep.metric]
-        baselines, baseline_notes = _baseline_rows(sweep.baselines, runs, metrics, None, key=sweep.option)
+        baselines, baseline_notes = baseline_rows(sweep.baselines, runs, metrics, None, key=sweep.option)
         parts.tables[name] = _sweep_table(sweep, points, best) + baselines
         parts.warnings += [w for w in _mixer_warning(runs, lambda run: f"{sweep.experiment} {sweep.option}="
                                                      f"{(run.get('mixer_options') or {}).get(sweep.option)}")
@@ -500,7 +500,7 @@ def _scatter(scatter: Scatter, ctx: _Context) -> _Parts:
     if not any(row["flag"] for row in rows):
         for row in rows:
             del row["flag"]
-    baselines, baseline_notes = _baseline_rows(scatter.baselines, runs, [scatter.metric], None, key="point")
+    baselines, baseline_notes = baseline_rows(scatter.baselines, runs, [scatter.metric], None, key="point")
     notes = baseline_notes[:1]
     if differs:
         notes.append(f"Hollow markers: {', '.join(_point_name(r) for r in differs)} trained from scratch; every point of "

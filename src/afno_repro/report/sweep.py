@@ -192,29 +192,6 @@ def _reported(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _baseline_rows(rows: list[dict[str, Any]], reported: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
-    """``(label, values, images)`` per baseline of the runs (no training: each run scores them on its own
-    evaluation images), once per distinct result: runs on the same images agree, and where the runs'
-    data differ (Table 3's columns) each dataset gets its own row.
-
-    >>> runs = [{"paper_column": c, "baselines": {"pixel_prior": {"miou": v, "num_images": 16}}} for c, v in (("a", 10.0), ("b", 12.0))]
-    >>> [(label, values["miou"]) for label, values, _ in _baseline_rows(runs, [{"key": "miou"}])]
-    [('baseline: pixel prior (a)', 10.0), ('baseline: pixel prior (b)', 12.0)]
-    """
-    found: dict[str, dict[tuple, tuple[str, dict[str, Any], Any]]] = {}
-    for row in rows:
-        for name, values in (row.get("baselines") or {}).items():
-            key = tuple(values.get(item["key"]) for item in reported)
-            where = row.get("paper_column") or row.get("data")
-            found.setdefault(name, {}).setdefault(key, (str(where), values, values.get("num_images")))
-    result = []
-    for name, distinct in found.items():
-        for where, values, images in distinct.values():
-            label = f"baseline: {name.replace('_', ' ')}" + (f" ({where})" if len(distinct) > 1 else "")
-            result.append((label, values, images))
-    return result
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: run, size, each reported number beside the paper's, images, reading, status;
     then the task's baselines as rows (zero-fill and biharmonic inpainting, the pixel prior, the majority
@@ -251,11 +228,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             status = f"failed: {r['error'].splitlines()[0][:120]}"
         cells += [describe_reading(r.get("reading")), status, r.get("comparable") or ""]
         lines.append("| " + " | ".join(cells) + " |")
-    for label, values, images in _baseline_rows(rows, reported):
-        cells = [label, "", ""]
-        for item in reported:
-            cells += [format_number(values.get(item["key"]), f".{item['digits']}f", ""), ""]
-        cells.append(str(images or ""))
+    # The report's baseline rows (one per baseline, per dataset where the runs' data differ), as its tables show them.
+    from afno_repro.report.build import baseline_rows
+    from afno_repro.report.declared import Metric
+
+    metrics = [Metric(item["key"], item["label"], item["digits"]) for item in reported]
+    recorded = list(dict.fromkeys(name for r in rows for name in (r.get("baselines") or {})))
+    for baseline in baseline_rows(recorded, rows, metrics, "paper_column")[0]:
+        cells = [baseline["row"], "", ""]
+        for metric in metrics:
+            cells += [baseline[metric.label], ""]
+        cells.append(baseline["images"])
         cells += [""] * (len(head) - len(cells))
         lines.append("| " + " | ".join(cells) + " |")
     protocols = sorted({(r.get("result") or {}).get("protocol") for r in rows} - {None})
