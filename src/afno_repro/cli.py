@@ -117,10 +117,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
                                         ConfigCompositionException, OverrideParseException]
-    # train.py's own user-facing errors, when a script ran its code (importing it here would pull in Lightning).
-    if (train := sys.modules.get("afno_repro.train")) is not None:
-        types.append(train.UserFacingError)
-    return tuple(types)
+    from afno_repro.failures import UserFacingError  # train.py's own user-facing errors (no Lightning import)
+
+    return (*types, UserFacingError)
 
 
 def user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
