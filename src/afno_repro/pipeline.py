@@ -539,12 +539,15 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
     try:
         result = preflight(rows, data_roots={k: v for k, v in data_roots.items() if k != "swin"},
                            work_dir=root / "preflight", device=device, batch=args.batch, steps=args.steps,
-                           extra=args.overrides, printer=lambda line: print(line, flush=True))
+                           extra=args.overrides, printer=lambda line: print(line, flush=True),
+                           record_path=root / "preflight.json")
     except (PreflightError, ConfigCompositionException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "preflight.json", result)
+    except KeyboardInterrupt:
+        print(f"\npreflight interrupted: the rows measured so far are in {root / 'preflight.json'}; the same command "
+              "again measures only the rest.", file=sys.stderr)
+        return 130
     table = format_table(result)
     (root / "preflight.md").write_text(table + "\n")
     print("\n" + table, flush=True)

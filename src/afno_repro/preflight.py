@@ -38,6 +38,7 @@ without the authors' checkpoints (random weights): neither changes what a step c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -428,13 +429,40 @@ def _quiet() -> Iterator[None]:
                 logger.setLevel(level)
 
 
+def _settings(device_name: str, warmup: int, steps: int, batch: int | None, extra: Sequence[str],
+              data_roots: dict[str, str]) -> dict[str, Any]:
+    """What makes two preflights' measurements comparable: rows measured under other settings are not reused."""
+    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
+            "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
+
+
+def _resumable(record_path: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Rows of an interrupted preflight at ``record_path`` measured under ``settings``, by cost id; failed rows are
+    measured again (a failure may have been this machine's, not the row's)."""
+    if record_path is None or not record_path.is_file():
+        return {}
+    try:
+        earlier = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("complete", True) or earlier.get("settings") != settings:
+        return {}
+    return {r["cost_id"]: r for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
+            and not r.get("same_cost_as")}
+
+
 def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, str] | None, work_dir: Path,
               device: str = "cpu", batch: int | None = None, warmup: int = 1, steps: int | None = None,
-              extra: Sequence[str] = (), printer=print) -> dict[str, Any]:
+              extra: Sequence[str] = (), printer=print, record_path: Path | None = None) -> dict[str, Any]:
     """Measure ``rows`` ((experiment, sweep point) pairs) with ``extra`` overrides on every row; the record
-    :func:`format_table` and the report show."""
+    :func:`format_table` and the report show.
+
+    With ``record_path`` the record is written there after every row (``complete: false`` until the last), so
+    an interrupted preflight keeps what it measured, and a preflight started again with the same settings on an
+    incomplete record measures only the rows that record lacks."""
     from afno_repro.config import compose
     from afno_repro.console import quiet_third_party_noise
+    from afno_repro.runs import write_json
 
     quiet_third_party_noise()
     work_dir = Path(work_dir)
@@ -448,16 +476,33 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         printer(f"preflight: writing synthetic {', '.join(missing)} in the real layouts under {work_dir / 'data'} "
                 "(pass the dataset folders to measure on the real files)")
         given.update(write_layouts(work_dir / "data", missing))
+    device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    settings = _settings(device_name, warmup, steps, batch, extra, given)
+    kept = _resumable(record_path, settings)
+    if kept:
+        printer(f"preflight: resuming an interrupted preflight: {len(kept)} measured row cost(s) kept from {record_path}")
     started = time.time()
     records, seen = [], {}
-    device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    result = {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps,
+              "overrides": list(extra),
+              "data": (f"synthetic {', '.join(missing)} in the real layouts" if missing else "the given dataset folders")
+                      + (f"; {', '.join(sorted(data_roots))} from the given folders" if missing and data_roots else ""),
+              "data_roots": given, "assumed_gpu": ASSUMED_GPU, "memory_limit_gb": MEMORY_LIMIT_GB,
+              "evaluation_limit": EVALUATION_LIMIT, "settings": settings, "rows_planned": len(rows),
+              "complete": False, "rows": records}
     for experiment, point in rows:
         paper = compose([f"experiment={experiment}", *point, *extra, "pretrained=null"], output_dir=str(work_dir))
         key = _cost_key(paper)
+        cost_id = hashlib.sha1(key.encode()).hexdigest()[:16]
         if key in seen:
             record = {**seen[key], "experiment": experiment, "row": " ".join(point) or "(single run)",
                       "overrides": list(point), "same_cost_as": f"{seen[key]['experiment']} {seen[key]['row']}"}
+            record.pop("row_s", None)
             record.pop("wall_s", None)
+        elif cost_id in kept:
+            record = {**kept[cost_id], "experiment": experiment, "row": " ".join(point) or "(single run)",
+                      "overrides": list(point)}
+            seen[key] = record
         else:
             row_started = time.time()
             with _quiet():
@@ -467,14 +512,20 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
                                        batch=batch, warmup=warmup, steps=steps, work_dir=work_dir / "run",
                                        extra=extra)
             record["row_s"] = time.time() - row_started
+            record["cost_id"] = cost_id
             seen[key] = record
         records.append(record)
         printer(format_line(record))
-    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "overrides": list(extra),
-            "data": (f"synthetic {', '.join(missing)} in the real layouts" if missing else "the given dataset folders")
-                    + (f"; {', '.join(sorted(data_roots))} from the given folders" if missing and data_roots else ""),
-            "data_roots": given, "assumed_gpu": ASSUMED_GPU, "memory_limit_gb": MEMORY_LIMIT_GB,
-            "evaluation_limit": EVALUATION_LIMIT, "total_s": time.time() - started, "rows": records}
+        # The measuring time of every row, this session's and an interrupted one's: what the whole preflight took.
+        result["total_s"] = sum(r.get("row_s", 0.0) for r in records)
+        if record_path is not None:
+            write_json(record_path, result)
+    result["complete"] = True
+    result["total_s"] = sum(r.get("row_s", 0.0) for r in records)
+    result["this_run_s"] = time.time() - started
+    if record_path is not None:
+        write_json(record_path, result)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -520,8 +571,13 @@ def _legend(result: dict[str, Any]) -> str:
     rate = ("measured on this GPU" if measured_on_gpu else
             f"ASSUMED, not measured: {gpu['name']} at {100 * gpu['utilisation']:.0f}% of its {gpu['bf16_dense_tflops']:g} "
             f"TFLOP/s bf16 dense peak, {gpu['why']}")
-    return (f"Measured on {result['device']} (torch {result['torch']}), data: {result['data']}; {result['steps']} timed "
-            f"step(s) after {result['warmup']} warm-up per row; the whole preflight took {result['total_s']:.0f} s. "
+    planned = result.get("rows_planned", len(result["rows"]))
+    incomplete = ("" if result.get("complete", True) else
+                  f"INCOMPLETE: {len(result['rows'])} of {planned} rows measured (the preflight was interrupted; run it "
+                  "again with the same options to measure the rest). ")
+    took = "the whole preflight took" if result.get("complete", True) else "the rows so far took"
+    return (f"{incomplete}Measured on {result['device']} (torch {result['torch']}), data: {result['data']}; {result['steps']} timed "
+            f"step(s) after {result['warmup']} warm-up per row; {took} {result['total_s']:.0f} s. "
             f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
             f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "
             f"is float32 resident memory). `eval / fwd`: the second of two evaluation batches through the test loop (inference, "

@@ -104,6 +104,44 @@ def test_rows_that_cannot_cost_differently_are_measured_once(tmp_path, capsys):
     assert second["train"] == first["train"] and second["row"] != first["row"]
 
 
+def test_an_interrupted_preflight_keeps_its_rows_and_resumes_with_the_rest(tmp_path, capsys, monkeypatch):
+    from afno_repro import preflight as module
+
+    measure = module.preflight_row
+    measured: list[str] = []
+
+    def interrupted(experiment, point, **kwargs):
+        if measured:  # the second row: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        measured.append(" ".join(point))
+        return measure(experiment, point, **kwargs)
+
+    args = ("--only", "table2_inpainting", "--rows", "gfn", "--rows", "table2/afno", *VIT_TINY)
+    monkeypatch.setattr(module, "preflight_row", interrupted)
+    assert _preflight(tmp_path, *args)[0] == 130
+    assert "the same command again measures only the rest" in capsys.readouterr().err
+    partial = json.loads((tmp_path / "root" / "preflight.json").read_text())
+    assert partial["complete"] is False and partial["rows_planned"] == 2
+    assert [r["row"] for r in partial["rows"]] == ["paper_model=table2/gfn"]
+    assert "INCOMPLETE: 1 of 2 rows measured" in preflight_section(partial).notes[0]
+
+    def counted(experiment, point, **kwargs):
+        measured.append(" ".join(point))
+        return measure(experiment, point, **kwargs)
+
+    monkeypatch.setattr(module, "preflight_row", counted)
+    status, result = _preflight(tmp_path, *args)
+    assert status == 0, capsys.readouterr().err
+    assert "resuming an interrupted preflight: 1 measured row cost(s) kept" in capsys.readouterr().out
+    # Only the missing row was measured again; the kept one is the interrupted run's measurement.
+    assert measured == ["paper_model=table2/gfn", "paper_model=table2/afno"]
+    assert result["complete"] is True and result["rows"][0]["train"] == partial["rows"][0]["train"]
+    assert result["total_s"] == pytest.approx(sum(r["row_s"] for r in result["rows"]))
+    # A preflight run again after a complete one measures every row afresh.
+    measured.clear()
+    assert _preflight(tmp_path, *args)[0] == 0 and len(measured) == 2
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "no_such_mixer")[0] == 2
     assert "matches no row" in capsys.readouterr().err
