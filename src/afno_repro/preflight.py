@@ -432,8 +432,11 @@ def _quiet() -> Iterator[None]:
 def _settings(device_name: str, warmup: int, steps: int, batch: int | None, extra: Sequence[str],
               data_roots: dict[str, str]) -> dict[str, Any]:
     """What makes two preflights' measurements comparable: rows measured under other settings are not reused."""
-    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
-            "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
+    from afno_repro.runs.record import _git_commit
+
+    # The code's commit: a preflight resumed after the code changed would mix two versions' costs.
+    return {"device": device_name, "torch": torch.__version__, "code": _git_commit(), "warmup": warmup,
+            "steps": steps, "batch": batch, "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
 
 
 def _resumable(record_path: Path | None, settings: dict[str, Any]) -> dict[str, Any]:

@@ -123,6 +123,44 @@ def test_long_short_matches_per_window_loop(grid, window_size, rank):
     torch.testing.assert_close(mixer(x), naive_long_short(mixer, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("attn_drop", [0.0, 0.2])
+def test_long_short_recompute_gives_the_same_numbers_and_keeps_less_for_backward(attn_drop):
+    """recompute=True (the default) keeps the tokens, queries and raw keys/values for backward, not the 4x
+    neighbourhood copies: the same output and gradients to the bit (dropout included), and no more saved than
+    full attention of the same width holds."""
+    torch.manual_seed(0)
+    stored = LongShortAttention(32, num_heads=4, window_size=4, rank=8, attn_drop=attn_drop, recompute=False)
+    recomputed = LongShortAttention(32, num_heads=4, window_size=4, rank=8, attn_drop=attn_drop)
+    recomputed.load_state_dict(stored.state_dict())
+    x = torch.randn(2, 13, 18, 32, requires_grad=True)
+    results, saved = [], []
+    for mixer in (stored, recomputed):
+        torch.manual_seed(1)
+        y, nbytes = _saved_bytes(mixer, x)
+        y.backward(torch.ones_like(y))
+        results.append([y.detach(), x.grad.clone(), *(p.grad for p in mixer.parameters())])
+        saved.append(nbytes)
+        x.grad = None
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    attention = SelfAttention(32, num_heads=4)
+    assert saved[1] <= _saved_bytes(attention, x)[1] < saved[0] / 2
+
+
+def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The module's output and the bytes of the distinct storages autograd keeps for its backward."""
+    storages: dict[tuple[int, int], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = module(x)
+    return y, sum(storages.values())
+
+
 def test_long_short_without_long_range_is_local():
     """With rank=0 a token sees exactly its window's (w + 2 * (w // 2))^2 neighbourhood, clipped to the grid."""
     mixer = LongShortAttention(8, num_heads=2, window_size=2, rank=0).eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from afno_repro.mixers.registry import check_channel_split, register_mixer
 from afno_repro.mixers.weight_init import init_vit_weights
@@ -59,6 +60,13 @@ class LongShortAttention(nn.Module):
     qkv_bias: whether the query and key/value projections have a bias.
     attn_drop: dropout probability on the attention weights (training only).
     proj_drop: dropout probability after the output projection.
+    recompute: in training, keep only the tokens, queries and raw keys/values for backward and
+        recompute the rest there (the norms, the landmarks and the windowed attention), instead of
+        storing the copies made from them: each key and value is cut into ``(span / w)^2``
+        overlapping neighbourhoods (4x at the paper's ``w = 4``), which made this mixer hold about
+        twice the activation memory of full (flash) attention; with it, about the same. Same
+        numbers either way; costs one more pass of that part (not of the four projections) in
+        backward. ``False`` stores them.
 
     Examples
     --------
@@ -78,6 +86,7 @@ class LongShortAttention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        recompute: bool = True,
     ) -> None:
         super().__init__()
         self.head_dim = check_channel_split(dim, num_heads, "num_heads", "long_short")
@@ -98,6 +107,7 @@ class LongShortAttention(nn.Module):
         self.halo = window_size // 2
         self.rank = rank
         self.attn_drop = attn_drop
+        self.recompute = bool(recompute)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.norm_short = nn.LayerNorm(dim)
@@ -109,25 +119,48 @@ class LongShortAttention(nn.Module):
         self.apply(init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
+        q, kv = self.q(x), self.kv(x).reshape(*x.shape[:3], 2, x.shape[-1])
+        if self.recompute and torch.is_grad_enabled() and self.training:
+            # Keep x, q and kv for backward (x and q are kept anyway), not the copies made from them.
+            out = checkpoint(self._attend_uncached, x, q, kv, use_reentrant=False)
+        else:
+            out = self._attend(x, q, kv)
+        return self.proj_drop(self.proj(out))
+
+    def _attend_uncached(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """:meth:`_attend` without autocast's cache of cast weights, so the recomputation in backward casts the
+        dynamic projection's weight exactly as the forward did (with the cache the two passes need not make the
+        same casts, and a compiled checkpoint refuses to replay them)."""
+        device = x.device.type
+        if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+            return self._attend(x, q, kv)
+        with torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False):
+            return self._attend(x, q, kv)
+
+    def _attend(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """Tokens ``x`` and queries ``(B, H, W, C)``, raw keys/values ``(B, H, W, 2, C)`` -> the attended values
+        ``(B, H, W, C)``, before the output projection."""
+        batch, height, width, _, channels = kv.shape
         heads, head_dim, w, halo = self.num_heads, self.head_dim, self.window_size, self.halo
         rows, cols = -(-height // w), -(-width // w)
         span = w + 2 * halo
 
         # Round the grid up to whole windows; the extra queries are cropped after attention.
-        q = F.pad(self.q(x), (0, 0, 0, cols * w - width, 0, rows * w - height))
+        q = F.pad(q, (0, 0, 0, cols * w - width, 0, rows * w - height))
         q = q.reshape(batch, rows, w, cols, w, heads, head_dim).permute(0, 1, 3, 5, 2, 4, 6)
         q = q.reshape(batch * rows * cols, heads, w * w, head_dim)
 
         # The halo and round-up keys are zeros after the norm; the mask, not their value, keeps
         # them out of the softmax.
-        kv = self.kv(x).reshape(batch, height, width, 2, channels)
         pad = (0, 0, 0, 0, halo, halo + cols * w - width, halo, halo + rows * w - height)
         k, v = self._neighbourhoods(F.pad(self.norm_short(kv), pad), span).unbind(1)
-        mask = self._key_mask(height, width, rows, cols, span, x.device).repeat(batch, 1, 1, 1)
+        mask = self._key_mask(height, width, rows, cols, span, kv.device).repeat(batch, 1, 1, 1)
 
         if self.rank > 0:
-            k_long, v_long = self._landmarks(x, kv, windows=rows * cols)
+            # The same landmarks serve every window.
+            landmarks = self._landmarks(x, kv).reshape(batch, 1, 2, self.rank, heads, head_dim)
+            landmarks = landmarks.expand(-1, rows * cols, -1, -1, -1, -1).permute(2, 0, 1, 4, 3, 5)
+            k_long, v_long = landmarks.reshape(2, batch * rows * cols, heads, self.rank, head_dim)
             k = torch.cat([k, k_long], dim=2)
             v = torch.cat([v, v_long], dim=2)
             mask = F.pad(mask, (0, self.rank), value=True)
@@ -136,8 +169,7 @@ class LongShortAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
         )
         out = out.reshape(batch, rows, cols, heads, w, w, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-        out = out.reshape(batch, rows * w, cols * w, channels)[:, :height, :width]
-        return self.proj_drop(self.proj(out))
+        return out.reshape(batch, rows * w, cols * w, channels)[:, :height, :width]
 
     def _neighbourhoods(self, kv: torch.Tensor, span: int) -> torch.Tensor:
         """Halo-padded ``(B, H', W', 2, C)`` -> ``(B * windows, 2, heads, span^2, C / heads)``.
@@ -162,20 +194,16 @@ class LongShortAttention(nn.Module):
         inside = ((row >= 0) & (row < height))[:, None] & ((col >= 0) & (col < width))[None, :]
         return inside.unfold(0, span, w).unfold(1, span, w).reshape(rows * cols, 1, 1, span * span)
 
-    def _landmarks(self, x: torch.Tensor, kv: torch.Tensor, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Long-range keys and values, each ``(B * windows, heads, rank, C / heads)``.
+    def _landmarks(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """Long-range keys and values, ``(B, 2, rank, C)`` (heads side by side in ``C``).
 
         ``P = softmax over the N tokens of Linear(C, rank * heads)(x)``; head ``h`` gets the
         ``rank`` weighted sums ``P_h^T K_h`` and ``P_h^T V_h`` of its raw keys/values, then the
-        long-range LayerNorm of DualLN. The same landmarks serve every window.
+        long-range LayerNorm of DualLN.
         """
         batch, height, width, two, channels = kv.shape
         tokens = height * width
         scores = self.dynamic_projection(x).reshape(batch, tokens, self.num_heads, self.rank).softmax(dim=1)
         per_head = kv.reshape(batch, tokens, two, self.num_heads, self.head_dim)
         landmarks = torch.einsum("bnhr,bnshd->bsrhd", scores, per_head)
-        landmarks = self.norm_long(landmarks.reshape(batch, two, self.rank, channels))
-        landmarks = landmarks.reshape(batch, 1, two, self.rank, self.num_heads, self.head_dim)
-        landmarks = landmarks.expand(-1, windows, -1, -1, -1, -1).permute(2, 0, 1, 4, 3, 5)
-        k_long, v_long = landmarks.reshape(two, batch * windows, self.num_heads, self.rank, self.head_dim)
-        return k_long, v_long
+        return self.norm_long(landmarks.reshape(batch, two, self.rank, channels))
