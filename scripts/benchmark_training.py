@@ -9,6 +9,8 @@ one step of the row's configured optimizer (Adam or AdamW). It reports, per row:
   (``first_step_s``) holds the compilation;
 - peak GPU memory (on a GPU); a batch that runs out of memory is halved until one fits, and the row
   says how many accumulation steps (or devices) the configured batch needs;
+- the activations autograd keeps for backward at that batch (``saved GiB``, eager; any device): the part
+  of the memory that grows with the batch, which compares rows on a CPU as their memory will on a GPU;
 - achieved FLOP/s: 6x the forward multiply-accumulates counted from the model (every matmul,
   attention's two included; a step is about three forwards of two FLOPs per MAC; FFTs not counted)
   times images/s, against the device's peak, measured here on an 8192^3 matrix product in
@@ -25,6 +27,7 @@ Usage::
     python scripts/benchmark_training.py --device cuda --precision bf16-mixed --json training.json
     python scripts/benchmark_training.py --device cuda --experiments table2_inpainting --compile
     python scripts/benchmark_training.py --smoke --steps 1       # every row, shrunk (debug=smoke), on a CPU
+    python scripts/benchmark_training.py --device cpu --batch 1 --steps 1 --experiments table2_inpainting
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
     """Build the row's backbone and time ``steps`` training steps (after warm-up) at ``batch``."""
     from hydra.utils import instantiate
 
+    from afno_repro.analysis.memory import saved_for_backward
+
     torch.manual_seed(0)
     model = instantiate(cfg.backbone).to(device).train()
     optimizer = _optimizer(cfg, model.parameters())
@@ -101,7 +106,10 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    step()  # warm-up: cuDNN/cuFFT plans, allocator, and the compilation when compiled
+    # Warm-up: cuDNN/cuFFT plans, allocator, and the compilation when compiled; eager, it also counts the
+    # activations autograd keeps for backward (any device: the part of the memory that grows with the batch).
+    with nullcontext() if compile_model else saved_for_backward(exclude=model.parameters()) as saved:
+        step()
     _sync(device)
     first = time.perf_counter() - start
     step()
@@ -113,6 +121,8 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
     seconds = (time.perf_counter() - start) / steps
     # Compiled, the first step holds the compilation: first_step_s - step_s is its cost.
     row = {"batch": batch, "step_s": seconds, "images_per_s": batch / seconds, "first_step_s": first}
+    if saved is not None:
+        row["saved_for_backward_gib"] = saved.gib
     if device.type == "cuda":
         row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     del model, optimizer, step_model, x
@@ -121,9 +131,11 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
     return row
 
 
-def measure(cfg: Any, device: torch.device, precision: str, steps: int, compile_model: bool) -> dict[str, Any]:
-    """Time the configured batch; on out-of-memory halve it until one fits and say what the batch needs."""
-    configured = int(cfg.data.batch_size)
+def measure(cfg: Any, device: torch.device, precision: str, steps: int, compile_model: bool,
+            batch: int | None = None) -> dict[str, Any]:
+    """Time the configured batch (or ``batch``); on out-of-memory halve it until one fits and say what the batch
+    needs."""
+    configured = batch or int(cfg.data.batch_size)
     batch = configured
     while batch >= 1:
         try:
@@ -157,8 +169,9 @@ def _table_line(row: dict[str, Any]) -> str:
     eager, compiled = row["eager"], row.get("compiled") or {}
     fraction = row.get("fraction_of_peak")
     line = (f"{row['experiment']:<22}{' '.join(row['overrides'])[:39]:<40}{eager.get('batch', '-'):>6}"
-            f"{format_number(eager.get('images_per_s'), '.1f', '-'):>9}{format_number(compiled.get('images_per_s'), '.1f', '-'):>9}"
-            f"{format_number(eager.get('peak_memory_gib'), '.1f', '-'):>9}{format_number(row.get('achieved_tflops'), '.3g', '-'):>8}"
+            f"{format_number(eager.get('images_per_s'), '.4g', '-'):>9}{format_number(compiled.get('images_per_s'), '.4g', '-'):>9}"
+            f"{format_number(eager.get('peak_memory_gib'), '.1f', '-'):>9}{format_number(eager.get('saved_for_backward_gib'), '.3g', '-'):>10}"
+            f"{format_number(row.get('achieved_tflops'), '.3g', '-'):>8}"
             f"{format_number(None if fraction is None else 100 * fraction, '.1f', '-'):>7}%{format_number(row.get('gpu_hours'), '.0f', '-'):>9}")
     if "out_of_memory_at" in eager:
         line += f"  (out of memory at {eager['out_of_memory_at']}: {eager['accumulation_needed']} accumulation steps)"
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
     parser.add_argument("--rows", nargs="+", help="only rows whose overrides contain one of these (e.g. afno attention)")
     parser.add_argument("--steps", type=positive_int, default=5, help="timed steps per row (after two warm-up steps)")
+    parser.add_argument("--batch", type=positive_int, help="run this per-device batch instead of each row's configured "
+                        "one (e.g. 1 on a CPU, where a paper batch takes many minutes a step)")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd backbone")
     parser.add_argument("--smoke", action="store_true", help="debug=smoke's shrunk models and batches (a CPU check of the script)")
     parser.add_argument("--json", type=output_file, help="write the rows to this JSON file")
@@ -199,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"training step per row: {name}, {precision}, float32 matmul {numerics['float32_matmul']}, torch {torch.__version__}, "
           f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
-    print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'TFLOP/s':>8}{'of peak':>8}{'GPU-h':>9}")
+    print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'saved GiB':>10}{'TFLOP/s':>8}"
+          f"{'of peak':>8}{'GPU-h':>9}")
     results = []
     for experiment, overrides in rows:
         cfg = compose(overrides, output_dir="outputs/benchmark_training")
@@ -212,10 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"experiment": experiment, "overrides": overrides[1:], "image_size": size,
                                "configured_batch": int(cfg.data.batch_size), "epochs": int(cfg.trainer.max_epochs),
                                "forward_gmacs_per_image": gmacs, "train_images": train_images(cfg)}
-        row["eager"] = measure(cfg, device, precision, args.steps, False)
+        row["eager"] = measure(cfg, device, precision, args.steps, False, args.batch)
         if args.compile:
             try:
-                row["compiled"] = measure(cfg, device, precision, args.steps, True)
+                row["compiled"] = measure(cfg, device, precision, args.steps, True, args.batch)
             except Exception as error:  # a compiler failure is a result to report, not a crash of the benchmark
                 row["compiled"] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
         eager = row["eager"]
@@ -228,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(row)
         print(_table_line(row))
     print("GPU-h: epochs x training images / the faster of eager and compiled images/s, on this one device; TFLOP/s: "
-          "6 x forward MACs (every matmul, no FFTs) x eager images/s, against the measured matmul peak.")
+          "6 x forward MACs (every matmul, no FFTs) x eager images/s, against the measured matmul peak; saved GiB: the "
+          "activations autograd keeps for backward at that batch (afno_repro.analysis.memory), on any device.")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"device": name, "precision": numerics, "peak_tflops": peak, "torch": torch.__version__,

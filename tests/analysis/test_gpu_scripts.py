@@ -58,6 +58,7 @@ def test_gpu_check_rehearsal_on_a_cpu_writes_every_section(tmp_path):
     for row in training["rows"]:
         assert "afno" in " ".join(row["overrides"]) and "debug=smoke" in row["overrides"]
         assert row["eager"]["images_per_s"] > 0 and row["forward_gmacs_per_image"] > 0
+        assert row["eager"]["saved_for_backward_gib"] > 0
         assert row["eager"]["batch"] == row["configured_batch"]
     # train.py itself, twice: the step time comes from the steps each run recorded.
     train_py = report["train_py"]

@@ -16,6 +16,7 @@ from afno_repro.analysis import count_flops
 from afno_repro.mixers import build_mixer
 from afno_repro.mixers.attention import SelfAttention
 from afno_repro.mixers.efficient_attention import EfficientSelfAttention
+from afno_repro.analysis.memory import saved_for_backward
 from afno_repro.mixers.long_short import LongShortAttention
 from afno_repro.models import SegFormer, ViT
 
@@ -136,29 +137,18 @@ def test_long_short_recompute_gives_the_same_numbers_and_keeps_less_for_backward
     results, saved = [], []
     for mixer in (stored, recomputed):
         torch.manual_seed(1)
-        y, nbytes = _saved_bytes(mixer, x)
+        with saved_for_backward(exclude=mixer.parameters()) as held:
+            y = mixer(x)
         y.backward(torch.ones_like(y))
         results.append([y.detach(), x.grad.clone(), *(p.grad for p in mixer.parameters())])
-        saved.append(nbytes)
+        saved.append(held.bytes)
         x.grad = None
     for a, b in zip(*results):
         assert torch.equal(a, b)
     attention = SelfAttention(32, num_heads=4)
-    assert saved[1] <= _saved_bytes(attention, x)[1] < saved[0] / 2
-
-
-def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The module's output and the bytes of the distinct storages autograd keeps for its backward."""
-    storages: dict[tuple[int, int], int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        y = module(x)
-    return y, sum(storages.values())
+    with saved_for_backward(exclude=attention.parameters()) as held:
+        attention(x)
+    assert saved[1] <= held.bytes < saved[0] / 2
 
 
 def test_long_short_without_long_range_is_local():
