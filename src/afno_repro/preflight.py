@@ -401,12 +401,37 @@ def _predict(record: dict[str, Any], paper_per_device: int, device: str) -> None
     if peak > MEMORY_LIMIT_GB:
         basis = "measured" if measured_at_paper_batch else (
             "predicted, float32 on a CPU: bf16-mixed on a GPU needs less" if device != "cuda" else "predicted")
+        record["fits"] = _fitting_batch(peak, state_gb, paper_per_device, record.get("paper_batch"))
         flags.append(f"memory: {peak:.0f} GB at the paper's per-device batch {paper_per_device} (> {MEMORY_LIMIT_GB:g} GB; "
-                     f"{basis})")
+                     f"{basis}); {record['fits']['advice']}")
     ratio = record["evaluation"].get("over_forward")
     if ratio is not None and ratio > EVALUATION_LIMIT:
         flags.append(f"evaluation: {ratio:.2f}x the model's forward pass on the same batch (> {EVALUATION_LIMIT:g}x)")
     record["flags"] = flags
+
+
+def _fitting_batch(peak_gb: float, state_gb: float, per_device: int, paper_batch: dict[str, Any] | None) -> dict[str, Any]:
+    """The largest divisor of the per-device batch whose predicted memory fits :data:`MEMORY_LIMIT_GB`, and what
+    to run: with a declared global batch, ``data.batch_size`` alone (the batch plan accumulates the rest,
+    :mod:`afno_repro.batch`); without one, ``trainer.accumulate_grad_batches`` as well. Or as many devices.
+
+    >>> _fitting_batch(133.0, 1.4, 64, {"declared_global": 64})["advice"]
+    'fits at 32 per device: data.batch_size=32 (2 accumulation steps keep the global batch of 64), or 2 devices'
+    >>> _fitting_batch(133.0, 1.4, 64, None)["advice"]
+    'fits at 32 per device: data.batch_size=32 trainer.accumulate_grad_batches=2, or data.batch_size=32 on 2 devices'
+    """
+    per_image = max(peak_gb - state_gb, 1e-9) / per_device
+    most = math.floor((MEMORY_LIMIT_GB - state_gb) / per_image)
+    if most < 1:
+        return {"batch": None, "accumulation": None,
+                "advice": f"not even one image fits in {MEMORY_LIMIT_GB:g} GB: the model needs sharding"}
+    batch = max(d for d in range(1, min(most, per_device) + 1) if per_device % d == 0)
+    steps = per_device // batch
+    declared = (paper_batch or {}).get("declared_global")
+    how = (f"data.batch_size={batch} ({steps} accumulation steps keep the global batch of {declared}), or {steps} "
+           "devices" if declared else
+           f"data.batch_size={batch} trainer.accumulate_grad_batches={steps}, or data.batch_size={batch} on {steps} devices")
+    return {"batch": batch, "accumulation": steps, "advice": f"fits at {batch} per device: {how}"}
 
 
 # ------------------------------------------------------------------------------------------------ all rows

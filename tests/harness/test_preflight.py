@@ -161,6 +161,20 @@ def test_flags_name_memory_past_80_gb_and_evaluation_past_one_and_a_half_forward
     # 16 GB of weights, gradients and AdamW moments + the other 4 GB per image x 64.
     assert record["paper_per_device"]["peak_gb"] == pytest.approx(16 + 4 * 64)
     assert [flag.split(":")[0] for flag in record["flags"]] == ["memory", "evaluation"]
+    # What fits: (80 - 16) / 4 = 16 images, a divisor of 64: 4 micro-batches of 16, or 4 devices.
+    assert record["fits"]["batch"] == 16 and record["fits"]["accumulation"] == 4
+    assert "data.batch_size=16 trainer.accumulate_grad_batches=4" in record["flags"][0]
+    record["paper_batch"] = {"declared_global": 64, "effective_global": 64}
+    _predict(record, 64, "cpu")
+    assert "data.batch_size=16 (4 accumulation steps keep the global batch of 64), or 4 devices" in record["flags"][0]
+    # 3 GB per image and 16 GB of state: 21 images fit, and 16 is the largest divisor of 64 among them.
+    record.update(train={"step_s": 1.0, "peak_gb": 19.0})
+    _predict(record, 64, "cpu")
+    assert record["fits"]["batch"] == 16
+    record.update(params_m=5000.0, train={"step_s": 1.0, "peak_gb": 81.0})
+    _predict(record, 64, "cpu")
+    assert record["fits"]["batch"] is None and "sharding" in record["flags"][0]
+    record.update(params_m=1000.0, paper_batch=None)
     record.update(train={"step_s": 1.0, "peak_gb": 16.5}, evaluation={"over_forward": 1.2})
     _predict(record, 64, "cpu")
     assert record["flags"] == []
