@@ -28,7 +28,8 @@ and memory = the optimizer state counted from the parameters (weights, gradients
 float32: 16 bytes per parameter) + the rest of the measured peak x (paper batch / run batch).
 
 Flags, per row: ``memory``: the paper's per-device batch does not fit in 80 GB (measured on a GPU at that
-batch, predicted otherwise); ``evaluation``: evaluating a batch costs more than 1.5x the model's forward pass on
+batch, predicted otherwise), with the largest per-device batch that fits and the accumulation steps or devices
+that keep the paper's global batch; ``evaluation``: evaluating a batch costs more than 1.5x the model's forward pass on
 it; ``failed``: a step failed at full size (the error is recorded). Rows whose cost cannot differ (Figure 4's
 thresholds, the same trunk in two experiments) are measured once and say which row they share.
 
