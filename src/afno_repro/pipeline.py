@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="with --preflight: where to measure "
                         "(default cuda when a GPU is visible)")
     parser.add_argument("--batch", type=int, help="with --preflight: the per-device batch to run (default: the "
-                        "configured one on a GPU, halved until it fits; 1 on a CPU)")
+                        "configured one on a GPU, halved until it fits; 1 on a CPU, 2 where Mixup/CutMix pairs images)")
     parser.add_argument("--steps", type=int, help="with --preflight: timed steps per row after one warm-up "
                         "(default 5 on a GPU, 1 on a CPU)")
     parser.add_argument("--launcher", help="Hydra launcher for every sweep, e.g. slurm (configs/hydra/launcher)")

@@ -22,7 +22,7 @@ the real data module, task, precision and trainer):
      training FLOPs at an *assumed* sustained rate (a named GPU's bf16 peak at a stated utilisation; printed
      as an assumption, never as a measurement).
 
-The batch run is the configured per-device batch on a GPU (halved until it fits), and ``--batch`` (default 1)
+The batch run is the configured per-device batch on a GPU (halved until it fits), and ``--batch`` (default 1, or 2 where Mixup/CutMix pairs images)
 on a CPU. The paper's per-device batch is predicted from it linearly: step time x (paper batch / run batch),
 and memory = the optimizer state counted from the parameters (weights, gradients and AdamW's two moments in
 float32: 16 bytes per parameter) + the rest of the measured peak x (paper batch / run batch).
@@ -282,6 +282,15 @@ def _overrides(experiment: str, point: Sequence[str], data_root: str | None, dev
     return overrides
 
 
+def smallest_batch(cfg: DictConfig) -> int:
+    """The smallest per-device batch a row trains on, what a CPU preflight runs: 2 where Mixup/CutMix pairs each
+    image with another (ImageNet pretraining), 1 otherwise."""
+    from afno_repro.tasks.classification import mixes_pairs
+
+    task = cfg.get("task") or {}
+    return 2 if mixes_pairs(float(task.get("mixup_alpha") or 0), float(task.get("cutmix_alpha") or 0)) else 1
+
+
 def _cost_key(cfg: DictConfig) -> str:
     """What decides a step's cost: the model, the task, the data's sizes and the batch, without cost-neutral keys."""
 
@@ -315,7 +324,7 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
                                                          "declared_global")} if plan else None
     paper_per_device = plan["per_device"] if plan else int(paper.data.batch_size)
     record.update(model_info(paper))
-    run_batch = batch or (paper_per_device if device == "cuda" else 1)
+    run_batch = batch or (paper_per_device if device == "cuda" else smallest_batch(paper))
     torch_device = torch.device(device)
     while True:
         meter = _Meter(torch_device)
@@ -458,25 +467,27 @@ def _quiet() -> Iterator[None]:
 def _settings(device_name: str, warmup: int, steps: int, batch: int | None, extra: Sequence[str],
               data_roots: dict[str, str]) -> dict[str, Any]:
     """What makes two preflights' measurements comparable: rows measured under other settings are not reused."""
-    from afno_repro.runs.record import _git_commit
-
-    # The code's commit: a preflight resumed after the code changed would mix two versions' costs.
-    return {"device": device_name, "torch": torch.__version__, "code": _git_commit(), "warmup": warmup,
-            "steps": steps, "batch": batch, "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
+    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
+            "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
 
 
 def _resumable(record_path: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
     """Rows of an interrupted preflight at ``record_path`` measured under ``settings``, by cost id; failed rows are
-    measured again (a failure may have been this machine's, not the row's)."""
+    measured again (a failure may have been this machine's, not the row's). A kept row keeps the commit it was
+    measured at (``code``), and the table's legend names every commit its rows come from."""
     if record_path is None or not record_path.is_file():
         return {}
     try:
         earlier = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return {}
-    if earlier.get("complete", True) or earlier.get("settings") != settings:
+    if earlier.get("complete", True) or not isinstance(earlier.get("settings"), dict):
         return {}
-    return {r["cost_id"]: r for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
+    previous = dict(earlier["settings"])
+    commit = previous.pop("code", None)  # where an earlier version kept the commit of every row
+    if previous != settings:
+        return {}
+    return {r["cost_id"]: {"code": commit, **r} for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
             and not r.get("same_cost_as")}
 
 
@@ -492,6 +503,7 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
     from afno_repro.config import compose
     from afno_repro.console import quiet_third_party_noise
     from afno_repro.runs import write_json
+    from afno_repro.runs.record import _git_commit
 
     quiet_third_party_noise()
     work_dir = Path(work_dir)
@@ -507,6 +519,7 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         given.update(write_layouts(work_dir / "data", missing))
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     settings = _settings(device_name, warmup, steps, batch, extra, given)
+    commit = _git_commit()
     kept = _resumable(record_path, settings)
     if kept:
         printer(f"preflight: resuming an interrupted preflight: {len(kept)} measured row cost(s) kept from {record_path}")
@@ -531,6 +544,9 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         elif cost_id in kept:
             record = {**kept[cost_id], "experiment": experiment, "row": " ".join(point) or "(single run)",
                       "overrides": list(point)}
+            # The measurements are kept; what is worked out from them is worked out again by this version.
+            record.pop("fits", None)
+            _predict(record, record["paper_per_device"]["batch"], device)
             seen[key] = record
         else:
             row_started = time.time()
@@ -542,6 +558,7 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
                                        extra=extra)
             record["row_s"] = time.time() - row_started
             record["cost_id"] = cost_id
+            record["code"] = commit
             seen[key] = record
         records.append(record)
         printer(format_line(record))
@@ -605,7 +622,14 @@ def _legend(result: dict[str, Any]) -> str:
                   f"INCOMPLETE: {len(result['rows'])} of {planned} rows measured (the preflight was interrupted; run it "
                   "again with the same options to measure the rest). ")
     took = "the whole preflight took" if result.get("complete", True) else "the rows so far took"
-    return (f"{incomplete}Measured on {result['device']} (torch {result['torch']}), data: {result['data']}; {result['steps']} timed "
+    commits: dict[str, int] = {}
+    for row in result["rows"]:
+        if row.get("code") and not row.get("same_cost_as"):
+            commits[row["code"][:12]] = commits.get(row["code"][:12], 0) + 1
+    code = ("" if not commits else f"Code: commit {next(iter(commits))}. " if len(commits) == 1 else
+            "Code: rows measured at commits " + ", ".join(f"{c} ({n} rows)" for c, n in commits.items()) +
+            " (an interrupted preflight resumed after the code changed). ")
+    return (f"{incomplete}{code}Measured on {result['device']} (torch {result['torch']}), data: {result['data']}; {result['steps']} timed "
             f"step(s) after {result['warmup']} warm-up per row; {took} {result['total_s']:.0f} s. "
             f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
             f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "

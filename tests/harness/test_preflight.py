@@ -95,6 +95,15 @@ def test_cityscapes_row_evaluates_a_full_size_image_by_sliding_windows(tmp_path,
     assert row["optimizer_steps"] == 450 * math.ceil(2_975 / 8)
 
 
+def test_a_row_that_mixes_image_pairs_runs_the_smallest_even_batch(tmp_path, capsys):
+    """Table 5 trains with Mixup/CutMix, which pairs each image with another: a CPU preflight runs batch 2 there,
+    not the 1 that stops the task (and, before, the whole preflight)."""
+    status, result = _preflight(tmp_path, "--only", "table5_classification", "--rows", "table5/afno", *VIT_TINY)
+    assert status == 0, capsys.readouterr().err
+    (row,) = result["rows"]
+    assert "error" not in row and row["run_batch"] == 2 and row["train"]["steps_timed"] == 1
+
+
 def test_rows_that_cannot_cost_differently_are_measured_once(tmp_path, capsys):
     status, result = _preflight(tmp_path, "--only", "fig4_sparsity", "--rows", "sparsity_threshold=0.01",
                                 "--rows", "sparsity_threshold=0.1", *VIT_TINY)
@@ -129,6 +138,12 @@ def test_an_interrupted_preflight_keeps_its_rows_and_resumes_with_the_rest(tmp_p
         measured.append(" ".join(point))
         return measure(experiment, point, **kwargs)
 
+    # Written by an earlier version on another commit (it kept the commit in the settings): still resumed.
+    record_path = tmp_path / "root" / "preflight.json"
+    earlier = json.loads(record_path.read_text())
+    earlier["settings"]["code"] = "feedc0ffee0123456789"
+    del earlier["rows"][0]["code"]
+    record_path.write_text(json.dumps(earlier))
     monkeypatch.setattr(module, "preflight_row", counted)
     status, result = _preflight(tmp_path, *args)
     assert status == 0, capsys.readouterr().err
@@ -137,6 +152,11 @@ def test_an_interrupted_preflight_keeps_its_rows_and_resumes_with_the_rest(tmp_p
     assert measured == ["paper_model=table2/gfn", "paper_model=table2/afno"]
     assert result["complete"] is True and result["rows"][0]["train"] == partial["rows"][0]["train"]
     assert result["total_s"] == pytest.approx(sum(r["row_s"] for r in result["rows"]))
+    # Every row names its commit, and the legend the commits the table comes from.
+    kept_row, new_row = result["rows"]
+    assert kept_row["code"] == "feedc0ffee0123456789" and new_row["code"] != kept_row["code"]
+    assert (f"rows measured at commits feedc0ffee01 (1 rows), {new_row['code'][:12]} (1 rows)"
+            in preflight_section(result).notes[0])
     # A preflight run again after a complete one measures every row afresh.
     measured.clear()
     assert _preflight(tmp_path, *args)[0] == 0 and len(measured) == 2

@@ -94,6 +94,15 @@ def denormalize(image: Tensor, mean: Iterable[float] = IMAGENET_DEFAULT_MEAN, st
     return (image * std_t + mean_t).clamp(0, 1)
 
 
+def mixes_pairs(mixup_alpha: float, cutmix_alpha: float) -> bool:
+    """Whether training mixes each image with another (Mixup or CutMix on): the batch must then be even.
+
+    >>> mixes_pairs(0.8, 1.0), mixes_pairs(0.0, 0.0)
+    (True, False)
+    """
+    return mixup_alpha > 0 or cutmix_alpha > 0
+
+
 class ClassificationTask(PaperTask):
     """Image classification (paper A.5): Mixup/CutMix soft-target loss, top-1 / top-5 accuracy.
 
@@ -185,7 +194,7 @@ class ClassificationTask(PaperTask):
         self.mixup = (
             Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=mixup_prob, switch_prob=mixup_switch_prob,
                   mode=mixup_mode, label_smoothing=label_smoothing, num_classes=num_classes)
-            if mixup_alpha > 0 or cutmix_alpha > 0 else None
+            if mixes_pairs(mixup_alpha, cutmix_alpha) else None
         )
         self.soft_target_loss = SoftTargetCrossEntropy()
 
