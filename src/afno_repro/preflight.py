@@ -583,6 +583,10 @@ def _cells(record: dict[str, Any]) -> list[str]:
     def number(value: Any, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
+    def amount(value: Any) -> str:
+        # Three significant digits below 100 (a few-shot row's 0.24 GPU-hours is not 0), whole numbers above.
+        return "-" if value is None else format(value, ".3g" if abs(value) < 100 else ",.0f")
+
     if "error" in record:
         return [record["experiment"], record["row"], number(record.get("params_m"), ".1f"),
                 number(record.get("gflops"), ".1f"), "-", "-", "-", "-", "-", "-", "-", "-", "-", "-",
@@ -595,7 +599,7 @@ def _cells(record: dict[str, Any]) -> list[str]:
             str(record["run_batch"]), number(record["train"]["step_s"], ".2f"), number(record["train"]["peak_gb"], ".2f"),
             number(record["evaluation"].get("over_forward"), ".2f"), str(paper["batch"]), number(paper["step_s"], ".1f"),
             number(paper["peak_gb"], ".1f"), number(record.get("optimizer_steps"), ",d"),
-            number(record.get("train_pflops"), ",.0f"), number(record.get("gpu_hours"), ",.0f"),
+            amount(record.get("train_pflops")), amount(record.get("gpu_hours")),
             "; ".join(flags) or "-"]
 
 

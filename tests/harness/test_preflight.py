@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from afno_repro import pipeline
-from afno_repro.preflight import ASSUMED_GPU, PAPER_TRAIN_IMAGES, _predict, preflight_section
+from afno_repro.preflight import _COLUMNS, ASSUMED_GPU, PAPER_TRAIN_IMAGES, _cells, _predict, preflight_section
 
 VIT_TINY = ["backbone.depth=1", "backbone.embed_dim=64", "backbone.img_size=32", "data.image_size=32",
             "data.num_workers=0"]
@@ -194,7 +194,10 @@ def test_flags_name_memory_past_80_gb_and_evaluation_past_one_and_a_half_forward
     record.update(params_m=5000.0, train={"step_s": 1.0, "peak_gb": 81.0})
     _predict(record, 64, "cpu")
     assert record["fits"]["batch"] is None and "sharding" in record["flags"][0]
-    record.update(params_m=1000.0, paper_batch=None)
+    # Small amounts keep three significant digits: a few-shot row's 0.242 GPU-hours is not printed as 0.
+    record.update(params_m=1000.0, paper_batch=None, experiment="x", row="y", gpu_hours=0.2421, train_pflops=86.14)
+    cells = dict(zip(_COLUMNS, _cells(record)))
+    assert (cells["GPU-h"], cells["PFLOPs"]) == ("0.242", "86.1")
     record.update(train={"step_s": 1.0, "peak_gb": 16.5}, evaluation={"over_forward": 1.2})
     _predict(record, 64, "cpu")
     assert record["flags"] == []
