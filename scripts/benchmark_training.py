@@ -28,6 +28,7 @@ Usage::
     python scripts/benchmark_training.py --device cuda --experiments table2_inpainting --compile
     python scripts/benchmark_training.py --smoke --steps 1       # every row, shrunk (debug=smoke), on a CPU
     python scripts/benchmark_training.py --device cpu --batch 1 --steps 1 --experiments table2_inpainting
+    python scripts/benchmark_training.py --memory-only --experiments table2_inpainting table5_classification
 """
 
 from __future__ import annotations
@@ -131,6 +132,23 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
     return row
 
 
+def saved_memory(cfg: Any, device: torch.device, precision: str, batch: int) -> dict[str, Any]:
+    """One forward pass of the row's backbone in training mode at ``batch``: the activations autograd keeps for
+    its backward (parameters left out), without timing anything; seconds a row at the paper's size on a CPU."""
+    from hydra.utils import instantiate
+
+    from afno_repro.analysis.memory import saved_for_backward
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.backbone).to(device).train()
+    size = int(cfg.data.image_size)
+    x = torch.randn(batch, int(cfg.backbone.get("in_chans", 3)), size, size, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    with autocast, saved_for_backward(exclude=model.parameters()) as saved:
+        model(x)
+    return {"batch": batch, "saved_for_backward_gib": saved.gib}
+
+
 def measure(cfg: Any, device: torch.device, precision: str, steps: int, compile_model: bool,
             batch: int | None = None) -> dict[str, Any]:
     """Time the configured batch (or ``batch``); on out-of-memory halve it until one fits and say what the batch
@@ -172,7 +190,7 @@ def _table_line(row: dict[str, Any]) -> str:
             f"{format_number(eager.get('images_per_s'), '.4g', '-'):>9}{format_number(compiled.get('images_per_s'), '.4g', '-'):>9}"
             f"{format_number(eager.get('peak_memory_gib'), '.1f', '-'):>9}{format_number(eager.get('saved_for_backward_gib'), '.3g', '-'):>10}"
             f"{format_number(row.get('achieved_tflops'), '.3g', '-'):>8}"
-            f"{format_number(None if fraction is None else 100 * fraction, '.1f', '-'):>7}%{format_number(row.get('gpu_hours'), '.0f', '-'):>9}")
+            f"{'-' if fraction is None else format(100 * fraction, '.1f') + '%':>8}{format_number(row.get('gpu_hours'), '.0f', '-'):>9}")
     if "out_of_memory_at" in eager:
         line += f"  (out of memory at {eager['out_of_memory_at']}: {eager['accumulation_needed']} accumulation steps)"
     for label, result in (("eager", eager), ("compiled", compiled)):
@@ -193,10 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, help="run this per-device batch instead of each row's configured "
                         "one (e.g. 1 on a CPU, where a paper batch takes many minutes a step)")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd backbone")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="time nothing: one forward pass per row (at --batch, default 1) counting the activations "
+                             "kept for backward, the 'saved GiB' column; seconds a row on a CPU")
+    parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every row, as train.py takes them (e.g. mixer.recompute=false)")
     parser.add_argument("--smoke", action="store_true", help="debug=smoke's shrunk models and batches (a CPU check of the script)")
     parser.add_argument("--json", type=output_file, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
-    rows = rows_of(args.experiments, args.smoke, args.rows)
+    rows = [(experiment, [*overrides, *args.override]) for experiment, overrides in rows_of(args.experiments, args.smoke, args.rows)]
     if not rows:
         parser.error(f"argument --rows: {' '.join(args.rows)} matches no row of {', '.join(args.experiments)}; a word "
                      "matches a row when it appears in the row's overrides (e.g. afno, attention, paper_model=table2/afno).")
@@ -210,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     apply_precision(numerics)
     precision = numerics["trainer"]
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
-    peak = peak_tflops(device, dtype)
+    peak = None if args.memory_only else peak_tflops(device, dtype)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    rate = ("activations only, nothing timed" if peak is None else
+            f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
     print(f"training step per row: {name}, {precision}, float32 matmul {numerics['float32_matmul']}, torch {torch.__version__}, "
-          f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
+          f"{rate}")
     print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'saved GiB':>10}{'TFLOP/s':>8}"
           f"{'of peak':>8}{'GPU-h':>9}")
     results = []
@@ -228,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"experiment": experiment, "overrides": overrides[1:], "image_size": size,
                                "configured_batch": int(cfg.data.batch_size), "epochs": int(cfg.trainer.max_epochs),
                                "forward_gmacs_per_image": gmacs, "train_images": train_images(cfg)}
+        if args.memory_only:
+            row["eager"] = saved_memory(cfg, device, precision, args.batch or 1)
+            results.append(row)
+            print(_table_line(row))
+            continue
         row["eager"] = measure(cfg, device, precision, args.steps, False, args.batch)
         if args.compile:
             try:

@@ -43,11 +43,18 @@ SCRIPTS = {
     "python scripts/model_table.py": None,
     "python scripts/model_table.py --scaling": r"^\s*(afno|gfn|fno|attention)\b.*\d",
     "python scripts/benchmark_mixers.py": r"^k=\d+\s+\d",
+    "python scripts/benchmark_mixers.py --threads 1 --repeats 5": r"^k=\d+\s+\d",
     "python scripts/benchmark_masks.py": r"^\S.*\s[\d,]+\s+[\d,]+\s+0\.\d{4}$",  # its first row: masks/s, masked fraction
     # Its first row's memory prediction (a meta-device trace) comes before any row is run.
     "python scripts/benchmark_segformer.py": r"^attention: predicted [\d.]+ GB",
     # Its first row: SegFormer-B3's forward pass on one 1024 crop.
     "python scripts/benchmark_scoring.py": r"^cityscapes\s+forward: .*\d+\.\d{3}\s+\d+\.\d{2}\s+1\.000$",
+    # Their first row's activations at the paper's size (one forward pass of ViT-B/4 at 224).
+    "python scripts/benchmark_training.py --memory-only --experiments table2_inpainting table5_classification":
+        r"^table2_inpainting\s+paper_model=table2/attention\s+1\s.*\s\d+\.\d+\s",
+    "python scripts/benchmark_training.py --memory-only --experiments table2_inpainting table5_classification "
+    "--rows long_short --override mixer.recompute=false":
+        r"^table2_inpainting\s+paper_model=table2/long_short mixer\.rec\S*\s+1\s.*\s\d+\.\d+\s",
 }
 
 
