@@ -9,8 +9,9 @@ the real data module, task, precision and trainer):
    given with ``--imagenet``/``--datasetgan``/``--cityscapes``, else small synthetic ones written in those
    layouts at the datasets' image sizes, :mod:`afno_repro.data.layouts`), timing the steps after the warm-up;
 2. runs two evaluation batches through the real test loop (the model's inference, every metric and the task's
-   baselines) and times the second (the first warms the path up), and, on that batch, the model's forward pass
-   alone (the task's ``predict_step``);
+   baselines) and times the second (the first warms the path up), and, on that batch, the model's passes alone
+   (the task's ``evaluation_forwards``: one ``predict_step``, or every inference mode a task scores, as Table 4's
+   sliding windows and resized frames);
 3. records parameters, forward GMACs per image (the paper's GFLOPs convention) at the training resolution, peak
    memory of training and of evaluation (CUDA's allocator on a GPU; the process's resident-memory growth,
    sampled every 5 ms, on a CPU), and from these the full recipe's cost:
@@ -241,7 +242,7 @@ class _Timer(pl.Callback):
         start = time.perf_counter()
         # Inference mode, as Lightning's test loop runs the step this is compared with.
         with torch.inference_mode(), trainer.precision_plugin.forward_context():
-            pl_module.predict_step(batch, batch_idx)
+            pl_module.evaluation_forwards(batch)
         self.meter.sync()
         self.evaluation["forward_s"] = time.perf_counter() - start
         self.evaluation["forward_peak_gb"] = self.meter.peak_gb()

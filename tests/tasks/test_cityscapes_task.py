@@ -39,6 +39,11 @@ def test_inference_modes_return_logits_at_the_label_size():
     reading = task.reading()
     assert reading["inference"].startswith("test/miou and val/miou: sliding window") and "crop 32, stride 24" in reading["inference"]
     assert set(reading["extra_inference"]) == {"resize", "whole"}
+    # What evaluating a batch is set against (the preflight): every mode the test step infers, not the headline alone.
+    modes = []
+    task.infer = lambda image, size, mode=None: modes.append(mode or "slide")
+    task.evaluation_forwards({"image": image, "mask": torch.zeros(1, 64, 128, dtype=torch.long)})
+    assert modes == ["slide", "resize", "whole"]
     with pytest.raises(ValueError, match="needs stride"):
         SegmentationTask(net, partial(torch.optim.AdamW, lr=1e-3), num_folds=1, inference="slide", crop_size=32)
     with pytest.raises(ValueError, match="needs num_folds >= 2"):

@@ -297,6 +297,11 @@ class PaperTask(pl.LightningModule):
         (the paper-scale preflight, :mod:`afno_repro.preflight`) and what ``trainer.predict`` returns."""
         return self(batch["image"])
 
+    def evaluation_forwards(self, batch: dict[str, Tensor]) -> None:
+        """Every pass of the model the test step makes on ``batch``, without scoring: the preflight sets the cost of
+        evaluating a batch against these. One :meth:`predict_step`, unless a task evaluates in more ways."""
+        self.predict_step(batch)
+
     def check_finite(self, loss: Tensor) -> None:
         """Stop at the first training step whose loss is NaN or infinite on any process.
 

@@ -295,6 +295,13 @@ class SegmentationTask(PaperTask):
         """The headline inference's logits of a batch at its label size (``inference``: whole, slide or resize)."""
         return self.infer(batch["image"], batch["mask"].shape[-2:])
 
+    def evaluation_forwards(self, batch: dict[str, Tensor]) -> None:
+        """The headline inference and each ``extra_inference`` mode (Table 4 scores sliding windows and resized
+        frames: two passes of the model per image)."""
+        self.predict_step(batch)
+        for mode in self.extra_confusion:
+            self.infer(batch["image"], batch["mask"].shape[-2:], mode)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(resize_logits(self(batch["image"]), batch["mask"].shape[-2:]), batch["mask"])
         self.check_finite(loss)
