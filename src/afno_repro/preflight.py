@@ -30,7 +30,7 @@ float32: 16 bytes per parameter) + the rest of the measured peak x (paper batch 
 
 Flags, per row: ``memory``: the paper's per-device batch does not fit in 80 GB (measured on a GPU at that
 batch, predicted otherwise), with the largest per-device batch that fits and the accumulation steps or devices
-that keep the paper's global batch; ``evaluation``: evaluating a batch costs more than 1.5x the model's forward pass on
+that keep the paper's global batch; ``evaluation``: evaluating a batch costs more than 1.5x the model's own passes on
 it; ``failed``: a step failed at full size (the error is recorded). Rows whose cost cannot differ (Figure 4's
 thresholds, the same trunk in two experiments) are measured once and say which row they share.
 
@@ -201,7 +201,7 @@ class _Meter:
 
 
 class _Timer(pl.Callback):
-    """Times training steps (after ``warmup``) and the last evaluation batch, with the model's forward pass on it."""
+    """Times training steps (after ``warmup``) and the last evaluation batch, with the model's own passes on it."""
 
     def __init__(self, meter: _Meter, warmup: int) -> None:
         self.meter, self.warmup = meter, warmup
@@ -417,7 +417,7 @@ def _predict(record: dict[str, Any], paper_per_device: int, device: str) -> None
                      f"{basis}); {record['fits']['advice']}")
     ratio = record["evaluation"].get("over_forward")
     if ratio is not None and ratio > EVALUATION_LIMIT:
-        flags.append(f"evaluation: {ratio:.2f}x the model's forward pass on the same batch (> {EVALUATION_LIMIT:g}x)")
+        flags.append(f"evaluation: {ratio:.2f}x the model's own passes on the same batch (> {EVALUATION_LIMIT:g}x)")
     record["flags"] = flags
 
 
@@ -465,30 +465,23 @@ def _quiet() -> Iterator[None]:
                 logger.setLevel(level)
 
 
-def _settings(device_name: str, warmup: int, steps: int, batch: int | None, extra: Sequence[str],
-              data_roots: dict[str, str]) -> dict[str, Any]:
-    """What makes two preflights' measurements comparable: rows measured under other settings are not reused."""
-    return {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
-            "overrides": list(extra), "data_roots": dict(sorted(data_roots.items()))}
+# What makes two preflights' measurements comparable: rows measured under other values are not reused.
+_COMPARABLE = ("device", "torch", "warmup", "steps", "batch", "overrides", "data_roots")
 
 
-def _resumable(record_path: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
-    """Rows of an interrupted preflight at ``record_path`` measured under ``settings``, by cost id; failed rows are
-    measured again (a failure may have been this machine's, not the row's). A kept row keeps the commit it was
-    measured at (``code``), and the table's legend names every commit its rows come from."""
+def _resumable(record_path: Path | None, result: dict[str, Any]) -> dict[str, Any]:
+    """Rows of an interrupted preflight at ``record_path`` measured as ``result`` will be (:data:`_COMPARABLE`), by
+    cost id; failed rows are measured again (a failure may have been this machine's, not the row's). A kept row
+    keeps the commit it was measured at (``code``), and the table's legend names every commit its rows come from."""
     if record_path is None or not record_path.is_file():
         return {}
     try:
         earlier = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return {}
-    if earlier.get("complete", True) or not isinstance(earlier.get("settings"), dict):
+    if earlier.get("complete", True) or any(earlier.get(key) != result[key] for key in _COMPARABLE):
         return {}
-    previous = dict(earlier["settings"])
-    commit = previous.pop("code", None)  # where an earlier version kept the commit of every row
-    if previous != settings:
-        return {}
-    return {r["cost_id"]: {"code": commit, **r} for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
+    return {r["cost_id"]: r for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
             and not r.get("same_cost_as")}
 
 
@@ -519,20 +512,19 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
                 "(pass the dataset folders to measure on the real files)")
         given.update(write_layouts(work_dir / "data", missing))
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    settings = _settings(device_name, warmup, steps, batch, extra, given)
     commit = _git_commit()
-    kept = _resumable(record_path, settings)
-    if kept:
-        printer(f"preflight: resuming an interrupted preflight: {len(kept)} measured row cost(s) kept from {record_path}")
     started = time.time()
     records, seen = [], {}
-    result = {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps,
+    result = {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
               "overrides": list(extra),
               "data": (f"synthetic {', '.join(missing)} in the real layouts" if missing else "the given dataset folders")
                       + (f"; {', '.join(sorted(data_roots))} from the given folders" if missing and data_roots else ""),
               "data_roots": given, "assumed_gpu": ASSUMED_GPU, "memory_limit_gb": MEMORY_LIMIT_GB,
-              "evaluation_limit": EVALUATION_LIMIT, "settings": settings, "rows_planned": len(rows),
-              "complete": False, "rows": records}
+              "evaluation_limit": EVALUATION_LIMIT, "rows_planned": len(rows), "complete": False, "total_s": 0.0,
+              "rows": records}
+    kept = _resumable(record_path, result)
+    if kept:
+        printer(f"preflight: resuming an interrupted preflight: {len(kept)} measured row cost(s) kept from {record_path}")
     for experiment, point in rows:
         paper = compose([f"experiment={experiment}", *point, *extra, "pretrained=null"], output_dir=str(work_dir))
         key = _cost_key(paper)
@@ -568,7 +560,6 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         if record_path is not None:
             write_json(record_path, result)
     result["complete"] = True
-    result["total_s"] = sum(r.get("row_s", 0.0) for r in records)
     result["this_run_s"] = time.time() - started
     if record_path is not None:
         write_json(record_path, result)
@@ -639,7 +630,7 @@ def _legend(result: dict[str, Any]) -> str:
             f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
             f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "
             f"is float32 resident memory). `eval / fwd`: the second of two evaluation batches through the test loop (inference, "
-            f"metrics, baselines) over the model's forward pass on it. GPU-h: one GPU, training only, {rate}; "
+            f"metrics, baselines) over the model's own passes on it (every inference mode the test step runs). GPU-h: one GPU, training only, {rate}; "
             f"{hours:,.0f} GPU-hours for every row. PFLOPs: 6 x forward MACs x images x epochs (no FFTs).")
 
 

@@ -95,6 +95,22 @@ def test_cityscapes_row_evaluates_a_full_size_image_by_sliding_windows(tmp_path,
     assert row["optimizer_steps"] == 450 * math.ceil(2_975 / 8)
 
 
+def test_only_rows_measured_the_same_way_are_resumed(tmp_path):
+    from afno_repro.preflight import _COMPARABLE, _resumable
+
+    run = {"device": "cpu (1 threads)", "torch": "2.14.1", "warmup": 1, "steps": 1, "batch": None, "overrides": [],
+           "data_roots": {"imagenet": "/data/imagenet"}}
+    rows = [{"cost_id": "a", "train": {}}, {"cost_id": "b", "error": "out of memory at batch 1"},
+            {"cost_id": "c", "same_cost_as": "x y"}]
+    path = tmp_path / "preflight.json"
+    path.write_text(json.dumps({**run, "complete": False, "rows": rows}))
+    assert list(_resumable(path, run)) == ["a"]  # failed and shared rows are measured again
+    for key in _COMPARABLE:
+        assert _resumable(path, {**run, key: "other"}) == {}, key
+    path.write_text(json.dumps({**run, "complete": True, "rows": rows}))
+    assert _resumable(path, run) == {}
+
+
 def test_a_row_that_mixes_image_pairs_runs_the_smallest_even_batch(tmp_path, capsys):
     """Table 5 trains with Mixup/CutMix, which pairs each image with another: a CPU preflight runs batch 2 there,
     not the 1 that stops the task (and, before, the whole preflight)."""
@@ -138,11 +154,10 @@ def test_an_interrupted_preflight_keeps_its_rows_and_resumes_with_the_rest(tmp_p
         measured.append(" ".join(point))
         return measure(experiment, point, **kwargs)
 
-    # Written by an earlier version on another commit (it kept the commit in the settings): still resumed.
+    # Measured at another commit: still resumed, and named.
     record_path = tmp_path / "root" / "preflight.json"
     earlier = json.loads(record_path.read_text())
-    earlier["settings"]["code"] = "feedc0ffee0123456789"
-    del earlier["rows"][0]["code"]
+    earlier["rows"][0]["code"] = "feedc0ffee0123456789"
     record_path.write_text(json.dumps(earlier))
     monkeypatch.setattr(module, "preflight_row", counted)
     status, result = _preflight(tmp_path, *args)

@@ -293,8 +293,8 @@ class PaperTask(pl.LightningModule):
                      timing["compile_s"], timing["first_step_s"], len(rest), timing["step_s"])
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> Tensor:
-        """The model's output on an evaluation batch, without any scoring: what evaluation costs are set against
-        (the paper-scale preflight, :mod:`afno_repro.preflight`) and what ``trainer.predict`` returns."""
+        """The model's output on an evaluation batch, without any scoring: what ``trainer.predict`` returns, and
+        the pass :meth:`evaluation_forwards` makes unless a task evaluates in more ways."""
         return self(batch["image"])
 
     def evaluation_forwards(self, batch: dict[str, Tensor]) -> None:
