@@ -82,18 +82,24 @@ def _optimizer(cfg: Any, params) -> torch.optim.Optimizer:
     return instantiate(cfg.optimizer)(params)
 
 
-def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps: int, compile_model: bool) -> dict[str, Any]:
-    """Build the row's backbone and time ``steps`` training steps (after warm-up) at ``batch``."""
+def _model_and_input(cfg: Any, device: torch.device, precision: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, Any]:
+    """The row's backbone in training mode, a random batch at its resolution, and the step's autocast context."""
     from hydra.utils import instantiate
-
-    from afno_repro.analysis.memory import saved_for_backward
 
     torch.manual_seed(0)
     model = instantiate(cfg.backbone).to(device).train()
-    optimizer = _optimizer(cfg, model.parameters())
     size = int(cfg.data.image_size)
     x = torch.randn(batch, int(cfg.backbone.get("in_chans", 3)), size, size, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    return model, x, autocast
+
+
+def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps: int, compile_model: bool) -> dict[str, Any]:
+    """Build the row's backbone and time ``steps`` training steps (after warm-up) at ``batch``."""
+    from afno_repro.analysis.memory import saved_for_backward
+
+    model, x, autocast = _model_and_input(cfg, device, precision, batch)
+    optimizer = _optimizer(cfg, model.parameters())
     step_model = torch.compile(model) if compile_model else model
 
     def step() -> None:
@@ -135,15 +141,9 @@ def time_steps(cfg: Any, batch: int, device: torch.device, precision: str, steps
 def saved_memory(cfg: Any, device: torch.device, precision: str, batch: int) -> dict[str, Any]:
     """One forward pass of the row's backbone in training mode at ``batch``: the activations autograd keeps for
     its backward (parameters left out), without timing anything; seconds a row at the paper's size on a CPU."""
-    from hydra.utils import instantiate
-
     from afno_repro.analysis.memory import saved_for_backward
 
-    torch.manual_seed(0)
-    model = instantiate(cfg.backbone).to(device).train()
-    size = int(cfg.data.image_size)
-    x = torch.randn(batch, int(cfg.backbone.get("in_chans", 3)), size, size, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    model, x, autocast = _model_and_input(cfg, device, precision, batch)
     with autocast, saved_for_backward(exclude=model.parameters()) as saved:
         model(x)
     return {"batch": batch, "saved_for_backward_gib": saved.gib}
