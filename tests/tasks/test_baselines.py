@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from afno_repro.tasks import InpaintingTask
 from afno_repro.tasks import baselines
-from afno_repro.tasks.baselines import BaselineWorkerError, BiharmonicPool, biharmonic
+from afno_repro.tasks.baselines import BaselineWorkerError, BiharmonicPool, FillCache, biharmonic
 
 
 def smooth_batches(count: int, size: int = 3, height: int = 24, width: int = 20, seed: int = 0):
@@ -176,3 +176,104 @@ def test_the_workers_are_stopped_when_the_test_loop_fails(tmp_path):
     with pytest.raises(RuntimeError, match="failed on test batch 1"):
         make_trainer(tmp_path).test(model, loader(), verbose=False)
     assert model._baseline_pool is None and not new_children(before)
+
+
+# --- the fill cache: every row tested on the same images solves each fill once -----------------------
+
+
+def solver_calls(monkeypatch) -> list[int]:
+    """Count the scikit-image solves of the in-process path."""
+    calls: list[int] = []
+    solve = baselines.inpaint_biharmonic
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "inpaint_biharmonic", counted)
+    return calls
+
+
+def test_cached_fills_are_the_solved_ones_bit_for_bit_and_are_not_solved_again(tmp_path, monkeypatch):
+    batches = smooth_batches(3)
+    calls = solver_calls(monkeypatch)
+    solved = [biharmonic(image, mask) for image, mask in batches]
+    # 9 images, one hides nothing and one everything: 7 solves, with or without a cache.
+    assert len(calls) == 7
+    first, again = FillCache(tmp_path), FillCache(tmp_path)
+    assert all(torch.equal(biharmonic(image, mask, cache=first), fill) for (image, mask), fill in zip(batches, solved))
+    assert len(calls) == 14 and first.counts() == {"read": 0, "computed": 7}
+    assert len(list(tmp_path.glob("*/*.npy"))) == 7
+    assert all(torch.equal(biharmonic(image, mask, cache=again), fill) for (image, mask), fill in zip(batches, solved))
+    assert len(calls) == 14 and again.counts() == {"read": 7, "computed": 0}
+    # Another mask on the same images is another fill: solved, never served the stored one (batch 0's
+    # third image hides nothing, rolled or not: two solves).
+    image, mask = batches[0]
+    other = mask.roll(1, dims=-1)
+    assert torch.equal(biharmonic(image, other, cache=again), biharmonic(image, other))
+    assert again.counts() == {"read": 7, "computed": 2}
+
+
+def test_the_pool_reads_stored_fills_and_stores_the_ones_its_workers_solve(tmp_path):
+    batches = smooth_batches(3)
+    solved = [biharmonic(image, mask) for image, mask in batches]
+    biharmonic(*batches[1], cache=FillCache(tmp_path))  # stores batch 1's two solvable fills
+    cache = FillCache(tmp_path)
+    with BiharmonicPool(workers=1, cache=cache) as pool:
+        for number, (image, mask) in enumerate(batches):
+            pool.submit(image, mask, number)
+        handed_back = list(pool.finished(wait=True))
+    assert [number for _, number in handed_back] == [0, 1, 2]
+    assert all(torch.equal(filled, fill) for (filled, _), fill in zip(handed_back, solved))
+    assert cache.counts() == {"read": 2, "computed": 5}
+    # A worker that would fail shows the pool no longer needs one: every fill is read back.
+    with BiharmonicPool(workers=1, fill=pool_fills.failing_fill, cache=FillCache(tmp_path)) as pool:
+        for image, mask in batches:
+            pool.submit(image, mask)
+        assert all(torch.equal(filled, fill) for (filled,), fill in zip(pool.finished(wait=True), solved))
+
+
+def test_a_corrupt_entry_is_solved_again_and_rewritten(tmp_path):
+    image, mask = smooth_batches(1)[0]
+    solved = biharmonic(image, mask, cache=FillCache(tmp_path))
+    entries = sorted(tmp_path.glob("*/*.npy"))
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # cut short, as by a full disk
+    entries[1].write_bytes(b"not a numpy file")
+    cache = FillCache(tmp_path)
+    with pytest.warns(UserWarning, match="unreadable|not one float32 value per hidden pixel"):
+        assert torch.equal(biharmonic(image, mask, cache=cache), solved)
+    assert cache.counts() == {"read": 0, "computed": 2}
+    again = FillCache(tmp_path)
+    assert torch.equal(biharmonic(image, mask, cache=again), solved) and again.counts() == {"read": 2, "computed": 0}
+
+
+def test_a_folder_that_cannot_be_written_is_reported_once_and_changes_no_number(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    cache = FillCache(blocker / "cache")
+    batches = smooth_batches(2)
+    with pytest.warns(UserWarning, match="cannot write below .*task.baseline_cache=null") as caught:
+        filled = [biharmonic(image, mask, cache=cache) for image, mask in batches]
+    assert len([w for w in caught if "cannot write" in str(w.message)]) == 1
+    assert all(torch.equal(f, biharmonic(image, mask)) for f, (image, mask) in zip(filled, batches))
+
+
+def test_a_second_run_on_the_same_images_reads_every_fill_and_reports_the_same_scores(tmp_path):
+    folder = tmp_path / "cache"
+    first, second = task(baseline_cache=str(folder)), task(baseline_cache=str(folder))
+    [solved] = make_trainer(tmp_path).test(first, loader(), verbose=False)
+    [read] = make_trainer(tmp_path).test(second, loader(), verbose=False)
+    [uncached] = make_trainer(tmp_path).test(task(), loader(), verbose=False)
+    assert solved == read == uncached
+    # loader(): 9 images, every one hiding some pixels and one hiding all of them: 8 solves.
+    assert first.fill_cache.counts() == {"read": 0, "computed": 8}
+    assert second.fill_cache.counts() == {"read": 8, "computed": 0}
+    record = second.evaluation_record({k.removeprefix("test/"): v for k, v in read.items()}, "val")
+    assert record["baselines"]["biharmonic"]["fill_cache"] == {"folder": str(folder), "read": 8, "computed": 0}
+    assert "fill_cache" not in record["baselines"]["masked_input"]
+
+
+@pytest.mark.parametrize("folder", [3, ["a"]])
+def test_a_cache_that_is_not_a_folder_is_refused_with_the_fix(folder):
+    with pytest.raises(ValueError, match=r"baseline_cache=.* is not a folder or null.*outputs/cache/biharmonic"):
+        task(baseline_cache=folder)

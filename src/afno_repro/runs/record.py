@@ -267,8 +267,12 @@ def summary_text(summary: dict[str, Any], *, show_init: bool = True) -> str:
         cells = (format_number(values.get(item["key"]), f".{item['digits']}f", "n/a") for item in reported)
         return f"{name:<40}" + "".join(f"{cell:>12}" for cell in cells)
 
+    cached = []
     for name, values in (summary.get("baselines") or {}).items():
         lines.append(row(name.replace("_", " "), values))
+        if (cache := values.get("fill_cache")) is not None:
+            cached.append(f"({name.replace('_', ' ')}: {cache['read']} fills read back from {cache['folder']}, "
+                          f"{cache['computed']} solved)")
     params = f" ({summary['params_m']:.2f}M params)" if "params_m" in summary else ""
     init = summary.get("init") or {}
     start = ", pretrained" if init.get("checkpoint") else ", from scratch" if show_init else ""
@@ -277,6 +281,7 @@ def summary_text(summary: dict[str, Any], *, show_init: bool = True) -> str:
     if result.get("miou_std") is not None:
         lines.append(f"(mean over folds; std {result['miou_std']:.2f})")
     lines.append(f"({result.get('protocol')})")
+    lines += cached
     if init.get("checkpoint"):
         lines.append(f"started from: {init['checkpoint']}")
     from afno_repro.mixers.activity import activity_note

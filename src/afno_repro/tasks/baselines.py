@@ -31,9 +31,11 @@ import torch
 from skimage.restoration import inpaint_biharmonic
 from torch import Tensor
 
+from afno_repro.tasks.fill_cache import FillCache
 from afno_repro.tasks.inpainting import image_quality_metrics
 
-__all__ = ["BASELINES", "BaselineWorkerError", "BiharmonicPool", "evaluate_baselines", "masked_input", "biharmonic"]
+__all__ = ["BASELINES", "BaselineWorkerError", "BiharmonicPool", "FillCache", "evaluate_baselines", "masked_input",
+           "biharmonic"]
 
 
 def masked_input(image: Tensor, mask: Tensor) -> Tensor:
@@ -41,7 +43,7 @@ def masked_input(image: Tensor, mask: Tensor) -> Tensor:
     return image * (1 - mask)
 
 
-def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
+def biharmonic(image: Tensor, mask: Tensor, cache: FillCache | None = None) -> Tensor:
     """Fill the hidden pixels of each image by biharmonic inpainting (scikit-image, on CPU).
 
     ``inpaint_biharmonic(..., split_into_regions=True)`` gives the same numbers (it solves each
@@ -55,6 +57,9 @@ def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
         ``(B, 3, H, W)`` in ``[0, 1]``.
     mask
         ``(B, 1, H, W)``, 1 where a pixel is hidden.
+    cache
+        Where fills solved before are read back and new ones stored (:class:`FillCache`); ``None``
+        solves every image. The numbers are the same either way.
 
     Returns
     -------
@@ -64,11 +69,26 @@ def biharmonic(image: Tensor, mask: Tensor) -> Tensor:
         masked input is.
     """
     images, hidden = _fill_inputs(image, mask)
-    filled = [
-        img if not hid.any() else np.zeros_like(img) if hid.all() else inpaint_biharmonic(img, hid, channel_axis=-1)
-        for img, hid in zip(images, hidden)
-    ]
+    filled = []
+    for img, hid in zip(images, hidden):
+        fill = _trivial_fill(img, hid)
+        if fill is None:
+            key = cache.key(img, hid) if cache is not None else None
+            fill = cache.load(key, img, hid) if cache is not None else None
+            if fill is None:
+                fill = inpaint_biharmonic(img, hid, channel_axis=-1)
+                if cache is not None:
+                    cache.save(key, fill, hid)
+        filled.append(fill)
     return _filled_batch(filled, image)
+
+
+def _trivial_fill(image: np.ndarray, hidden: np.ndarray) -> np.ndarray | None:
+    """The fill of an image with nothing hidden (itself) or everything hidden (zeros: no boundary to
+    extend), ``None`` for any other image, which the solver fills."""
+    if not hidden.any():
+        return image
+    return np.zeros_like(image) if hidden.all() else None
 
 
 def _fill_inputs(image: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +99,8 @@ def _fill_inputs(image: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _filled_batch(filled: list[np.ndarray], like: Tensor) -> Tensor:
-    """The ``(H, W, 3)`` fills of a batch as one ``(B, 3, H, W)`` float32 tensor on ``like``'s device."""
+    """The ``(H, W, 3)`` fills of a batch as one ``(B, 3, H, W)`` float32 tensor on ``like``'s device
+    (float64 fills as solved and float32 ones read back from a :class:`FillCache` give the same tensor)."""
     out = torch.from_numpy(np.stack(filled)).permute(0, 3, 1, 2)
     return out.float().clamp(0, 1).to(like.device)
 
@@ -91,8 +112,11 @@ class BaselineWorkerError(RuntimeError):
 @dataclass
 class _Batch:
     number: int
-    # Per image: the future of its fill, or the image itself when it has no hidden pixel.
+    # Per image: the future of its fill, or the fill itself (nothing or everything hidden, or read back
+    # from the cache).
     fills: list[Future | np.ndarray]
+    # Per image whose fill is a future, what the cache stores it under: (key, hidden pixels), else None.
+    keys: list[tuple[str, np.ndarray] | None]
     like: Tensor
     extra: tuple[Any, ...]
 
@@ -120,6 +144,9 @@ class BiharmonicPool:
         What a worker runs on each image with a hidden pixel: ``fill(image (H, W, 3) float64,
         hidden (H, W) bool, channel_axis=-1) -> (H, W, 3)``. Default: scikit-image's
         ``inpaint_biharmonic``. It is sent to the workers by name, so it must be importable there.
+    cache
+        As :func:`biharmonic`'s: fills found there are not sent to the workers, and the main process
+        stores each fill a worker hands back.
 
     Notes
     -----
@@ -138,7 +165,8 @@ class BiharmonicPool:
     [(torch.Size([2, 3, 24, 24]), 'batch 0')]
     """
 
-    def __init__(self, workers: int, fill: Callable[..., np.ndarray] | None = None) -> None:
+    def __init__(self, workers: int, fill: Callable[..., np.ndarray] | None = None,
+                 cache: FillCache | None = None) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(
                 f"workers={workers!r} is not a positive integer. It is how many processes fill images "
@@ -146,6 +174,7 @@ class BiharmonicPool:
             )
         self.workers = workers
         self._fill = fill or inpaint_biharmonic
+        self.cache = cache
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         self._batches: deque[_Batch] = deque()
@@ -155,11 +184,18 @@ class BiharmonicPool:
         """Queue the fills of one batch (``image (B, 3, H, W)``, ``mask (B, 1, H, W)``, as :func:`biharmonic`);
         ``extra`` comes back with the batch's fills from :meth:`finished`."""
         images, hidden = _fill_inputs(image, mask)
-        # As biharmonic(): nothing hidden keeps the image, everything hidden is zeros (no boundary to extend).
-        fills = [img if not hid.any() else np.zeros_like(img) if hid.all()
-                 else self._executor.submit(self._fill, img, hid, channel_axis=-1)
-                 for img, hid in zip(images, hidden)]
-        self._batches.append(_Batch(self._submitted, fills, image, extra))
+        fills, keys = [], []
+        for img, hid in zip(images, hidden):
+            # As biharmonic(): nothing hidden keeps the image, everything hidden is zeros, a stored fill is read.
+            fill, key = _trivial_fill(img, hid), None
+            if fill is None and self.cache is not None:
+                key = (self.cache.key(img, hid), hid)
+                fill = self.cache.load(key[0], img, hid)
+            if fill is None:
+                fill = self._executor.submit(self._fill, img, hid, channel_axis=-1)
+            fills.append(fill)
+            keys.append(key if isinstance(fill, Future) else None)
+        self._batches.append(_Batch(self._submitted, fills, keys, image, extra))
         self._submitted += 1
 
     def finished(self, wait: bool = False) -> Iterator[tuple[Any, ...]]:
@@ -181,6 +217,10 @@ class BiharmonicPool:
             if not (wait or backlog or all(not isinstance(f, Future) or f.done() for f in batch.fills)):
                 return
             filled = [self._result(fill, batch.number) for fill in batch.fills]
+            if self.cache is not None:
+                for fill, key in zip(filled, batch.keys):
+                    if key is not None:
+                        self.cache.save(key[0], fill, key[1])
             self._batches.popleft()
             yield (_filled_batch(filled, batch.like), *batch.extra)
 

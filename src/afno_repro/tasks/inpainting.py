@@ -22,6 +22,7 @@ torch.Size([2, 3, 16, 12])
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 import pytorch_lightning as pl
@@ -306,6 +307,12 @@ class InpaintingTask(PaperTask):
         passes already use the cores, and the spare cores on a GPU (:func:`auto_baseline_workers`).
         Either way the fills are scored in the main process by the same metric objects, batch by
         batch in the same order, so the numbers are bit for bit the same for every value.
+    baseline_cache
+        Folder where the biharmonic fills are kept (:class:`~afno_repro.tasks.fill_cache.FillCache`,
+        keyed by each image's and mask's content), so a run tested on images another run already
+        filled reads those fills back instead of solving them again: the rows of a table share them.
+        ``None``: every fill is solved. The numbers are bit for bit the same either way; the test
+        record says how many fills were read and how many solved (``baselines.biharmonic.fill_cache``).
 
     Notes
     -----
@@ -357,6 +364,7 @@ class InpaintingTask(PaperTask):
         head_lr_multiplier: float = 1.0,
         no_weight_decay: bool = False,
         baseline_workers: int | Literal["auto"] = "auto",
+        baseline_cache: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(backbone, optimizer, scheduler, scheduler_interval, compile, head_lr_multiplier, no_weight_decay)
         check_choice("loss_region", loss_region, LOSS_REGIONS, "InpaintingTask")
@@ -373,6 +381,12 @@ class InpaintingTask(PaperTask):
                 f"baseline_workers={baseline_workers!r} is not auto or a non-negative integer. It is how many "
                 "worker processes fill the biharmonic baseline's images beside the test loop; use 0 to fill "
                 "them in the main process, auto for the spare cores on a GPU (0 on a CPU), or a count such as 8."
+            )
+        if baseline_cache is not None and not isinstance(baseline_cache, (str, os.PathLike)):
+            raise ValueError(
+                f"baseline_cache={baseline_cache!r} is not a folder or null. It is where the biharmonic baseline's "
+                "fills are kept so that other rows on the same images read them instead of solving again; use a "
+                "path such as outputs/cache/biharmonic, or null to solve every fill."
             )
         if isinstance(num_grid_images, bool) or not isinstance(num_grid_images, int) or num_grid_images < 0:
             raise ValueError(
@@ -392,9 +406,13 @@ class InpaintingTask(PaperTask):
         self.test_metrics = self._evaluation_metrics()
         # The learning-free baselines are scored in the test loop on the same images and masks as
         # the model (each rank its shard, synced like the model's metrics).
-        from afno_repro.tasks.baselines import BASELINES
+        from afno_repro.tasks.baselines import BASELINES, FillCache, biharmonic
 
         self.baseline_fills = dict(BASELINES) if run_baselines else {}
+        # Every row tested on the same images and masks needs the same fills: a cache solves each once.
+        self.fill_cache = FillCache(baseline_cache) if run_baselines and baseline_cache is not None else None
+        if self.fill_cache is not None:
+            self.baseline_fills["biharmonic"] = partial(biharmonic, cache=self.fill_cache)
         self.baseline_metrics = nn.ModuleDict({name: image_quality_metrics() for name in self.baseline_fills})
         self._baseline_pool: BiharmonicPool | None = None
         self.val_psnr_best = MaxMetric()
@@ -425,6 +443,10 @@ class InpaintingTask(PaperTask):
         # Every baseline is scored on the model's masks: the masked fraction belongs beside each.
         for baseline in record["baselines"].values():
             baseline["masked_fraction"] = record["test"].get("masked_fraction")
+        if self.fill_cache is not None and "biharmonic" in record["baselines"]:
+            # This process's fills (under DDP, rank 0's shard): how many were read back, how many solved.
+            record["baselines"]["biharmonic"]["fill_cache"] = {"folder": str(self.fill_cache.directory),
+                                                               **self.fill_cache.counts()}
         return record
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -529,7 +551,7 @@ class InpaintingTask(PaperTask):
 
         workers = self.baseline_worker_count() if "biharmonic" in self.baseline_fills else 0
         if workers > 0:
-            self._baseline_pool = BiharmonicPool(workers)
+            self._baseline_pool = BiharmonicPool(workers, cache=self.fill_cache)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         _, target = self._evaluation_step(batch, "test", self.test_metrics)
