@@ -9,7 +9,8 @@ the real data module, task, precision and trainer):
    given with ``--imagenet``/``--datasetgan``/``--cityscapes``, else small synthetic ones written in those
    layouts at the datasets' image sizes, :mod:`afno_repro.data.layouts`), timing the steps after the warm-up;
 2. runs two evaluation batches through the real test loop (the model's inference, every metric and the task's
-   baselines) and times the second (the first warms the path up), and, on that batch, the model's passes alone
+   baselines, the biharmonic fills solved as the first row on a set of images solves them, with no fill cache) and
+   times the second (the first warms the path up), and, on that batch, the model's passes alone
    (the task's ``evaluation_forwards``: one ``predict_step``, or every inference mode a task scores, as Table 4's
    sliding windows and resized frames);
 3. records parameters, forward GMACs per image (the paper's GFLOPs convention) at the training resolution, peak
@@ -71,7 +72,8 @@ MEMORY_LIMIT_GB = 80.0
 EVALUATION_LIMIT = 1.5
 # Keys that do not change what a step computes: two rows differing only in these cost the same.
 _COST_NEUTRAL = {"sparsity_threshold", "checkpoint", "require_checkpoint", "drop_path_rate", "lr", "weight_decay",
-                 "seed", "image_seed", "subset_seed", "subset_file", "root", "num_grid_images"}
+                 "seed", "image_seed", "subset_seed", "subset_file", "root", "num_grid_images",
+                 "baseline_cache"}  # always null in a preflight (_overrides): it measures the fills solved
 
 
 class PreflightError(ValueError):
@@ -280,6 +282,10 @@ def _overrides(experiment: str, point: Sequence[str], data_root: str | None, dev
         overrides.append(f"data.val_batch_size={batch}")
     if cfg.backbone.get("require_checkpoint"):
         overrides.append("backbone.require_checkpoint=false")
+    if cfg.task.get("baseline_cache") is not None:
+        # What a row pays when it is the first on its test images: every biharmonic fill solved, none read back
+        # (and nothing written below the user's runs_root).
+        overrides.append("task.baseline_cache=null")
     return overrides
 
 
