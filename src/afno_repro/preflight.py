@@ -45,6 +45,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -338,6 +339,7 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
         timer = _Timer(meter, warmup)
         cfg = compose(_overrides(experiment, point, data_roots.get(_data_key(paper)), device, run_batch, warmup + steps,
                                  paper, extra), output_dir=str(work_dir))
+        built = None
         try:
             pl.seed_everything(0, verbose=False)
             built = build(cfg, extra_callbacks=[timer])
@@ -348,6 +350,14 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
             record["precision"] = built.numerics["trainer"]
             record["train_images"] = _train_images(paper, built.datamodule, synthetic)
             break
+        except SystemExit as stop:
+            # Ctrl-C during a fit or test reaches Lightning first, which stops the trainer, ignores any further
+            # SIGINT and exits with status 1: turned back into the interruption it is, which the pipeline reports
+            # (where the rows measured so far are, how to resume) with status 130.
+            if built is not None and built.trainer.interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt from stop
+            raise
         except torch.OutOfMemoryError:
             if torch_device.type != "cuda" or run_batch == 1:
                 record["error"] = f"out of memory at batch {run_batch}"

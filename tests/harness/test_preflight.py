@@ -185,6 +185,38 @@ def test_an_interrupted_preflight_keeps_its_rows_and_resumes_with_the_rest(tmp_p
     assert _preflight(tmp_path, *args)[0] == 0 and len(measured) == 2
 
 
+def test_ctrl_c_during_a_rows_training_stops_the_preflight_with_its_rows_kept(tmp_path, capsys, monkeypatch):
+    """Ctrl-C lands in a row's fit (where a preflight spends its time), which Lightning turns into an exit of status 1."""
+    import signal
+
+    from afno_repro import preflight as module
+
+    started, timed = module._Timer.on_train_start, module._Timer.on_train_batch_end
+    fits: list[int] = []
+
+    def counted(self, *args, **kwargs):
+        fits.append(1)
+        started(self, *args, **kwargs)
+
+    def pressed(self, *args, **kwargs):
+        timed(self, *args, **kwargs)
+        if len(fits) == 2:  # the second row's first step
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Timer, "on_train_start", counted)
+    monkeypatch.setattr(module._Timer, "on_train_batch_end", pressed)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        status, record = _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "gfn", "--rows", "table2/afno",
+                                    *VIT_TINY)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert status == 130
+    assert "preflight interrupted: the rows measured so far are in" in capsys.readouterr().err
+    assert [r["row"] for r in record["rows"]] == ["paper_model=table2/gfn"] and record["complete"] is False
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "no_such_mixer")[0] == 2
     assert "matches no row" in capsys.readouterr().err
