@@ -23,6 +23,9 @@ own peak resident memory, weights included):
               loop: seconds per batch in steady state (after the workers started, reported apart),
               the main process's CPU time in them (what competes with the model), and the
               workers' memory (Linux: proportional set size, shared pages split between sharers).
+              ``scoring, fills read back``: the same for a row whose biharmonic fills an earlier row
+              on the same images stored (``task.baseline_cache``): each fill's key and read, and
+              the disk it takes.
 
 ``--slow-path`` also scores the Cityscapes label with torchmetrics' MulticlassConfusionMatrix under
 ``torch.use_deterministic_algorithms`` (the trainer's ``deterministic: warn``), the path the task used
@@ -157,6 +160,39 @@ def scoring(task: str, batch: int, slow_path: bool = False) -> dict[str, float]:
             "what": f"PSNR + SSIM of the model and of {', '.join(BASELINES)} on {batch} 224x224 images"}
 
 
+def cached_scoring(batch: int) -> dict[str, Any]:
+    """Inpainting's scoring for a row whose biharmonic fills an earlier row stored (``task.baseline_cache``)."""
+    import tempfile
+    from pathlib import Path
+
+    from afno_repro.tasks.baselines import biharmonic, masked_input
+    from afno_repro.tasks.fill_cache import FillCache
+    from afno_repro.tasks.inpainting import composite, image_quality_metrics
+
+    image, mask, reconstruction = _inpainting_batch(batch)
+    with tempfile.TemporaryDirectory() as folder:
+        solved = biharmonic(image, mask, cache=FillCache(folder))  # the earlier row: solves and stores
+        stored = sum(path.stat().st_size for path in Path(folder).glob("*/*.npy"))
+        cache = FillCache(folder)
+
+        def score() -> None:
+            for guess in (composite(reconstruction, image, mask), masked_input(image, mask),
+                          biharmonic(image, mask, cache=cache)):
+                metrics = image_quality_metrics()
+                metrics["psnr"].update(guess, image)
+                metrics["ssim"].update(guess, image)
+                metrics.compute()
+
+        result = _measured(score)
+        started = time.perf_counter()
+        read = biharmonic(image, mask, cache=FillCache(folder))
+        lookup = (time.perf_counter() - started) / batch
+    if not torch.equal(read, solved):
+        raise RuntimeError("fills read back from the cache differ from the fills solved: a bug in FillCache")
+    return {**result, "read_seconds_per_image": lookup, "stored_mb_per_image": stored / batch / 1e6,
+            "what": f"as above, biharmonic fills read back (stored by an earlier row) on {batch} 224x224 images"}
+
+
 def _inpainting_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images, token-grid masks (Table 2's reading) and reconstructions of one 224x224 batch."""
     from afno_repro.data.masks import RandomWalkMask
@@ -239,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.slow_path and task == "cityscapes":
             measured["scoring (old path)"] = in_child(scoring, task, batch, True, threads=args.threads)
         if task == "inpainting":
+            measured["scoring, fills read back"] = in_child(cached_scoring, batch, threads=args.threads)
             for workers in args.workers:
                 measured[f"scoring, {workers} workers"] = in_child(pooled_scoring, batch, workers, threads=args.threads)
         for part, result in measured.items():
@@ -248,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             if "fill_cpu_seconds_per_image" in result:
                 print(f"{'':<11} biharmonic fill: {result['fill_cpu_seconds_per_image']:.3f} s of CPU per image "
                       "(one core)", flush=True)
+            if "read_seconds_per_image" in result:
+                print(f"{'':<11} fill read back: {1000 * result['read_seconds_per_image']:.1f} ms per image (key and "
+                      f"read), {result['stored_mb_per_image']:.3f} MB stored per image", flush=True)
             if "main_seconds" in result:
                 workers_gb = "n/a" if result["workers_pss_gb"] is None else f"{result['workers_pss_gb']:.2f} GB"
                 print(f"{'':<11} main process {result['main_seconds']:.3f} s of CPU per batch "
