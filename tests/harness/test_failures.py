@@ -74,7 +74,7 @@ def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_pa
     from afno_repro.tasks import baselines
     from afno_repro.train import main
 
-    def broken(image, mask):
+    def broken(image, mask, cache=None):
         raise ValueError("biharmonic inpainting failed on this image")
 
     monkeypatch.setitem(baselines.BASELINES, "biharmonic", broken)

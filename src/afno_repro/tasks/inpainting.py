@@ -406,13 +406,13 @@ class InpaintingTask(PaperTask):
         self.test_metrics = self._evaluation_metrics()
         # The learning-free baselines are scored in the test loop on the same images and masks as
         # the model (each rank its shard, synced like the model's metrics).
-        from afno_repro.tasks.baselines import BASELINES, FillCache, biharmonic
+        from afno_repro.tasks.baselines import BASELINES, FillCache
 
         self.baseline_fills = dict(BASELINES) if run_baselines else {}
         # Every row tested on the same images and masks needs the same fills: a cache solves each once.
         self.fill_cache = FillCache(baseline_cache) if run_baselines and baseline_cache is not None else None
         if self.fill_cache is not None:
-            self.baseline_fills["biharmonic"] = partial(biharmonic, cache=self.fill_cache)
+            self.baseline_fills["biharmonic"] = partial(self.baseline_fills["biharmonic"], cache=self.fill_cache)
         self.baseline_metrics = nn.ModuleDict({name: image_quality_metrics() for name in self.baseline_fills})
         self._baseline_pool: BiharmonicPool | None = None
         self.val_psnr_best = MaxMetric()
