@@ -365,6 +365,21 @@ def test_script_commands(command, tmp_path):
     assert re.search(pattern, seen[-1] if seen else ""), "".join(seen)[-3000:]
 
 
+FILL = "python scripts/fill_baselines.py experiment=table2_inpainting data.root=/data/imagenet"
+
+
+@pytest.mark.slow
+def test_fill_baselines_command_fills_the_test_images_once(paper_data, tmp_path):
+    """As printed (data path: a tiny ImageNet in its layout), then again as a user resuming it: every fill of the
+    Table 2 rows' test images is stored, and the second run finds them all and solves none."""
+    first, second = (subprocess.run(argv(FILL, paper_data), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                                    env=user_env()) for _ in range(2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    solved = int(re.search(r"done: (\d+) fills solved and 0 already stored in outputs/cache/biharmonic", first.stdout).group(1))
+    assert solved > 0 and len(list((tmp_path / "outputs" / "cache" / "biharmonic").glob("*/*.npy"))) == solved
+    assert second.returncode == 0 and f"done: 0 fills solved and {solved} already stored" in second.stdout, second.stderr
+
+
 # --- the session's last test -----------------------------------------------------------------------
 
 def test_every_readme_command_was_run(request):

@@ -64,6 +64,7 @@ COUNTS = [
     ("model_table", ["--scaling", "--threads", "0"], "--threads"),
     ("model_table", ["--scaling", "--time-budget", "-1"], "--time-budget"),
     ("model_table", ["--scaling", "--memory-budget", "0"], "--memory-budget"),
+    ("fill_baselines", ["debug=smoke", "--workers", "0"], "--workers: 0 is not a whole number >= 1"),
     ("readings_check", ["--images", "0"], "--images"),
     ("readings_check", ["--threads", "0"], "--threads"),
     ("readings_check", ["--size", "5"], "no pixel whose 11x11 SSIM window fits"),
@@ -109,6 +110,17 @@ def test_names_not_in_the_configs_or_the_registry(capsys):
     message = _refused("model_table", ["--scaling", "--mixers", "afno", "--grids", "4", "--dim", "7"], capsys)
     assert "mixer 'afno' cannot be built at --dim 7" in message and "num_blocks=8 does not divide" in message
     assert "matches no row" in _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "nosuchrow"], capsys)
+
+
+def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):
+    assert "scores no biharmonic baseline" in _refused("fill_baselines", ["experiment=table5_classification", "debug=smoke"],
+                                                       capsys)
+    message = _refused("fill_baselines", ["debug=smoke", "task.baseline_cache=null"], capsys)
+    assert "keep no biharmonic fills" in message and "task.baseline_cache=null" in message
+    assert "keep no biharmonic fills" in _refused("fill_baselines", ["debug=smoke", "run_baselines=false"], capsys)
+    missing = tmp_path / "imagenet"
+    assert str(missing) in _refused("fill_baselines", ["experiment=table2_inpainting", f"data.root={missing}"], capsys)
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_gpu_check_work_folder_under_a_file(tmp_path, capsys):

@@ -4,6 +4,7 @@ a worker's failure a clear error that keeps the checkpoints, and no worker left 
 from __future__ import annotations
 
 import multiprocessing
+import re
 from functools import partial
 
 import pool_fills
@@ -277,3 +278,30 @@ def test_a_second_run_on_the_same_images_reads_every_fill_and_reports_the_same_s
 def test_a_cache_that_is_not_a_folder_is_refused_with_the_fix(folder):
     with pytest.raises(ValueError, match=r"baseline_cache=.* is not a folder or null.*outputs/cache/biharmonic"):
         task(baseline_cache=folder)
+
+
+def test_fills_made_ahead_by_the_script_are_the_ones_the_run_reads(tmp_path, capsys):
+    """`scripts/fill_baselines.py` with a run's overrides stores exactly the fills that run's test loop scores."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from afno_repro.config import compose
+    from afno_repro.train import main
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fill_baselines.py"
+    spec = importlib.util.spec_from_file_location("fill_baselines", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    overrides = ["debug=smoke", f"runs_root={tmp_path}"]
+    assert script.main(["--workers", "1", *overrides]) == 0
+    solved = int(re.search(r"done: (\d+) fills solved and 0 already stored", capsys.readouterr().out).group(1))
+    assert solved > 0 and len(list((tmp_path / "cache" / "biharmonic").glob("*/*.npy"))) == solved
+    main(compose([*overrides, "count_flops=false", "logger=csv"], output_dir=str(tmp_path / "run")))
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["baselines"]["biharmonic"]["fill_cache"] == {"folder": str(tmp_path / "cache" / "biharmonic"),
+                                                               "read": solved, "computed": 0}
+    assert f"biharmonic: {solved} fills read back from {tmp_path / 'cache' / 'biharmonic'}, 0 solved" in capsys.readouterr().out
+    # Run again, it finds every fill stored and solves none.
+    assert script.main(["--workers", "1", *overrides]) == 0
+    assert f"done: 0 fills solved and {solved} already stored" in capsys.readouterr().out
