@@ -154,6 +154,11 @@ def test_table2_smoke_sweep(table2_smoke):
         assert {"masked_input", "biharmonic"} <= set(row["baselines"])
         assert row["baselines"]["biharmonic"]["num_images"] == row["test"]["num_images"]
         assert row["reading"]["mask"]["grid"] and row["reading"]["metric_region"]
+    # Same images, same masks: the first row solved the biharmonic fills, the other three read them back.
+    caches = [row["baselines"]["biharmonic"]["fill_cache"] for row in rows.values()]
+    solved = sorted(cache["computed"] for cache in caches)
+    assert solved[:3] == [0, 0, 0] and solved[3] > 0, caches
+    assert all(cache["read"] + cache["computed"] == solved[3] for cache in caches), caches
     summary = (sweep_dir / "summary.md").read_text()
     assert "table2/afno" in summary and "grid" in summary
 
