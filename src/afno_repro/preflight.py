@@ -331,7 +331,17 @@ def preflight_row(experiment: str, point: Sequence[str], *, data_roots: dict[str
     record["paper_batch"] = {key: plan[key] for key in ("per_device", "world", "accumulation", "effective_global",
                                                          "declared_global")} if plan else None
     paper_per_device = plan["per_device"] if plan else int(paper.data.batch_size)
-    record.update(model_info(paper))
+    # Parameters and FLOPs of the row's model as it trains (a shape on the meta device): a trunk that starts from a
+    # checkpoint (Figure 1's Swin rows) is counted without reading it, as it is measured without it.
+    shapes = OmegaConf.merge(paper, {"backbone": {"require_checkpoint": False}}) \
+        if paper.backbone.get("require_checkpoint") else paper
+    try:
+        record.update(model_info(shapes))
+    except Exception as error:  # noqa: BLE001 - a model that cannot be built at full size is this row's finding
+        if user_cause(error) is not None:
+            raise PreflightError(f"{experiment} {label}: {describe(user_cause(error))}") from error
+        record["error"] = _error_text(error)
+        return record
     run_batch = batch or (paper_per_device if device == "cuda" else smallest_batch(paper))
     torch_device = torch.device(device)
     while True:

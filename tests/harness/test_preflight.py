@@ -103,6 +103,19 @@ def test_cityscapes_row_evaluates_a_full_size_image_by_sliding_windows(tmp_path,
     assert row["optimizer_steps"] == 450 * math.ceil(2_975 / 8)
 
 
+@pytest.mark.slow  # Cityscapes frames written at 2048x1024, as above
+def test_a_swin_row_is_measured_without_the_swin_authors_checkpoint(tmp_path, capsys):
+    """Figure 1's Swin rows start from the Swin authors' checkpoint, which a run without it refuses; the preflight
+    counts and steps the trunk without it (the weights' values do not change a step's cost). It used to count the
+    parameters on the row's own config and stopped the whole preflight with a traceback at the first Swin row."""
+    tiny = ["data.crop_size=64", "task.stride=48", "data.num_workers=0", "backbone.img_size=64", "backbone.decoder_dim=32"]
+    status, result = _preflight(tmp_path, "--only", "fig1_trunks", "--rows", "swin_t", *tiny)
+    assert status == 0, capsys.readouterr().err
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    assert row["params_m"] == pytest.approx(27.5, abs=0.5) and row["train"]["step_s"] > 0
+
+
 def test_only_rows_measured_the_same_way_are_resumed(tmp_path):
     from afno_repro.preflight import _COMPARABLE, _resumable
 
