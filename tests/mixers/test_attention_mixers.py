@@ -151,6 +151,34 @@ def test_long_short_recompute_gives_the_same_numbers_and_keeps_less_for_backward
     assert saved[1] <= held.bytes < saved[0] / 2
 
 
+@pytest.mark.parametrize("recompute", [True, False])
+def test_long_short_chunks_give_the_same_output_and_gradients_to_rounding(recompute):
+    """Windows attended two rows of windows at a time (the default), one row, or the whole grid at once: the same
+    output to the bit (every window sees the same keys), gradients equal to float rounding (neighbouring chunks'
+    halos are summed in another order); 13 rows of tokens are 4 rows of windows at w=4, the last one cut short."""
+    torch.manual_seed(0)
+    whole = LongShortAttention(32, num_heads=4, window_size=4, rank=8, recompute=recompute, chunk_rows=None)
+    x = torch.randn(2, 13, 18, 32, requires_grad=True)
+    y = whole(x)
+    y.square().sum().backward()
+    expected = [x.grad.clone(), *(p.grad.clone() for p in whole.parameters())]
+    for chunk_rows in (1, 2, 3, 4, 9):
+        chunked = LongShortAttention(32, num_heads=4, window_size=4, rank=8, recompute=recompute, chunk_rows=chunk_rows)
+        chunked.load_state_dict(whole.state_dict())
+        x.grad = None
+        out = chunked(x)
+        assert torch.equal(out, y), chunk_rows
+        out.square().sum().backward()
+        for got, want in zip([x.grad, *(p.grad for p in chunked.parameters())], expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_rows", [0, -1, 1.5, True, "2"])
+def test_long_short_refuses_a_chunk_that_is_not_a_positive_count(chunk_rows):
+    with pytest.raises(ValueError, match=r"chunk_rows=.* is not a positive integer or null.*use 2"):
+        LongShortAttention(32, num_heads=4, chunk_rows=chunk_rows)
+
+
 def test_long_short_without_long_range_is_local():
     """With rank=0 a token sees exactly its window's (w + 2 * (w // 2))^2 neighbourhood, clipped to the grid."""
     mixer = LongShortAttention(8, num_heads=2, window_size=2, rank=0).eval()

@@ -40,9 +40,9 @@ class LongShortAttention(nn.Module):
     positions are masked out as keys and never enter the landmarks, so the output on the real
     grid does not depend on the padding. Cost: ``O(N d (w + 2 (w // 2))^2 + N d rank)``.
 
-    Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W``. Fully vectorised (no
-    Python loop over windows) and free of data-dependent control flow, so it runs on the meta
-    device for FLOP counting.
+    Shape contract: ``(B, H, W, C) -> (B, H, W, C)`` for any ``H, W``. Vectorised over the windows of
+    a chunk (a Python loop only over chunks of ``chunk_rows`` rows of windows) and free of
+    data-dependent control flow, so it runs on the meta device for FLOP counting.
 
     Init as the Transformer-LS vision code and timm's ViT
     (:func:`~afno_repro.mixers.weight_init.init_vit_weights`): linear weights truncated normal
@@ -67,6 +67,13 @@ class LongShortAttention(nn.Module):
         twice the activation memory of full (flash) attention; with it, about the same. Same
         numbers either way; costs one more pass of that part (not of the four projections) in
         backward. ``False`` stores them.
+    chunk_rows: the windows are attended ``chunk_rows`` rows of windows at a time (each chunk
+        recomputed on its own in backward), so backward holds one chunk's neighbourhoods and their
+        gradients at a time, not the whole grid's: at Table 2's size that transient was ~4x the
+        memory full attention's backward needs. Smaller chunks hold less and run more, smaller
+        products. Outputs are identical for every value; gradients agree to float rounding (the
+        overlapping halos of neighbouring chunks are summed in another order). ``None``: the whole
+        grid at once.
 
     Examples
     --------
@@ -87,6 +94,7 @@ class LongShortAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         recompute: bool = True,
+        chunk_rows: int | None = 2,
     ) -> None:
         super().__init__()
         self.head_dim = check_channel_split(dim, num_heads, "num_heads", "long_short")
@@ -102,6 +110,13 @@ class LongShortAttention(nn.Module):
                 "dynamic-projection landmarks per head of the long-range branch: use an integer >= 1 "
                 "(the paper uses 8, the Transformer-LS code 2), or 0 for windowed attention only."
             )
+        if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1):
+            raise ValueError(
+                f"mixer 'long_short': chunk_rows={chunk_rows!r} is not a positive integer or null. It is how many rows "
+                "of windows are attended at a time (backward holds one such chunk's neighbourhoods): use 2 (default), "
+                "any integer >= 1, or null for the whole grid at once."
+            )
+        self.chunk_rows = chunk_rows
         self.num_heads = num_heads
         self.window_size = window_size
         self.halo = window_size // 2
@@ -120,47 +135,64 @@ class LongShortAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, kv = self.q(x), self.kv(x).reshape(*x.shape[:3], 2, x.shape[-1])
-        if self.recompute and torch.is_grad_enabled() and self.training:
-            # Keep x, q and kv for backward (x and q are kept anyway), not the copies made from them.
-            out = checkpoint(self._attend_uncached, x, q, kv, use_reentrant=False)
-        else:
-            out = self._attend(x, q, kv)
+        height, width = x.shape[1:3]
+        rows = -(-height // self.window_size)
+        step = self.chunk_rows or rows
+        # Keep x, q and kv for backward (x and q are kept anyway), not the copies made from them: the landmarks
+        # and each chunk of windows are recomputed there, one chunk at a time.
+        recompute = self.recompute and torch.is_grad_enabled() and self.training
+        landmarks = None
+        if self.rank > 0:
+            landmarks = checkpoint(self._uncached, self._landmarks, x, kv, use_reentrant=False) if recompute \
+                else self._landmarks(x, kv)
+        chunks = [checkpoint(self._uncached, self._attend_rows, q, kv, landmarks, start, min(rows, start + step),
+                             use_reentrant=False) if recompute
+                  else self._attend_rows(q, kv, landmarks, start, min(rows, start + step))
+                  for start in range(0, rows, step)]
+        out = (chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1))[:, :height, :width]
         return self.proj_drop(self.proj(out))
 
-    def _attend_uncached(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        """:meth:`_attend` without autocast's cache of cast weights, so the recomputation in backward casts the
-        dynamic projection's weight exactly as the forward did (with the cache the two passes need not make the
-        same casts, and a compiled checkpoint refuses to replay them)."""
-        device = x.device.type
+    @staticmethod
+    def _uncached(function, *args):
+        """``function(*args)`` without autocast's cache of cast weights, so the recomputation in backward casts the
+        weights exactly as the forward did (with the cache the two passes need not make the same casts, and a
+        compiled checkpoint refuses to replay them)."""
+        device = args[0].device.type
         if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
-            return self._attend(x, q, kv)
+            return function(*args)
         with torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False):
-            return self._attend(x, q, kv)
+            return function(*args)
 
-    def _attend(self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        """Tokens ``x`` and queries ``(B, H, W, C)``, raw keys/values ``(B, H, W, 2, C)`` -> the attended values
-        ``(B, H, W, C)``, before the output projection."""
+    def _attend_rows(self, q: torch.Tensor, kv: torch.Tensor, landmarks: torch.Tensor | None, first: int,
+                     last: int) -> torch.Tensor:
+        """Queries ``(B, H, W, C)``, raw keys/values ``(B, H, W, 2, C)`` and landmarks ``(B, 2, rank, C)`` -> the
+        attended values of the windows in rows ``first`` to ``last - 1`` of the windows, ``(B, rows * w, cols * w, C)``
+        on the grid rounded up to whole windows (cropped by the caller), before the output projection."""
         batch, height, width, _, channels = kv.shape
         heads, head_dim, w, halo = self.num_heads, self.head_dim, self.window_size, self.halo
         rows, cols = -(-height // w), -(-width // w)
+        count = last - first
         span = w + 2 * halo
 
         # Round the grid up to whole windows; the extra queries are cropped after attention.
-        q = F.pad(q, (0, 0, 0, cols * w - width, 0, rows * w - height))
-        q = q.reshape(batch, rows, w, cols, w, heads, head_dim).permute(0, 1, 3, 5, 2, 4, 6)
-        q = q.reshape(batch * rows * cols, heads, w * w, head_dim)
+        q = q[:, first * w:last * w]
+        q = F.pad(q, (0, 0, 0, cols * w - width, 0, count * w - q.shape[1]))
+        q = q.reshape(batch, count, w, cols, w, heads, head_dim).permute(0, 1, 3, 5, 2, 4, 6)
+        q = q.reshape(batch * count * cols, heads, w * w, head_dim)
 
-        # The halo and round-up keys are zeros after the norm; the mask, not their value, keeps
-        # them out of the softmax.
-        pad = (0, 0, 0, 0, halo, halo + cols * w - width, halo, halo + rows * w - height)
-        k, v = self._neighbourhoods(F.pad(self.norm_short(kv), pad), span).unbind(1)
-        mask = self._key_mask(height, width, rows, cols, span, kv.device).repeat(batch, 1, 1, 1)
+        # These windows' keys: their rows with the halo above and below, normed; the halo outside the grid and the
+        # round-up keys are zeros after the norm, and the mask, not their value, keeps them out of the softmax.
+        top, bottom = first * w - halo, last * w + halo
+        inside = kv[:, max(top, 0):min(bottom, height)]
+        pad = (0, 0, 0, 0, halo, halo + cols * w - width, max(top, 0) - top, bottom - min(bottom, height))
+        k, v = self._neighbourhoods(F.pad(self.norm_short(inside), pad), span).unbind(1)
+        mask = self._key_mask(height, width, rows, cols, span, kv.device)[first * cols:last * cols].repeat(batch, 1, 1, 1)
 
-        if self.rank > 0:
+        if landmarks is not None:
             # The same landmarks serve every window.
-            landmarks = self._landmarks(x, kv).reshape(batch, 1, 2, self.rank, heads, head_dim)
-            landmarks = landmarks.expand(-1, rows * cols, -1, -1, -1, -1).permute(2, 0, 1, 4, 3, 5)
-            k_long, v_long = landmarks.reshape(2, batch * rows * cols, heads, self.rank, head_dim)
+            landmarks = landmarks.reshape(batch, 1, 2, self.rank, heads, head_dim)
+            landmarks = landmarks.expand(-1, count * cols, -1, -1, -1, -1).permute(2, 0, 1, 4, 3, 5)
+            k_long, v_long = landmarks.reshape(2, batch * count * cols, heads, self.rank, head_dim)
             k = torch.cat([k, k_long], dim=2)
             v = torch.cat([v, v_long], dim=2)
             mask = F.pad(mask, (0, self.rank), value=True)
@@ -168,8 +200,8 @@ class LongShortAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
         )
-        out = out.reshape(batch, rows, cols, heads, w, w, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-        return out.reshape(batch, rows * w, cols * w, channels)[:, :height, :width]
+        out = out.reshape(batch, count, cols, heads, w, w, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+        return out.reshape(batch, count * w, cols * w, channels)
 
     def _neighbourhoods(self, kv: torch.Tensor, span: int) -> torch.Tensor:
         """Halo-padded ``(B, H', W', 2, C)`` -> ``(B * windows, 2, heads, span^2, C / heads)``.
