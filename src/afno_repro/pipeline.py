@@ -509,8 +509,9 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
     """``--preflight``: every row of the plan measured at its paper size (:mod:`afno_repro.preflight`)."""
     import torch
 
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import HydraException
 
+    from afno_repro.config import override_syntax_message
     from afno_repro.preflight import PreflightError, format_table, preflight
 
     if args.scale != "paper":
@@ -541,8 +542,9 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
                            work_dir=root / "preflight", device=device, batch=args.batch, steps=args.steps,
                            extra=args.overrides, printer=lambda line: print(line, flush=True),
                            record_path=root / "preflight.json")
-    except (PreflightError, ConfigCompositionException) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (PreflightError, HydraException) as error:
+        print(f"error: {override_syntax_message(args.overrides, 'python -m afno_repro.pipeline') or error}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\npreflight interrupted: the rows measured so far are in {root / 'preflight.json'}; the same command "
@@ -590,6 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer=ddp")
     args = parser.parse_args(argv)
 
+    bare = [word for word in args.overrides if "=" not in word and not word.startswith("~")]
+    if bare:
+        print(f"error: `{bare[0]}` is not an override (key=value): the words after the options are Hydra overrides for "
+              "every run. To name several experiments, repeat --only (--only table2_inpainting --only table4_pretrain).",
+              file=sys.stderr)
+        return 2
     root = (args.root or Path("outputs") / "reproduce" / args.scale).absolute()
     report_dir = (args.report or Path("outputs") / "report" / args.scale).absolute()
     data_roots = {key: value for key in ("imagenet", "datasetgan", "cityscapes", "swin")
