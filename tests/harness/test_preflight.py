@@ -141,7 +141,7 @@ def test_only_rows_measured_the_same_way_are_resumed(tmp_path):
     from afno_repro.preflight import _COMPARABLE, _resumable
 
     run = {"device": "cpu (1 threads)", "torch": "2.14.1", "warmup": 1, "steps": 1, "batch": None, "overrides": [],
-           "data_roots": {"imagenet": "/data/imagenet"}}
+           "data_roots": {"imagenet": "/data/imagenet"}, "memory_measure": "resident set, freed memory handed back"}
     rows = [{"cost_id": "a", "train": {}}, {"cost_id": "b", "error": "out of memory at batch 1"},
             {"cost_id": "c", "same_cost_as": "x y"}]
     path = tmp_path / "preflight.json"
