@@ -71,14 +71,15 @@ def biharmonic(image: Tensor, mask: Tensor, cache: FillCache | None = None) -> T
     images, hidden = _fill_inputs(image, mask)
     filled = []
     for img, hid in zip(images, hidden):
-        fill = _trivial_fill(img, hid)
+        # As BiharmonicPool.submit(): nothing or everything hidden needs no solve, a stored fill is read back.
+        fill, key = _trivial_fill(img, hid), None
+        if fill is None and cache is not None:
+            key = cache.key(img, hid)
+            fill = cache.load(key, img, hid)
         if fill is None:
-            key = cache.key(img, hid) if cache is not None else None
-            fill = cache.load(key, img, hid) if cache is not None else None
-            if fill is None:
-                fill = inpaint_biharmonic(img, hid, channel_axis=-1)
-                if cache is not None:
-                    cache.save(key, fill, hid)
+            fill = inpaint_biharmonic(img, hid, channel_axis=-1)
+            if key is not None:
+                cache.save(key, fill, hid)
         filled.append(fill)
     return _filled_batch(filled, image)
 
