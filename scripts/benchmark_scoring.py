@@ -141,18 +141,11 @@ def scoring(task: str, batch: int, slow_path: bool = False) -> dict[str, float]:
         result = _measured(score)
         return {**result, "what": f"5 per-fold confusion matrices of {batch} 224x224 labels + pixel prior"}
     from afno_repro.tasks.baselines import BASELINES
-    from afno_repro.tasks.inpainting import composite, image_quality_metrics
+    from afno_repro.tasks.inpainting import composite
 
     image, mask, reconstruction = _inpainting_batch(batch)
-
-    def score() -> None:
-        for guess in (composite(reconstruction, image, mask), *(fn(image, mask) for fn in BASELINES.values())):
-            metrics = image_quality_metrics()
-            metrics["psnr"].update(guess, image)
-            metrics["ssim"].update(guess, image)
-            metrics.compute()
-
-    result = _measured(score)
+    result = _measured(lambda: _score_images(image, composite(reconstruction, image, mask),
+                                             *(fn(image, mask) for fn in BASELINES.values())))
     cpu = time.process_time()
     BASELINES["biharmonic"](image, mask)
     fill = (time.process_time() - cpu) / batch
@@ -167,23 +160,15 @@ def cached_scoring(batch: int) -> dict[str, Any]:
 
     from afno_repro.tasks.baselines import biharmonic, masked_input
     from afno_repro.tasks.fill_cache import FillCache
-    from afno_repro.tasks.inpainting import composite, image_quality_metrics
+    from afno_repro.tasks.inpainting import composite
 
     image, mask, reconstruction = _inpainting_batch(batch)
     with tempfile.TemporaryDirectory() as folder:
         solved = biharmonic(image, mask, cache=FillCache(folder))  # the earlier row: solves and stores
         stored = sum(path.stat().st_size for path in Path(folder).glob("*/*.npy"))
         cache = FillCache(folder)
-
-        def score() -> None:
-            for guess in (composite(reconstruction, image, mask), masked_input(image, mask),
-                          biharmonic(image, mask, cache=cache)):
-                metrics = image_quality_metrics()
-                metrics["psnr"].update(guess, image)
-                metrics["ssim"].update(guess, image)
-                metrics.compute()
-
-        result = _measured(score)
+        result = _measured(lambda: _score_images(image, composite(reconstruction, image, mask), masked_input(image, mask),
+                                                 biharmonic(image, mask, cache=cache)))
         started = time.perf_counter()
         read = biharmonic(image, mask, cache=FillCache(folder))
         lookup = (time.perf_counter() - started) / batch
@@ -191,6 +176,17 @@ def cached_scoring(batch: int) -> dict[str, Any]:
         raise RuntimeError("fills read back from the cache differ from the fills solved: a bug in FillCache")
     return {**result, "read_seconds_per_image": lookup, "stored_mb_per_image": stored / batch / 1e6,
             "what": f"as above, biharmonic fills read back (stored by an earlier row) on {batch} 224x224 images"}
+
+
+def _score_images(image: torch.Tensor, *guesses: torch.Tensor) -> None:
+    """PSNR and SSIM of each guess of ``image``, updated and computed as the test loop does."""
+    from afno_repro.tasks.inpainting import image_quality_metrics
+
+    for guess in guesses:
+        metrics = image_quality_metrics()
+        metrics["psnr"].update(guess, image)
+        metrics["ssim"].update(guess, image)
+        metrics.compute()
 
 
 def _inpainting_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
