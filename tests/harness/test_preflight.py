@@ -108,7 +108,8 @@ def test_a_swin_row_is_measured_without_the_swin_authors_checkpoint(tmp_path, ca
     """Figure 1's Swin rows start from the Swin authors' checkpoint, which a run without it refuses; the preflight
     counts and steps the trunk without it (the weights' values do not change a step's cost). It used to count the
     parameters on the row's own config and stopped the whole preflight with a traceback at the first Swin row."""
-    tiny = ["data.crop_size=64", "task.stride=48", "data.num_workers=0", "backbone.img_size=64", "backbone.decoder_dim=32"]
+    # Crops of 256 without overlap: 32 windows score a 2048x1024 frame (at 64 with stride 48, ~900 Swin-T passes).
+    tiny = ["data.crop_size=256", "task.stride=256", "data.num_workers=0", "backbone.img_size=256", "backbone.decoder_dim=32"]
     status, result = _preflight(tmp_path, "--only", "fig1_trunks", "--rows", "swin_t", *tiny)
     assert status == 0, capsys.readouterr().err
     (row,) = result["rows"]
