@@ -145,6 +145,9 @@ def _trim_heap() -> None:
         pass
 
 
+# How a CPU preflight measured memory before it handed freed memory back (and still does where mallopt is missing).
+_RESIDENT_GROWTH = "resident-set growth (the C library keeps freed memory: a row after others may read low)"
+
 # glibc's mallopt parameters: allocations from 64 KiB up get pages of their own, handed back when freed.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -163,7 +166,7 @@ def resident_tracks_live_memory() -> str:
             return "resident set, freed memory handed back (glibc mallopt)"
     except (OSError, AttributeError):
         pass
-    return "resident-set growth (this C library keeps freed memory: a row after others may read low)"
+    return _RESIDENT_GROWTH
 
 
 class _ResidentPeak:
@@ -682,7 +685,7 @@ def _legend(result: dict[str, Any]) -> str:
             f"step(s) after {result['warmup']} warm-up per row; {took} {result['total_s']:.0f} s. "
             f"`step s` and `train GB` are at the run batch; `paper step s` and `paper GB` at the paper's per-device "
             f"batch ({'measured' if measured_on_gpu else 'predicted linearly from the run batch'}; on a CPU the memory "
-            f"is float32 resident memory: {result.get('memory_measure') or 'resident-set growth (freed memory kept by the C library: a row after others may read low)'}). `eval / fwd`: the second of two evaluation batches through the test loop (inference, "
+            f"is float32 resident memory: {result.get('memory_measure') or _RESIDENT_GROWTH}). `eval / fwd`: the second of two evaluation batches through the test loop (inference, "
             f"metrics, baselines) over the model's own passes on it (every inference mode the test step runs). GPU-h: one GPU, training only, {rate}; "
             f"{hours:,.0f} GPU-hours for every row. PFLOPs: 6 x forward MACs x images x epochs (no FFTs).")
 
