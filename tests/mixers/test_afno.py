@@ -288,16 +288,44 @@ def test_registered_as_not_shift_equivariant_because_it_is_not(name):
     assert (shifted - torch.roll(mixer(x), (2, 3), (1, 2))).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("grid", [(7, 5), (6, 8), (4, 1)])
-@pytest.mark.parametrize("dims", [(1, 2), (2,)])
-def test_fft_backwards_are_the_adjoints(grid, dims):
-    """The hand-written FFT backwards (one inverse transform each) equal autograd's numerically."""
-    x = torch.randn(2, *grid, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: afno._OrthoRFFT.apply(t, dims), (x,))
-    sizes = tuple(grid[d - 1] for d in dims)
-    for cols in {grid[1] // 2 + 1, max(1, grid[1] // 2)}:  # full half-spectrum, and zero-filled by irfft
-        z = torch.randn(2, grid[0], cols, 3, dtype=torch.complex128, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda t: afno._OrthoIRFFT.apply(t, sizes, dims), (z,))
+@pytest.mark.parametrize("grid", [(7, 5), (6, 8), (4, 1), (1, 6)])
+@pytest.mark.parametrize("fraction", [1.0, 0.3])
+@pytest.mark.parametrize("stacked", [False, True])
+@pytest.mark.parametrize("fold", [False, True])
+def test_fft_backwards_are_the_adjoints(grid, fraction, stacked, fold, monkeypatch):
+    """The hand-written backwards of the two transforms (one inverse FFT each, the mirrored columns'
+    factors in the transposing copies) are the adjoints: autograd's numerical Jacobian agrees, on odd and
+    even grids, with and without a low-pass, in both block layouts, with orthonormal FFTs (CPU) and with
+    unnormalised ones whose scaling rides on the copies (``fold``, the GPU's way, forced here)."""
+    monkeypatch.setattr(afno, "_folds_scaling", lambda x: fold)
+    k = 2
+    mixer = AFNO2D(4, num_blocks=k, hard_thresholding_fraction=fraction)
+    m_h, m_w = mixer.cutoffs(*grid)
+    x = torch.randn(2, *grid, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: afno._GridToModes.apply(t, m_h, m_w, k, stacked, torch.float64), (x,))
+    modes = afno._GridToModes.apply(x.detach(), m_h, m_w, k, stacked, torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: afno._ModesToGrid.apply(t, 2, *grid, m_h, m_w, k), (modes,))
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_transforms_are_the_orthonormal_ffts_of_the_kept_modes(fold, monkeypatch):
+    """Forward values: the block layout holds ``rfft2(x, norm="ortho")`` on the kept modes, tokens ordered
+    (batch, W frequency, H frequency), and the grid is ``irfft2`` of them with every other mode zero;
+    the same whether the FFTs scale (CPU) or the copies do (``fold``, the GPU's way)."""
+    monkeypatch.setattr(afno, "_folds_scaling", lambda x: fold)
+    x = torch.randn(2, 8, 10, 6, dtype=torch.float64)
+    mixer = AFNO2D(6, num_blocks=3, hard_thresholding_fraction=0.3)
+    m_h, m_w = mixer.cutoffs(8, 10)
+    spectrum = torch.fft.rfft2(x, dim=(1, 2), norm="ortho")  # (b, H, W/2+1, C)
+    rows = torch.cat((torch.arange(m_h), torch.arange(8 - m_h, 8)))
+    kept = spectrum[:, rows][:, :, :m_w]  # (b, rows, cols, C)
+    modes = afno._GridToModes.apply(x, m_h, m_w, 3, False, torch.float64)
+    expected = torch.view_as_real(kept.permute(0, 2, 1, 3)).reshape(-1, 3, 2, 2).permute(3, 1, 0, 2)
+    torch.testing.assert_close(modes, expected, rtol=0, atol=1e-12)
+    full = torch.zeros_like(spectrum)
+    full[:, rows, :m_w] = kept
+    grid = afno._ModesToGrid.apply(modes, 2, 8, 10, m_h, m_w, 3)
+    torch.testing.assert_close(grid, torch.fft.irfft2(full, s=(8, 10), dim=(1, 2), norm="ortho"), rtol=0, atol=1e-12)
 
 
 def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, capsys):

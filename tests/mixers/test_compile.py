@@ -126,6 +126,27 @@ def test_grid_size_mixers_compile_in_one_graph_on_another_grid(name):
     check_compiles_once(make_mixer(name), lambda batch: tokens(batch, grid=(12, 10)))
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_afno_with_the_gpus_folded_fft_scaling_compiles_in_one_graph_and_matches_eager(autocast, monkeypatch):
+    """On a GPU the spectral mixers' FFTs run unnormalised and the copies into and out of the block
+    layout scale (``afno._folds_scaling``), through a path that dynamo sees only there: forced here on
+    the CPU, it traces in one graph, and AOT-eager's output and gradients equal eager's."""
+    from afno_repro.mixers import afno
+
+    monkeypatch.setattr(afno, "_folds_scaling", lambda x: True)
+    check_compiles_once(make_mixer("afno"), tokens, eval_batches=(2,), autocast=autocast)
+    torch.compiler.reset()
+    model = make_mixer("afno")
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, *BUILD_GRID, DIM)
+    expected, expected_grads = forward_and_gradients(eager, eager, x)
+    output, grads = forward_and_gradients(model, compiled, x)
+    torch.testing.assert_close(output, expected, rtol=RTOL, atol=ATOL)
+    for key, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[key], rtol=RTOL, atol=ATOL, msg=lambda m: f"gradient of {key}: {m}")
+
+
 def tiny_vit(name: str) -> ViT:
     return ViT(img_size=IMAGE, patch_size=4, embed_dim=DIM, depth=1, mixer={"name": name, **MIXER_OPTIONS.get(name, {})})
 

@@ -12,9 +12,16 @@ buffers) comes from, measured by ``scripts/benchmark_mixers.py``:
 - the complex block products use Gauss' three-multiplication trick in a custom autograd function,
   three real matrix products per complex product instead of four, forward and backward, on
   contiguous ``(k, tokens, block)`` batches with no zero buffers;
-- the real FFTs have hand-written backwards (one inverse real FFT each, where torch's backward of
-  ``rfft`` runs a complex FFT of twice the size), run on the channels-first view, and with a
-  low-pass only the kept modes are transformed along H and fed to the MLP.
+- the 2-D FFT into the block layout and the one back out are two linear autograd functions
+  (:class:`_GridToModes`, :class:`_ModesToGrid`) whose backwards are each other's transforms: one
+  inverse FFT per FFT (torch's backward of ``rfft`` runs a complex FFT of twice the size), the adjoint's
+  factors on the mirrored half-spectrum columns applied in the transposing copies, nothing saved for
+  backward; with a low-pass only the kept modes are transformed along H, stored and fed to the MLP, and
+  the dropped ones are never concatenated in or out;
+- on a GPU the FFTs run unnormalised and the orthonormal scaling rides on the copies into and out of
+  the block layout (:func:`_folds_scaling`): cuFFT's normalisation is a separate pass over the spectrum
+  after every transform, eight per forward and backward, ~19% of the layer's GPU time in the profile
+  of ``scripts/gpu_check.py`` (2026-12-04, before this change); a CPU's FFT scales inside the transform.
 
 Two block layouts of the kept modes, chosen per call by :func:`stacked_layout`:
 
@@ -134,67 +141,173 @@ class _ComplexBlockMatmul(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _scale_mirrored_columns_(spectrum: torch.Tensor, dim: int, size: int, factor: float) -> torch.Tensor:
-    """Multiply in place the half-spectrum entries along ``dim`` that stand for two frequencies (all
-    but the zero and, for even ``size``, the Nyquist one) by ``factor``; returns ``spectrum``."""
-    count = min((size + 1) // 2, spectrum.shape[dim]) - 1
-    if count > 0:
-        spectrum.narrow(dim, 1, count).mul_(factor)
-    return spectrum
+def _written(src: torch.Tensor, dst: torch.Tensor, scale: torch.Tensor | float | None) -> None:
+    """``dst[...] = src * scale`` in one pass over memory (a copy when ``scale`` is None), casting to
+    ``dst``'s dtype; ``dst`` may be a strided view of a larger buffer."""
+    if scale is None:
+        dst.copy_(src)
+    elif torch.compiler.is_compiling():
+        # out= into a strided view breaks a dynamo graph; Inductor fuses this into one loop anyway.
+        dst.copy_(src * scale)
+    else:
+        torch.mul(src, scale, out=dst)
 
 
-class _OrthoRFFT(torch.autograd.Function):
-    """``rfftn(x, dim=dims, norm="ortho")`` with a backward that is a single ``irfftn``.
+def _folds_scaling(x: torch.Tensor) -> bool:
+    """Whether the FFTs run unnormalised, their scaling riding on the layout copies.
 
-    torch differentiates ``rfft`` by zero-padding the gradient to the full spectrum and running a
-    complex FFT twice the size, the costliest step of the mixer's backward. The adjoint of the
-    orthonormal real FFT is the ``irfft`` of the gradient with the entries that stand for two
-    frequencies halved.
+    On a GPU an FFT's normalisation is a kernel of its own after the transform (a full pass over the
+    spectrum each time), while a copy that also multiplies is as memory-bound as the copy. On a CPU the
+    FFT library scales inside the transform at no cost, and a multiplying copy is up to 1.3x a plain one
+    (ViT-B/4 shapes, one thread: 11.1 against 8.4 ms out of the block layout, 11.3 against 10.4 ms into
+    it), so there the FFTs are orthonormal and the copies plain.
     """
+    return x.device.type not in ("cpu", "meta")
+
+
+def _mirrored_columns(w: int, cols: int) -> int:
+    """How many of the first ``cols`` half-spectrum columns of a length-``w`` real FFT stand for two
+    frequencies (all but the zero and, for even ``w``, the Nyquist one), from column 1 on."""
+    return max(0, min((w + 1) // 2, cols) - 1)
+
+
+def _swap_last(z: torch.Tensor, width: int | None = None, *, w: int | None = None, factor: float | None = None,
+               column_dim: int = 3, fold: bool = False) -> torch.Tensor:
+    """``z.transpose(2, 3)`` written contiguous (the next FFT's axis innermost) and zero-padded to ``width``
+    along the last axis; with ``factor``, the mirrored columns of a length-``w`` real FFT (along the
+    result's ``column_dim``) multiplied by it, folded into the copy where ``fold``."""
+    b, c, p, q = z.shape
+    width = width or p
+    out = z.new_empty(b, c, q, width)
+    if width > p:
+        out[..., p:].zero_()
+    target = out[..., :p]
+    count = 0 if factor is None else _mirrored_columns(w, target.shape[column_dim])
+    if count and fold:
+        shape = [1] * 4
+        shape[column_dim] = target.shape[column_dim]
+        weights = torch.ones(shape, dtype=z.real.dtype if z.is_complex() else z.dtype, device=z.device)
+        weights.narrow(column_dim, 1, count).fill_(factor)
+        _written(z.transpose(2, 3), target, weights)
+    else:
+        target.copy_(z.transpose(2, 3))
+        if count:
+            target.narrow(column_dim, 1, count).mul_(factor)
+    return out
+
+
+class _Layout:
+    """The kept modes of a ``(b, C, cols, h)`` complex spectrum (W frequency ``cols``, H frequency last)
+    as the block layout, and back: split ``(2, k, T, n)`` or stacked ``(k, T, 2n)``, tokens ordered
+    (batch, W frequency, H frequency), ``rows`` of the ``h`` H frequencies kept (the first and last
+    ``rows / 2`` under a low-pass)."""
+
+    def __init__(self, b: int, channels: int, cols: int, h: int, m_h: int | None, k: int, stacked: bool):
+        self.b, self.channels, self.cols, self.h, self.m_h, self.k, self.stacked = b, channels, cols, h, m_h, k, stacked
+        self.n = channels // k
+        self.rows = h if m_h is None else 2 * m_h
+
+    def _blocks_view(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """``(b, C, cols, h)`` complex -> a real view ordered as the block layout's buffer."""
+        z = torch.view_as_real(spectrum).view(self.b, self.k, self.n, self.cols, self.h, 2)
+        return z.permute(1, 0, 3, 4, 5, 2) if self.stacked else z.permute(5, 1, 0, 3, 4, 2)
+
+    def _buffer_shape(self) -> tuple[int, ...]:
+        if self.stacked:
+            return self.k, self.b, self.cols, self.rows, 2, self.n
+        return 2, self.k, self.b, self.cols, self.rows, self.n
+
+    def _row_dim(self) -> int:
+        return 3 if self.stacked else 4
+
+    def _pairs(self, spectrum_view: torch.Tensor, buffer: torch.Tensor):
+        """(spectrum part, buffer part) pairs of the kept H rows."""
+        if self.m_h is None:
+            return [(spectrum_view, buffer)]
+        d, m = self._row_dim(), self.m_h
+        return [(spectrum_view.narrow(d, 0, m), buffer.narrow(d, 0, m)),
+                (spectrum_view.narrow(d, self.h - m, m), buffer.narrow(d, m, m))]
+
+    def to_blocks(self, spectrum: torch.Tensor, dtype: torch.dtype, scale: float | None) -> torch.Tensor:
+        """Kept modes of ``spectrum`` (times ``scale``) in the block layout, in ``dtype``: one pass."""
+        buffer = spectrum.new_empty(self._buffer_shape(), dtype=dtype)
+        for part, out in self._pairs(self._blocks_view(spectrum), buffer):
+            _written(part, out, scale)
+        if self.stacked:
+            return buffer.view(self.k, self.b * self.cols * self.rows, 2 * self.n)
+        return buffer.view(2, self.k, self.b * self.cols * self.rows, self.n)
+
+    def from_blocks(self, modes: torch.Tensor, scale: float | None) -> torch.Tensor:
+        """The ``(b, C, cols, h)`` complex spectrum (float32 or wider) whose kept modes are ``modes`` (times
+        ``scale``) and whose other H rows are zero: one pass."""
+        real = torch.promote_types(modes.dtype, torch.float32)
+        spectrum = torch.view_as_complex(modes.new_empty(self.b, self.channels, self.cols, self.h, 2, dtype=real))
+        view = self._blocks_view(spectrum)
+        if self.m_h is not None:
+            view.narrow(self._row_dim(), self.m_h, self.h - self.rows).zero_()
+        modes = modes.reshape(self._buffer_shape())
+        for part, source in self._pairs(view, modes):
+            _written(source, part, scale)
+        return spectrum
+
+
+# The 2-D FFT is done as two 1-D FFTs, each over the innermost axis of a contiguous tensor (torch's CPU
+# FFT copies strided input into that layout anyway): the real FFT along W on the channels-first view,
+# the complex one along H after a transposing copy. The FFTs themselves are unnormalised; the
+# orthonormal scaling 1/sqrt(H W) rides on the copy into the block layout and on the copy out of it,
+# so no FFT is followed by a pass of its own that scales it (a separate kernel per FFT on a GPU). Each
+# direction is a linear map with a hand-written backward that is the other direction's transforms:
+# one inverse transform per FFT (torch differentiates ``rfft`` by a complex FFT of twice the size), the
+# adjoint's factors of 2 and 1/2 on the mirrored half-spectrum columns folded into the transposing
+# copies, and dropped modes neither transformed nor stored.
+class _GridToModes(torch.autograd.Function):
+    """``(B, H, W, C)`` real grid -> the low-passed ``rfft2(x, norm="ortho")`` in a block layout."""
 
     @staticmethod
-    def forward(ctx, x, dims):
-        ctx.dims, ctx.sizes = dims, tuple(x.shape[d] for d in dims)
-        return torch.fft.rfftn(x, dim=dims, norm="ortho")
+    def forward(ctx, x, m_h, m_w, k, stacked, dtype):
+        b, h, w, c = x.shape
+        cols = w // 2 + 1 if m_w is None else m_w
+        ctx.layout, ctx.w, ctx.fold = _Layout(b, c, cols, h, m_h, k, stacked), w, _folds_scaling(x)
+        ctx.scale = 1.0 / math.sqrt(h * w) if ctx.fold else None
+        norm = "backward" if ctx.fold else "ortho"
+        z = torch.fft.rfft(x.permute(0, 3, 1, 2), dim=3, norm=norm)
+        z = torch.fft.fft(_swap_last(z[..., :cols]), dim=3, norm=norm)
+        return ctx.layout.to_blocks(z, dtype, ctx.scale)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
-        grad = _scale_mirrored_columns_(grad.clone(), ctx.dims[-1], ctx.sizes[-1], 0.5)
-        return torch.fft.irfftn(grad, s=ctx.sizes, dim=ctx.dims, norm="ortho"), None
+        layout, w, fold = ctx.layout, ctx.w, ctx.fold
+        norm = "forward" if fold else "ortho"
+        z = torch.fft.ifft(layout.from_blocks(grad, ctx.scale), dim=3, norm=norm)
+        z = _swap_last(z, w // 2 + 1, w=w, factor=0.5, column_dim=3, fold=fold)
+        return torch.fft.irfft(z, n=w, dim=3, norm=norm).permute(0, 2, 3, 1), None, None, None, None, None
 
 
-class _OrthoIRFFT(torch.autograd.Function):
-    """``irfftn(z, s=sizes, dim=dims, norm="ortho")`` with a backward that is a single ``rfftn``.
-
-    The adjoint of :class:`_OrthoRFFT`'s backward: ``rfftn`` of the gradient with the entries that
-    stand for two frequencies doubled, cut to ``z``'s length where ``irfftn`` zero-filled.
-    """
-
-    @staticmethod
-    def forward(ctx, z, sizes, dims):
-        ctx.dims, ctx.sizes, ctx.length = dims, sizes, z.shape[dims[-1]]
-        return torch.fft.irfftn(z, s=sizes, dim=dims, norm="ortho")
+class _ModesToGrid(torch.autograd.Function):
+    """Kept modes in a block layout -> ``irfft2(., s=(H, W), norm="ortho")`` as a ``(B, H, W, C)`` real
+    grid, every dropped mode being zero."""
 
     @staticmethod
+    def forward(ctx, modes, b, h, w, m_h, m_w, k):
+        stacked = modes.ndim == 3
+        cols = w // 2 + 1 if m_w is None else m_w
+        channels = k * (modes.shape[-1] // 2 if stacked else modes.shape[-1])
+        ctx.layout, ctx.w, ctx.dtype = _Layout(b, channels, cols, h, m_h, k, stacked), w, modes.dtype
+        ctx.fold = _folds_scaling(modes)
+        ctx.scale = 1.0 / math.sqrt(h * w) if ctx.fold else None
+        norm = "forward" if ctx.fold else "ortho"
+        z = torch.fft.ifft(ctx.layout.from_blocks(modes, ctx.scale), dim=3, norm=norm)
+        return torch.fft.irfft(_swap_last(z, w // 2 + 1), n=w, dim=3, norm=norm).permute(0, 2, 3, 1)
+
+    @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
-        grad_z = torch.fft.rfftn(grad, dim=ctx.dims, norm="ortho")
-        return _scale_mirrored_columns_(grad_z, ctx.dims[-1], ctx.sizes[-1], 2.0).narrow(ctx.dims[-1], 0, ctx.length), None, None
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous.
-
-    Undoing the (real, imaginary) interleaving leaves a strided gradient, on which the element-wise
-    backward kernels of soft-thresholding and ReLU run several times slower than on a contiguous one.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous()
+        layout, w, fold = ctx.layout, ctx.w, ctx.fold
+        norm = "backward" if fold else "ortho"
+        z = torch.fft.rfft(grad.permute(0, 3, 1, 2), dim=3, norm=norm)[..., :layout.cols]
+        z = torch.fft.fft(_swap_last(z, w=w, factor=2.0, column_dim=2, fold=fold), dim=3, norm=norm)
+        return layout.to_blocks(z, ctx.dtype, ctx.scale), None, None, None, None, None, None
 
 
 def _stacked_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -267,14 +380,6 @@ def stacked_layout(x: torch.Tensor, compute_dtype: torch.dtype) -> bool:
     (``scripts/benchmark_mixers.py``); a GPU's tensor cores favour one wide GEMM.
     """
     return x.device.type not in ("cpu", "meta") or compute_dtype in (torch.bfloat16, torch.float16)
-
-
-def _contiguous_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A contiguous copy of ``x`` in ``dtype``, in one pass (``Tensor.to`` ignores the memory format
-    when the dtype does not change)."""
-    if x.dtype == dtype:
-        return x.contiguous()
-    return x.to(dtype, memory_format=torch.contiguous_format)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -379,48 +484,6 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
         # channels-last, while the Conv1d keeps the parameter layout of checkpoints that have it.
         return F.linear(x, self.skip.weight.squeeze(-1), self.skip.bias)
 
-    # The 2-D FFT is done as two 1-D FFTs, each over the innermost axis of a contiguous tensor:
-    # torch's CPU FFT copies strided input into that layout anyway, and doing the transposes here
-    # (channels-first for W, then (W, H) swapped for H) folds them into copies that are needed
-    # regardless and lets the block layout be built from the result with one copy. Tokens are
-    # ordered (batch, W frequency, H frequency), the same way in both directions.
-    def _kept_spectrum(self, x: torch.Tensor, m_h: int | None, m_w: int | None, stacked: bool = False,
-                       dtype: torch.dtype | None = None) -> torch.Tensor:
-        """``rfft2(x)`` on the kept modes only, in the split ``(2, k, T, n)`` or stacked ``(k, T, 2n)``
-        block layout, in ``dtype`` (default ``x``'s): the layout copy does the cast."""
-        z = _OrthoRFFT.apply(x.permute(0, 3, 1, 2), (3,))
-        if m_w is not None:
-            # Dropping the high W columns before the H transform spares that transform on them.
-            z = z[..., :m_w]
-        z = torch.fft.fft(z.transpose(2, 3).contiguous(), dim=3, norm="ortho")
-        if m_h is not None:
-            z = torch.cat((z[..., :m_h], z[..., -m_h:]), dim=3)
-        b, _, cols, rows = z.shape
-        z = torch.view_as_real(z).reshape(b, self.num_blocks, self.block_size, cols, rows, 2)
-        dtype = dtype or z.dtype
-        if stacked:
-            z = _contiguous_as(z.permute(1, 0, 3, 4, 5, 2), dtype)
-            return z.view(self.num_blocks, b * cols * rows, 2 * self.block_size)
-        z = _contiguous_as(z.permute(5, 1, 0, 3, 4, 2), dtype)
-        return z.view(2, self.num_blocks, b * cols * rows, self.block_size)
-
-    def _grid_from_modes(self, y: torch.Tensor, b: int, h: int, w: int, m_h: int | None, m_w: int | None) -> torch.Tensor:
-        """``irfft2`` of the kept modes ``y`` (either block layout, cast back to float32 or wider by the
-        layout copy), every dropped mode being zero."""
-        rows = h if m_h is None else 2 * m_h
-        cols = w // 2 + 1 if m_w is None else m_w
-        if y.ndim == 3:
-            y = y.reshape(self.num_blocks, b, cols, rows, 2, self.block_size).permute(1, 0, 5, 2, 3, 4)
-        else:
-            y = y.reshape(2, self.num_blocks, b, cols, rows, self.block_size).permute(2, 1, 5, 3, 4, 0)
-        y = _contiguous_as(y, torch.promote_types(y.dtype, torch.float32))
-        y = torch.view_as_complex(y.view(b, self.dim, cols, rows, 2))
-        if m_h is not None:
-            y = torch.cat((y[..., :m_h], y.new_zeros(b, self.dim, cols, h - rows), y[..., m_h:]), dim=3)
-        y = torch.fft.ifft(y, dim=3, norm="ortho").transpose(2, 3).contiguous()
-        # irfft zero-fills the dropped high W columns itself, so no full-size zero spectrum is built.
-        return _OrthoIRFFT.apply(y, (w,), (3,)).permute(0, 2, 3, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(
@@ -432,8 +495,9 @@ class SpectralBlockMixer(nn.Module, abc.ABC):
         compute_dtype = _compute_dtype(x)
         stacked = stacked_layout(x, compute_dtype)
         with autocast_off(x):
-            z = self._kept_spectrum(x.to(torch.promote_types(x.dtype, torch.float32)), m_h, m_w, stacked, compute_dtype)
-            y = self._grid_from_modes(_ContiguousGrad.apply(self.spectral_op(z)), b, h, w, m_h, m_w)
+            grid = x.to(torch.promote_types(x.dtype, torch.float32))
+            z = _GridToModes.apply(grid, m_h, m_w, self.num_blocks, stacked, compute_dtype)
+            y = _ModesToGrid.apply(self.spectral_op(z), b, h, w, m_h, m_w, self.num_blocks)
         # The skip goes first so that the sum takes its channels-last memory layout.
         return self._skip(x) + y.to(x.dtype)
 
