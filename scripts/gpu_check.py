@@ -7,7 +7,9 @@ limit keeps what it measured):
    batch 16), float32 without TF32 (the float32 reference point) and with TF32, plus bf16 autocast:
    our AFNO against the reference formulation on the same weights, with its agreement checks;
 2. ``profile``: ``torch.profiler``'s kernel table of our AFNO's forward+backward (k=8, batch 16), bf16
-   autocast and float32: where the time goes, for the next optimisation;
+   autocast and float32: where the time goes, for the next optimisation; and the same step timed with
+   the FFTs' orthonormal scaling folded into the layout copies (the GPU default) and left to the FFTs
+   (the CPU's way), which measures that choice (``afno._folds_scaling``);
 3. ``training``: ``scripts/benchmark_training.py``: one training step of every row of Tables 2, 4 and 5
    at the size the experiment trains, in the training default precision (bf16-mixed on a GPU);
 4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke trainer.accelerator=gpu``,
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -134,7 +137,7 @@ def _train_py_step(work: Path, smoke: bool) -> dict:
 
 def _profile(device: str, smoke: bool) -> dict:
     """Where our AFNO's forward+backward spends its time, kernel by kernel (k=8, bf16 autocast and float32)."""
-    from afno_repro.mixers import build_mixer
+    from afno_repro.mixers import afno, build_mixer
 
     batch, grid, dim = (2, 14, 64) if smoke else (16, 56, 768)
     mixer = build_mixer("afno", dim, num_blocks=8).to(device)
@@ -142,7 +145,7 @@ def _profile(device: str, smoke: bool) -> dict:
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    tables = {}
+    tables, scaling = {}, {}
     for label, autocast in (("bf16 autocast", True), ("float32", False)):
         def step():
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
@@ -158,7 +161,27 @@ def _profile(device: str, smoke: bool) -> dict:
         sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
         tables[label] = prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=60)
         print(f"[gpu_check] profile, {label}, 3 steps:\n{tables[label]}", flush=True)
-    return {"batch": batch, "grid": grid, "dim": dim, "tables": tables}
+        scaling[label] = {}
+        for where, fold in (("folded into the layout copies", True), ("in the FFTs", False)):
+            with mock.patch.object(afno, "_folds_scaling", lambda _, fold=fold: fold):
+                scaling[label][where] = _median_ms(step, device, repeats=3 if smoke else 10)
+        print(f"[gpu_check] FFT scaling, {label}, ms per forward+backward: {scaling[label]}", flush=True)
+    return {"batch": batch, "grid": grid, "dim": dim, "tables": tables, "fft_scaling_ms": scaling}
+
+
+def _median_ms(step, device: str, repeats: int) -> float:
+    """Median milliseconds of ``step()`` after a warm-up call, synchronising a GPU around each."""
+    step()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
 
 
 @user_errors

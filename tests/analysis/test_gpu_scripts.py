@@ -50,6 +50,9 @@ def test_gpu_check_rehearsal_on_a_cpu_writes_every_section(tmp_path):
         assert {"k=8", "k=1", "k=8 bf16 autocast", "k=1 bf16 autocast"} <= cases
         assert all(row["ok"] and row["ours_ms"] > 0 and row["ref_ms"] > 0 for row in mixers["rows"])
     assert {"bf16 autocast", "float32"} == set(report["profile"]["tables"])
+    # The FFT scaling's two places, each timed in both precisions.
+    for timings in report["profile"]["fft_scaling_ms"].values():
+        assert set(timings) == {"folded into the layout copies", "in the FFTs"} and min(timings.values()) > 0
     # One training step per AFNO row of Tables 2, 4 and 5 (debug=smoke), with its FLOPs and rate.
     training = report["training"]
     assert training["exit_status"] == 0 and training["precision"]["trainer"] == "32-true"
