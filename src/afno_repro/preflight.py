@@ -14,8 +14,10 @@ the real data module, task, precision and trainer):
    (the task's ``evaluation_forwards``: one ``predict_step``, or every inference mode a task scores, as Table 4's
    sliding windows and resized frames);
 3. records parameters, forward GMACs per image (the paper's GFLOPs convention) at the training resolution, peak
-   memory of training and of evaluation (CUDA's allocator on a GPU; the process's resident-memory growth,
-   sampled every 5 ms, on a CPU), and from these the full recipe's cost:
+   memory of training over the timed steps (CUDA's allocator on a GPU; on a CPU the process's resident-memory
+   growth, sampled every 5 ms, plus the weights, gradients and optimizer state already live, counted from their
+   tensors: both the memory in use at the peak) and of evaluation (the allocator's peak; the resident set's
+   growth), and from these the full recipe's cost:
 
    - optimizer steps = epochs x ceil(training images / effective global batch);
    - training PFLOPs = 6 x forward MACs x training images x epochs (a step is ~3 forward passes of 2 FLOPs per
@@ -145,8 +147,13 @@ def _trim_heap() -> None:
         pass
 
 
-# How a CPU preflight measured memory before it handed freed memory back (and still does where mallopt is missing).
-_RESIDENT_GROWTH = "resident-set growth (the C library keeps freed memory: a row after others may read low)"
+# How a CPU preflight measured memory until 2026-12-05: the resident set's growth from the start of training, which
+# left out the weights (live before) and counted the optimizer state only where its peak caught it, while the
+# prediction subtracted all of it (a record without ``memory_measure`` is one of these).
+_RESIDENT_GROWTH = ("resident-set growth from the start of training, without the weights (the C library keeps freed "
+                    "memory: a row after others may read low)")
+# Since: growth over the timed steps + the training state live when they start, counted from its tensors.
+_TIMED_GROWTH = "resident set over the timed steps{how}, + the weights, gradients and optimizer state live before them"
 
 # glibc's mallopt parameters: allocations from 64 KiB up get pages of their own, handed back when freed.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -163,10 +170,10 @@ def resident_tracks_live_memory() -> str:
     try:
         libc = _libc()
         if libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024) and libc.mallopt(_M_TRIM_THRESHOLD, 0):
-            return "resident set, freed memory handed back (glibc mallopt)"
+            return _TIMED_GROWTH.format(how=", freed memory handed back (glibc mallopt)")
     except (OSError, AttributeError):
         pass
-    return _RESIDENT_GROWTH
+    return _TIMED_GROWTH.format(how=" (the C library keeps freed memory: a row after others may read low)")
 
 
 class _ResidentPeak:
@@ -202,12 +209,26 @@ class _ResidentPeak:
         self._thread.join()
 
 
+def _training_state_gb(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> float:
+    """GB held by the module's parameters and their gradients and by the optimizers' state tensors (each storage once)."""
+    storages: dict[tuple[str, int], int] = {}
+    tensors = [*module.parameters(), *(p.grad for p in module.parameters() if p.grad is not None),
+               *(value for optimizer in optimizers for state in optimizer.state.values() for value in state.values()
+                 if isinstance(value, torch.Tensor))]
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values()) / 1e9
+
+
 class _Meter:
     """Peak memory of a phase: CUDA's allocator on a GPU, the resident set on a CPU."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._resident = None if device.type == "cuda" else _ResidentPeak()
+        # CUDA's allocator peak is every tensor in use; the resident set's peak is counted from the reset.
+        self.counts_growth = self._resident is not None
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -239,13 +260,17 @@ class _Timer(pl.Callback):
         self.steps: list[float] = []
         self.data_wait: list[float] = []
         self.train_peak_gb = 0.0
+        self.live_at_reset_gb = 0.0
         self.evaluation: dict[str, Any] = {}
         self._last_end: float | None = None
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.meter.reset()
-
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            # The peak is the timed steps', after the warm-up has created the gradients and the optimizer's state
+            # (AdamW allocates its moments in its first step). A meter that counts growth (the resident set on a
+            # CPU) does not see what is live at its reset, so that is counted from the tensors themselves.
+            self.meter.reset()
+            self.live_at_reset_gb = _training_state_gb(pl_module, trainer.optimizers)
         self.meter.sync()
         self._start = time.perf_counter()
         if self._last_end is not None:
@@ -259,7 +284,8 @@ class _Timer(pl.Callback):
             self.steps.append(self._last_end - self._start)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train_peak_gb = self.meter.peak_gb()
+        # Both devices' figure is then the memory in use at the peak, weights and optimizer state included.
+        self.train_peak_gb = self.meter.peak_gb() + (self.live_at_reset_gb if self.meter.counts_growth else 0.0)
 
     def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                             dataloader_idx: int = 0) -> None:

@@ -123,7 +123,7 @@ def test_a_rows_cpu_memory_is_its_own_not_what_earlier_rows_left():
     SegFormer-B3 row read 0.65 GB after other rows and 1.30 GB first. The preflight makes freed memory go back."""
     from afno_repro.preflight import _ResidentPeak, resident_tracks_live_memory
 
-    assert "handed back" in resident_tracks_live_memory()
+    assert "freed memory handed back" in resident_tracks_live_memory()
     size = 96 * 2**20  # bytes
     for _ in range(3):  # what earlier rows leave: freed tensors of this size
         block = torch.ones(size // 4)
@@ -138,11 +138,47 @@ def test_a_rows_cpu_memory_is_its_own_not_what_earlier_rows_left():
         meter.close()
 
 
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the CPU meter reads Linux's /proc")
+def test_a_cpu_rows_training_peak_includes_the_weights_and_optimizer_state():
+    """The prediction at the paper's batch takes 16 bytes a parameter of weights, gradients and AdamW moments out
+    of the training peak and scales the rest, so the peak must hold them, as CUDA's allocator peak does. The
+    resident set's growth from the start of training held neither the weights (live before) nor, reliably, the
+    moments: Table 2's AFNO row read 1.88 GB at batch 1, 0.54 GB of it left as activations, and was predicted at
+    36 GB for batch 64, where its saved activations alone are 1.83 GB an image (~117 GB at 64)."""
+    import time
+    from types import SimpleNamespace
+
+    from afno_repro.preflight import _Meter, _Timer
+
+    module = torch.nn.Linear(4000, 4000)  # 64 MB of weights: 256 MB with gradients and AdamW's two moments
+    optimizer = torch.optim.AdamW(module.parameters())
+    trainer = SimpleNamespace(optimizers=[optimizer])
+    meter = _Meter(torch.device("cpu"))
+    timer = _Timer(meter, warmup=1)
+    activation_bytes = 300 * 2**20  # more than AdamW's temporaries in its step, as a real step's activations are
+    try:
+        for index in range(2):  # the warm-up creates the gradients and the moments; the second step is timed
+            timer.on_train_batch_start(trainer, module, None, index)
+            activations = torch.ones(activation_bytes // 4)
+            optimizer.zero_grad()  # as Lightning does before backward: gradients are made anew, not accumulated
+            module(torch.randn(4, 4000)).sum().backward()
+            time.sleep(0.05)  # the meter samples every 5 ms
+            del activations
+            optimizer.step()
+            timer.on_train_batch_end(trainer, module, None, None, index)
+        timer.on_train_end(trainer, module)
+    finally:
+        meter.close()
+    state = 16 * sum(p.numel() for p in module.parameters()) / 1e9
+    assert timer.live_at_reset_gb == pytest.approx(state, rel=1e-3)
+    assert 0.9 * (state + activation_bytes / 1e9) < timer.train_peak_gb < state + 1.2 * activation_bytes / 1e9
+
+
 def test_only_rows_measured_the_same_way_are_resumed(tmp_path):
     from afno_repro.preflight import _COMPARABLE, _resumable
 
     run = {"device": "cpu (1 threads)", "torch": "2.14.1", "warmup": 1, "steps": 1, "batch": None, "overrides": [],
-           "data_roots": {"imagenet": "/data/imagenet"}, "memory_measure": "resident set, freed memory handed back"}
+           "data_roots": {"imagenet": "/data/imagenet"}, "memory_measure": "resident set over the timed steps, freed memory handed back"}
     rows = [{"cost_id": "a", "train": {}}, {"cost_id": "b", "error": "out of memory at batch 1"},
             {"cost_id": "c", "same_cost_as": "x y"}]
     path = tmp_path / "preflight.json"
