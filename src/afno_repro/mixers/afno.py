@@ -253,10 +253,11 @@ class _Layout:
 
 # The 2-D FFT is done as two 1-D FFTs, each over the innermost axis of a contiguous tensor (torch's CPU
 # FFT copies strided input into that layout anyway): the real FFT along W on the channels-first view,
-# the complex one along H after a transposing copy. The FFTs themselves are unnormalised; the
-# orthonormal scaling 1/sqrt(H W) rides on the copy into the block layout and on the copy out of it,
-# so no FFT is followed by a pass of its own that scales it (a separate kernel per FFT on a GPU). Each
-# direction is a linear map with a hand-written backward that is the other direction's transforms:
+# the complex one along H after a transposing copy. On a GPU the FFTs are unnormalised and the
+# orthonormal scaling 1/sqrt(H W) rides on the copy into the block layout and on the copy out of it, so
+# no FFT is followed by a kernel of its own that scales it; on a CPU the FFTs are orthonormal
+# (:func:`_folds_scaling`). Each direction is a linear map with a hand-written backward that is the other
+# direction's transforms:
 # one inverse transform per FFT (torch differentiates ``rfft`` by a complex FFT of twice the size), the
 # adjoint's factors of 2 and 1/2 on the mirrored half-spectrum columns folded into the transposing
 # copies, and dropped modes neither transformed nor stored.
