@@ -505,6 +505,25 @@ def run_plan(steps: list[Step], root: Path, scale: str, report_dir: Path, *, for
     return 0
 
 
+def format_preflight_plan(rows: list[tuple[str, list[str]]], device: str, record: Path) -> str:
+    """``--preflight --dry-run``: the rows a preflight would measure, and what a record at ``record`` already holds."""
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
+    lines = [f"preflight plan: {count(len(rows), 'paper-scale row')} on {device}, nothing measured (--dry-run)"]
+    lines += [f"  {experiment:<24}{' '.join(point)}" for experiment, point in rows]
+    try:
+        earlier = json.loads(record.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if earlier is None:
+        lines.append(f"record: {record} (none yet)")
+    else:
+        state = "complete" if earlier.get("complete", True) else "incomplete: the same command resumes it"
+        lines.append(f"record: {record} ({count(len(earlier.get('rows', [])), 'row')} measured, {state})")
+    return "\n".join(lines)
+
+
 def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roots: dict[str, str]) -> int:
     """``--preflight``: every row of the plan measured at its paper size (:mod:`afno_repro.preflight`)."""
     import torch
@@ -536,6 +555,9 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
               "a word matches a row when it appears in the row's overrides (python -m afno_repro.pipeline --scale "
               "paper --dry-run lists the experiments; each experiment's sweep names its rows).", file=sys.stderr)
         return 2
+    if args.dry_run:
+        print(format_preflight_plan(rows, device, root / "preflight.json"), flush=True)
+        return 0
     print(f"preflight of {len(rows)} paper-scale rows on {device} -> {root / 'preflight.json'}", flush=True)
     try:
         result = preflight(rows, data_roots={k: v for k, v in data_roots.items() if k != "swin"},

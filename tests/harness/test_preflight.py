@@ -288,6 +288,22 @@ def test_ctrl_c_during_a_rows_training_stops_the_preflight_with_its_rows_kept(tm
     assert [r["row"] for r in record["rows"]] == ["paper_model=table2/gfn"] and record["complete"] is False
 
 
+def test_dry_run_lists_the_rows_and_measures_nothing(tmp_path, capsys):
+    """``--dry-run`` prints the plan and runs nothing, with ``--preflight`` too (it used to start measuring)."""
+    status, record = _preflight(tmp_path, "--dry-run", "--only", "table2_inpainting")
+    out = capsys.readouterr().out
+    assert status == 0 and record is None and not (tmp_path / "root" / "preflight").exists()
+    assert "preflight plan: 4 paper-scale rows on cpu, nothing measured (--dry-run)" in out
+    assert all(f"paper_model=table2/{row}" in out for row in ("attention", "long_short", "gfn", "afno"))
+    assert "(none yet)" in out
+    record_path = tmp_path / "root" / "preflight.json"
+    record_path.parent.mkdir()
+    record_path.write_text(json.dumps({"complete": False, "rows": [{"cost_id": "a"}]}))
+    assert _preflight(tmp_path, "--dry-run", "--only", "table2_inpainting", "--rows", "afno")[0] == 0
+    out = capsys.readouterr().out
+    assert "1 paper-scale row on cpu" in out and "1 row measured, incomplete: the same command resumes it" in out
+
+
 def test_bad_input_is_one_clear_error(tmp_path, capsys):
     assert _preflight(tmp_path, "--only", "table2_inpainting", "--rows", "no_such_mixer")[0] == 2
     assert "matches no row" in capsys.readouterr().err
