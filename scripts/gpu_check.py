@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -161,27 +162,21 @@ def _profile(device: str, smoke: bool) -> dict:
         sort = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
         tables[label] = prof.key_averages().table(sort_by=sort, row_limit=20, max_name_column_width=60)
         print(f"[gpu_check] profile, {label}, 3 steps:\n{tables[label]}", flush=True)
-        scaling[label] = {}
-        for where, fold in (("folded into the layout copies", True), ("in the FFTs", False)):
-            with mock.patch.object(afno, "_folds_scaling", lambda _, fold=fold: fold):
-                scaling[label][where] = _median_ms(step, device, repeats=3 if smoke else 10)
+        # The two places of the FFTs' scaling, interleaved (as benchmark_mixers times its cases) after a warm-up round.
+        places = {"folded into the layout copies": True, "in the FFTs": False}
+        times: dict[str, list[float]] = {where: [] for where in places}
+        for repeat in range(1 + (3 if smoke else 10)):
+            for where, fold in places.items():
+                with mock.patch.object(afno, "_folds_scaling", lambda _, fold=fold: fold):
+                    benchmark_mixers._synchronize(x.device)
+                    start = time.perf_counter()
+                    step()
+                    benchmark_mixers._synchronize(x.device)
+                if repeat:
+                    times[where].append(1e3 * (time.perf_counter() - start))
+        scaling[label] = {where: statistics.median(values) for where, values in times.items()}
         print(f"[gpu_check] FFT scaling, {label}, ms per forward+backward: {scaling[label]}", flush=True)
     return {"batch": batch, "grid": grid, "dim": dim, "tables": tables, "fft_scaling_ms": scaling}
-
-
-def _median_ms(step, device: str, repeats: int) -> float:
-    """Median milliseconds of ``step()`` after a warm-up call, synchronising a GPU around each."""
-    step()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 @user_errors

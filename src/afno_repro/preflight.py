@@ -270,7 +270,8 @@ class _Timer(pl.Callback):
             # (AdamW allocates its moments in its first step). A meter that counts growth (the resident set on a
             # CPU) does not see what is live at its reset, so that is counted from the tensors themselves.
             self.meter.reset()
-            self.live_at_reset_gb = _training_state_gb(pl_module, trainer.optimizers)
+            if self.meter.counts_growth:
+                self.live_at_reset_gb = _training_state_gb(pl_module, trainer.optimizers)
         self.meter.sync()
         self._start = time.perf_counter()
         if self._last_end is not None:
@@ -285,7 +286,7 @@ class _Timer(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Both devices' figure is then the memory in use at the peak, weights and optimizer state included.
-        self.train_peak_gb = self.meter.peak_gb() + (self.live_at_reset_gb if self.meter.counts_growth else 0.0)
+        self.train_peak_gb = self.meter.peak_gb() + self.live_at_reset_gb
 
     def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                             dataloader_idx: int = 0) -> None:
