@@ -136,15 +136,7 @@ def test_afno_with_the_gpus_folded_fft_scaling_compiles_in_one_graph_and_matches
     monkeypatch.setattr(afno, "_folds_scaling", lambda x: True)
     check_compiles_once(make_mixer("afno"), tokens, eval_batches=(2,), autocast=autocast)
     torch.compiler.reset()
-    model = make_mixer("afno")
-    eager = copy.deepcopy(model)
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x = torch.randn(2, *BUILD_GRID, DIM)
-    expected, expected_grads = forward_and_gradients(eager, eager, x)
-    output, grads = forward_and_gradients(model, compiled, x)
-    torch.testing.assert_close(output, expected, rtol=RTOL, atol=ATOL)
-    for key, grad in grads.items():
-        torch.testing.assert_close(grad, expected_grads[key], rtol=RTOL, atol=ATOL, msg=lambda m: f"gradient of {key}: {m}")
+    assert_compiled_matches_eager(make_mixer("afno"), "aot_eager")
 
 
 def tiny_vit(name: str) -> ViT:
@@ -213,7 +205,15 @@ INDUCTOR_MIXERS = list_mixers() if os.environ.get("AFNO_REPRO_INDUCTOR_EVERY_MIX
 @pytest.mark.parametrize("backend, name", [*(("aot_eager", n) for n in list_mixers()),
                                            *(("inductor", n) for n in INDUCTOR_MIXERS)])
 def test_compiled_forward_and_gradients_match_eager(backend, name):
-    model = make_mixer(name)
+    model, compiled, x = assert_compiled_matches_eager(make_mixer(name), backend)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for _ in range(2):
+            forward_and_gradients(model, compiled, x)
+
+
+def assert_compiled_matches_eager(model: nn.Module, backend: str) -> tuple[nn.Module, Callable, torch.Tensor]:
+    """The compiled forward output and one step's gradients equal eager's on a copy of ``model``; returns the
+    model, its compiled form and the input."""
     eager = copy.deepcopy(model)
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     x = torch.randn(2, *BUILD_GRID, DIM)
@@ -223,6 +223,4 @@ def test_compiled_forward_and_gradients_match_eager(backend, name):
     assert grads.keys() == expected_grads.keys()
     for key, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[key], rtol=RTOL, atol=ATOL, msg=lambda m: f"gradient of {key}: {m}")
-    with torch.compiler.set_stance("fail_on_recompile"):
-        for _ in range(2):
-            forward_and_gradients(model, compiled, x)
+    return model, compiled, x
