@@ -5,7 +5,9 @@ limit keeps what it measured):
 
 1. ``mixers``: ``scripts/benchmark_mixers.py`` on the device at ViT-B/4 token shapes (56x56, d=768,
    batch 16), float32 without TF32 (the float32 reference point) and with TF32, plus bf16 autocast:
-   our AFNO against the reference formulation on the same weights, with its agreement checks;
+   our AFNO against the reference formulation on the same weights, with its agreement checks, and against
+   NVIDIA physicsnemo's ``AFNO2DLayer`` where the ``physicsnemo`` extra is installed (the JSON's ``physicsnemo``
+   names its version, or is null);
 2. ``profile``: ``torch.profiler``'s kernel table of our AFNO's forward+backward (k=8, batch 16), bf16
    autocast and float32: where the time goes, for the next optimisation; and the same step timed with
    the FFTs' orthonormal scaling folded into the layout copies (the GPU default) and left to the FFTs
@@ -198,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
               "cuda": torch.version.cuda, "smoke": args.smoke}
     _write(out, report)
+    # physicsnemo's AFNO2DLayer joins the comparison where its optional extra is installed (never by make install).
+    report["physicsnemo"] = benchmark_mixers.physicsnemo_version()
     mixer_args = ["--device", args.device, *(["--quick", "--batch", "2", "--repeats", "2"] if args.smoke else
-                                             ["--batch", "16", "--repeats", "10"])]
+                                             ["--batch", "16", "--repeats", "10"]),
+                  *(["--physicsnemo"] if report["physicsnemo"] else [])]
     training_args = ["--device", args.device, *(["--smoke", "--steps", "1"] if args.smoke else ["--steps", "3"])]
     if "mixers" not in args.skip:
         _section(report, out, "mixers", lambda: {

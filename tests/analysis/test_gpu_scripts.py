@@ -49,6 +49,9 @@ def test_gpu_check_rehearsal_on_a_cpu_writes_every_section(tmp_path):
         cases = {row["case"] for row in mixers["rows"]}
         assert {"k=8", "k=1", "k=8 bf16 autocast", "k=1 bf16 autocast"} <= cases
         assert all(row["ok"] and row["ours_ms"] > 0 and row["ref_ms"] > 0 for row in mixers["rows"])
+        # physicsnemo's layer joins exactly where its extra is installed, and the JSON says which.
+        assert mixers["physicsnemo"] == report["physicsnemo"]
+        assert any("physicsnemo_ms" in row for row in mixers["rows"]) == (report["physicsnemo"] is not None)
     assert {"bf16 autocast", "float32"} == set(report["profile"]["tables"])
     # The FFT scaling's two places, each timed in both precisions.
     for timings in report["profile"]["fft_scaling_ms"].values():

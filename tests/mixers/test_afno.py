@@ -328,8 +328,7 @@ def test_transforms_are_the_orthonormal_ffts_of_the_kept_modes(fold, monkeypatch
     torch.testing.assert_close(grid, torch.fft.irfft2(full, s=(8, 10), dim=(1, 2), norm="ortho"), rtol=0, atol=1e-12)
 
 
-def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, capsys):
-    """scripts/benchmark_mixers.py checks our kernel against its reference and fails loudly."""
+def _benchmark_mixers():
     import importlib.util
     from pathlib import Path
 
@@ -337,6 +336,12 @@ def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, 
     spec = importlib.util.spec_from_file_location("benchmark_mixers", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
+    return benchmark
+
+
+def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, capsys):
+    """scripts/benchmark_mixers.py checks our kernel against its reference and fails loudly."""
+    benchmark = _benchmark_mixers()
     threads = torch.get_num_threads()
     try:
         assert benchmark.main(["--quick", "--repeats", "1", "--threads", "1"]) == 0
@@ -345,3 +350,52 @@ def test_benchmark_script_agrees_and_exits_nonzero_on_disagreement(monkeypatch, 
     finally:
         torch.set_num_threads(threads)
     assert "FAILED" in capsys.readouterr().err
+
+
+def test_benchmark_script_refuses_physicsnemo_when_it_is_not_installed(monkeypatch, capsys):
+    """--physicsnemo without the extra is a clear error naming the install, not a table without the peer."""
+    import importlib.metadata
+
+    benchmark = _benchmark_mixers()
+    version = importlib.metadata.version
+
+    def missing(name):
+        if name == "nvidia-physicsnemo":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(SystemExit) as exit:
+        benchmark.main(["--quick", "--physicsnemo"])
+    assert exit.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and '.venv/bin/pip install -e ".[physicsnemo]"' in captured.err
+
+
+def test_benchmark_script_agrees_with_physicsnemos_layer(tmp_path, monkeypatch):
+    """Where the physicsnemo extra is installed (never in make install, so skipped there): its AFNO2DLayer on our
+    weights gives our outputs, and a layer that differs from it fails the script."""
+    pytest.importorskip("physicsnemo.nn")
+    import json
+
+    benchmark = _benchmark_mixers()
+    threads = torch.get_num_threads()
+    try:
+        assert benchmark.main(["--quick", "--repeats", "1", "--threads", "1", "--physicsnemo", "--json", str(tmp_path / "a.json")]) == 0
+        rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+        assert all(row["diff_physicsnemo"] < 1e-5 for row in rows if "bf16" not in row["case"] and "35%" not in row["case"])
+        assert {row["case"] for row in rows if "physicsnemo_ms" in row} == {"k=8", "k=1", "k=8 bf16 autocast", "k=1 bf16 autocast"}
+        # A peer that disagrees (its second bias off by 0.1) fails the run.
+        layer = benchmark.physicsnemo_layer
+
+        def shifted(mixer):
+            peer = layer(mixer)
+            if peer is not None:
+                with torch.no_grad():
+                    peer.b2.add_(0.1)
+            return peer
+
+        monkeypatch.setattr(benchmark, "physicsnemo_layer", shifted)
+        assert benchmark.main(["--quick", "--repeats", "1", "--threads", "1", "--physicsnemo"]) == 1
+    finally:
+        torch.set_num_threads(threads)
