@@ -12,15 +12,17 @@ limit keeps what it measured):
    autocast and float32: where the time goes, for the next optimisation; and the same step timed with
    the FFTs' orthonormal scaling folded into the layout copies (the GPU default) and left to the FFTs
    (the CPU's way), which measures that choice (``afno._folds_scaling``);
-3. ``training``: ``scripts/benchmark_training.py``: one training step of every row of Tables 2, 4 and 5
+3. ``widths``: whether Table 2's AFNO width (750, not a multiple of 8) costs the GEMMs their tensor-core speed:
+   the row's MLP and our k=1 mixer at 750, 752 and 768 channels, and its training step at 750 and 752;
+4. ``training``: ``scripts/benchmark_training.py``: one training step of every row of Tables 2, 4 and 5
    at the size the experiment trains, in the training default precision (bf16-mixed on a GPU);
-4. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke trainer.accelerator=gpu``,
+5. ``sweep``: ``python train.py -m experiment=table2_inpainting debug=smoke trainer.accelerator=gpu``,
    the Table 2 sweep at smoke size through the real entry point, in the default precision (bf16-mixed
    on the GPU; debug=smoke pins the CPU otherwise): each run's status, precision and seconds;
-5. ``train_py``: seconds per step of ``python train.py experiment=table2_inpainting paper_model=table2/afno`` at the
+6. ``train_py``: seconds per step of ``python train.py experiment=table2_inpainting paper_model=table2/afno`` at the
    true size on a synthetic ImageNet written in the real layout, default precision (two runs of different
    lengths, so that start-up and evaluation cancel; ``logger=csv``: the device machine has no network);
-6. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
+7. ``compiled``: Table 2's AFNO and attention rows, eager against ``torch.compile``, with the compile time.
 
 Usage::
 
@@ -49,6 +51,9 @@ sys.path.insert(0, str(SCRIPTS))
 import benchmark_mixers  # noqa: E402
 import benchmark_training  # noqa: E402
 from afno_repro.cli import available_device, output_file, user_errors  # noqa: E402
+
+
+SECTIONS = ("mixers", "profile", "widths", "training", "sweep", "train_py", "compiled")
 
 
 def _write(path: Path, report: dict) -> None:
@@ -181,6 +186,69 @@ def _profile(device: str, smoke: bool) -> dict:
     return {"batch": batch, "grid": grid, "dim": dim, "tables": tables, "fft_scaling_ms": scaling}
 
 
+def _timed(step, device: str, repeats: int) -> float:
+    """Median milliseconds of ``step()`` after one warm-up call, synchronised on a GPU."""
+    step()
+    times = []
+    for _ in range(repeats):
+        benchmark_mixers._synchronize(torch.device(device))
+        start = time.perf_counter()
+        step()
+        benchmark_mixers._synchronize(torch.device(device))
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _widths(work: Path, device: str, smoke: bool, training_args: list[str]) -> dict:
+    """Whether Table 2's AFNO width costs GEMM speed. The paper's row is 750 channels wide: in bf16 a row of 750
+    is 1500 bytes, not a multiple of 16, so cuBLAS cannot use its 16-byte-aligned tensor-core kernels for any
+    product over those channels (the MLPs' and, at k=1, the mixer's own 1500-wide stacked product), where the
+    other Table 2 rows are 768 wide. Measured, bf16 autocast, forward+backward: (1) the row's MLP (d -> 4d -> d
+    Linear layers, GELU) at d = 750, 752 and 768, in TFLOP/s; (2) our AFNO mixer at k=1, d = 750 and 752; (3) one
+    training step of the row as configured and with ``backbone.embed_dim=752`` (0.3% more parameters), which
+    says what padding the width to a multiple of 8 would buy."""
+    from torch import nn
+
+    from afno_repro.mixers import build_mixer
+
+    dims, tokens, grid, batch = ((62, 64, 66), 2 * 14 * 14, 14, 2) if smoke else ((750, 752, 768), 16 * 56 * 56, 56, 16)
+    repeats = 3 if smoke else 10
+    result: dict = {"tokens": tokens, "mlp_tflops": {}, "mixer_k1_ms": {}}
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    for d in dims:
+        torch.manual_seed(0)
+        mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)).to(device)
+        x = torch.randn(tokens, d, device=device, requires_grad=True)
+
+        def mlp_step():
+            with autocast:
+                y = mlp(x)
+            y.float().square().mean().backward()
+
+        # Two products of tokens x d x 4d, each forward plus two in backward: 3 x 2 x 2 FLOPs a multiply-add.
+        result["mlp_tflops"][str(d)] = 12 * tokens * d * 4 * d / (_timed(mlp_step, device, repeats) * 1e-3) / 1e12
+        if d != dims[-1]:  # the mixer at the row's width and at the next multiple of 8
+            mixer = build_mixer("afno", d, num_blocks=1, sparsity_threshold=0.1).to(device)
+            grid_x = torch.randn(batch, grid, grid, d, device=device, requires_grad=True)
+
+            def mixer_step():
+                with autocast:
+                    y = mixer(grid_x)
+                y.float().square().mean().backward()
+
+            result["mixer_k1_ms"][str(d)] = _timed(mixer_step, device, repeats)
+    print(f"[gpu_check] widths: MLP TFLOP/s {result['mlp_tflops']}, AFNO k=1 ms {result['mixer_k1_ms']}", flush=True)
+    aligned = 66 if smoke else 752  # smoke's shrunk row is 64 wide, so 66 stands in for the other width there
+    rows = ["--experiments", "table2_inpainting", "--rows", "paper_model=table2/afno"]
+    result["training"] = {
+        "configured": _json_of(benchmark_training, [*training_args, *rows], work / "widths_configured.json"),
+        f"backbone.embed_dim={aligned}": _json_of(
+            benchmark_training, [*training_args, *rows, "--override", f"backbone.embed_dim={aligned}"],
+            work / "widths_aligned.json"),
+    }
+    return result
+
+
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", type=available_device, default="cuda", help="cuda (the check) or cpu (a shrunk run of the same path)")
     parser.add_argument("--smoke", action="store_true", help="small shapes and debug=smoke rows (for a CPU)")
     parser.add_argument("--work", help="folder for the runs and partial JSONs (default: beside --out)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("mixers", "profile", "training", "sweep", "train_py", "compiled"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     work = Path(args.work).resolve() if args.work else out.parent / (out.stem + "_work")
@@ -212,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             for precision in ("highest", "high")})
     if "profile" not in args.skip:
         _section(report, out, "profile", lambda: _profile(args.device, args.smoke))
+    if "widths" not in args.skip:
+        _section(report, out, "widths", lambda: _widths(work, args.device, args.smoke, training_args))
     if "training" not in args.skip:
         experiments = ["table2_inpainting", "table5_classification", "table4_cityscapes"]
         _section(report, out, "training", lambda: _json_of(
@@ -225,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         _section(report, out, "compiled", lambda: _json_of(
             benchmark_training, [*training_args, "--experiments", "table2_inpainting", "--rows", "paper_model=table2/afno",
                                  *([] if args.smoke else ["paper_model=table2/attention"]), "--compile"], work / "compiled.json"))
-    failed = [name for name in ("mixers", "profile", "training", "sweep", "train_py", "compiled")
+    failed = [name for name in SECTIONS
               if isinstance(report.get(name), dict) and "error" in report[name]]
     print(f"[gpu_check] wrote {out}" + (f"; sections that failed: {failed}" if failed else ""))
     return 1 if failed else 0

@@ -40,7 +40,7 @@ def test_gpu_check_rehearsal_on_a_cpu_writes_every_section(tmp_path):
     result = subprocess.run(argv(command), cwd=tmp_path, capture_output=True, text=True, timeout=900, env=user_env())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert set(report["seconds"]) == {"mixers", "profile", "training", "train_py"}
+    assert set(report["seconds"]) == {"mixers", "profile", "training", "train_py", "widths"}
     assert "sweep" not in report and "compiled" not in report
     # The mixer benchmark in both float32 matmul precisions, every case checked against the reference.
     for precision in ("highest", "high"):
@@ -66,6 +66,18 @@ def test_gpu_check_rehearsal_on_a_cpu_writes_every_section(tmp_path):
         assert row["eager"]["images_per_s"] > 0 and row["forward_gmacs_per_image"] > 0
         assert row["eager"]["saved_for_backward_gib"] > 0
         assert row["eager"]["batch"] == row["configured_batch"]
+    # Table 2's AFNO width: the MLP at three widths, the k=1 mixer at two, the row's step at its width and the other.
+    widths = report["widths"]
+    assert set(widths["mlp_tflops"]) == {"62", "64", "66"} and min(widths["mlp_tflops"].values()) > 0
+    assert set(widths["mixer_k1_ms"]) == {"62", "64"} and min(widths["mixer_k1_ms"].values()) > 0
+    steps = widths["training"]
+    assert set(steps) == {"configured", "backbone.embed_dim=66"}
+    for run in steps.values():
+        assert run["exit_status"] == 0 and len(run["rows"]) == 1
+        assert run["rows"][0]["eager"]["images_per_s"] > 0
+    assert steps["backbone.embed_dim=66"]["rows"][0]["overrides"][-1] == "backbone.embed_dim=66"
+    wider, configured = (steps[label]["rows"][0]["forward_gmacs_per_image"] for label in ("backbone.embed_dim=66", "configured"))
+    assert wider > configured
     # train.py itself, twice: the step time comes from the steps each run recorded.
     train_py = report["train_py"]
     assert [(run["status"], run["global_step"]) for run in train_py["runs"]] == [("completed", 2), ("completed", 4)]
