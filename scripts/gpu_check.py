@@ -186,33 +186,23 @@ def _profile(device: str, smoke: bool) -> dict:
     return {"batch": batch, "grid": grid, "dim": dim, "tables": tables, "fft_scaling_ms": scaling}
 
 
-def _timed(step, device: str, repeats: int) -> float:
-    """Median milliseconds of ``step()`` after one warm-up call, synchronised on a GPU."""
-    step()
-    times = []
-    for _ in range(repeats):
-        benchmark_mixers._synchronize(torch.device(device))
-        start = time.perf_counter()
-        step()
-        benchmark_mixers._synchronize(torch.device(device))
-        times.append(1e3 * (time.perf_counter() - start))
-    return statistics.median(times)
-
-
 def _widths(work: Path, device: str, smoke: bool, training_args: list[str]) -> dict:
     """Whether Table 2's AFNO width costs GEMM speed. The paper's row is 750 channels wide: in bf16 a row of 750
-    is 1500 bytes, not a multiple of 16, so cuBLAS cannot use its 16-byte-aligned tensor-core kernels for any
+    is 1500 bytes, not a multiple of 16, so cuBLAS may not use its 16-byte-aligned tensor-core kernels for any
     product over those channels (the MLPs' and, at k=1, the mixer's own 1500-wide stacked product), where the
     other Table 2 rows are 768 wide. Measured, bf16 autocast, forward+backward: (1) the row's MLP (d -> 4d -> d
     Linear layers, GELU) at d = 750, 752 and 768, in TFLOP/s; (2) our AFNO mixer at k=1, d = 750 and 752; (3) one
     training step of the row as configured and with ``backbone.embed_dim=752`` (0.3% more parameters), which
     says what padding the width to a multiple of 8 would buy."""
     from torch import nn
+    from torch.utils.benchmark import Timer
 
     from afno_repro.mixers import build_mixer
 
+    def median_ms(step) -> float:  # torch's Timer: warm-up, blocks of runs, the accelerator synchronised
+        return 1e3 * Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=0.1 if smoke else 1.0).median
+
     dims, tokens, grid, batch = ((62, 64, 66), 2 * 14 * 14, 14, 2) if smoke else ((750, 752, 768), 16 * 56 * 56, 56, 16)
-    repeats = 3 if smoke else 10
     result: dict = {"tokens": tokens, "mlp_tflops": {}, "mixer_k1_ms": {}}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     for d in dims:
@@ -226,7 +216,7 @@ def _widths(work: Path, device: str, smoke: bool, training_args: list[str]) -> d
             y.float().square().mean().backward()
 
         # Two products of tokens x d x 4d, each forward plus two in backward: 3 x 2 x 2 FLOPs a multiply-add.
-        result["mlp_tflops"][str(d)] = 12 * tokens * d * 4 * d / (_timed(mlp_step, device, repeats) * 1e-3) / 1e12
+        result["mlp_tflops"][str(d)] = 12 * tokens * d * 4 * d / (median_ms(mlp_step) * 1e-3) / 1e12
         if d != dims[-1]:  # the mixer at the row's width and at the next multiple of 8
             mixer = build_mixer("afno", d, num_blocks=1, sparsity_threshold=0.1).to(device)
             grid_x = torch.randn(batch, grid, grid, d, device=device, requires_grad=True)
@@ -236,7 +226,7 @@ def _widths(work: Path, device: str, smoke: bool, training_args: list[str]) -> d
                     y = mixer(grid_x)
                 y.float().square().mean().backward()
 
-            result["mixer_k1_ms"][str(d)] = _timed(mixer_step, device, repeats)
+            result["mixer_k1_ms"][str(d)] = median_ms(mixer_step)
     print(f"[gpu_check] widths: MLP TFLOP/s {result['mlp_tflops']}, AFNO k=1 ms {result['mixer_k1_ms']}", flush=True)
     aligned = 66 if smoke else 752  # smoke's shrunk row is 64 wide, so 66 stands in for the other width there
     rows = ["--experiments", "table2_inpainting", "--rows", "paper_model=table2/afno"]
