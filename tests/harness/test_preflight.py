@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import torch
 
 from afno_repro import pipeline
 from afno_repro.preflight import _COLUMNS, ASSUMED_GPU, PAPER_TRAIN_IMAGES, _cells, _predict, preflight_section
+
+ROOT = Path(__file__).resolve().parents[2]
 
 VIT_TINY = ["backbone.depth=1", "backbone.embed_dim=64", "backbone.img_size=32", "data.image_size=32",
             "data.num_workers=0"]
@@ -397,3 +400,13 @@ def test_a_failure_is_recorded_with_its_innermost_cause():
             raise InstantiationException("Error in call to target 'x.Task':") from inner
     except InstantiationException as error:
         assert _error_text(error) == "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
+def test_assumed_gpu_rate_is_the_measured_rate_times_the_measured_share():
+    """The assumed rate multiplies a share with the rate it is a share of: the H200 record's measured bf16
+    matmul rate and the median share of it the Table 2, 4 and 5 steps reached (not a spec sheet's peak)."""
+    record = json.loads((ROOT / "docs" / "measurements" / "gpu_check_2026-12-04_h200.json").read_text())
+    rows = [row for row in record["training"]["rows"] if row.get("fraction_of_peak")]
+    assert len(rows) == 13
+    assert ASSUMED_GPU["bf16_dense_tflops"] == pytest.approx(record["training"]["peak_tflops"], rel=0.01)
+    assert ASSUMED_GPU["utilisation"] == pytest.approx(statistics.median(r["fraction_of_peak"] for r in rows), abs=0.005)
