@@ -52,6 +52,9 @@ def test_every_sweep_point_composes_and_builds(experiment):
         assert sum(p.numel() for p in model.parameters()) > 0
         if cfg.task._target_.endswith("InpaintingTask"):
             assert cfg.trainer.max_epochs == 100 and cfg.data.name == "imagenet"
+            # Table 2's 64 images per optimizer step, and Table 6 / Figure 4 ("A.2 otherwise") the same on any
+            # number of devices.
+            assert cfg.global_batch == 64
         elif cfg.task._target_.endswith("ClassificationTask"):
             # A.5 (Table 5) and A.3 (the SegFormer pretraining): 300 epochs on ImageNet at 224, weight decay
             # 0.05, clipping 1.0, then cosine to 1e-5.
