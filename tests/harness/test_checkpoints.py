@@ -116,3 +116,15 @@ def test_train_reports_a_bad_checkpoint_without_traceback(written, tmp_path, cap
     # Stopped before training, not after: the run's record says failed and holds no epoch.
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "failed" and "epochs" not in record and "truncated or corrupt" in record["error"]
+
+
+def test_last_checkpoint_is_every_epochs_also_between_validations(tmp_path):
+    """With validation every 2nd epoch (Table 3 validates every 100th), last.ckpt still holds the last epoch:
+    Lightning's ModelCheckpoint alone writes it only when it validates, so a 3-epoch run would end with the
+    2nd epoch's and a run stopped between validations would resume up to N - 1 epochs back."""
+    overrides = [*SMOKE, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"]
+    run(compose(overrides, output_dir=str(tmp_path)))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2 and last["global_step"] > 0
+    # The best checkpoint is still chosen at the one validation that ran (after the 2nd epoch).
+    assert [p.name for p in (tmp_path / "checkpoints").glob("best-*.ckpt")] == ["best-epoch001.ckpt"]
