@@ -5,14 +5,13 @@ from __future__ import annotations
 import random
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["CtrlCNeverLost", "LastCheckpointEveryEpoch", "RNGStateCheckpoint"]
+__all__ = ["CtrlCNeverLost", "RNGStateCheckpoint"]
 
 
 class RNGStateCheckpoint(pl.Callback):
@@ -43,35 +42,6 @@ class RNGStateCheckpoint(pl.Callback):
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
-
-
-class LastCheckpointEveryEpoch(pl.Callback):
-    """Write the run's ``last.ckpt`` after every training epoch, also in the epochs that do not validate.
-
-    Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` after every epoch only where every
-    epoch validates: with ``trainer.check_val_every_n_epoch=N`` > 1 (Table 3 and Table 6's finetuning
-    evaluate every 100 epochs, A.4) it writes it at validation alone, so a run stopped between two
-    validations resumed up to N - 1 epochs back, and a run whose epochs are not a multiple of N ended with a
-    ``last.ckpt`` of its last validation, not of its last epoch. In an epoch that validates the checkpoint
-    callback has already written it (it saves at validation's end then), so this writes it only in the
-    others, at the same point of the epoch as Lightning does when every epoch validates, so resuming works
-    the same from either. A run without a checkpoint callback or without ``save_last`` is left alone.
-    """
-
-    def __init__(self) -> None:
-        self._validated_at_step: int | None = None
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._validated_at_step = trainer.global_step
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is None or not getattr(checkpoint, "save_last", False) or checkpoint.dirpath is None:
-            return
-        if trainer.check_val_every_n_epoch == 1 or self._validated_at_step == trainer.global_step:
-            return  # ModelCheckpoint writes last.ckpt itself after this epoch
-        trainer.save_checkpoint(str(Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"))
 
 
 # Where Python prints a KeyboardInterrupt as "Exception ignored" (with a traceback) and drops it:

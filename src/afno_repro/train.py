@@ -232,11 +232,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except FloatingPointError as error:
         summary.update(status="failed: non-finite loss", error=str(error), **progress(trainer))
         write_metrics(trainer, run_dir, summary, started)
-        raise UserFacingError(
-            f"{error} Training stopped; the checkpoints written before it are kept in "
-            f"{run_dir / 'checkpoints'} (last.ckpt is the last good epoch) and {run_dir / 'metrics.json'} "
-            "records the failure."
-        ) from error
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = (f"the checkpoints written before it are kept in {run_dir / 'checkpoints'} (last.ckpt is the last "
+                f"epoch that completed) and " if last.is_file() else
+                "no epoch had completed, so no checkpoint was written; ")
+        raise UserFacingError(f"{error} Training stopped; {kept}{run_dir / 'metrics.json'} records the failure.") from error
     except SystemExit:
         # Lightning turns Ctrl-C into a graceful stop and then sys.exit(1), and SIGTERM into a
         # SIGTERMException (a SystemExit) at the next batch boundary.

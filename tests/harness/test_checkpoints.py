@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from afno_repro.checkpoints import check_resume_checkpoint
 from afno_repro.config import compose
-from afno_repro.train import main, run
+from afno_repro.train import _instantiate_callback, main, run
 
 SMOKE = ["debug=smoke", "run_baselines=false", "count_flops=false", "logger=csv"]
 
@@ -128,3 +129,48 @@ def test_last_checkpoint_is_every_epochs_also_between_validations(tmp_path):
     assert last["epoch"] == 2 and last["global_step"] > 0
     # The best checkpoint is still chosen at the one validation that ran (after the 2nd epoch).
     assert [p.name for p in (tmp_path / "checkpoints").glob("best-*.ckpt")] == ["best-epoch001.ckpt"]
+
+
+class _Worsening(pl.LightningModule):
+    """A model whose selection metric only gets worse after the first epoch (never a new best)."""
+
+    selection_metric = ("val/score", "max")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, index):
+        return self.layer(batch[0]).square().mean()
+
+    def validation_step(self, batch, index):
+        self.log("val/score", -float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader() -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+
+def test_last_checkpoint_is_every_epochs_when_the_best_does_not_improve(tmp_path):
+    """The project's checkpoint callbacks (configs/callbacks/default.yaml, as train.py builds them): last.ckpt
+    holds the last epoch although the best stopped improving after the first (Lightning's own save_last
+    writes it only with a new best, so a stopped run resumed from its best epoch), and the state it saves
+    names this run's best checkpoint, which still exists, so a run resumed from it can still test it."""
+    configs = compose(SMOKE, output_dir=str(tmp_path / "composed")).callbacks
+    callbacks = []
+    for config in configs.values():
+        if config._target_.endswith("ModelCheckpoint"):
+            config = OmegaConf.merge(config, {"dirpath": str(tmp_path / "checkpoints")})
+            callbacks.append(_instantiate_callback(config, _Worsening()))
+    trainer = pl.Trainer(max_epochs=4, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(_Worsening(), _loader(), _loader())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 3
+    best_paths = [state["best_model_path"] for key, state in last["callbacks"].items() if "val/score" in key]
+    assert best_paths == [str(tmp_path / "checkpoints" / "best-epoch000.ckpt")]
+    assert trainer.checkpoint_callback.monitor == "val/score"  # the selection callback is the trainer's

@@ -215,7 +215,8 @@ def progress(trainer: pl.Trainer) -> dict[str, Any]:
     }
     if checkpoint is not None and checkpoint.best_model_path:
         result["best_checkpoint"] = checkpoint.best_model_path
-        result["last_checkpoint"] = checkpoint.last_model_path
+    if checkpoint is not None and checkpoint.dirpath and (Path(checkpoint.dirpath) / "last.ckpt").is_file():
+        result["last_checkpoint"] = str(Path(checkpoint.dirpath) / "last.ckpt")  # configs/callbacks: every epoch
     # task.compile=true: the first training step's time, the next steps' and the compilation between them.
     timing = getattr(trainer.lightning_module, "compile_timing", None)
     if timing is not None:
