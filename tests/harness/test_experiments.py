@@ -1,14 +1,17 @@
 """Every experiment's every sweep point composes, builds its model and carries the paper's recipe; Figure 4's
-block sweep holds parameters equal; a failed row does not stop its sweep; Figure 1's Swin rows start from
-the checkpoint folder. (Every experiment runs end to end under debug=smoke in make reproduce-all SCALE=smoke,
-tests/harness/test_pipeline.py; README's smoke sweeps run as printed in tests/test_readme.py.)"""
+block sweep holds parameters equal; a failed row does not stop its sweep; Figure 1's Swin rows start from the
+checkpoint folder and its B3 points are Table 4's runs. (Every experiment runs end to end under debug=smoke in
+make reproduce-all SCALE=smoke, tests/harness/test_pipeline.py; README's smoke sweeps run as printed in
+tests/test_readme.py.)"""
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
 from afno_repro.runs import find_runs
@@ -20,8 +23,14 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 SWEEPS = {
     "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7, "fig4_sparsity_finetune": 6,
     "table3_fewshot": 12, "table6_finetune": 4, "fewshot_demo": 2,
-    "table5_classification": 4, "table4_pretrain": 4, "table4_cityscapes": 5, "fig1_pretrain": 12, "fig1_trunks": 15,
+    "table5_classification": 4, "table4_pretrain": 4, "table4_cityscapes": 5, "fig1_pretrain": 9, "fig1_trunks": 12,
 }
+
+
+@lru_cache(maxsize=None)
+def _composed(experiment: str, point: tuple[str, ...]) -> DictConfig:
+    """One sweep point's config, composed once for the tests of this file (about half a second each)."""
+    return compose([f"experiment={experiment}", *point])
 
 
 def test_experiments_are_the_papers():
@@ -37,7 +46,7 @@ def test_every_sweep_point_composes_and_builds(experiment):
     points = sweep_points(experiment)
     assert len(points) == SWEEPS[experiment], f"{experiment} sweeps {len(points)} points: {points}"
     for point in points:
-        cfg = compose([f"experiment={experiment}", *point])
+        cfg = _composed(experiment, tuple(point))
         if cfg.backbone.get("require_checkpoint"):
             # Figure 1's Swin rows start from the Swin authors' checkpoint: without swin_checkpoints they stop,
             # naming the file and the option.
@@ -88,19 +97,39 @@ def test_every_sweep_point_composes_and_builds(experiment):
             assert cfg.pretrained == "auto" and cfg.task.selection == "max_over_run"
 
 
+def test_a_figure1_b3_point_run_by_hand_finetunes_table4s_trunk():
+    """Figure 1 trains no B3 trunk of its own: `experiment=fig1_trunks paper_model=fig1/b3_<mixer>` (a B3 point run
+    by hand) finds, with pretrained=auto, the very table4_pretrain run Table 4's row finetunes, and names it when
+    it is missing."""
+    from afno_repro.pretrained import _match, _needs, pretraining_command
+
+    for mixer in ("efficient_attention", "gfn", "afno"):
+        figure1 = compose(["experiment=fig1_trunks", f"paper_model=fig1/b3_{mixer}"])
+        table4 = _composed("table4_cityscapes", (f"paper_model=table4/{mixer}",))
+        assert _match(figure1, _needs(figure1)) == _match(table4, _needs(table4))
+        assert _match(figure1, _needs(figure1))["paper_row"] == f"table4/{mixer}"
+        assert pretraining_command(figure1, _needs(figure1), [])[2:4] == [
+            "experiment=table4_pretrain", f"paper_model=table4/{mixer}"]
+
+
 def test_smoke_figure1_trunks_keep_their_order_of_size():
     """debug=smoke shrinks every trunk, but each stays larger than the one below it (as README says), so the
-    smoke Figure 1 plots curves rather than points on top of each other."""
+    smoke Figure 1 plots curves rather than points on top of each other. Its B3 points are Table 4's runs."""
     import hydra.utils
     import torch
 
     def params(point: str) -> int:
-        cfg = compose(["experiment=fig1_trunks", f"paper_model=fig1/{point}", "debug=smoke"])
+        if point.startswith("b3_"):
+            overrides = ["experiment=table4_cityscapes", f"paper_model=table4/{point.removeprefix('b3_')}"]
+        else:
+            overrides = ["experiment=fig1_trunks", f"paper_model=fig1/{point}"]
+        cfg = compose([*overrides, "debug=smoke"])
         with torch.device("meta"):
             return sum(p.numel() for p in hydra.utils.instantiate(cfg.backbone).parameters())
 
     for family in (["b0_afno", "b1_afno", "b2_afno", "b3_afno"], ["b0_gfn", "b1_gfn", "b2_gfn", "b3_gfn"],
-                   ["swin_t", "swin_s", "swin_b"]):
+                   ["b0_efficient_attention", "b1_efficient_attention", "b2_efficient_attention",
+                    "b3_efficient_attention"], ["swin_t", "swin_s", "swin_b"]):
         sizes = [params(point) for point in family]
         assert sizes == sorted(set(sizes)), dict(zip(family, sizes))
 
