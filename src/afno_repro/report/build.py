@@ -17,6 +17,8 @@ What the renderer refuses to let a reader misread:
 - a sweep names a best point only when its lead over the runner-up exceeds the run-to-run spread
   measured on points rerun with another seed, and its figure never zooms below that spread;
 - an AFNO run whose softshrink zeroes nearly all of its spectrum is flagged on every row and point;
+- a figure's point drawn from another experiment's run (Figure 1's B3 points are Table 4's runs) is marked
+  so, and one that has no completed run yet is named in the section and on the figure, never left out;
 - a metric that cannot tell models apart (top-5 of 5 or fewer classes) is not shown, columns that
   trained on identical data are flagged, and at smoke scale every section and figure says so.
 """
