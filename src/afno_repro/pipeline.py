@@ -3,7 +3,11 @@
 The plan is read from the experiments themselves (``configs/experiment/*.yaml``): an experiment
 joins by setting ``reproduce: true``, and one that finetunes declares the experiment it needs
 first under ``needs.pretrained.experiment`` (the declaration ``pretrained=auto`` reads too, so the
-chaining and the pipeline cannot drift apart). Each experiment runs as its own Hydra multirun::
+chaining and the pipeline cannot drift apart). A figure that draws some of its points from another
+experiment's runs instead of training them again (Figure 1's B3 points are Table 4's runs: the report's
+:class:`~afno_repro.report.declared.Borrowed`) runs after that experiment, and ``--only`` brings it
+along; its failure does not stop the figure's own runs, and the report names the points it lacks.
+Each experiment runs as its own Hydra multirun::
 
     python train.py -m experiment=<name> [debug=smoke] resume=auto runs_root=<root> hydra.sweep.dir=<root>/<name>
 
@@ -66,6 +70,7 @@ from typing import Any, Sequence
 
 from afno_repro.config import sweep_points
 from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem
+from afno_repro.report.declared import borrowed_by
 from afno_repro.runs import find_runs, write_json
 
 __all__ = ["NoiseStep", "Step", "build_plan", "choose_reruns", "main", "noise_declaration", "order", "run_plan"]
@@ -81,7 +86,12 @@ _SCALING_ARGS = {"smoke": ["--grids", "4", "8", "16", "--repeats", "1", "--time-
 
 @dataclass
 class Step:
-    """One experiment of the plan (a Hydra multirun) and what the pipeline knows of its runs."""
+    """One experiment of the plan (a Hydra multirun) and what the pipeline knows of its runs.
+
+    ``needs``: the experiments whose runs this one starts from (it is skipped when one of them did not
+    complete); ``shows``: the experiments whose runs its report section draws besides its own (it runs
+    after them, but without them too).
+    """
 
     experiment: str
     needs: list[str]
@@ -90,14 +100,16 @@ class Step:
     sweep_dir: Path
     command: list[str] = field(default_factory=list)
     done: int = 0
+    shows: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return self.done == len(self.points)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "needs": self.needs, "command": shlex.join(self.command),
-                "sweep_dir": str(self.sweep_dir), "runs": len(self.points), "done": self.done, "data": self.data}
+        return {"experiment": self.experiment, "needs": self.needs, "shows": self.shows,
+                "command": shlex.join(self.command), "sweep_dir": str(self.sweep_dir), "runs": len(self.points),
+                "done": self.done, "data": self.data}
 
     def count_done(self) -> None:
         """Set :attr:`done` from the completed runs below the step's folder."""
@@ -269,7 +281,8 @@ def order(needs: dict[str, list[str]]) -> list[str]:
             return
         if name in visiting:
             raise ValueError(f"experiments need each other in a cycle: {' -> '.join(visiting + [name])}; "
-                             "fix needs.pretrained.experiment in configs/experiment.")
+                             "fix needs.pretrained.experiment in configs/experiment (or a figure's borrowed points "
+                             "in afno_repro/report/declared.py).")
         if name not in needs:
             raise ValueError(f"an experiment needs `{name}`, which does not exist or does not set `reproduce: true` "
                              f"(configs/experiment/{name}.yaml).")
@@ -292,7 +305,7 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
                extra: Sequence[str] = ()) -> list[Step]:
     """The steps of the pipeline under ``root``, ordered, with the runs each has done already.
 
-    ``only`` keeps those experiments and everything they need; ``data_roots`` maps a dataset
+    ``only`` keeps those experiments and everything they need or show; ``data_roots`` maps a dataset
     (``imagenet``, ``datasetgan``, ``cityscapes``) to its folder (paper scale); ``extra`` are
     overrides given to every run (e.g. ``trainer=ddp``).
     """
@@ -301,7 +314,8 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
     configs = {name: _experiment_config(name) for name in declared_experiments()}
     needs = {name: [n for n in [((cfg.get("needs") or {}).get("pretrained") or {}).get("experiment")] if n]
              for name, cfg in configs.items()}
-    wanted = order(needs)
+    shows = {name: list(dict.fromkeys(borrowed.experiment for borrowed in borrowed_by(name))) for name in configs}
+    wanted = order({name: needs[name] + shows[name] for name in configs})
     if only:
         unknown = sorted(set(only) - set(configs))
         if unknown:
@@ -313,7 +327,7 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
             name = stack.pop()
             if name not in keep:
                 keep.add(name)
-                stack += needs[name]
+                stack += needs[name] + shows[name]
         wanted = [name for name in wanted if name in keep]
     steps: list[Step] = []
     for name in wanted:
@@ -331,7 +345,7 @@ def build_plan(root: Path, scale: str, *, only: Sequence[str] = (), data_roots: 
             template.append(f"swin_checkpoints={data_roots['swin']}")
         template += extra
         command = [*template, "resume=auto", f"runs_root={root}", f"hydra.sweep.dir={sweep_dir}"]
-        step = Step(name, needs[name], points, data, sweep_dir, command)
+        step = Step(name, needs[name], points, data, sweep_dir, command, shows=shows[name])
         step.count_done()
         steps.append(step)
         if noise:
@@ -352,6 +366,9 @@ def format_plan(steps: list[Step], root: Path, report_dir: Path) -> str:
              f"{f' and {reruns} noise steps' if reruns else ''}):"]
     for number, step in enumerate(steps, 1):
         needs = f", after {', '.join(step.needs)}" if step.needs else ""
+        for borrowed in borrowed_by(step.experiment):
+            needs += (f"; its figure also draws {borrowed.experiment}'s runs of {', '.join(borrowed.rows)} "
+                      f"({borrowed.label}), not trained again")
         if isinstance(step, NoiseStep):
             noise = step.noise
             what = (f"the best {noise['rerun_best']} of {step.of} by result.{noise['metric']} ({noise['mode']}) trained "

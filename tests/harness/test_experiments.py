@@ -1,14 +1,17 @@
-"""Every experiment's every sweep point composes, builds its model and carries the paper's recipe; Figure 4's
-block sweep holds parameters equal; a failed row does not stop its sweep; Figure 1's Swin rows start from
-the checkpoint folder. (Every experiment runs end to end under debug=smoke in make reproduce-all SCALE=smoke,
-tests/harness/test_pipeline.py; README's smoke sweeps run as printed in tests/test_readme.py.)"""
+"""Every experiment's every sweep point composes, builds its model and carries the paper's recipe; the paper-scale
+plan trains no run twice; Figure 4's block sweep holds parameters equal; a failed row does not stop its sweep;
+Figure 1's Swin rows start from the checkpoint folder and its B3 points are Table 4's runs. (Every experiment runs
+end to end under debug=smoke in make reproduce-all SCALE=smoke, tests/harness/test_pipeline.py; README's smoke
+sweeps run as printed in tests/test_readme.py.)"""
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
 from afno_repro.runs import find_runs
@@ -20,8 +23,27 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 SWEEPS = {
     "table2_inpainting": 4, "table6_pretrain": 4, "fig4_sparsity": 6, "fig4_blocks": 7, "fig4_sparsity_finetune": 6,
     "table3_fewshot": 12, "table6_finetune": 4, "fewshot_demo": 2,
-    "table5_classification": 4, "table4_pretrain": 4, "table4_cityscapes": 5, "fig1_pretrain": 12, "fig1_trunks": 15,
+    "table5_classification": 4, "table4_pretrain": 4, "table4_cityscapes": 5, "fig1_pretrain": 9, "fig1_trunks": 12,
 }
+
+
+@lru_cache(maxsize=None)
+def _composed(experiment: str, point: tuple[str, ...]) -> DictConfig:
+    """One sweep point's config, composed once for the tests of this file (about half a second each)."""
+    return compose([f"experiment={experiment}", *point])
+
+
+def _pretraining(cfg: DictConfig, point: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """The experiment and overrides of the pretraining run that ``cfg`` (composed with the overrides ``point``)
+    starts from with pretrained=auto, or None: the command pretrained=auto names when that run is missing, less
+    its data folder (one folder for every run)."""
+    from afno_repro.pretrained import _needs, pretraining_command
+
+    needs = _needs(cfg) if cfg.get("pretrained") == "auto" else None
+    if not needs:
+        return None
+    words = [word for word in pretraining_command(cfg, needs, point)[2:] if not word.startswith("data.root=")]
+    return words[0].removeprefix("experiment="), tuple(words[1:])
 
 
 def test_experiments_are_the_papers():
@@ -37,7 +59,7 @@ def test_every_sweep_point_composes_and_builds(experiment):
     points = sweep_points(experiment)
     assert len(points) == SWEEPS[experiment], f"{experiment} sweeps {len(points)} points: {points}"
     for point in points:
-        cfg = compose([f"experiment={experiment}", *point])
+        cfg = _composed(experiment, tuple(point))
         if cfg.backbone.get("require_checkpoint"):
             # Figure 1's Swin rows start from the Swin authors' checkpoint: without swin_checkpoints they stop,
             # naming the file and the option.
@@ -91,19 +113,116 @@ def test_every_sweep_point_composes_and_builds(experiment):
             assert cfg.pretrained == "auto" and cfg.task.selection == "max_over_run"
 
 
+# What names a run, files it or says which run it starts from, never what it trains: two runs that differ only
+# here train the same model on the same data the same way. (`needs` and `pretrained_from` name the run a
+# finetuning run starts from: what that run trains stands in for them.)
+NAMING = ("experiment_name", "tags", "paper", "needs", "pretrained_from", "reproduce", "noise")
+WANDB_NAMING = ("group", "job_type", "tags")
+# Duplicates the plan knowingly keeps, each with why; one that stops being a duplicate fails the test (remove it).
+# Figure 4's lambda sweep has Table 6's AFNO model at its own lambda, 0.01, as one of its points: its noise
+# reruns and its best-point verdict read the sweep's own runs, so the point is trained again there rather than
+# taken from table6_pretrain / table6_finetune (one ViT-XS/4 pretraining and its few-shot finetuning).
+KNOWN_DUPLICATES = {
+    ("fig4_sparsity", "paper_model=table6/afno mixer.sparsity_threshold=0.01"):
+        ("table6_pretrain", "paper_model=table6/afno"),
+    ("fig4_sparsity_finetune", "paper_model=table6/afno mixer.sparsity_threshold=0.01"):
+        ("table6_finetune", "paper_model=table6/afno"),
+}
+
+
+def _what_trains(cfg: DictConfig, point: tuple[str, ...]) -> str:
+    """A run's composed config (``point``: its overrides) less what only names it (:data:`NAMING`, the W&B run's
+    naming), with what the pretraining run it starts from trains in place of that run's name, as text. A null
+    value is left out: a key one config lacks reads as null in the other (``cfg.get``), and trains the same."""
+
+    def kept(value):
+        if isinstance(value, dict):
+            return {key: kept(item) for key, item in value.items() if item is not None}
+        if isinstance(value, list):
+            return [kept(item) for item in value]
+        return value
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for key in NAMING:
+        container.pop(key, None)
+    for logger in (container.get("logger") or {}).values():
+        for key in WANDB_NAMING:
+            logger.pop(key, None)
+    if source := _pretraining(cfg, point):
+        container["starts_from"] = _what_trains(_composed(*source), source[1])
+    return json.dumps(kept(container), sort_keys=True, default=str)
+
+
+def test_the_paper_plan_never_trains_the_same_run_twice(tmp_path):
+    """Every run make reproduce-all trains at the paper's scale differs from every other in what it trains, as
+    composed from the configs: Figure 1's B3 rows were Table 4's, the same models and recipe, and were trained
+    twice (three ImageNet pretrainings and their finetunings) until Figure 1 took those points from Table 4's
+    runs. The noise reruns are left out: chosen once their sweep is done, each trains with another seed."""
+    from afno_repro.pipeline import NoiseStep, build_plan
+
+    first: dict[str, tuple[str, str]] = {}
+    duplicates = {}
+    for step in build_plan(tmp_path, "paper"):
+        if isinstance(step, NoiseStep):
+            continue
+        for point in step.points:
+            run = (step.experiment, " ".join(point))
+            key = _what_trains(_composed(step.experiment, tuple(point)), tuple(point))
+            if key in first:
+                duplicates[run] = first[key]
+            else:
+                first[key] = run
+    assert duplicates == KNOWN_DUPLICATES
+    assert not list(tmp_path.iterdir())  # the plan only reads
+
+
+def test_the_check_tells_a_renamed_run_from_another_run():
+    """What the check above ignores only names a run: Figure 1's B3 AFNO point, run by hand under Figure 1's name, is
+    Table 4's AFNO run, from the same trunk; one changed value (a learning rate) makes it another run."""
+    figure1 = _composed("fig1_trunks", ("paper_model=fig1/b3_afno",))
+    table4 = _composed("table4_cityscapes", ("paper_model=table4/afno",))
+    assert figure1.paper.row != table4.paper.row and figure1.logger.wandb.group != table4.logger.wandb.group
+    assert _what_trains(figure1, ("paper_model=fig1/b3_afno",)) == _what_trains(table4, ("paper_model=table4/afno",))
+    other = ("paper_model=fig1/b3_afno", "optimizer.lr=1e-4")
+    assert _what_trains(_composed("fig1_trunks", other), other) != _what_trains(table4, ("paper_model=table4/afno",))
+    # What a finetuning run starts from is the pretraining run of its own row and mixer options.
+    trunk = ("paper_model=fig1/b1_afno", "mixer.sparsity_threshold=0.1")
+    assert _pretraining(_composed("fig1_trunks", trunk), trunk) == ("fig1_pretrain", trunk)
+
+
+def test_a_figure1_b3_point_run_by_hand_finetunes_table4s_trunk():
+    """Figure 1 trains no B3 trunk of its own: `experiment=fig1_trunks paper_model=fig1/b3_<mixer>` (a B3 point run
+    by hand) finds, with pretrained=auto, the very table4_pretrain run Table 4's row finetunes, and names it when
+    it is missing."""
+    from afno_repro.pretrained import _match, _needs, pretraining_command
+
+    for mixer in ("efficient_attention", "gfn", "afno"):
+        figure1 = compose(["experiment=fig1_trunks", f"paper_model=fig1/b3_{mixer}"])
+        table4 = _composed("table4_cityscapes", (f"paper_model=table4/{mixer}",))
+        assert _match(figure1, _needs(figure1)) == _match(table4, _needs(table4))
+        assert _match(figure1, _needs(figure1))["paper_row"] == f"table4/{mixer}"
+        assert pretraining_command(figure1, _needs(figure1), [])[2:4] == [
+            "experiment=table4_pretrain", f"paper_model=table4/{mixer}"]
+
+
 def test_smoke_figure1_trunks_keep_their_order_of_size():
     """debug=smoke shrinks every trunk, but each stays larger than the one below it (as README says), so the
-    smoke Figure 1 plots curves rather than points on top of each other."""
+    smoke Figure 1 plots curves rather than points on top of each other. Its B3 points are Table 4's runs."""
     import hydra.utils
     import torch
 
     def params(point: str) -> int:
-        cfg = compose(["experiment=fig1_trunks", f"paper_model=fig1/{point}", "debug=smoke"])
+        if point.startswith("b3_"):
+            overrides = ["experiment=table4_cityscapes", f"paper_model=table4/{point.removeprefix('b3_')}"]
+        else:
+            overrides = ["experiment=fig1_trunks", f"paper_model=fig1/{point}"]
+        cfg = compose([*overrides, "debug=smoke"])
         with torch.device("meta"):
             return sum(p.numel() for p in hydra.utils.instantiate(cfg.backbone).parameters())
 
     for family in (["b0_afno", "b1_afno", "b2_afno", "b3_afno"], ["b0_gfn", "b1_gfn", "b2_gfn", "b3_gfn"],
-                   ["swin_t", "swin_s", "swin_b"]):
+                   ["b0_efficient_attention", "b1_efficient_attention", "b2_efficient_attention",
+                    "b3_efficient_attention"], ["swin_t", "swin_s", "swin_b"]):
         sizes = [params(point) for point in family]
         assert sizes == sorted(set(sizes)), dict(zip(family, sizes))
 

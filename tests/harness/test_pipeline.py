@@ -151,16 +151,28 @@ def _report_agrees_with_the_records(data: dict, root: Path) -> None:
         section = sections[declaration.key]
         experiments = ({t.experiment for t in declaration.tables} | {s.experiment for s in declaration.sweeps}
                        | ({declaration.scatter.experiment} if declaration.scatter else set()))
+        borrowed = [(b.experiment, row) for b in (declaration.scatter.borrowed if declaration.scatter else ()) for row in b.rows]
         # A baseline row in every table of runs.
         for name, rows in section["tables"].items():
             if not declaration.scaling:
                 assert any(str(next(iter(row.values()))).startswith("baseline: ") for row in rows), (declaration.key, name)
         # Every run whose record says its AFNO mixer was off is flagged in its section.
-        off = [run for run in runs if run["experiment"] in experiments and (run.get("mixer_activity") or {}).get("inactive")]
+        off = [run for run in runs if (run["experiment"] in experiments or (run["experiment"], run.get("paper_row")) in borrowed)
+               and (run.get("mixer_activity") or {}).get("inactive")]
         flagged = " ".join(section["warnings"])
         assert bool(off) == ("AFNO mixer effectively off" in flagged), declaration.key
         if off:
             assert f"in {len(off)} run(s)" in flagged or sum(w.count("run(s)") for w in section["warnings"]) > 1
+    # Figure 1: B0-B2 and Swin from its own sweep, B3 from Table 4's runs of its three mixers, marked as such.
+    points = {(row["point"], row["mixer"]): row["run of"] for row in sections["figure1"]["tables"]["figure1"]
+              if "run of" in row}
+    table4 = {run["mixer"] for run in runs if run["experiment"] == "table4_cityscapes"
+              and run.get("paper_row") in ("table4/efficient_attention", "table4/gfn", "table4/afno")}
+    assert table4 == {"efficient_attention", "gfn", "afno"}
+    assert points == {**{(f"B{size}", mixer): "fig1_trunks" for size in range(3) for mixer in table4},
+                      **{("B3", mixer): "table4_cityscapes (from Table 4)" for mixer in table4},
+                      **{(f"Swin-{size}", "(Swin's own)"): "fig1_trunks" for size in "TSB"}}
+    assert not any(w.startswith("Missing points") for w in sections["figure1"]["warnings"])
     # No top-5 column where the runs tell fewer than 6 classes apart.
     classes = {run["reading"].get("num_classes") for run in runs if run["experiment"] == "table5_classification"}
     assert max(classes) < 6 and "top-5 (%)" not in sections["table5"]["tables"]["table5"][0]
@@ -250,6 +262,40 @@ def test_only_keeps_an_experiment_and_what_it_needs(tmp_path):
     assert all(f"hydra.sweep.dir={tmp_path / step.experiment}" in step.command for step in steps)
     with pytest.raises(ValueError, match="no such experiment in the pipeline; choose from"):
         build_plan(tmp_path, "smoke", only=["table9"])
+
+
+def test_figure1_runs_after_table4_and_only_brings_it_along(tmp_path, monkeypatch):
+    """Figure 1's B3 points are Table 4's runs (the report draws them, src/afno_repro/report/declared.py): the plan
+    trains B0-B2 and Swin for Figure 1, runs fig1_trunks after table4_cityscapes, and `--only fig1_trunks` brings
+    Table 4 along, while a Table 4 that fails does not stop Figure 1's own runs (launches faked: each writes
+    its sweep's records, Table 4's finetuning fails)."""
+    steps = build_plan(tmp_path, "paper", only=["fig1_trunks"])
+    names = [step.experiment for step in steps]
+    assert names == ["table4_pretrain", "table4_cityscapes", "fig1_pretrain", "fig1_trunks"]
+    figure1 = steps[-1]
+    assert figure1.needs == ["fig1_pretrain"] and figure1.shows == ["table4_cityscapes"]
+    assert not any("b3" in " ".join(point) for step in steps[2:] for point in step.points)
+    assert len(steps[2].points) == 9 and len(figure1.points) == 12
+    text = format_plan(steps, tmp_path, tmp_path / "report")
+    assert ("fig1_trunks: 12 runs, 0/12 runs done, after fig1_pretrain; its figure also draws table4_cityscapes's runs "
+            "of table4/efficient_attention, table4/gfn, table4/afno (from Table 4), not trained again") in text
+    launched = []
+
+    def launch(command, log):
+        experiment = command[3].removeprefix("experiment=")
+        launched.append(experiment)
+        if experiment == "table4_cityscapes":
+            return 1
+        step = steps[names.index(experiment)]
+        for index, point in enumerate(step.points):
+            _fake_run(step.sweep_dir / f"{index}_run", experiment, point, {"miou": 1.0})
+        return 0
+
+    monkeypatch.setattr(pipeline, "_launch", launch)
+    monkeypatch.setattr(pipeline, "_scaling", lambda root, scale: None)
+    monkeypatch.setattr(pipeline, "build_report", lambda *args, **kwargs: tmp_path / "report" / "index.html")
+    assert pipeline.run_plan(steps, tmp_path, "paper", tmp_path / "report") == 1
+    assert launched == names and figure1.complete and not steps[1].complete
 
 
 def test_order_puts_needs_first_and_names_a_cycle():
@@ -357,7 +403,7 @@ def test_the_plan_reruns_each_sweep_that_names_a_best_after_it(tmp_path):
         "fig4_blocks": ("psnr", 1, 2), "fig4_sparsity": ("psnr", 1, 2), "fig4_sparsity_finetune": ("miou", 1, 2)}
     text = format_plan(steps, tmp_path, tmp_path / "report")
     assert "fig4_sparsity_noise: 2 runs, chosen when fig4_sparsity is complete, after fig4_sparsity" in text
-    assert "(81 runs in 12 experiments and 3 noise steps)" in text.splitlines()[0]
+    assert "(75 runs in 12 experiments and 3 noise steps)" in text.splitlines()[0]
     # --only keeps a sweep's noise step with it.
     assert [s.experiment for s in build_plan(tmp_path, "smoke", only=["fig4_blocks"])] == ["fig4_blocks", "fig4_blocks_noise"]
 

@@ -1,7 +1,7 @@
 """The reproduction report from run records, read as a researcher would: baselines in every table,
 noise named as noise, an inactive mixer flagged, a metric that cannot discriminate left out, columns
-trained on identical data flagged, every Figure 1 point labelled, smoke labelled as smoke; and the
-same report with no runs at all."""
+trained on identical data flagged, every Figure 1 point labelled (its B3 points Table 4's runs, a missing
+one named), smoke labelled as smoke; and the same report with no runs at all."""
 
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def tree(tmp_path):
     for name, params, miou, init in (("b0_afno", 0.1, 10.0, pretrained), ("b1_afno", 0.2, 12.0, pretrained),
                                      ("swin_t", 0.3, 11.0, {"checkpoint": None, "how": "from scratch"})):
         _record(root, "fig1_trunks", f"fig1/{name}", "cityscapes", {"miou": miou, "num_images": 8}, init=init,
-                backbone="swin_t" if name == "swin_t" else f"segformer_{name[:2]}", params_m=params, data="embedded_streets")
+                backbone="swin_t" if name == "swin_t" else f"segformer_{name[:2]}", params_m=params, data="embedded_streets",
+                mixer=None if name == "swin_t" else name[3:])
     failed = root / "table4_cityscapes" / "0"
     failed.mkdir(parents=True)
     (failed / "metrics.json").write_text(json.dumps({"experiment": "table4_cityscapes", "paper_row": "table4/afno",
@@ -245,6 +246,61 @@ def test_figure1_labels_every_point_and_marks_an_init_unlike_the_papers(tree, tm
     assert "differs from the paper's (ImageNet-pretrained)" in rows["Swin-T"]["init"]
     assert "differs" not in rows["B0"]["init"] and "differs" not in rows["B1"]["init"]
     assert any("Hollow markers: Swin-T" in note for note in figure1["notes"])
+
+
+def test_figure1_draws_its_b3_points_from_table4s_runs_marked_as_such(tree, tmp_path, monkeypatch):
+    """Figure 1's B3 points are Table 4's runs of efficient attention, GFN and AFNO (the same models and recipe,
+    Section 5.6), drawn beside fig1_trunks's own points and marked "from Table 4"; Table 4's LS and AFNO-25% rows
+    are not Figure 1 points. Table 4's table still lists every one of its runs."""
+    table4 = {"efficient_attention": (3.1, 20.0), "gfn": (3.2, 21.0), "afno": (3.3, 22.0), "long_short": (3.4, 23.0),
+              "afno_25pct": (3.3, 19.0)}
+    for row, (params, miou) in table4.items():
+        _record(tree, "table4_cityscapes", f"table4/{row}", "cityscapes", {"miou": miou, "num_images": 8},
+                init={"checkpoint": "/x/best.ckpt", "how": "auto", "experiment": "table4_pretrain"},
+                backbone="segformer_b3", params_m=params, data="embedded_streets", mixer=row.removesuffix("_25pct"))
+    labelled = []
+    annotate = Axes.annotate
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, *a, **k: labelled.append(text) or annotate(self, text, *a, **k))
+    index = build_report(tree, tmp_path / "report", wandb_mode="disabled")
+    assert sorted(labelled) == ["B0", "B1", "B3 (from Table 4)", "B3 (from Table 4)", "B3 (from Table 4)", "Swin-T"]
+    sections = {s["key"]: s for s in json.loads((index.parent / "report.json").read_text())["sections"]}
+    figure1 = sections["figure1"]
+    points = [row for row in figure1["tables"]["figure1"] if "run of" in row]
+    b3 = {row["mixer"]: row for row in points if row["point"] == "B3"}
+    assert sorted(b3) == ["afno", "efficient_attention", "gfn"]
+    for mixer, row in b3.items():
+        assert row["run of"] == "table4_cityscapes (from Table 4)" and row["mIoU (%)"] == f"{table4[mixer][1]:.2f}"
+        assert row["params (M)"] == f"{table4[mixer][0]:.3g}" and row["init"] == "pretrained (table4_pretrain)"
+        assert row["command"] == f"python train.py experiment=table4_cityscapes paper_model=table4/{mixer} debug=smoke"
+    assert {row["point"]: row["run of"] for row in points if row["point"] != "B3"} == {
+        "B0": "fig1_trunks", "B1": "fig1_trunks", "Swin-T": "fig1_trunks"}
+    assert any(note.startswith('Points marked "from Table 4": table4_cityscapes\'s runs of table4/afno, '
+                               "table4/efficient_attention, table4/gfn") for note in figure1["notes"])
+    assert not any(w.startswith("Missing points") for w in figure1["warnings"])
+    assert "python train.py -m experiment=table4_cityscapes" in figure1["intro"]
+    assert len([r for r in sections["table4"]["tables"]["table4"] if not r["row"].startswith("baseline")]) == 6
+
+
+def test_figure1_names_a_b3_point_table4_has_not_made(tree, tmp_path, monkeypatch):
+    """A Table 4 row with no completed run is not silently left out of Figure 1: the section and the figure name
+    it, the status of a run that failed, and the command that makes it."""
+    _record(tree, "table4_cityscapes", "table4/gfn", "cityscapes", {"miou": 21.0, "num_images": 8},
+            init={"checkpoint": "/x/best.ckpt", "how": "auto", "experiment": "table4_pretrain"},
+            backbone="segformer_b3", params_m=3.2, data="embedded_streets")
+    titles = []
+    set_title = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: titles.append(text) or set_title(self, text, *a, **k))
+    index = build_report(tree, tmp_path / "report", wandb_mode="disabled")
+    (figure1,) = [s for s in json.loads((index.parent / "report.json").read_text())["sections"] if s["key"] == "figure1"]
+    assert [row["point"] for row in figure1["tables"]["figure1"] if row.get("run of", "").startswith("table4")] == ["B3"]
+    (warning,) = [w for w in figure1["warnings"] if w.startswith("Missing points")]
+    assert warning == ("Missing points (from Table 4): table4_cityscapes has no completed run of "
+                       "table4/efficient_attention, table4/afno (failed: pretrained=auto found no completed pretraining "
+                       "run) yet, so the figure lacks them; `python train.py -m experiment=table4_cityscapes` (or `make "
+                       "reproduce-all`) makes them.")
+    assert [title for title in titles if title.startswith("missing")] == [
+        "missing (from Table 4): no completed table4_cityscapes run of table4/efficient_attention, table4/afno"]
+    assert warning in index.read_text().replace("<code>", "`").replace("</code>", "`")
 
 
 def test_smoke_is_said_in_the_title_and_every_section_and_no_delta_is_printed(report):

@@ -75,3 +75,28 @@ def test_baselines_are_rows_and_an_inactive_mixer_is_warned(tmp_path):
     warnings = [line for line in table.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "table2/afno" in warnings[0] and "98.5% of the spectrum" in warnings[0]
     assert "| 0.0046 |" in table  # GFLOPs in significant digits, not 0.00
+
+
+def test_figure1s_summary_says_its_b3_points_are_table4s_runs(tmp_path, capsys):
+    """`python train.py -m experiment=fig1_trunks` trains no B3 point: its summary says they are Table 4's runs, so a
+    reader does not take them for missing; another sweep's summary says nothing of the kind."""
+    from omegaconf import OmegaConf
+
+    from afno_repro.report.sweep import SweepSummary
+
+    for experiment in ("fig1_trunks", "table2_inpainting"):
+        sweep = tmp_path / experiment
+        (sweep / "0_run").mkdir(parents=True)
+        (sweep / "0_run" / "metrics.json").write_text(json.dumps(_run(12.4, 0.673)))
+        config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "runtime": {"choices": {"experiment": experiment}}}})
+        SweepSummary().on_multirun_end(config)
+        summary = (sweep / "summary.md").read_text()
+        printed = capsys.readouterr().out
+        if experiment == "fig1_trunks":
+            assert summary.rstrip().endswith(
+                "Not in this sweep: the figure's points of table4/efficient_attention, table4/gfn, table4/afno are "
+                "table4_cityscapes's runs (from Table 4: the same models and recipe); the report (make reproduce-all) "
+                "draws them beside these.")
+            assert "Not in this sweep" in printed
+        else:
+            assert "Not in this sweep" not in summary + printed

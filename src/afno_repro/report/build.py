@@ -17,6 +17,8 @@ What the renderer refuses to let a reader misread:
 - a sweep names a best point only when its lead over the runner-up exceeds the run-to-run spread
   measured on points rerun with another seed, and its figure never zooms below that spread;
 - an AFNO run whose softshrink zeroes nearly all of its spectrum is flagged on every row and point;
+- a figure's point drawn from another experiment's run (Figure 1's B3 points are Table 4's runs) is marked
+  so, and one that has no completed run yet is named in the section and on the figure, never left out;
 - a metric that cannot tell models apart (top-5 of 5 or fewer classes) is not shown, columns that
   trained on identical data are flagged, and at smoke scale every section and figure says so.
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from afno_repro.paper import paper_results
-from afno_repro.report.declared import BASELINES, DECLARED, Declaration, Metric, Scatter, Sweep, Table
+from afno_repro.report.declared import BASELINES, DECLARED, Borrowed, Declaration, Metric, Scatter, Sweep, Table
 from afno_repro.report.flags import SMOKE_LABEL, figure_title, is_smoke, mixer_off
 from afno_repro.report.render import format_number, pyplot, save_figure
 from afno_repro.report.sections import Section
@@ -482,15 +484,44 @@ def _init(run: dict[str, Any]) -> tuple[str, bool]:
     return init.get("how") or "from scratch", False
 
 
+def _borrowed(scatter: Scatter, ctx: _Context) -> tuple[dict[int, Borrowed], list[tuple[Borrowed, dict[str, list[str]]]]]:
+    """The completed runs ``scatter`` takes from other experiments (by ``id`` of the run, with what they are
+    borrowed as), and each :class:`Borrowed` with its rows that have none: row -> the statuses of its runs
+    that did not complete (``["failed: ..."]``; empty where the row has no run at all)."""
+    found: dict[int, Borrowed] = {}
+    absent = []
+    for borrowed in scatter.borrowed:
+        lacking: dict[str, list[str]] = {}
+        for row in borrowed.rows:
+            records = [run for run in _of(ctx.runs, borrowed.experiment) if run.get("paper_row") == row]
+            done = [run for run in records if run.get("status") == "completed"]
+            found.update((id(run), borrowed) for run in done)
+            if not done:
+                lacking[row] = sorted({_status(run) for run in records})
+        if lacking:
+            absent.append((borrowed, lacking))
+    return found, absent
+
+
 def _scatter(scatter: Scatter, ctx: _Context) -> _Parts:
-    runs = sorted((run for run in _of(ctx.runs, scatter.experiment) if run.get("status") == "completed"),
+    borrowed, absent = _borrowed(scatter, ctx)
+    own = [run for run in _of(ctx.runs, scatter.experiment) if run.get("status") == "completed"]
+    runs = sorted(own + [run for run in ctx.runs if id(run) in borrowed],
                   key=lambda run: (_family(run), _point_name(run)))
+
+    def source(run: dict[str, Any]) -> str:
+        return f" ({borrowed[id(run)].label})" if id(run) in borrowed else ""
+
+    def label(run: dict[str, Any]) -> str:
+        return _point_name(run) + source(run)
+
     rows, differs = [], []
     for run in runs:
         how, pretrained = _init(run)
         if not pretrained:
             differs.append(run)
         rows.append({"point": _point_name(run), "trunk": run.get("backbone"), "mixer": run.get("mixer") or "(Swin's own)",
+                     "run of": f"{run.get('experiment')}{source(run)}",
                      "params (M)": format_number(run.get(scatter.x), ".3g"),
                      scatter.metric.label: format_number((run.get("result") or {}).get(scatter.metric.key)),
                      "init": how + ("" if pretrained else f": differs from the paper's ({scatter.paper_init})"),
@@ -502,19 +533,30 @@ def _scatter(scatter: Scatter, ctx: _Context) -> _Parts:
             del row["flag"]
     baselines, baseline_notes = baseline_rows(scatter.baselines, runs, [scatter.metric], None, key="point")
     notes = baseline_notes[:1]
+    for lender in dict.fromkeys(borrowed.values()):
+        shown = sorted({run.get("paper_row") for run in runs if borrowed.get(id(run)) == lender})
+        notes.append(f"Points marked \"{lender.label}\": {lender.experiment}'s runs of {', '.join(shown)}, the same "
+                     "models and recipe as this figure's, drawn here rather than trained again.")
     if differs:
-        notes.append(f"Hollow markers: {', '.join(_point_name(r) for r in differs)} trained from scratch; every point of "
+        notes.append(f"Hollow markers: {', '.join(label(r) for r in differs)} trained from scratch; every point of "
                      f"the paper's figure is {scatter.paper_init}.")
-    figure = _plot_scatter(scatter, runs, baselines, ctx, ctx.figures / "figure1_miou_vs_params.png")
+    # A point is never left out silently: the section and the figure name it, and the command that makes it.
+    missing = [f"Missing points ({lender.label}): {lender.experiment} has no completed run of "
+               + ", ".join(f"{row} ({'; '.join(states)})" if states else row for row, states in lacking.items())
+               + f" yet, so the figure lacks them; `{_sweep_command(ctx.plan, lender.experiment)}` (or `make "
+               "reproduce-all`) makes them." for lender, lacking in absent]
+    figure = _plot_scatter(scatter, runs, baselines, ctx, ctx.figures / "figure1_miou_vs_params.png", label,
+                           [f"missing ({lender.label}): no completed {lender.experiment} run of {', '.join(lacking)}"
+                            for lender, lacking in absent])
     return _Parts(tables={"": rows + baselines}, figures=[figure], notes=notes,
-                  warnings=_mixer_warning(runs, lambda run: f"{_point_name(run)} {run.get('mixer')}"))
+                  warnings=missing + _mixer_warning(runs, lambda run: f"{label(run)} {run.get('mixer')}"))
 
 
 def _plot_scatter(scatter: Scatter, runs: list[dict[str, Any]], baselines: list[dict[str, Any]], ctx: _Context,
-                  path: Path) -> Path:
-    """Every point labelled (B0..B3, Swin-T/S/B), one marker and colour per family, no line between
-    points; hollow where the init differs from the paper's, a red cross on a flagged mixer, the
-    baselines as horizontal lines."""
+                  path: Path, label: Callable[[dict[str, Any]], str], missing: Sequence[str]) -> Path:
+    """Every point labelled by ``label`` (B0..B3, Swin-T/S/B; a borrowed point says where from), one marker
+    and colour per family, no line between points; hollow where the init differs from the paper's, a red
+    cross on a flagged mixer, the baselines as horizontal lines; the ``missing`` points named above the axes."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(9, 5))
     families = sorted({_family(run) for run in runs})
@@ -531,7 +573,7 @@ def _plot_scatter(scatter: Scatter, runs: list[dict[str, Any]], baselines: list[
                       markerfacecolor=colour if pretrained else "none")
             if mixer_off(run):
                 axis.plot([run[scatter.x]], [value], "x", color="C3", markersize=12)
-            axis.annotate(_point_name(run), (run[scatter.x], value), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            axis.annotate(label(run), (run[scatter.x], value), textcoords="offset points", xytext=(5, 4), fontsize=7)
     if any(not _init(run)[1] for run in runs):
         axis.plot([], [], "o", color="grey", markerfacecolor="none", linestyle="none",
                   label=f"hollow: init differs from the paper's ({scatter.paper_init})")
@@ -552,6 +594,8 @@ def _plot_scatter(scatter: Scatter, runs: list[dict[str, Any]], baselines: list[
     axis.set_xlabel(scatter.xlabel)
     axis.set_ylabel(scatter.metric.label)
     fig.suptitle(figure_title("Figure 1: mIoU against parameters", ctx.smoke), fontsize=10)
+    if missing:
+        axis.set_title("\n".join(missing), fontsize=8, color="C3")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save_figure(fig, path)
@@ -658,7 +702,9 @@ def render(declaration: Declaration, runs: list[dict[str, Any]], *, figures: Pat
     for table in declaration.tables:
         if not _of(runs, table.experiment):
             parts.notes.append(f"{table.experiment}: {_missing(table.experiment, ctx.plan)}")
-    intro = f"{declaration.intro} {_plan_command(plan, *(e for e in experiments if _of(runs, e)))}"
+    borrowed = [b.experiment for b in declaration.scatter.borrowed] if declaration.scatter else []
+    made = [e for e in dict.fromkeys(experiments + borrowed) if _of(runs, e)]
+    intro = f"{declaration.intro} {_plan_command(plan, *made)}"
     return Section(declaration.key, title, intro, tables=parts.tables, figures=parts.figures, notes=parts.notes,
                    warnings=parts.warnings, banner=banner)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BASELINES", "DECLARED", "Declaration", "Metric", "Scatter", "Sweep", "Table"]
+__all__ = ["BASELINES", "DECLARED", "Borrowed", "Declaration", "Metric", "Scatter", "Sweep", "Table", "borrowed_by"]
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,26 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Borrowed:
+    """Points a figure takes from another experiment's runs instead of training them again: the completed
+    runs of ``experiment`` whose paper row is one of ``rows``, which are the very runs the figure's own
+    sweep would make (the same model and recipe). ``label`` marks them in the figure and its table; a row
+    with no completed run is named as missing, never dropped.
+
+    ``make reproduce-all`` reads this too: ``--only <figure's experiment>`` brings ``experiment`` along,
+    and the figure's sweep runs after it (:func:`afno_repro.pipeline.build_plan`).
+    """
+
+    experiment: str
+    rows: tuple[str, ...]
+    label: str
+
+
+@dataclass(frozen=True)
 class Scatter:
     """A figure of points (``x`` a record field against a metric), one marker per family, every point
     labelled; ``paper_init`` is how the paper initialised every point (a point trained otherwise is
-    marked)."""
+    marked); ``borrowed``: points drawn from other experiments' runs (:class:`Borrowed`)."""
 
     experiment: str
     x: str
@@ -96,6 +112,7 @@ class Scatter:
     metric: Metric
     paper_init: str
     baselines: tuple[str, ...] = ()
+    borrowed: tuple[Borrowed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,11 +140,16 @@ DECLARED: tuple[Declaration, ...] = (
     Declaration(
         "figure1", "Figure 1: Cityscapes mIoU against parameters, per trunk and mixer",
         "SegFormer B0-B3 and Swin T/S/B, ImageNet-pretrained, Cityscapes 1024x1024",
-        "SegFormer B0-B3 with efficient attention, GFN or AFNO (each pretrained by `fig1_pretrain`) and Swin T/S/B, "
-        "finetuned on Cityscapes. The paper plots these points but prints no values, so there is no number to set "
-        "ours beside; the shape to compare is AFNO's points above the others at equal size.",
+        "SegFormer B0-B2 with efficient attention, GFN or AFNO (each pretrained by `fig1_pretrain`) and Swin T/S/B, "
+        "finetuned on Cityscapes by `fig1_trunks`; the B3 points are Table 4's runs of those three mixers "
+        "(`table4_cityscapes`, marked \"from Table 4\"): the same models and recipe (Section 5.6), not trained twice. "
+        "The paper plots these points but prints no values, so there is no number to set ours beside; the shape to "
+        "compare is AFNO's points above the others at equal size.",
         scatter=Scatter("fig1_trunks", "params_m", "parameters (M)", MIOU, paper_init="ImageNet-pretrained",
-                        baselines=SEGMENTATION)),
+                        baselines=SEGMENTATION,
+                        # Table 4's LS and AFNO-25% rows are not Figure 1 points.
+                        borrowed=(Borrowed("table4_cityscapes", ("table4/efficient_attention", "table4/gfn",
+                                                                 "table4/afno"), "from Table 4"),))),
     Declaration(
         "table2", "Table 2: inpainting", "ViT-B/4, ImageNet-1k, 224x224",
         "PSNR and SSIM of the selected checkpoint on the evaluation images, random-walk masks.",
@@ -167,3 +189,15 @@ DECLARED: tuple[Declaration, ...] = (
                       "sparsity threshold lambda (few-shot CelebA-Faces)", "symlog", SEGMENTATION),
                 Sweep("fig4_blocks", "num_blocks", PSNR, "num_blocks", "number of blocks k", "log2", INPAINTING))),
 )
+
+
+def borrowed_by(experiment: str) -> tuple[Borrowed, ...]:
+    """The points the report section of ``experiment``'s runs takes from other experiments' runs.
+
+    >>> [(b.experiment, b.rows) for b in borrowed_by("fig1_trunks")]
+    [('table4_cityscapes', ('table4/efficient_attention', 'table4/gfn', 'table4/afno'))]
+    >>> borrowed_by("table2_inpainting")
+    ()
+    """
+    return tuple(borrowed for declaration in DECLARED if declaration.scatter
+                 and declaration.scatter.experiment == experiment for borrowed in declaration.scatter.borrowed)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.paper import paper_results
 from afno_repro.report.render import format_number
@@ -30,7 +30,8 @@ from afno_repro.runs import find_runs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SweepSummary", "collect", "comparability", "describe_reading", "format_table", "paper_keys", "paper_numbers"]
+__all__ = ["SweepSummary", "borrowed_note", "collect", "comparability", "describe_reading", "format_table", "paper_keys",
+           "paper_numbers"]
 
 # (paper table as configs/paper_model names it, task) -> the section of paper_results.yaml and, per
 # reported metric, its key in the row ("{column}" is the run's paper column, e.g. celeba_faces).
@@ -249,6 +250,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def borrowed_note(experiment: str | None) -> str | None:
+    """The sentence a sweep's summary ends with when its figure draws some points from another experiment's
+    runs (:class:`afno_repro.report.declared.Borrowed`), so that a reader does not take them for missing.
+
+    >>> print(borrowed_note("fig1_trunks"))  # doctest: +NORMALIZE_WHITESPACE
+    Not in this sweep: the figure's points of table4/efficient_attention, table4/gfn, table4/afno are
+    table4_cityscapes's runs (from Table 4: the same models and recipe); the report (make reproduce-all) draws them
+    beside these.
+    >>> borrowed_note("table2_inpainting") is None
+    True
+    """
+    from afno_repro.report.declared import borrowed_by
+
+    sentences = [f"the figure's points of {', '.join(b.rows)} are {b.experiment}'s runs ({b.label}: the same models and "
+                 "recipe)" for b in borrowed_by(experiment or "")]
+    if not sentences:
+        return None
+    return f"Not in this sweep: {'; '.join(sentences)}; the report (make reproduce-all) draws them beside these."
+
+
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, tabulate its runs (``summary.md`` / ``summary.json``).
 
@@ -262,6 +283,9 @@ class SweepSummary(Callback):
             log.warning("no metrics.json found under %s: no run of this sweep finished", sweep_dir)
             return
         table = format_table(rows)
+        note = borrowed_note(OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None))
+        if note:
+            table += f"\n\n{note}"
         (sweep_dir / "summary.md").write_text(table + "\n")
         (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
         print(f"\nSweep summary ({len(rows)} runs, {sweep_dir}):\n{table}\n", flush=True)
