@@ -98,6 +98,8 @@ def test_every_sweep_point_composes_and_builds(experiment):
         elif cfg.task._target_.endswith("SegmentationTask") and cfg.data.source == "cityscapes":
             # A.3: 450 epochs at lr 1.2e-4 on 1024x1024 crops of Cityscapes' 19 classes, from the ImageNet run.
             assert cfg.trainer.max_epochs == 450 and cfg.optimizer.lr == 1.2e-4
+            # Evaluated 10 times as SegFormer's schedule does, the last time after the last epoch.
+            assert cfg.trainer.check_val_every_n_epoch == 45 and cfg.trainer.max_epochs % 45 == 0
             assert cfg.data.image_size == 1024 and model.num_classes == 19
             swin = cfg.paper.row.startswith("swin")
             assert cfg.pretrained == (None if swin else "auto")
