@@ -37,7 +37,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 __all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "override_syntax_message",
-           "paper_rows", "sweep_points"]
+           "paper_rows", "sweep_points", "unknown_choice"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -156,6 +156,42 @@ def override_syntax_message(arguments: Sequence[str], command: str = "python tra
                     f"bracket and quote (a list is `{key}=[1,2]`), and quote a value with spaces, commas or brackets "
                     f"that is not a list or a sweep: {command} \"{key}='...'\". Grammar: "
                     "https://hydra.cc/docs/advanced/override_grammar/basic/")
+    return None
+
+
+def unknown_choice(arguments: Sequence[str]) -> str | None:
+    """A message when an override picks a config of one of ``configs/``'s groups that does not exist, else None.
+
+    Hydra's own answer lists the group's options but ends with a hint to set ``HYDRA_FULL_ERROR`` for a stack
+    trace and exits 1, like a crash; this names the closest option too. Groups under ``hydra/`` (launcher
+    plugins) and values Hydra computes (``choice(...)``, ``glob(...)``, interpolations) are left to Hydra,
+    ``paper_model`` to :func:`missing_paper_row`.
+
+    >>> print(unknown_choice(["mixer=afnoo"]))  # doctest: +ELLIPSIS
+    mixer=afnoo names no config in configs/mixer/. Did you mean mixer=afno? Options: aff, afno, ...
+    >>> unknown_choice(["-m", "mixer=afno,gfn", "trainer.max_epochs=3", "experiment=table2_inpainting"]) is None
+    True
+    """
+    import difflib
+
+    root = _config_dir()
+    for argument in arguments:
+        if "=" not in argument or argument.startswith(("~", "-")):
+            continue
+        key, value = argument.split("=", 1)
+        group = key.lstrip("+")
+        if "." in group or group.startswith("hydra") or group == "paper_model" or not (root / group).is_dir():
+            continue
+        if any(mark in value for mark in "()${}[]'\"") or not value:
+            continue
+        options = sorted(str(path.relative_to(root / group).with_suffix("")) for path in (root / group).rglob("*.yaml"))
+        for choice in value.split(","):
+            if choice in options or choice == "null":
+                continue
+            close = difflib.get_close_matches(choice, options, n=1)
+            guess = f"Did you mean {group}={close[0]}? " if close else ""
+            shown = ", ".join(options) if len(options) <= 30 else ", ".join(options[:30]) + ", ..."
+            return f"{group}={choice} names no config in configs/{group}/. {guess}Options: {shown}."
     return None
 
 
