@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     from afno_repro.config import compose
     from afno_repro.tasks.baselines import BiharmonicPool
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         if not target.endswith("InpaintingTask"):
             raise UsageError(f"these overrides make a {target.rsplit('.', 1)[-1] or 'task-less'} run, which scores no "
                              "biharmonic baseline: name an inpainting experiment, e.g. experiment=table2_inpainting.")
+        if OmegaConf.is_missing(cfg.data, "root"):
+            raise UsageError("data.root is not set: the fills are of the images the runs will test on, so give the "
+                             "runs' own data.root, e.g. python scripts/fill_baselines.py experiment=table2_inpainting "
+                             "data.root=/data/imagenet")
         if not cfg.run_baselines or cfg.task.get("baseline_cache") is None:
             raise UsageError("these runs keep no biharmonic fills (run_baselines=false or task.baseline_cache=null): "
                              "drop that override, or there is nothing to fill ahead of them.")

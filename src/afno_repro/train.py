@@ -175,7 +175,13 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
         # A bad checkpoint gets its paragraph before any logger or W&B run starts.
         from afno_repro.checkpoints import check_resume_checkpoint
 
-        check_resume_checkpoint(cfg.ckpt_path, task)
+        stored = check_resume_checkpoint(cfg.ckpt_path, task)
+        done, epochs = (stored or {}).get("epoch"), cfg.trainer.get("max_epochs")
+        if isinstance(done, int) and isinstance(epochs, int) and done + 1 > epochs:
+            raise UserFacingError(
+                f"ckpt_path={cfg.ckpt_path} holds {done + 1} trained epochs, more than trainer.max_epochs={epochs}: a "
+                f"resumed run trains on up to trainer.max_epochs, so give at least {done + 1} (the run's own count, "
+                "unless you mean to extend it), or start afresh without ckpt_path.")
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [_instantiate_callback(c, task) for c in (cfg.get("callbacks") or {}).values()]

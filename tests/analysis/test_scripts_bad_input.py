@@ -112,6 +112,11 @@ def test_names_not_in_the_configs_or_the_registry(capsys):
     assert "matches no row" in _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "nosuchrow"], capsys)
 
 
+def test_fill_baselines_without_a_data_folder_says_which_option(capsys):
+    message = _refused("fill_baselines", ["experiment=table2_inpainting"], capsys)
+    assert "data.root is not set" in message and "data.root=/data/imagenet" in message
+
+
 def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):
     assert "scores no biharmonic baseline" in _refused("fill_baselines", ["experiment=table5_classification", "debug=smoke"],
                                                        capsys)

@@ -131,6 +131,19 @@ def test_last_checkpoint_is_every_epochs_also_between_validations(tmp_path):
     assert [p.name for p in (tmp_path / "checkpoints").glob("best-*.ckpt")] == ["best-epoch001.ckpt"]
 
 
+def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_says_so(tmp_path, capsys):
+    """A checkpoint of 2 trained epochs resumed with trainer.max_epochs=1: one paragraph, not Lightning's
+    MisconfigurationException after the loggers started."""
+    two = tmp_path / "two"
+    run(compose([*SMOKE, "trainer.max_epochs=2"], output_dir=str(two)))
+    last = two / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(compose([*SMOKE, "trainer.max_epochs=1", f"ckpt_path={last}"], output_dir=str(tmp_path / "run")))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds 2 trained epochs, more than trainer.max_epochs=1" in err and "Traceback" not in err
+
+
 class _Worsening(pl.LightningModule):
     """A model whose selection metric only gets worse after the first epoch (never a new best)."""
 
