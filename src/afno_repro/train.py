@@ -77,6 +77,11 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
         )
     for option, kind, bound, example in _CHECKED_OPTIONS:
         _check_number(cfg, option, kind, bound, example)
+    for option in _SWITCHES:
+        value = OmegaConf.select(cfg, option, default=None)
+        if value is not None and not isinstance(value, bool):
+            # A string such as 'no' or 'off' is truthy in Python: task.compile=no compiled the model.
+            raise UserFacingError(f"{option}={value!r} is not true or false; write {option}=true or {option}=false.")
     try:
         resolve_precision(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"),
                           cfg.get("matmul_precision", "auto"))
@@ -109,6 +114,11 @@ _CHECKED_OPTIONS = (
     ("trainer.gradient_clip_val", "number", ">=0", "trainer.gradient_clip_val=1.0 (or null: no clipping)"),
     ("global_batch", "int", ">0", "global_batch=1024 (or null: data.batch_size x processes x accumulation)"),
 )
+
+
+# On/off options a user types; Hydra passes `no`, `off` or `1` through as a string or number.
+_SWITCHES = ("task.compile", "run_baselines", "count_flops", "mixer.recompute", "task.no_weight_decay",
+             "data.pin_memory", "data.repeated_augmentation", "data.photometric_distortion")
 
 
 def _check_number(cfg: DictConfig, option: str, kind: str, bound: str, example: str) -> None:

@@ -37,6 +37,7 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch"),
     ("data.image_size=0", "data.image_size"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
+    ("task.compile=no", "task.compile='no' is not true or false"),  # a truthy string: it compiled the model
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
@@ -68,6 +69,20 @@ def test_every_checked_numeric_option_refuses_a_wrong_type_or_value(tmp_path, ba
         with pytest.raises(UserFacingError) as refused:
             check_options(broken, tmp_path / "run")
         assert str(refused.value).startswith(f"{option}=") and "e.g." in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", ["no", "off", 1], ids=["no", "off", "one"])
+def test_every_switch_refuses_what_is_not_true_or_false(tmp_path, bad):
+    from omegaconf import OmegaConf
+
+    from afno_repro.train import _SWITCHES, UserFacingError, check_options
+
+    for option in _SWITCHES:
+        broken = compose(list(SMOKE), output_dir=str(tmp_path / "run"))
+        OmegaConf.update(broken, option, bad, force_add=True)
+        with pytest.raises(UserFacingError) as refused:
+            check_options(broken, tmp_path / "run")
+        assert str(refused.value) == f"{option}={bad!r} is not true or false; write {option}=true or {option}=false."
 
 
 def test_a_failure_in_the_end_of_run_evaluation_keeps_the_training_record(tmp_path, capsys, monkeypatch):
