@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,29 @@ def _guard(run_dir: Path, ckpt_path: str | None = None) -> None:
     from afno_repro.runs import RunFolderGuard
 
     RunFolderGuard().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}}, "ckpt_path": ckpt_path}))
+
+
+def test_a_sweep_folder_that_holds_runs_is_refused_unless_it_resumes(tmp_path, capsys):
+    """Hydra writes every job's .hydra/config.yaml before the job can refuse the folder, so a second sweep into
+    a folder of finished runs rewrote their configs; the guard refuses it before any job starts."""
+    from omegaconf import OmegaConf
+
+    from afno_repro.runs import RunFolderGuard
+
+    sweep = tmp_path / "sweep"
+    assert _main(SMOKE, sweep / "0_seed-0")["status"] == "completed"
+
+    def start(resume):
+        RunFolderGuard().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "resume": resume}))
+
+    with pytest.raises(SystemExit) as exit_info:
+        start(False)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "already holds 1 run(s) (0_seed-0)" in err and "resume=auto" in err
+    start("auto")  # make reproduce-all's way: complete or skip each run by its own record
+    shutil.rmtree(sweep / "0_seed-0")
+    (sweep / "0_seed-0" / ".hydra").mkdir(parents=True)  # a job Hydra set up but that never ran loses nothing
+    start(False)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "refuse_reuse_message", "resume_command",
+__all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "refuse_reuse_message", "refuse_sweep_reuse_message", "resume_command",
            "unwritable_message"]
 
 _ANY = object()
@@ -159,6 +159,26 @@ def refuse_reuse_message(run_dir: str | Path, ckpt_path: Any) -> str | None:
     )
 
 
+def refuse_sweep_reuse_message(sweep_dir: str | Path, resume: Any) -> str | None:
+    """Why a sweep must not start in ``sweep_dir``, or None when it may.
+
+    Hydra writes each job's ``.hydra/config.yaml`` and ``overrides.yaml`` before the job runs, so a new sweep
+    into a folder of finished runs would rewrite their configs with its own overrides, even though each job
+    then refuses to overwrite the run's results. With ``resume=auto`` (what make reproduce-all passes) a
+    sweep there completes or skips its runs by their own records, which is what it is for.
+    """
+    sweep_dir = Path(sweep_dir)
+    if resume == "auto" or not sweep_dir.is_dir():
+        return None
+    runs = sorted(child.name for child in sweep_dir.iterdir() if child.is_dir() and existing_run(child))
+    if not runs:
+        return None
+    shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+    return (f"the sweep folder {sweep_dir} already holds {len(runs)} run(s) ({shown}); a new sweep there would rewrite "
+            "their Hydra configs with its overrides. Add resume=auto to finish the runs that did not complete and skip "
+            "the others (with the same overrides), or give a new folder with hydra.sweep.dir=... (or leave it out).")
+
+
 def unwritable_message(folder: str | Path, what: str = "run folder") -> str | None:
     """Why ``folder`` cannot be created or written to, or None when it can."""
     folder = Path(folder)
@@ -190,7 +210,8 @@ class RunFolderGuard(Callback):
                 or refuse_reuse_message(config.hydra.run.dir, config.get("ckpt_path")))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _refuse(unwritable_message(config.hydra.sweep.dir, "sweep folder"))
+        _refuse(unwritable_message(config.hydra.sweep.dir, "sweep folder")
+                or refuse_sweep_reuse_message(config.hydra.sweep.dir, config.get("resume")))
 
 
 def _refuse(message: str | None) -> None:
