@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -77,6 +78,13 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
         )
     for option, kind, bound, example in _CHECKED_OPTIONS:
         _check_number(cfg, option, kind, bound, example)
+    accelerator, devices = cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", "auto")
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserFacingError(f"trainer.accelerator={accelerator} but torch finds no CUDA GPU here "
+                              f"(torch {torch.__version__}): use trainer.accelerator=cpu, or auto to take a GPU when there is one.")
+    if isinstance(devices, bool) or (isinstance(devices, int) and devices < 1 and devices != -1):
+        raise UserFacingError(f"trainer.devices={devices!r} is no number of devices: give e.g. trainer.devices=1, "
+                              "-1 (every device) or auto.")
     for option in _SWITCHES:
         value = OmegaConf.select(cfg, option, default=None)
         if value is not None and not isinstance(value, bool):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from afno_repro.config import compose, missing_paper_row
 from readme import user_env
@@ -39,6 +40,7 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("data.image_size=0", "data.image_size"),
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
     ("task.compile=no", "task.compile='no' is not true or false"),  # a truthy string: it compiled the model
+    ("trainer.devices=0", "trainer.devices=0 is no number of devices"),  # Lightning's own error, exit 1, before
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
@@ -70,6 +72,15 @@ def test_every_checked_numeric_option_refuses_a_wrong_type_or_value(tmp_path, ba
         with pytest.raises(UserFacingError) as refused:
             check_options(broken, tmp_path / "run")
         assert str(refused.value).startswith(f"{option}=") and "e.g." in str(refused.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
+def test_a_gpu_accelerator_without_a_gpu_is_refused_before_training(tmp_path, capsys):
+    from afno_repro.train import UserFacingError, check_options
+
+    cfg = compose([*SMOKE, "trainer.accelerator=gpu"], output_dir=str(tmp_path / "run"))
+    with pytest.raises(UserFacingError, match=r"trainer.accelerator=gpu but torch finds no CUDA GPU here"):
+        check_options(cfg, tmp_path / "run")
 
 
 @pytest.mark.parametrize("bad", ["no", "off", 1], ids=["no", "off", "one"])
