@@ -9,7 +9,7 @@ is used as given.
 Why these defaults: the anchors' own training loops run under autocast (GFNet's and DeiT's
 ``torch.cuda.amp.autocast()``), and on one H200 a Table 2 AFNO step through ``train.py`` took 0.74 s
 with them against 2.37 s in float32 without TF32 (README, "Speed on a GPU"). On a CPU bf16 autocast makes these models slower
-(the demo's ViT step: 1.5 s float32, 2.8 s bf16 on 2 cores; README, the "Precision" note under
+(the demo's ViT training step: 0.2-0.3 s float32, 3.3-3.4 s bf16 on 2 cores; README, the "Precision" note under
 "Running the paper's experiments"), so float32 stays. Whatever the precision, the spectral mixers keep their
 FFTs in float32 (:mod:`afno_repro.mixers.precision`).
 """
