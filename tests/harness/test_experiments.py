@@ -108,6 +108,8 @@ def test_every_sweep_point_composes_and_builds(experiment):
         elif experiment != "fewshot_demo":
             # A.4: 2000 epochs, evaluated every 100, no weight decay, no clipping; the row's learning rate.
             assert cfg.trainer.max_epochs == 2000 and cfg.trainer.check_val_every_n_epoch == 100
+            # last.ckpt with each evaluation, not after each 2-step epoch.
+            assert cfg.callbacks.last_checkpoint.every_n_epochs == 100
             assert cfg.optimizer.weight_decay == 0 and cfg.trainer.gradient_clip_val is None
             assert cfg.optimizer.lr == (1e-4 if cfg.mixer.name == "attention" else 1e-3)
             assert cfg.data.source == "datasetgan" and cfg.data.image_size == 224
