@@ -40,8 +40,9 @@ __all__ = ["TRAIN_SCRIPT", "find_pretraining_run", "load_pretrained_backbone", "
            "resolve_pretrained"]
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
-# Overrides of a finetuning command that also shape the pretraining run it needs (its trunk, its size).
-_PASSED_ON = ("debug=", "backbone.", "mixer.", "+backbone.", "+mixer.")
+# Overrides of a finetuning command that also shape the pretraining run it needs (its trunk, its size), or
+# say where it is written and found (runs_root).
+_PASSED_ON = ("debug=", "backbone.", "mixer.", "+backbone.", "+mixer.", "runs_root=")
 
 
 def _needs(cfg: DictConfig) -> dict[str, Any] | None:
@@ -140,8 +141,10 @@ def resolve_pretrained(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, A
         run = find_pretraining_run(cfg, needs)
     if run is None:
         wanted = ", ".join(f"{key}={value}" for key, value in _match(cfg, needs).items())
+        root = cfg.get("runs_root") or "outputs"
+        where = f"{root} (that folder does not exist: is runs_root= spelled right?)" if not Path(root).is_dir() else root
         raise ValueError(
-            f"pretrained=auto found no completed pretraining run below {cfg.get('runs_root') or 'outputs'} with {wanted} "
+            f"pretrained=auto found no completed pretraining run below {where} with {wanted} "
             f"(the same trunk as this run: mixer, widths, depth, image size). Make it first:\n  {shlex.join(command)}\n"
             "then run this command again; or give pretrained=<file.ckpt>, or pretrained=null to train from scratch."
         )

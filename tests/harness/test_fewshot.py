@@ -108,16 +108,30 @@ def test_find_runs_matches_fields_and_sorts_newest_first(tmp_path):
 
 @pytest.mark.slow
 def test_fewshot_demo_makes_its_pretraining_run_first(train, tmp_path):
-    """`experiment=fewshot_demo debug=smoke` on an empty outputs/: it runs the (smoke) demo inpainting
-    first, then finetunes from it and trains from scratch, and the summary shows both."""
-    result = train("experiment=fewshot_demo", "debug=smoke", cwd=tmp_path)
+    """`experiment=fewshot_demo debug=smoke runs_root=mine` on an empty folder: it runs the (smoke) demo
+    inpainting first, below the same runs_root, then finetunes from it and trains from scratch, and the summary
+    shows both; nothing goes to the default outputs/ (the README's `make fewshot-demo` test covers that one)."""
+    result = train("experiment=fewshot_demo", "debug=smoke", "runs_root=mine", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "No pretraining run found below outputs: making it first with\n  python train.py debug=smoke" in result.stdout
-    (pretraining,) = find_runs(tmp_path / "outputs" / "runs", task="inpainting")
-    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*_fewshot_demo")
+    assert ("No pretraining run found below mine: making it first with\n  python train.py debug=smoke runs_root=mine"
+            in result.stdout)
+    assert not (tmp_path / "outputs").exists()
+    (pretraining,) = find_runs(tmp_path / "mine" / "runs", task="inpainting")
+    (sweep_dir,) = (tmp_path / "mine" / "multirun").glob("*/*_fewshot_demo")
     rows = {bool(r["init"]["checkpoint"]): r for r in json.loads((sweep_dir / "summary.json").read_text())}
     assert rows[True]["init"]["checkpoint"] == pretraining["best_checkpoint"] and rows[False]["init"]["how"] == "from scratch"
     assert "| afno pretrained (demo) |" in result.stdout and "| afno scratch |" in result.stdout
+
+
+def test_pretrained_auto_names_a_runs_root_that_does_not_exist(tmp_path):
+    """A misspelled runs_root: the message says the folder does not exist, and the command it prints keeps it."""
+    from afno_repro.pretrained import resolve_pretrained
+
+    cfg = compose(["experiment=table6_finetune", "paper_model=table6/afno", "debug=smoke", f"runs_root={tmp_path}/nope"])
+    with pytest.raises(ValueError, match=r"below .*nope \(that folder does not exist: is runs_root= spelled right\?\)"
+                       r"(.|\n)*python train.py experiment=table6_pretrain paper_model=table6/afno debug=smoke "
+                       r"runs_root=.*nope\n"):
+        resolve_pretrained(cfg, ["paper_model=table6/afno", "debug=smoke", f"runs_root={tmp_path}/nope"])
 
 
 def test_a_bad_pretrained_file_is_named_as_pretrained(tmp_path):
