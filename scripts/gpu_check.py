@@ -124,7 +124,7 @@ def _train_py_step(work: Path, smoke: bool) -> dict:
         run_dir = work / f"train_py_{count}"
         command = [sys.executable, str(ROOT / "train.py"), "experiment=table2_inpainting", "paper_model=table2/afno", f"data.root={root}",
                    "trainer.max_epochs=1", f"data.train_samples_per_epoch={count * batch}", f"data.val_samples={batch}",
-                   "logger=csv", f"hydra.run.dir={run_dir}", *(["debug=smoke", f"data.root={root}"] if smoke else [])]
+                   "logger=csv", f"hydra.run.dir={run_dir}", *(["debug=smoke", "data=imagenet"] if smoke else [])]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=work, capture_output=True, text=True)
         record = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}

@@ -85,6 +85,7 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     if isinstance(devices, bool) or (isinstance(devices, int) and devices < 1 and devices != -1):
         raise UserFacingError(f"trainer.devices={devices!r} is no number of devices: give e.g. trainer.devices=1, "
                               "-1 (every device) or auto.")
+    _check_data_root(cfg)
     for option in _SWITCHES:
         value = OmegaConf.select(cfg, option, default=None)
         if value is not None and not isinstance(value, bool):
@@ -127,6 +128,34 @@ _CHECKED_OPTIONS = (
 # On/off options a user types; Hydra passes `no`, `off` or `1` through as a string or number.
 _SWITCHES = ("task.compile", "run_baselines", "count_flops", "mixer.recompute", "task.no_weight_decay",
              "data.pin_memory", "data.repeated_augmentation", "data.photometric_distortion")
+
+
+def _check_data_root(cfg: DictConfig) -> None:
+    """``data.root`` given to a run whose data is embedded (the scikit-image photographs, shapes, street scenes or
+    faces, which ``debug=smoke`` selects for every task) would be ignored: the run would train and pass on data the
+    user did not mean. Refuse it, naming the data config that reads the folder."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig) or data.get("root") is None:
+        return
+    root, target = data.root, str(data.get("_target_") or "")
+    if data.get("name") == "skimage":
+        which, folder_data, shorter = "the embedded photographs", "imagenet", "data.train_samples_per_epoch=8 data.val_samples=4"
+    elif data.get("source") == "lfw":
+        which, folder_data, shorter = "the embedded faces (lfw_subset)", "imagenet_classification", "data.train_samples_per_epoch=8 data.val_samples=4"
+    elif data.get("source") == "embedded" and "FewShot" in target:
+        which, folder_data, shorter = "the embedded shapes", "datasetgan", None
+    elif data.get("source") == "embedded":
+        which, folder_data, shorter = "the embedded street scenes", "cityscapes", "data.train_samples_per_epoch=8 data.val_samples=4"
+    else:
+        return
+    smoke = "smoke" in (cfg.get("tags") or [])
+    raise UserFacingError(
+        f"data.root={root} would not be read: this run's data is {which}"
+        + (", which debug=smoke selects for every experiment" if smoke else "")
+        + f". To train on that folder, name the data config that reads it as well, e.g. data={folder_data} data.root={root}"
+        + (f" (with debug=smoke, add {shorter} to keep the run short)" if smoke and shorter else "")
+        + "; or leave data.root out."
+    )
 
 
 def _check_number(cfg: DictConfig, option: str, kind: str, bound: str, example: str) -> None:

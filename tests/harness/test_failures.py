@@ -74,6 +74,23 @@ def test_every_checked_numeric_option_refuses_a_wrong_type_or_value(tmp_path, ba
         assert str(refused.value).startswith(f"{option}=") and "e.g." in str(refused.value)
 
 
+@pytest.mark.parametrize("experiment,reads", [
+    ("table2_inpainting", "data=imagenet"), ("table3_fewshot", "data=datasetgan"),
+    ("table5_classification", "data=imagenet_classification"), ("table4_cityscapes", "data=cityscapes")])
+def test_a_data_root_the_smoke_data_would_ignore_is_refused(tmp_path, experiment, reads):
+    """debug=smoke swaps every task's data for an embedded set: a data.root given beside it used to be ignored,
+    and a user smoke-testing their own folder got a green run on the photographs."""
+    from afno_repro.train import UserFacingError, check_options
+
+    cfg = compose([f"experiment={experiment}", *SMOKE, f"data.root={tmp_path}/mine"], output_dir=str(tmp_path / "run"))
+    with pytest.raises(UserFacingError, match=rf"^data.root={tmp_path}/mine would not be read: this run's data is the "
+                                              rf"embedded .*, which debug=smoke selects .* e.g. {reads} data.root="):
+        check_options(cfg, tmp_path / "run")
+    # The fix it names composes and gets past this check (the folder itself is the data module's to check).
+    check_options(compose([f"experiment={experiment}", *SMOKE, reads, f"data.root={tmp_path}/mine"],
+                          output_dir=str(tmp_path / "run")), tmp_path / "run")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
 def test_a_gpu_accelerator_without_a_gpu_is_refused_before_training(tmp_path, capsys):
     from afno_repro.train import UserFacingError, check_options
