@@ -170,6 +170,47 @@ def test_a_sweep_folder_that_holds_runs_is_refused_unless_it_resumes(tmp_path, c
     start(False)
 
 
+def test_resume_auto_lets_a_single_run_back_into_its_folder_with_its_own_overrides(tmp_path, capsys):
+    """README's resume=auto, for one run as for a sweep: the guard used to refuse a single run's folder whatever
+    resume said. It lets the same command back in (the run then completes, resumes or restarts it) and refuses a
+    changed one before Hydra rewrites the folder's config."""
+    from omegaconf import OmegaConf
+
+    from afno_repro.runs import RunFolderGuard
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(f"- debug=smoke\n- resume=auto\n- hydra.run.dir={run}\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+
+    def start(*overrides, resume="auto"):
+        RunFolderGuard().on_run_start(OmegaConf.create({
+            "hydra": {"run": {"dir": str(run)}, "overrides": {"task": list(overrides)}}, "resume": resume, "ckpt_path": None}))
+
+    start("resume=auto", "debug=smoke", f"hydra.run.dir={run}", "runs_root=elsewhere")  # launch options may differ
+    for changed, said in ((("debug=smoke", "optimizer.lr=0.5"), "(added: optimizer.lr=0.5)"), ((), "(left out: debug=smoke)")):
+        with pytest.raises(SystemExit) as exit_info:
+            start("resume=auto", *changed, f"hydra.run.dir={run}")
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"resume=auto continues the run in {run}" in err and said in err
+    with pytest.raises(SystemExit):
+        start("debug=smoke", f"hydra.run.dir={run}", resume=False)
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_auto_through_the_command_line_skips_a_completed_run(train, tmp_path, metrics_of):
+    run_dir = tmp_path / "run"
+    first = train(*SMOKE, "resume=auto", f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = metrics_of(run_dir)
+    again = train(*SMOKE, "resume=auto", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"already completed, not run again (resume=auto): {run_dir}" in again.stdout
+    assert metrics_of(run_dir) == before
+
+
 @pytest.mark.slow
 def test_a_run_folder_that_holds_a_run_is_never_overwritten(train, tmp_path, metrics_of, capsys):
     """The refusal through the command line (Hydra's callback stops the run before Hydra writes its

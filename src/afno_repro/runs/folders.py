@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 __all__ = ["RunFolderGuard", "auto_resume", "existing_run", "find_runs", "refuse_reuse_message", "refuse_sweep_reuse_message", "resume_command",
+           "resume_mismatch_message",
            "unwritable_message"]
 
 _ANY = object()
@@ -179,6 +180,36 @@ def refuse_sweep_reuse_message(sweep_dir: str | Path, resume: Any) -> str | None
             "the others (with the same overrides), or give a new folder with hydra.sweep.dir=... (or leave it out).")
 
 
+# Overrides that say how or where a run is launched, not what it trains.
+_LAUNCH_ONLY = ("resume=", "hydra.", "runs_root=", "trainer.devices=", "trainer.num_nodes=", "logger=")
+
+
+def resume_mismatch_message(run_dir: str | Path, overrides: list[str]) -> str | None:
+    """Why ``resume=auto`` must not continue the run in ``run_dir`` with ``overrides``, or None when it may: the
+    folder's run (its ``.hydra/overrides.yaml``) was started with other overrides, so resuming or skipping it
+    would record this command's config beside that run's results."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    recorded = run_dir / ".hydra" / "overrides.yaml"
+    if not existing_run(run_dir) or not recorded.is_file():
+        return None
+    try:
+        before = yaml.safe_load(recorded.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return None
+    def trained(words: list[str]) -> list[str]:
+        return sorted(str(word) for word in words if not str(word).startswith(_LAUNCH_ONLY))
+    if trained(before) == trained(overrides):
+        return None
+    added = [word for word in trained(overrides) if word not in trained(before)]
+    dropped = [word for word in trained(before) if word not in trained(overrides)]
+    return (f"resume=auto continues the run in {run_dir} with the overrides it was started with, and this command's "
+            f"differ ({'added: ' + ' '.join(added) if added else ''}{'; ' if added and dropped else ''}"
+            f"{'left out: ' + ' '.join(dropped) if dropped else ''}). Run the same overrides again to resume it, or "
+            "start the changed run in a new folder (leave out `hydra.run.dir=`, or give one that does not exist yet).")
+
+
 def unwritable_message(folder: str | Path, what: str = "run folder") -> str | None:
     """Why ``folder`` cannot be created or written to, or None when it can."""
     folder = Path(folder)
@@ -206,6 +237,12 @@ class RunFolderGuard(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("resume") == "auto":
+            # The run itself completes, resumes or restarts what the folder holds (afno_repro.train): only a
+            # different command must not take the folder over, Hydra rewriting its config.
+            _refuse(unwritable_message(config.hydra.run.dir)
+                    or resume_mismatch_message(config.hydra.run.dir, list(config.hydra.overrides.task)))
+            return
         _refuse(unwritable_message(config.hydra.run.dir)
                 or refuse_reuse_message(config.hydra.run.dir, config.get("ckpt_path")))
 
