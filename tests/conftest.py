@@ -141,7 +141,11 @@ def paper_data(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("paper_data")
     for category in ("face", "car", "cat"):
         write_datasetgan(folder / "datasetgan", category=category)
-    (folder / "swin").mkdir()  # Figure 1's Swin checkpoints: not read before Figure 1 runs
+    (folder / "swin").mkdir()
+    for size in ("tiny", "small", "base"):
+        # Figure 1's Swin checkpoints, under their release names: the pipeline checks they are there; no test run
+        # reaches Figure 1 from this folder, so their weights are never read (tests/models/test_swin.py loads real ones).
+        torch.save({"model": {}}, folder / "swin" / f"swin_{size}_patch4_window7_224.pth")
     # 3 classes x 44 = 132 training images: one full batch of the classification recipe's 128.
     return {"/data/imagenet": write_imagenet(folder / "imagenet", train_per_class=44),
             "/data/cityscapes": write_cityscapes(folder / "cityscapes"),

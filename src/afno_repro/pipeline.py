@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from afno_repro.config import sweep_points
-from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem
+from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem, value_problem
 from afno_repro.report.declared import borrowed_by
 from afno_repro.runs import find_runs, write_json
 
@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # steps it does not measure (an experiment's needs) are not held to the overrides.
         return _preflight(args, steps, root, data_roots)
     # A typo in an override would otherwise show in the plan and then fail every run of every experiment.
-    if (extra or data_roots) and (problem := override_problem(steps)):
+    if (extra or data_roots) and (problem := override_problem(steps) or value_problem(steps)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     print(format_plan(steps, root, report_dir), flush=True)

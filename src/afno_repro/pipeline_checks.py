@@ -1,7 +1,7 @@
 """What ``python -m afno_repro.pipeline`` checks before it runs anything: the folders on its command line,
 the datasets a paper-scale plan needs, and every override composed into a run of every experiment (a typo
-fails the dry run with exit status 2 instead of every real run). Each check returns the paragraph to print,
-or None.
+fails the dry run with exit status 2 instead of every real run), then the values each run would refuse
+(``trainer.max_epochs=abc``, ``seed=-1``). Each check returns the paragraph to print, or None.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from afno_repro.pipeline import Step
 
-__all__ = ["folder_problem", "missing_data", "override_problem"]
+# The Swin authors' ImageNet-1K checkpoints Figure 1's Swin rows start from (configs/paper_model/fig1/swin_*.yaml).
+SWIN_CHECKPOINTS = tuple(f"swin_{size}_patch4_window7_224.pth" for size in ("tiny", "small", "base"))
+
+__all__ = ["SWIN_CHECKPOINTS", "folder_problem", "missing_data", "override_problem", "value_problem"]
 
 
 def missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> str | None:
@@ -38,6 +41,13 @@ def folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> 
             state = "is a file, not a folder" if path.exists() else "does not exist"
             return (f"--{name} {folder} {state}. Give the folder that holds the dataset (README, 'Reproducing "
                     "everything', shows each one's layout).")
+        missing = [file for file in SWIN_CHECKPOINTS
+                   if not (path / file).is_file() or (path / file).stat().st_size == 0] if name == "swin" else []
+        if missing:
+            # Figure 1's Swin rows would otherwise stop only after its pretraining, hours into the plan.
+            return (f"--swin {folder} lacks {', '.join(missing)}: Figure 1's Swin rows start from the Swin authors' "
+                    "ImageNet-1K checkpoints, each under its release name in that folder "
+                    f"({', '.join(SWIN_CHECKPOINTS)}).")
     for option, path in (("--root", root), ("--report", report_dir)):
         blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocking is not None:
@@ -107,4 +117,30 @@ def override_problem(steps: list[Step]) -> str | None:
                         f"Fix or remove it: `python train.py experiment={step.experiment} --cfg job` prints the keys "
                         "that exist, a new key needs a leading + (+key=value), and a value with spaces or non-ASCII "
                         "characters needs quotes (key='value').")
+    return None
+
+
+def value_problem(steps: list[Step]) -> str | None:
+    """The first run of the plan whose composed options :func:`afno_repro.train.check_values` refuses (a value
+    of the wrong type or out of range, a switch that is not true or false): the dry run says it once, where
+    every run would otherwise fail with it. Composed as :func:`override_problem` composes them (once per
+    distinct choice of config groups), after that check has passed; a GPU asked for need not be on this
+    machine (a Slurm plan is made on a login node)."""
+    from afno_repro.config import compose
+    from afno_repro.failures import UserFacingError
+    from afno_repro.train import check_values
+
+    for step in steps:
+        given = [word for word in step.command[3:] if not word.startswith(("hydra.", "hydra/"))]
+        seen: set[tuple[str, ...]] = set()
+        for point in step.points:
+            groups = tuple(item for item in point if "." not in item.split("=", 1)[0])
+            if groups in seen:
+                continue
+            seen.add(groups)
+            try:
+                check_values(compose([*given, *point]), on_this_machine=False)
+            except UserFacingError as error:
+                row = f" ({' '.join(point)})" if point else ""
+                return f"the run of experiment={step.experiment}{row} would refuse its options (so would the others): {error}"
     return None

@@ -42,7 +42,7 @@ from afno_repro.runs.record import identity, model_info, number, progress, readi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Built", "UserFacingError", "build", "check_options", "main", "run"]
+__all__ = ["Built", "UserFacingError", "build", "check_options", "check_values", "main", "run"]
 
 
 def main(cfg: DictConfig) -> dict[str, Any] | None:
@@ -55,9 +55,30 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     """Check the run-level options a user types before anything is built or trained.
 
     Everything that would otherwise fail after training (or train on nonsense) fails here, with the
-    option named: ``seed``, ``trainer.max_epochs``, the numeric options of :data:`_CHECKED_OPTIONS` (learning
-    rate, batch sizes, image size, validation interval, clip value, ...), ``trainer.precision``,
-    ``matmul_precision``, the run folder (writable, not another run's).
+    option named: the values of :func:`check_values`, and the run folder (writable, not another run's).
+    """
+    check_values(cfg)
+    message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
+    if message is not None:
+        raise RunFolderInUse(message)
+    # Lightning only warns when it cannot write a checkpoint, after the epoch it trained for.
+    message = unwritable_message(run_dir / "checkpoints", "checkpoint folder")
+    if message is not None:
+        raise UserFacingError(message)
+
+
+def check_values(cfg: DictConfig, on_this_machine: bool = True) -> None:
+    """The option values of a composed run, checked without a run folder (``make reproduce-all --dry-run`` checks
+    every run of its plan with it): ``seed``, ``trainer.max_epochs``, ``backbone.depth``, the numeric options of
+    :data:`_CHECKED_OPTIONS` (learning rate, batch sizes, image size, validation interval, clip value, ...), the
+    on/off switches, a ``data.root`` the data would ignore, ``trainer.precision``, ``matmul_precision`` and the
+    batch plan; with ``on_this_machine``, also that a GPU asked for is here (a plan for a Slurm cluster is
+    checked on a login node without one).
+
+    Raises
+    ------
+    UserFacingError
+        The first option that is wrong, named with what it must be.
     """
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -79,7 +100,7 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
     for option, kind, bound, example in _CHECKED_OPTIONS:
         _check_number(cfg, option, kind, bound, example)
     accelerator, devices = cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices", "auto")
-    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+    if on_this_machine and str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserFacingError(f"trainer.accelerator={accelerator} but torch finds no CUDA GPU here "
                               f"(torch {torch.__version__}): use trainer.accelerator=cpu, or auto to take a GPU when there is one.")
     if isinstance(devices, bool) or (isinstance(devices, int) and devices < 1 and devices != -1):
@@ -97,13 +118,6 @@ def check_options(cfg: DictConfig, run_dir: Path) -> None:
         _batch_plan(cfg)
     except ValueError as error:
         raise UserFacingError(str(error)) from None
-    message = refuse_reuse_message(run_dir, cfg.get("ckpt_path"))
-    if message is not None:
-        raise RunFolderInUse(message)
-    # Lightning only warns when it cannot write a checkpoint, after the epoch it trained for.
-    message = unwritable_message(run_dir / "checkpoints", "checkpoint folder")
-    if message is not None:
-        raise UserFacingError(message)
 
 
 # Numeric options a user types whose wrong type or value would otherwise fail deep inside a library

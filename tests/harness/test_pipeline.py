@@ -547,6 +547,22 @@ def test_dry_run_refuses_override_syntax_as_train_py_does(override, says, tmp_pa
     assert err.startswith(f"error: the override `{override}`") and says in err and "Lexer" not in err
 
 
+@pytest.mark.parametrize(("override", "says"), [
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not a positive whole number of epochs"),
+    ("seed=-1", "seed=-1 is not a valid seed"),
+    ("task.compile=no", "task.compile='no' is not true or false"),
+])
+def test_dry_run_refuses_a_value_every_run_would_refuse(override, says, tmp_path, monkeypatch, capsys):
+    """The overrides composed, the dry run used to print a clean plan for values that each run then refused, and
+    the real run failed all of them and said to run the same command again."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _pipeline(["--scale", "smoke", "--only", "table2_inpainting", "--dry-run", override], capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: the run of experiment=table2_inpainting (paper_model=table2/attention) would refuse "
+                          "its options") and says in err
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_dry_run_names_the_row_an_override_does_not_fit(tmp_path, monkeypatch, capsys):
     """A key the first rows' mixers have (attention's heads) and a later row's lacks (GFN) fails on that row."""
     monkeypatch.chdir(tmp_path)
@@ -567,13 +583,18 @@ def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     a_file = tmp_path / "a_file"
     a_file.write_text("")
+    swin = tmp_path / "swin"
+    swin.mkdir()
+    (swin / "swin_small_patch4_window7_224.pth").write_bytes(b"weights")
     for argv, says in (
         (["--imagenet", str(a_file)], f"--imagenet {a_file} is a file, not a folder"),
         (["--cityscapes", str(tmp_path / "missing")], "does not exist"),
         (["--root", str(a_file / "runs")], f"--root {a_file / 'runs'}: {a_file} is a file"),
         (["--report", str(a_file)], f"--report {a_file}: {a_file} is a file"),
+        # Figure 1's Swin rows would stop only after its pretraining, hours into the plan.
+        (["--swin", str(swin)], f"--swin {swin} lacks swin_tiny_patch4_window7_224.pth, swin_base_patch4_window7_224.pth"),
     ):
         for mode in ([], ["--dry-run"]):
             status, out, err = _pipeline(["--scale", "paper", *argv, *mode], capsys)
             assert status == 2 and out == "" and err.startswith("error: ") and says in err, err
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "swin"]
