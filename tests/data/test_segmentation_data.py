@@ -298,6 +298,7 @@ def test_bad_masks_and_images(tmp_path):
     np.save(folder / "001.npy", bad_id)
     message = _setup_error(source="ddpm", root=root, name="cat_15")
     assert "001.npy' has label id 15" in message and "0 ... 14" in message
+    assert "data.num_classes and data.ignore_label match" in message  # DDPM-segmentation's option
     np.save(folder / "001.npy", original.astype(np.float32))
     assert "001.npy' holds a float32 array" in _setup_error(source="ddpm", root=root, name="cat_15")
     np.save(folder / "001.npy", original[None])
@@ -315,6 +316,8 @@ def test_datasetgan_label_ids_must_be_in_the_category_range(tmp_path):
     np.save(root / "testing_data" / "cat_16_class" / "label_02.npy", mask)
     message = _setup_error(source="datasetgan", root=root, category="cat")
     assert "label_02.npy' has label id 16" in message and "0 ... 15" in message
+    # ignore_label is DDPM-segmentation's option only: suggesting it here led to a refusal naming it.
+    assert "ignore_label" not in message and "DatasetGAN's masks have no unscored label" in message
 
 
 def test_too_few_test_images_for_the_folds(tmp_path):

@@ -295,7 +295,11 @@ def _load_pair(
         unscored = f" or the unscored label {ignore_label}" if ignore_label is not None else ""
         raise DataError(
             f"mask {str(mask_file)!r} has label id {bad[0]}, outside the valid ids 0 ... {label_count - 1}{unscored}. "
-            "Check that data.num_classes (and data.ignore_label) match the dataset, or restore the file from the release."
+            + ("Check that data.num_classes and data.ignore_label match the dataset" if release.lower().startswith("ddpm")
+               # data.ignore_label is DDPM-segmentation's option only: naming it here sent users round in circles.
+               else "DatasetGAN's masks have no unscored label. Check that data.num_classes matches the dataset"
+               if release.lower().startswith("datasetgan") else "Check that data.num_classes matches the dataset")
+            + ", or restore the file from the release."
         )
     if crop_rows is not None and mask.shape[0] == _CAR_FULL_HEIGHT:
         image, mask = image[:, crop_rows[0] : crop_rows[1]], mask[crop_rows[0] : crop_rows[1]]
