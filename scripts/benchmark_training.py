@@ -226,7 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     from afno_repro.analysis.complexity import count_flops
     from afno_repro.config import compose
     from afno_repro.precision import apply_precision, resolve_precision
+    from afno_repro.train import check_values
     from hydra.utils import instantiate
+
+    # A value every run would refuse (data.batch_size=-1 was measured and reported as out of memory): named
+    # before anything is measured, as train.py names it.
+    configs = [compose(overrides, output_dir="outputs/benchmark_training") for _, overrides in rows]
+    for cfg in configs:
+        check_values(cfg, on_this_machine=False)
 
     device = torch.device(args.device)
     numerics = resolve_precision("cuda" if device.type == "cuda" else "cpu", args.precision)
@@ -242,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'experiment':<22}{'row':<40}{'batch':>6}{'img/s':>9}{'compiled':>9}{'peak GiB':>9}{'saved GiB':>10}{'TFLOP/s':>8}"
           f"{'of peak':>8}{'GPU-h':>9}")
     results = []
-    for experiment, overrides in rows:
-        cfg = compose(overrides, output_dir="outputs/benchmark_training")
+    for (experiment, overrides), cfg in zip(rows, configs):
         size = int(cfg.data.image_size)
         with torch.device("meta"):
             meta_model = instantiate(cfg.backbone)

@@ -122,7 +122,7 @@ def check_values(cfg: DictConfig, on_this_machine: bool = True) -> None:
 
 # Numeric options a user types whose wrong type or value would otherwise fail deep inside a library
 # (a comparison's TypeError, Lightning's ZeroDivisionError, a conv's RuntimeError) or mean nothing
-# (a negative clip value): (option, "int" or "number", lower bound ">0" or ">=0", an example).
+# (a negative clip value): (option, "int" or "number", bound ">0", ">=0" or "[0,1)", an example).
 # An option a config leaves out or sets to null (where null is allowed: clip values, a second
 # batch size) is not checked.
 _CHECKED_OPTIONS = (
@@ -136,6 +136,12 @@ _CHECKED_OPTIONS = (
     ("trainer.accumulate_grad_batches", "int", ">0", "trainer.accumulate_grad_batches=1"),
     ("trainer.gradient_clip_val", "number", ">=0", "trainer.gradient_clip_val=1.0 (or null: no clipping)"),
     ("global_batch", "int", ">0", "global_batch=1024 (or null: data.batch_size x processes x accumulation)"),
+    # The backbone's sizes and rates: a negative width failed in torch.empty, a drop rate of 1.5 in timm's DropPath
+    # (both with a traceback), a zero MLP ratio built blocks without an MLP.
+    ("backbone.embed_dim", "int", ">0", "backbone.embed_dim=768"),
+    ("backbone.mlp_ratio", "number", ">0", "backbone.mlp_ratio=4"),
+    ("backbone.drop_path_rate", "number", "[0,1)", "backbone.drop_path_rate=0.1"),
+    ("backbone.drop_rate", "number", "[0,1)", "backbone.drop_rate=0.0"),
 )
 
 
@@ -179,10 +185,11 @@ def _check_number(cfg: DictConfig, option: str, kind: str, bound: str, example: 
     if value is None:
         return
     wanted = int if kind == "int" else (int, float)
-    ok = not isinstance(value, bool) and isinstance(value, wanted) and (value > 0 if bound == ">0" else value >= 0)
+    within = {">0": lambda v: v > 0, ">=0": lambda v: v >= 0, "[0,1)": lambda v: 0 <= v < 1}[bound]
+    ok = not isinstance(value, bool) and isinstance(value, wanted) and within(value)
     if not ok:
         what = "a whole number" if kind == "int" else "a number"
-        limit = "greater than 0" if bound == ">0" else "0 or more"
+        limit = {">0": "greater than 0", ">=0": "0 or more", "[0,1)": "from 0 up to (not including) 1"}[bound]
         raise UserFacingError(f"{option}={value!r} is not valid: it must be {what} {limit}, e.g. {example}.")
 
 

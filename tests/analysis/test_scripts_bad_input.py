@@ -110,6 +110,10 @@ def test_names_not_in_the_configs_or_the_registry(capsys):
     message = _refused("model_table", ["--scaling", "--mixers", "afno", "--grids", "4", "--dim", "7"], capsys)
     assert "mixer 'afno' cannot be built at --dim 7" in message and "num_blocks=8 does not divide" in message
     assert "matches no row" in _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "nosuchrow"], capsys)
+    # A value train.py refuses, refused before any row is measured (it was reported as out of memory even at batch 1).
+    message = _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "afno", "--override", "data.batch_size=-1"],
+                       capsys)
+    assert message.startswith("error: data.batch_size=-1 is not valid: it must be a whole number greater than 0")
 
 
 def test_fill_baselines_without_a_data_folder_says_which_option(capsys):

@@ -253,7 +253,9 @@ def test_unwritable_run_and_checkpoint_folders_fail_before_training(tmp_path, ca
     with pytest.raises(SystemExit) as exit_info:
         _guard(blocker / "run")
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "error:" in err and "cannot create or write the run folder" in err
+    # Named as a file in the way, not as permissions (the advice was `chmod u+w`).
+    assert exit_info.value.code == 2 and "error:" in err and "chmod" not in err
+    assert f"cannot create the run folder {blocker / 'run'}: {blocker} is a file, so no folder can be made there" in err
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("")

@@ -195,3 +195,16 @@ def test_fno_reference_macs_count_real_products_of_the_kept_modes():
     with counter:
         mixer(torch.randn(1, 12, 10, 16))
     assert counter.get_total_flops() // 2 == mixer.reference_macs(12, 10) // 4
+
+
+def test_fno_modes_beyond_the_grid_warn_with_the_modes_that_fit():
+    """Valid (the weights serve a finer grid), but silent it built a 328M-parameter model on an 8x8 grid."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"8x8 token grid has 8x5 of them: the weights of 19,960 of its 20,000 "
+                                         r"frequencies get no gradient .* Give modes=\[4,5\] to fit this grid"):
+        build_mixer("fno", 16, modes=(100, 100), grid_size=(8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_mixer("fno", 64, modes=(14, 14), grid_size=(56, 56))  # Table 6's FNO row at 224
+        build_mixer("fno", 16, modes=(4, 5), grid_size=(8, 8))

@@ -6,6 +6,8 @@ Section 3.2 defines the Discrete FNO token mixer; Table 6 trains it as a ViT-XS/
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -108,6 +110,17 @@ class FNO2D(nn.Module):
         self.modes = modes
         self.num_blocks = num_blocks
         self.grid_size = None if grid_size is None else check_grid_size(grid_size, "FNO2D")
+        if self.grid_size is not None and (stored_rows > self.grid_size[0] or stored_cols > self.grid_size[1] // 2 + 1):
+            # Valid (the weights are indexed by frequency and serve a finer grid), but the weights of the
+            # frequencies this grid lacks are never trained here and still count in the model's size.
+            rows, cols = min(stored_rows, self.grid_size[0]), min(stored_cols, self.grid_size[1] // 2 + 1)
+            warnings.warn(
+                f"FNO2D keeps modes={modes} ({stored_rows}x{stored_cols} frequencies), but the {self.grid_size[0]}x"
+                f"{self.grid_size[1]} token grid has {rows}x{cols} of them: the weights of {stored_rows * stored_cols - rows * cols:,} "
+                f"of its {stored_rows * stored_cols:,} frequencies get no gradient at this resolution and still count in the "
+                "parameter count. Give "
+                f"modes=[{max(1, rows // 2)},{cols}] to fit this grid, or keep these to run the same weights on a finer one.",
+                stacklevel=3)
         block_size = dim // num_blocks
         scale = 1.0 / (block_size * block_size)
         self.weight = nn.Parameter(

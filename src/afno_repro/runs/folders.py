@@ -213,6 +213,11 @@ def resume_mismatch_message(run_dir: str | Path, overrides: list[str]) -> str | 
 def unwritable_message(folder: str | Path, what: str = "run folder") -> str | None:
     """Why ``folder`` cannot be created or written to, or None when it can."""
     folder = Path(folder)
+    blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
+    if blocking is not None:
+        # "Not a directory": no permission would help, unlike the advice below.
+        return (f"cannot create the {what} {folder}: {blocking} is a file, so no folder can be made there. Give a "
+                "folder path (runs_root=..., hydra.run.dir=... or hydra.sweep.dir=...), or move the file away.")
     probe = folder / ".write-test"
     try:
         folder.mkdir(parents=True, exist_ok=True)
