@@ -70,12 +70,29 @@ def run_guarded(run: Callable[[DictConfig], dict[str, Any] | None], cfg: DictCon
             # A bug rather than bad input: keep the traceback for the report, go on with the sweep.
             traceback.print_exception(error, file=sys.stderr)
         else:
-            print(f"\nerror: {describe(cause)}\n", file=sys.stderr, flush=True)
+            print(f"\nerror: {describe(cause)}{_going_on(cause)}\n", file=sys.stderr, flush=True)
         if in_sweep:
             return None
         sys.exit(2)
     finally:
         finish_wandb()
+
+
+def _going_on(error: BaseException) -> str:
+    """For a failure after training wrote checkpoints (a corrupt validation image met in the final evaluation, a
+    full disk): that they are kept, and the command that goes on from the last one once the cause is fixed."""
+    said = describe(error)
+    if isinstance(error, RunFolderInUse) or not HydraConfig.initialized() or "ckpt_path=" in said or "are kept in" in said:
+        return ""  # another run's folder, or a message that already says what is kept (a NaN loss)
+    from afno_repro.runs import resume_command
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return ""
+    command = resume_command(list(HydraConfig.get().overrides.task), last, run_dir)
+    return (f" The checkpoints written so far are kept in {last.parent}; once that is fixed, `{command}` goes on from the "
+            "last one (a run whose training had finished goes straight to its evaluation).")
 
 
 def _in_sweep() -> bool:

@@ -60,11 +60,30 @@ def test_corrupt_image_is_named(imagenet_root, tmp_path, capsys, workers):
     assert "Original Traceback" not in err and "DataLoader worker" not in err and len(err.strip().splitlines()) <= 3
 
 
+def test_a_corrupt_image_met_after_training_keeps_the_checkpoints_and_says_how_to_go_on(imagenet_root, tmp_path, capsys,
+                                                                                       metrics_of):
+    """A bad val/ image is first read by the test pass, after all training (the held-out selection split comes
+    from train/): the message says the checkpoints are kept and gives the command that goes on from them."""
+    bad = imagenet_root / "val" / "n01440764" / "n01440764_0.JPEG"
+    bad.write_bytes(b"")
+    overrides = [*SMOKE, "data=imagenet", f"data.root={imagenet_root}", "data.train_samples_per_epoch=8"]
+    err = _user_error(overrides, tmp_path, capsys)
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert "n01440764_0.JPEG' cannot be decoded" in err and metrics_of(run_dir)["epochs"] == 2
+    assert f"The checkpoints written so far are kept in {last.parent}; once that is fixed, `python train.py " in err
+    assert f"ckpt_path={last} hydra.run.dir={run_dir}` goes on from the last one" in err
+    bad.unlink()  # the fix; then the command it printed (in process, as train.py's entry point runs it)
+    summary = main(compose([*overrides, f"ckpt_path={last}"], output_dir=str(run_dir)))
+    assert summary["status"] == "completed" and metrics_of(run_dir)["global_step"] == 4  # no step trained twice
+
+
 def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, capsys, metrics_of):
     # Epoch 0 trains at the warm-up lr; epoch 1 jumps to an absurd lr and the loss blows up.
     err = _user_error([*SMOKE, "trainer.max_epochs=3", "optimizer.lr=1e38", "scheduler.warmup_t=1",
                        "scheduler.warmup_lr_init=1e-4"], tmp_path, capsys)
     assert "step" in err and "last.ckpt" in err
+    assert err.count("are kept in") == 1, "said once, by the NaN message itself"
     run_dir = tmp_path / "run"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     metrics = metrics_of(run_dir)
