@@ -630,6 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rebuild-report", action="store_true", help="rebuild the report even if no result changed")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer=ddp")
     args = parser.parse_args(argv)
+    preflight_only = [flag for flag, value in (("--rows", args.rows), ("--device", args.device), ("--batch", args.batch),
+                                               ("--steps", args.steps)) if value is not None]
+    if preflight_only and not args.preflight:
+        # Left unchecked, `--rows afno` ran (or planned) every row of every experiment.
+        parser.error(f"{', '.join(preflight_only)} only applies with --preflight (it picks what the preflight measures); add "
+                     "--preflight, or leave it out to run the whole plan (--only EXPERIMENT runs a part of it).")
 
     bare = [word for word in args.overrides if "=" not in word and not word.startswith("~")]
     if bare:

@@ -579,6 +579,17 @@ def test_dry_run_with_overrides_that_compose_prints_the_plan(tmp_path, monkeypat
     assert "optimizer.lr=1e-3 +trainer.detect_anomaly=false resume=auto" in out
 
 
+@pytest.mark.parametrize("flag", [["--rows", "afno"], ["--device", "cpu"], ["--batch", "2"], ["--steps", "1"]])
+def test_a_preflight_option_without_preflight_is_refused(flag, tmp_path, monkeypatch, capsys):
+    """`--rows afno` without --preflight was ignored: the whole plan ran."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        _pipeline(["--scale", "smoke", "--dry-run", *flag], capsys)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"error: {flag[0]} only applies with --preflight" in err
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     a_file = tmp_path / "a_file"
