@@ -45,6 +45,23 @@ def test_the_table_names_the_reading_the_images_and_failures(tmp_path):
     assert "held-out selection" in table
 
 
+def test_a_point_of_a_sweep_over_its_row_gets_no_paper_number(tmp_path):
+    """Figure 4's lambda=10 run is built on Table 6's AFNO row; printing that row's 25.69 dB beside it (and beside
+    every k) read as the paper's value for the point. The row itself, run by table6_pretrain, keeps it."""
+    from afno_repro.config import compose
+
+    assert compose(["experiment=fig4_sparsity", "paper_model=table6/afno"]).paper.printed is False
+    assert compose(["experiment=fig4_blocks", "paper_model=table6/afno"]).paper.printed is False
+    assert compose(["experiment=table6_pretrain", "paper_model=table6/afno"]).paper.printed is True
+    for name, printed in (("0_lambda-10", False), ("1_table6_row", True)):
+        (tmp_path / name).mkdir()
+        run = {**_run(12.4, 0.673), "paper_row": "table6/afno", "paper_printed": printed}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(run))
+    point, row = collect(tmp_path)
+    assert point["paper"] == {} and point["comparable"] is None
+    assert row["paper"] == {"psnr": 25.69}
+
+
 def test_runs_on_other_data_or_sizes_than_the_papers_are_not_comparable():
     fewshot = {"task": "segmentation", "paper_row": "table3/afno", "paper_column": "ade_cars", "image_size": 224,
                "paper": paper_numbers("table3/afno", "segmentation", "ade_cars")}

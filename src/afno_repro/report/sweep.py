@@ -150,8 +150,10 @@ def collect(folder: str | Path) -> list[dict[str, Any]]:
     rows = sorted(find_runs(folder, status=None), key=lambda r: _natural(r["metrics_file"]))
     for metrics in rows:
         task, column = metrics.get("task") or "inpainting", metrics.get("paper_column")
-        metrics["paper"] = paper_numbers(metrics.get("paper_row"), task, column)
-        metrics["paper_keys"] = paper_keys(metrics.get("paper_row"), task, column)
+        # A point of a sweep over its row (Figure 4's lambda and k) is not the row as printed: no paper number beside it.
+        row = metrics.get("paper_row") if metrics.get("paper_printed", True) else None
+        metrics["paper"] = paper_numbers(row, task, column)
+        metrics["paper_keys"] = paper_keys(row, task, column)
         metrics["comparable"] = comparability(metrics) or "yes" if metrics["paper"] else None
     return rows
 

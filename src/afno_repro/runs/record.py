@@ -170,6 +170,7 @@ def identity(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "task": choices.get("task"),
         "paper_row": row,
         "paper_column": paper.get("column"),
+        "paper_printed": bool(paper.get("printed", True)),
         "mixer": mixer.get("name"),
         "mixer_options": {k: v for k, v in (OmegaConf.to_container(mixer, resolve=True) if mixer else {}).items() if k != "name"},
         "backbone": choices.get("backbone"),
