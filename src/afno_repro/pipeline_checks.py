@@ -73,6 +73,19 @@ def _hydra_detail(error: Exception) -> str:
     return " ".join(word for word in words if word).rstrip(".")
 
 
+def _distinct_points(step: Step) -> list[list[str]]:
+    """The step's sweep points, one per distinct choice of config groups: value overrides add no key, so the points
+    that differ only in values compose alike."""
+    seen: set[tuple[str, ...]] = set()
+    points = []
+    for point in step.points:
+        groups = tuple(item for item in point if "." not in item.split("=", 1)[0])
+        if groups not in seen:
+            seen.add(groups)
+            points.append(point)
+    return points
+
+
 def override_problem(steps: list[Step]) -> str | None:
     """The first override of the plan's commands that Hydra cannot compose into a run of its experiment.
 
@@ -101,12 +114,7 @@ def override_problem(steps: list[Step]) -> str | None:
             # Hydra's grammar first, told as train.py tells it (the quoted or closed form).
             if (message := override_syntax_message(given[1:], "python -m afno_repro.pipeline ...")) is not None:
                 return message
-            seen: set[tuple[str, ...]] = set()
-            for point in step.points:
-                groups = tuple(item for item in point if "." not in item.split("=", 1)[0])
-                if groups in seen:
-                    continue
-                seen.add(groups)
+            for point in _distinct_points(step):
                 error = failure([*given, *point])
                 if error is None:
                     continue
@@ -132,12 +140,7 @@ def value_problem(steps: list[Step]) -> str | None:
 
     for step in steps:
         given = [word for word in step.command[3:] if not word.startswith(("hydra.", "hydra/"))]
-        seen: set[tuple[str, ...]] = set()
-        for point in step.points:
-            groups = tuple(item for item in point if "." not in item.split("=", 1)[0])
-            if groups in seen:
-                continue
-            seen.add(groups)
+        for point in _distinct_points(step):
             try:
                 check_values(compose([*given, *point]), on_this_machine=False)
             except UserFacingError as error:
