@@ -33,7 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.batch import batch_plan, world_size
-from afno_repro.config import fill_computed
+from afno_repro.config import PAPER_COLUMNS, fill_computed
 from afno_repro.failures import RunFolderInUse, RunInterrupted, UserFacingError, finish_wandb, run_guarded
 from afno_repro.precision import apply_precision, resolve_precision
 from afno_repro.pretrained import load_pretrained_backbone, resolve_pretrained
@@ -107,6 +107,11 @@ def check_values(cfg: DictConfig, on_this_machine: bool = True) -> None:
         raise UserFacingError(f"trainer.devices={devices!r} is no number of devices: give e.g. trainer.devices=1, "
                               "-1 (every device) or auto.")
     _check_data_root(cfg)
+    column = (cfg.get("paper") or {}).get("column")
+    if column not in (None, "") and column not in PAPER_COLUMNS:
+        # Checked where the DatasetGAN category is read from it; on the embedded shapes (debug=smoke) it was not.
+        raise UserFacingError(f"paper.column={column!r} is not a column of the paper; use one of {', '.join(PAPER_COLUMNS)} "
+                              "(the few-shot datasets of Tables 3 and 6), or leave it out.")
     for option in _SWITCHES:
         value = OmegaConf.select(cfg, option, default=None)
         if value is not None and not isinstance(value, bool):

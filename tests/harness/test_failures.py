@@ -41,6 +41,7 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
     ("task.compile=no", "task.compile='no' is not true or false"),  # a truthy string: it compiled the model
     ("trainer.devices=0", "trainer.devices=0 is no number of devices"),  # Lightning's own error, exit 1, before
+    ("paper.column=celeba", "paper.column='celeba' is not a column of the paper"),  # smoke data: it was never read
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
