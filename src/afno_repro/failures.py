@@ -31,7 +31,7 @@ from afno_repro.runs import write_json
 from afno_repro.runs.record import identity
 
 __all__ = ["RunFolderInUse", "RunInterrupted", "UserFacingError", "describe", "finish_wandb", "run_guarded",
-           "user_cause"]
+           "unknown_option", "user_cause"]
 
 # Exceptions that carry a message written for the user (our ValueErrors name the fix).
 _USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, MissingMandatoryValue)
@@ -100,13 +100,47 @@ def _in_sweep() -> bool:
 
 
 def user_cause(error: BaseException) -> BaseException | None:
-    """The user-facing exception in ``error``'s chain (Hydra wraps what targets raise), if any."""
+    """The user-facing exception in ``error``'s chain (Hydra wraps what targets raise), if any: also an option a
+    class does not take (``+trainer.max_epoch=5``, ``+optimizer.momentum=0.9``), told as :func:`unknown_option`."""
     seen = error
     while seen is not None:
         if isinstance(seen, (UserFacingError, *_USER_ERRORS)) and not isinstance(seen, InstantiationException):
             return seen
+        if isinstance(seen, TypeError) and (message := unknown_option(seen)) is not None:
+            return UserFacingError(message)
         seen = seen.__cause__ or (seen.__context__ if isinstance(seen, InstantiationException) else None)
     return None
+
+
+# Where the classes a config group instantiates live, and the group: a TypeError names only the class.
+_OPTION_HOMES = (("torch.optim", "optimizer"), ("timm.scheduler", "scheduler"), ("pytorch_lightning", "trainer"))
+
+
+def unknown_option(error: TypeError) -> str | None:
+    """The paragraph for ``<Class>.__init__() got an unexpected keyword argument '<key>'`` raised by a class a config
+    group builds (an optimizer, a scheduler, Lightning's Trainer), naming the closest option it takes; else None."""
+    import difflib
+    import importlib
+    import inspect
+    import re
+
+    found = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(error))
+    if found is None:
+        return None
+    name, key = found.groups()
+    for module, group in _OPTION_HOMES:
+        cls = getattr(importlib.import_module(module), name, None)
+        if inspect.isclass(cls):
+            break
+    else:
+        return None
+    # The first argument (the parameters, the optimizer) is the project's to pass, not the config's.
+    options = [option for option in inspect.signature(cls.__init__).parameters
+               if option not in ("self", "args", "kwargs", "params", "optimizer")]
+    close = difflib.get_close_matches(key, options, n=1)
+    guess = f"Did you mean {group}.{close[0]}? " if close else ""
+    return (f"{group}.{key} is not an option of {cls.__name__}: remove it. {guess}"
+            f"Its options: {', '.join(options)}.")
 
 
 def describe(error: BaseException) -> str:

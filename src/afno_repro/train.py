@@ -107,6 +107,7 @@ def check_values(cfg: DictConfig, on_this_machine: bool = True) -> None:
         raise UserFacingError(f"trainer.devices={devices!r} is no number of devices: give e.g. trainer.devices=1, "
                               "-1 (every device) or auto.")
     _check_data_root(cfg)
+    _check_schedule(cfg)
     column = (cfg.get("paper") or {}).get("column")
     if column not in (None, "") and column not in PAPER_COLUMNS:
         # Checked where the DatasetGAN category is read from it; on the embedded shapes (debug=smoke) it was not.
@@ -147,6 +148,15 @@ _CHECKED_OPTIONS = (
     ("backbone.mlp_ratio", "number", ">0", "backbone.mlp_ratio=4"),
     ("backbone.drop_path_rate", "number", "[0,1)", "backbone.drop_path_rate=0.1"),
     ("backbone.drop_rate", "number", "[0,1)", "backbone.drop_rate=0.0"),
+    # 0 or -1 wrote no last.ckpt at all (Lightning reads every_n_epochs=0 as never): a killed run restarted from scratch.
+    ("last_checkpoint_every_n_epochs", "int", ">0", "last_checkpoint_every_n_epochs=1"),
+    # timm's asserts and Lightning's ZeroDivisionError, with tracebacks; a negative warmup silently meant none.
+    ("scheduler.lr_min", "number", ">=0", "scheduler.lr_min=1e-5"),
+    ("scheduler.warmup_t", "number", ">=0", "scheduler.warmup_t=5"),
+    ("scheduler.warmup_lr_init", "number", ">=0", "scheduler.warmup_lr_init=1e-6"),
+    ("trainer.val_check_interval", "number", ">0", "trainer.val_check_interval=1.0 (every epoch)"),
+    # 0 trained nothing and recorded the untrained model as a completed run.
+    ("trainer.limit_train_batches", "number", ">0", "trainer.limit_train_batches=1.0 (every batch)"),
 )
 
 
@@ -181,6 +191,29 @@ def _check_data_root(cfg: DictConfig) -> None:
         + (f" (with debug=smoke, add {shorter} to keep the run short)" if smoke and shorter else "")
         + "; or leave data.root out."
     )
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    """The options of the schedule and the optimizer whose wrong values fail inside timm, torch or Lightning:
+    ``scheduler.t_initial`` (a positive length, or ``auto``), ``trainer.max_steps`` (-1 = no limit, else positive:
+    0 trained nothing and reported the untrained model) and ``optimizer.betas`` (two numbers in [0, 1))."""
+    t_initial = OmegaConf.select(cfg, "scheduler.t_initial", default=None)
+    if t_initial is not None and t_initial != "auto" and (isinstance(t_initial, bool) or not isinstance(t_initial, int)
+                                                          or t_initial < 1):
+        raise UserFacingError(f"scheduler.t_initial={t_initial!r} is not a schedule length: give a whole number of epochs "
+                              "(or optimizer steps where scheduler.t_in_epochs=false) greater than 0, or auto (the whole run).")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                  or (max_steps < 1 and max_steps != -1)):
+        raise UserFacingError(f"trainer.max_steps={max_steps!r} is not a step limit: give a whole number greater than 0, or "
+                              "-1 for no limit (trainer.max_epochs then ends the run).")
+    betas = OmegaConf.select(cfg, "optimizer.betas", default=None)
+    if betas is not None:
+        values = list(betas) if OmegaConf.is_list(betas) or isinstance(betas, (list, tuple)) else None
+        if (values is None or len(values) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1 for v in values)):
+            raise UserFacingError(f"optimizer.betas={betas!r} is not a pair of Adam betas: give two numbers from 0 up to "
+                                  "(not including) 1, e.g. optimizer.betas=[0.9,0.999].")
 
 
 def _check_number(cfg: DictConfig, option: str, kind: str, bound: str, example: str) -> None:

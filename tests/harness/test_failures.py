@@ -42,6 +42,18 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     ("task.compile=no", "task.compile='no' is not true or false"),  # a truthy string: it compiled the model
     ("trainer.devices=0", "trainer.devices=0 is no number of devices"),  # Lightning's own error, exit 1, before
     ("paper.column=celeba", "paper.column='celeba' is not a column of the paper"),  # smoke data: it was never read
+    # Each of these ended in a traceback from timm, torch or Lightning, or (the last three) trained nothing or never
+    # wrote last.ckpt, silently.
+    ("scheduler.t_initial=0", "scheduler.t_initial=0 is not a schedule length"),
+    ("scheduler.lr_min=-1", "scheduler.lr_min=-1 is not valid"),
+    ("+optimizer.betas=[0.9]", "is not a pair of Adam betas"),
+    ("+trainer.val_check_interval=0", "trainer.val_check_interval=0 is not valid"),
+    ("+trainer.max_steps=0", "trainer.max_steps=0 is not a step limit"),
+    ("+trainer.limit_train_batches=0", "trainer.limit_train_batches=0 is not valid"),
+    ("last_checkpoint_every_n_epochs=0", "last_checkpoint_every_n_epochs=0 is not valid"),
+    # Hydra's advice for a misspelt key (use +key=) led to a TypeError traceback from the class.
+    ("+trainer.max_epoch=5", "trainer.max_epoch is not an option of Trainer: remove it. Did you mean trainer.max_epochs?"),
+    ("+optimizer.momentum=0.9", "optimizer.momentum is not an option of AdamW: remove it. Its options: lr, betas,"),
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
