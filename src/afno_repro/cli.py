@@ -132,7 +132,13 @@ def user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] 
             return main(argv)
         except Exception as error:  # noqa: BLE001 - classified here, re-raised when not the user's
             if not isinstance(error, _user_error_types()):
-                raise
+                from afno_repro.failures import user_cause
+
+                # What a config's target raised, wrapped by Hydra's instantiate (a data module's ValueError).
+                cause = user_cause(error)
+                if cause is None:
+                    raise
+                error = cause
             from afno_repro.data.errors import user_message
 
             message = " ".join(user_message(error).split()) if not isinstance(error, OSError) or not error.filename \

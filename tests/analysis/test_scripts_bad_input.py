@@ -119,6 +119,9 @@ def test_names_not_in_the_configs_or_the_registry(capsys):
 def test_fill_baselines_without_a_data_folder_says_which_option(capsys):
     message = _refused("fill_baselines", ["experiment=table2_inpainting"], capsys)
     assert "data.root is not set" in message and "data.root=/data/imagenet" in message
+    # A data module's own ValueError, wrapped by Hydra's instantiate, was a traceback in every script.
+    message = _refused("fill_baselines", ["debug=smoke", "data.selection=foo"], capsys)
+    assert message.startswith("error: InpaintingDataModule got selection='foo'") and "InstantiationException" not in message
 
 
 def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):

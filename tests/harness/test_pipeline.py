@@ -26,7 +26,7 @@ from afno_repro import pipeline
 from afno_repro.pipeline import NoiseStep, build_plan, choose_reruns, declared_experiments, format_plan, noise_declaration, order
 from afno_repro.report.flags import SMOKE_LABEL
 from afno_repro.report.sweep import collect
-from afno_repro.runs import auto_resume, find_runs
+from afno_repro.runs import auto_resume, existing_run, find_runs
 from readme import argv, run_until_training_starts, user_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -339,6 +339,11 @@ def test_auto_resume_skips_resumes_or_sets_aside(tmp_path):
     assert not (broken / "metrics.json").exists() and (broken / "metrics.json.attempt-1").is_file()
     (broken / "metrics.json").write_text("{}")
     assert sorted(Path(p).name for p in auto_resume(broken)[1]) == ["metrics.json.attempt-2"]
+    # Valid JSON that is no record (`null`, a list) was an AttributeError traceback: set aside like a broken file.
+    for attempt, text in ((3, "null"), (4, "[]")):
+        (broken / "metrics.json").write_text(text)
+        assert existing_run(broken) == ["metrics.json"]
+        assert sorted(Path(p).name for p in auto_resume(broken)[1]) == [f"metrics.json.attempt-{attempt}"]
 
 
 def test_wandb_groups_an_experiment_and_types_each_row():

@@ -78,6 +78,7 @@ def existing_run(run_dir: str | Path) -> list[str]:
             record = json.loads(metrics.read_text())
         except (OSError, ValueError):
             record = {}
+        record = record if isinstance(record, dict) else {}  # `null` or a list: no run's record
         if record.get("status") != "failed" or "epochs" in record:
             found.insert(0, "metrics.json")
     checkpoints = run_dir / "checkpoints"
@@ -109,6 +110,7 @@ def auto_resume(run_dir: str | Path) -> tuple[str, Any]:
         record = json.loads(metrics.read_text()) if metrics.is_file() else {}
     except (OSError, ValueError):
         record = {}
+    record = record if isinstance(record, dict) else {}  # `null` or a list: set aside below, as a broken file
     if record.get("status") == "completed":
         return "completed", record
     if last.is_file():
