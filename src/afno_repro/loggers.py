@@ -111,6 +111,14 @@ def make_wandb_logger(
     Lightning's logger reuses the run started here.
     """
     resolved = wandb_mode(mode)
+    # W&B refuses these characters when the run starts (a UsageError traceback, even offline); `team/project` is the
+    # habit of the web UI's paths.
+    for option, value in (("project", project), ("entity", kwargs.get("entity"))):
+        if value and any(character in str(value) for character in "/\\#?%:"):
+            team, _, rest = str(value).partition("/")
+            example = (f" For a team's project, give both: +logger.wandb.entity={team} logger.wandb.project={rest}."
+                       if option == "project" and "/" in str(value) and team and rest else "")
+            raise ValueError(f"logger.wandb.{option}={value!r} is not a W&B name: it cannot contain / \\ # ? % or :.{example}")
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     # The run's own summary (afno_repro.train) says where the W&B run is and how to sync it; W&B's
     # end-of-run banner would push that summary off the screen.

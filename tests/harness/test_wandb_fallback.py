@@ -151,3 +151,13 @@ def test_server_that_refuses_the_run_falls_back_to_offline(tmp_path, refusing_se
     assert outcome["offline"], outcome
     assert "wandb.init failed" in output and "is not reachable" not in output
     assert list((save_dir / "wandb").glob("offline-run-*"))
+
+
+def test_a_project_name_wandb_refuses_is_named_before_the_run(tmp_path):
+    """`team/project` (the web UI's path) was W&B's UsageError traceback when the run started, even offline."""
+    from afno_repro.loggers import make_wandb_logger
+
+    with pytest.raises(ValueError, match=r"^logger.wandb.project='team/proj' is not a W&B name: .* give both: "
+                                         r"\+logger.wandb.entity=team logger.wandb.project=proj\.$"):
+        make_wandb_logger(mode="offline", project="team/proj", save_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir()), "nothing written for a refused name"
