@@ -637,6 +637,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{', '.join(preflight_only)} only applies with --preflight (it picks what the preflight measures); add "
                      "--preflight, or leave it out to run the whole plan (--only EXPERIMENT runs a part of it).")
 
+    launchers = [args.launcher or ""] + [word.split("=", 1)[1] for word in args.overrides if word.startswith("hydra/launcher=")]
+    if any(launcher.startswith("slurm") for launcher in launchers) and not args.dry_run and not args.preflight:
+        from afno_repro.slurm import missing_slurm_message
+
+        if (message := missing_slurm_message()) is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+
     bare = [word for word in args.overrides if "=" not in word and not word.startswith("~")]
     if bare:
         print(f"error: `{bare[0]}` is not an override (key=value): the words after the options are Hydra overrides for "

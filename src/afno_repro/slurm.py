@@ -25,6 +25,7 @@ import getpass
 import logging
 import shutil
 import subprocess
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -74,12 +75,26 @@ def squeue_info_watcher(delay_s: int) -> Any:
     return SqueueInfoWatcher(delay_s=delay_s)
 
 
+def missing_slurm_message() -> str | None:
+    """Why jobs cannot be submitted to SLURM from this machine (its commands are not on PATH), or None."""
+    missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+    if not missing:
+        return None
+    return (f"hydra/launcher=slurm submits each run with sbatch, but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            "not on PATH here: run this on the cluster's login node (or load its slurm module), or leave the launcher "
+            "out to run here (README, 'Trying the SLURM launcher before a real cluster', starts a one-node cluster).")
+
+
 class SlurmJobStates(Callback):
     """Hydra callback: on a SLURM multirun where ``sacct`` cannot answer, submitit polls ``squeue``."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not str(config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher"):
             return
+        if (message := missing_slurm_message()) is not None:
+            # submitit's own answer is a traceback ("Could not detect srun") per sweep.
+            print(f"\nerror: {message}\n", file=sys.stderr, flush=True)
+            sys.exit(2)
         if accounting_enabled() is not False:
             return
         from submitit.slurm.slurm import SlurmJob

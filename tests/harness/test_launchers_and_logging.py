@@ -127,3 +127,25 @@ def test_a_compiled_run_records_its_compile_time_and_compiles_once_per_loop(tmp_
     messages = [r.getMessage() for r in caplog.records if "compiled the backbone" in r.getMessage()]
     assert messages == [f"compiled the backbone in {timing['compile_s']:.1f} s (first training step "
                         f"{timing['first_step_s']:.1f} s, median of the next 3 {timing['step_s']:.3f} s)"]
+
+
+def test_the_slurm_launcher_without_slurm_commands_is_refused_before_any_job(monkeypatch, tmp_path, capsys):
+    """Without sbatch/srun on PATH, submitit's answer was a traceback per sweep, and the pipeline then said to run
+    the same command again."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from afno_repro.pipeline import main as pipeline_main
+    from afno_repro.slurm import SlurmJobStates
+
+    monkeypatch.setattr(shutil, "which", lambda command: None)
+    monkeypatch.chdir(tmp_path)
+    launcher = {"hydra": {"launcher": {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}}}
+    with pytest.raises(SystemExit) as exit_info:
+        SlurmJobStates().on_multirun_start(OmegaConf.create(launcher))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error: hydra/launcher=slurm submits each run with sbatch, but sbatch and srun" in err
+    assert pipeline_main(["--scale", "smoke", "--only", "table2_inpainting", "--launcher", "slurm"]) == 2
+    assert "sbatch and srun are not on PATH here" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()
