@@ -6,6 +6,8 @@ fails the dry run with exit status 2 instead of every real run), then the values
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,6 +55,13 @@ def folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> 
         if blocking is not None:
             return (f"{option} {path}: {blocking} is a file, so no folder can be made there. Give a folder path "
                     f"(it is created if it does not exist), or move the file away.")
+        # Made and removed at once (a dry run leaves nothing): found at the end of the plan, this was a traceback.
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".afno-write-test-", dir=existing))
+        except OSError as error:
+            return (f"{option} {path}: no folder can be made in {existing} ({error.strerror or error}). Give a folder "
+                    "you can write (it is created if it does not exist).")
     return None
 
 

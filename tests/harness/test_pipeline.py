@@ -607,6 +607,8 @@ def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch,
         (["--cityscapes", str(tmp_path / "missing")], "does not exist"),
         (["--root", str(a_file / "runs")], f"--root {a_file / 'runs'}: {a_file} is a file"),
         (["--report", str(a_file)], f"--report {a_file}: {a_file} is a file"),
+        # A folder no one can make (as root only /proc refuses): found after the whole plan had run, with a traceback.
+        (["--report", "/proc/afno_report"], "--report /proc/afno_report: no folder can be made in /proc"),
         # Figure 1's Swin rows would stop only after its pretraining, hours into the plan.
         (["--swin", str(swin)], f"--swin {swin} lacks swin_tiny_patch4_window7_224.pth, swin_base_patch4_window7_224.pth"),
     ):
