@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from afno_repro.config import sweep_points
-from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem, value_problem
+from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem, scale_problem, value_problem
 from afno_repro.report.declared import borrowed_by
 from afno_repro.runs import find_runs, write_json
 
@@ -664,6 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = build_plan(root, args.scale, only=args.only, data_roots=data_roots, extra=extra)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    if problem := scale_problem(steps, args.scale, root):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.preflight:
         # The preflight composes each row it measures itself and names an override that row cannot take; the

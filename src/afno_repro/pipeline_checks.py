@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # The Swin authors' ImageNet-1K checkpoints Figure 1's Swin rows start from (configs/paper_model/fig1/swin_*.yaml).
 SWIN_CHECKPOINTS = tuple(f"swin_{size}_patch4_window7_224.pth" for size in ("tiny", "small", "base"))
 
-__all__ = ["SWIN_CHECKPOINTS", "folder_problem", "missing_data", "override_problem", "value_problem"]
+__all__ = ["SWIN_CHECKPOINTS", "folder_problem", "missing_data", "override_problem", "scale_problem", "value_problem"]
 
 
 def missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> str | None:
@@ -33,6 +33,22 @@ def missing_data(steps: list[Step], scale: str, data_roots: dict[str, str]) -> s
             f"{' '.join(f'--{name} /path/to/{name}' for name in missing)} (README, 'Reproducing everything'; --swin: "
             "the folder of swin_{tiny,small,base}_patch4_window7_224.pth). "
             "To run the same graph on the embedded data in CPU minutes: --scale smoke (make reproduce-all SCALE=smoke).")
+
+
+def scale_problem(steps: list[Step], scale: str, root: Path) -> str | None:
+    """Runs of the other scale below the plan's folders (``--root`` given to both scales): a paper-scale plan counted
+    the smoke runs as its own, trained nothing and said it had finished."""
+    from afno_repro.runs import find_runs
+
+    for step in steps:
+        for record in find_runs(step.sweep_dir, status=None):
+            smoke = "debug=smoke" in (record.get("overrides") or [])
+            if smoke != (scale == "smoke"):
+                found = "smoke-scale (debug=smoke)" if smoke else "paper-scale"
+                return (f"--root {root} already holds {found} runs ({Path(record['metrics_file']).parent}), and this plan is "
+                        f"--scale {scale}: its runs would be mixed with them, or taken for them. Give each scale its own "
+                        f"--root (the defaults are outputs/reproduce/smoke and outputs/reproduce/paper).")
+    return None
 
 
 def folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> str | None:

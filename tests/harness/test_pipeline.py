@@ -595,6 +595,25 @@ def test_a_preflight_option_without_preflight_is_refused(flag, tmp_path, monkeyp
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_root_that_holds_the_other_scales_runs_is_refused(tmp_path, monkeypatch, capsys):
+    """The same --root for both scales: the paper plan took the smoke runs for its own, trained nothing and said
+    'reproduce-all (paper) finished'."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "root" / "table2_inpainting" / "0_paper_model-table2-attention"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "status": "completed", "experiment": "table2_inpainting",
+        "overrides": ["experiment=table2_inpainting", "debug=smoke", "paper_model=table2/attention", "resume=auto"]}))
+    for mode in ([], ["--dry-run"]):
+        status, out, err = _pipeline(["--scale", "paper", "--only", "table2_inpainting", "--root", str(tmp_path / "root"),
+                                      "--report", str(tmp_path / "report"), *mode], capsys)
+        assert status == 2 and out == "" and err.startswith(f"error: --root {tmp_path / 'root'} already holds smoke-scale")
+        assert "Give each scale its own --root" in err
+    status, out, _ = _pipeline(["--scale", "smoke", "--only", "table2_inpainting", "--root", str(tmp_path / "root"),
+                                "--report", str(tmp_path / "report"), "--dry-run"], capsys)
+    assert status == 0 and "1/4 runs done" in out
+
+
 def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     a_file = tmp_path / "a_file"
