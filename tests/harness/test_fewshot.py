@@ -161,3 +161,17 @@ def test_a_run_that_never_evaluated_says_what_it_scored(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"run directory: {run_dir}  (metrics.json, checkpoints/)" in printed
     assert not (run_dir / "images" / "val_latest.png").exists()
+
+
+@pytest.mark.parametrize("experiment", ["table2_inpainting", "table5_classification"])
+def test_inpainting_and_classification_runs_that_never_evaluated_say_so_too(tmp_path, experiment):
+    """The same case on the other tasks recorded 'checkpoint chosen on a held-out selection split' (inpainting)
+    or 'the best top-1 on the validation split' (classification) for a selection that never happened."""
+    from afno_repro.train import main
+
+    record = main(compose([f"experiment={experiment}", "debug=smoke", "trainer.check_val_every_n_epoch=5",
+                           "run_baselines=false", "count_flops=false"], output_dir=str(tmp_path / "run")))
+    assert record["status"] == "completed"
+    assert record["result"]["protocol"].startswith("no evaluation during training (2 epoch(s), evaluated every 5): the "
+                                                   "weights at the end of training")
+    assert record["test"]["checkpoint"] == "last weights (no evaluation ran, so none was selected)"
