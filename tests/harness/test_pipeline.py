@@ -319,8 +319,16 @@ def test_auto_resume_skips_resumes_or_sets_aside(tmp_path):
     assert auto_resume(tmp_path / "new") == ("fresh", [])
     done = tmp_path / "done"
     done.mkdir()
-    (done / "metrics.json").write_text(json.dumps({"status": "completed", "result": {"psnr": 1.0}}))
-    assert auto_resume(done) == ("completed", {"status": "completed", "result": {"psnr": 1.0}})
+    record = {"status": "completed", "overrides": ["debug=smoke"], "result": {"psnr": 1.0}}
+    (done / "metrics.json").write_text(json.dumps(record))
+    assert auto_resume(done) == ("completed", record)
+    # A completed record without its overrides (an older format) is recorded again from its last.ckpt: skipped, the
+    # pipeline could never match it to a point and relaunched its sweep forever.
+    older = tmp_path / "older"
+    (older / "checkpoints").mkdir(parents=True)
+    (older / "metrics.json").write_text(json.dumps({"status": "completed", "result": {"psnr": 1.0}}))
+    torch.save({"state_dict": {}}, older / "checkpoints" / "last.ckpt")
+    assert auto_resume(older) == ("resume", older / "checkpoints" / "last.ckpt")
 
     killed = tmp_path / "killed"
     (killed / "checkpoints").mkdir(parents=True)

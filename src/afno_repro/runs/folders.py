@@ -93,7 +93,8 @@ def auto_resume(run_dir: str | Path) -> tuple[str, Any]:
     Returns
     -------
     ("completed", record)
-        The folder holds a completed run: it is not run again (``record`` is its ``metrics.json``).
+        The folder holds a completed run: it is not run again (``record`` is its ``metrics.json``, which must
+        have the run's ``overrides`` and ``result``; one without them is recorded again).
     ("resume", path)
         The folder holds the ``last.ckpt`` of a run that did not finish (killed, interrupted,
         failed): the run resumes from it.
@@ -111,7 +112,10 @@ def auto_resume(run_dir: str | Path) -> tuple[str, Any]:
     except (OSError, ValueError):
         record = {}
     record = record if isinstance(record, dict) else {}  # `null` or a list: set aside below, as a broken file
-    if record.get("status") == "completed":
+    # A completed record without its overrides or result (an older format, a hand edit) is what the pipeline cannot
+    # match to a point: it relaunched the sweep, this skipped the run, and the pipeline said it did not complete,
+    # forever. It is recorded again instead: from last.ckpt (straight to the evaluation) where there is one.
+    if record.get("status") == "completed" and "overrides" in record and "result" in record:
         return "completed", record
     if last.is_file():
         try:
