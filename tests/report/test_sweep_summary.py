@@ -117,3 +117,17 @@ def test_figure1s_summary_says_its_b3_points_are_table4s_runs(tmp_path, capsys):
             assert "Not in this sweep" in printed
         else:
             assert "Not in this sweep" not in summary + printed
+
+
+def test_a_sweep_whose_jobs_all_stopped_before_a_record_exits_non_zero(tmp_path, capsys):
+    """Every job crashed before writing metrics.json: the sweep logged a warning and exited 0."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from afno_repro.report.sweep import SweepSummary
+
+    (tmp_path / "0_seed-0" / ".hydra").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert exit_info.value.code == 1
+    assert f"error: no run of this sweep wrote a metrics.json under {tmp_path}" in capsys.readouterr().err

@@ -282,8 +282,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir)
         if not rows:
-            log.warning("no metrics.json found under %s: no run of this sweep finished", sweep_dir)
-            return
+            # Every job stopped before it could write a record (the sweep exited 0 here): a failed sweep.
+            print(f"error: no run of this sweep wrote a metrics.json under {sweep_dir}: none finished; the output above "
+                  "says why.", file=sys.stderr, flush=True)
+            sys.exit(1)
         table = format_table(rows)
         note = borrowed_note(OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None))
         if note:
