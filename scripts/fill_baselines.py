@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"done: {counts['computed']} fills solved and {counts['read']} already stored in {cache.directory} "
           f"({time.perf_counter() - started:.0f} s)" + (f"; {trivial} images need none (nothing or every pixel hidden)"
                                                        if trivial else "")
-          + "; runs with the same overrides read them back.", flush=True)
+          + "; runs with the same overrides read them back (make reproduce-all's runs read <its --root>/cache/biharmonic: "
+            "for those, give runs_root=<that root>, outputs/reproduce/paper by default).", flush=True)
     return 0
 
 
