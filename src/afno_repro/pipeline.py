@@ -645,6 +645,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {message}", file=sys.stderr)
             return 2
 
+    # The pipeline sets these for every run from --root (they come after the user's words, so they won silently).
+    taken = [word for word in args.overrides if word.lstrip("+").startswith(("runs_root=", "hydra.sweep.dir=", "resume="))]
+    if taken:
+        print(f"error: `{taken[0]}`: the pipeline sets runs_root, hydra.sweep.dir and resume for every run itself, from "
+              "--root (runs go to <root>/<experiment>/ and resume=auto finishes or skips them). Give --root <folder> "
+              "instead.", file=sys.stderr)
+        return 2
+
     bare = [word for word in args.overrides if "=" not in word and not word.startswith("~")]
     if bare:
         print(f"error: `{bare[0]}` is not an override (key=value): the words after the options are Hydra overrides for "

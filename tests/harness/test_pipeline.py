@@ -603,6 +603,15 @@ def test_a_preflight_option_without_preflight_is_refused(flag, tmp_path, monkeyp
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("override", ["runs_root=/x", "hydra.sweep.dir=/x", "resume=false"])
+def test_an_override_the_pipeline_sets_itself_is_refused(override, tmp_path, monkeypatch, capsys):
+    """runs_root=/x came before the pipeline's own runs_root=<root> on each command and was silently replaced."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _pipeline(["--scale", "smoke", "--dry-run", override], capsys)
+    assert status == 2 and out == "" and err.startswith(f"error: `{override}`: the pipeline sets runs_root")
+    assert "Give --root <folder> instead." in err
+
+
 def test_a_root_that_holds_the_other_scales_runs_is_refused(tmp_path, monkeypatch, capsys):
     """The same --root for both scales: the paper plan took the smoke runs for its own, trained nothing and said
     'reproduce-all (paper) finished'."""

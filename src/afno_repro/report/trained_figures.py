@@ -28,7 +28,7 @@ import torch
 
 from afno_repro.console import quiet_third_party_noise
 from afno_repro.report.flags import figure_title, is_smoke, mixer_off
-from afno_repro.report.render import pyplot, save_figure
+from afno_repro.report.render import format_number, pyplot, save_figure
 from afno_repro.report.sections import Section
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
                             "note": f"does not transfer: {str(error).split('. ')[0][:200]}"})
             if size == trained and row["PSNR (dB)"]:
                 recorded = (run.get("result") or {}).get("psnr")
-                row["recorded PSNR (dB)"] = f"{recorded:.2f}" if recorded is not None else ""
+                row["recorded PSNR (dB)"] = format_number(recorded, ".2f")  # a hand-edited "13.77" shows as written
             rows.append(row)
     if not rows:
         return Section("resolution", title, intro, notes=notes, missing="no run could be rebuilt (see the notes)")
