@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from afno_repro.config import missing_paper_row, override_syntax_message, unknown_choice  # also registers the configs' resolvers
+from afno_repro.config import missing_paper_row, override_syntax_message, unknown_choice, unknown_key  # also registers the configs' resolvers
 from afno_repro.console import quiet_third_party_noise
 from afno_repro.train import main
 
@@ -21,10 +21,11 @@ def cli(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    # Checked before Hydra composes: its error for a missing row would not list the table's rows, and its
-    # syntax errors name its parser's states rather than the fix.
+    # Checked before Hydra composes: its error for a missing row would not list the table's rows, its
+    # syntax errors name its parser's states rather than the fix, and a misspelt key gets no closest key.
     arguments = sys.argv[1:]
-    if (message := override_syntax_message(arguments) or unknown_choice(arguments) or missing_paper_row(arguments)) is not None:
+    if (message := override_syntax_message(arguments) or unknown_choice(arguments) or missing_paper_row(arguments)
+            or unknown_key(arguments)) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     cli()

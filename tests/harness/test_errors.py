@@ -128,3 +128,25 @@ def test_a_non_ascii_path_through_train_py_is_one_paragraph(train):
     result = train("data.root=/data/dätä")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "Lexer" not in result.stderr
     assert result.stderr.startswith("error:") and "\"data.root='/data/dätä'\"" in result.stderr
+
+
+def test_a_misspelt_key_names_the_closest_one():
+    """Hydra exited 1 with its stack-trace hint and advised +trainer.max_epoch=5, which only moved the typo on."""
+    from afno_repro.config import unknown_key
+
+    message = unknown_key(["debug=smoke", "trainer.max_epoch=5"])
+    assert message.startswith("trainer.max_epoch: this run's config has no key 'max_epoch' under trainer. "
+                              "Did you mean trainer.max_epochs?")
+    assert "Did you mean data.root?" in unknown_key(["experiment=table2_inpainting", "data.roott=/data/imagenet"])
+    # Keys that exist, an added key, and a sweep (left to Hydra) pass untouched.
+    assert unknown_key(["debug=smoke", "trainer.max_epochs=5", "+trainer.detect_anomaly=false"]) is None
+    assert unknown_key(["-m", "debug=smoke", "seed=0,1", "trainer.max_epoch=3"]) is None
+
+
+@pytest.mark.slow
+def test_a_misspelt_key_through_the_command_line_exits_2(train):
+    result = train("debug=smoke", "mixer.num_block=4")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert "error: mixer.num_block: this run's config has no key 'num_block' under mixer. Did you mean mixer.num_blocks?" \
+        in result.stderr
+
