@@ -106,6 +106,32 @@ def test_find_runs_matches_fields_and_sorts_newest_first(tmp_path):
     assert find_runs(tmp_path / "absent") == []
 
 
+def test_a_moved_runs_root_is_found_where_it_is_now(tmp_path):
+    """Records keep the absolute paths they were written at: after `mv outputs elsewhere`, pretrained=auto said
+    there was no completed run and told the user to train it again, and the report loaded the old copy's models."""
+    import shutil
+
+    run = tmp_path / "before" / "runs" / "a"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    (run / "metrics.json").write_text(json.dumps({
+        "status": "completed", "experiment": "table6_pretrain", "run_dir": str(run),
+        "best_checkpoint": str(run / "checkpoints" / "best.ckpt"), "init": {"checkpoint": None},
+        "overrides": [f"hydra.run.dir={run}"]}))
+    shutil.move(tmp_path / "before", tmp_path / "after")
+    (found,) = find_runs(tmp_path / "after", experiment="table6_pretrain")
+    moved = tmp_path / "after" / "runs" / "a"
+    assert found["run_dir"] == str(moved) and found["best_checkpoint"] == str(moved / "checkpoints" / "best.ckpt")
+    assert Path(found["best_checkpoint"]).is_file() and found["moved_from"] == str(run)
+    assert find_runs(tmp_path / "before") == []
+    # A run found where it was written is left as recorded.
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "metrics.json").write_text(json.dumps({"status": "completed", "run_dir": str(here)}))
+    (unmoved,) = find_runs(here)
+    assert unmoved == {"status": "completed", "run_dir": str(here), "metrics_file": str(here / "metrics.json")}
+
+
 @pytest.mark.slow
 def test_fewshot_demo_makes_its_pretraining_run_first(train, tmp_path):
     """`experiment=fewshot_demo debug=smoke runs_root=mine` on an empty folder: it runs the (smoke) demo

@@ -59,8 +59,30 @@ def find_runs(root: str | Path, *, status: Any = "completed", **fields: Any) -> 
         if not isinstance(record, dict) or (status is not None and record.get("status") != status):
             continue
         if all(record.get(key, _ANY) == value for key, value in fields.items()):
-            found.append((modified, str(path), {**record, "metrics_file": str(path)}))
+            found.append((modified, str(path), {**_relocated(record, path.parent), "metrics_file": str(path)}))
     return [record for _, _, record in sorted(found, key=lambda item: (item[0], item[1]), reverse=True)]
+
+
+def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``record`` with the paths inside its run's folder moved to ``folder``, where its ``metrics.json`` is now: a
+    runs root moved or copied elsewhere keeps the absolute paths of where it was written (``run_dir``,
+    ``best_checkpoint``, ...), so pretrained=auto found "no completed run" and the report loaded the old copy's
+    models. ``moved_from`` says where it was."""
+    old = record.get("run_dir")
+    if not isinstance(old, str) or not old or Path(old).resolve() == folder.resolve():
+        return record
+    prefix = old.rstrip("/")
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == prefix or value.startswith(prefix + "/")):
+            return str(folder) + value[len(prefix):]
+        if isinstance(value, dict):
+            return {key: move(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [move(item) for item in value]
+        return value
+
+    return {**move(record), "moved_from": old}
 
 
 def existing_run(run_dir: str | Path) -> list[str]:
