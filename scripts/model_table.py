@@ -396,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads of the scaling study")
     parser.add_argument("--memory-budget", type=positive_float, default=8.0, help="GiB one case may use")
     args = parser.parse_args(argv)
+    # Each picks a different output; one given with another was silently ignored.
+    modes = [flag for flag, given in (("--scaling", args.scaling), ("--experiment", args.experiment is not None),
+                                      ("--table", args.table is not None)) if given]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)} each choose what to print (the scaling study, one experiment's sweep, "
+                     "the paper's tables): give one of them.")
     experiments = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
     if args.experiment is not None and args.experiment not in experiments:
         parser.error(f"argument --experiment: no experiment {args.experiment!r} in configs/experiment; choose from "

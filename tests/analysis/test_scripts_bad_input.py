@@ -110,6 +110,9 @@ def test_names_not_in_the_configs_or_the_registry(capsys):
     message = _refused("model_table", ["--scaling", "--mixers", "afno", "--grids", "4", "--dim", "7"], capsys)
     assert "mixer 'afno' cannot be built at --dim 7" in message and "num_blocks=8 does not divide" in message
     assert "matches no row" in _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "nosuchrow"], capsys)
+    # Two outputs asked for: --experiment beside --scaling was silently ignored.
+    assert "--scaling and --experiment each choose what to print" in _refused(
+        "model_table", ["--scaling", "--experiment", "fig4_blocks"], capsys)
     # A value train.py refuses, refused before any row is measured (it was reported as out of memory even at batch 1).
     message = _refused("benchmark_training", ["--device", "cpu", "--smoke", "--rows", "afno", "--override", "data.batch_size=-1"],
                        capsys)
