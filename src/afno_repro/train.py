@@ -417,17 +417,9 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, da
     (results,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     values = {key.removeprefix("test/"): number(value) for key, value in results.items()}
     record = task.evaluation_record(values, datamodule.selection)
-    evaluated = trainer.current_epoch >= trainer.check_val_every_n_epoch  # an evaluation ran during training
-    unselected = checkpoint is not None and best is None and not evaluated
-    if unselected and "no evaluation during training" not in str(record.get("result", {}).get("protocol")):
-        # max_epochs below check_val_every_n_epoch: the record said a checkpoint was chosen on a split never scored.
-        record.setdefault("result", {})["protocol"] = (
-            f"no evaluation during training ({trainer.max_epochs} epoch(s), evaluated every {trainer.check_val_every_n_epoch}): "
-            f"the weights at the end of training, scored on the {getattr(datamodule, 'reported_split', 'val')} split, "
-            "nothing selected")
     record["test"] = {"split": getattr(datamodule, "reported_split", "val"),
-                      "checkpoint": best or ("last weights (no evaluation ran, so none was selected)" if unselected
-                                             else "last weights (no checkpoint callback)"), **record["test"]}
+                      "checkpoint": best or ("last weights (no checkpoint callback)" if checkpoint is None
+                                             else "last weights (no evaluation ran, so none was selected)"), **record["test"]}
     return record
 
 

@@ -226,6 +226,7 @@ def resume_mismatch_message(run_dir: str | Path, overrides: list[str]) -> str | 
         before = yaml.safe_load(recorded.read_text()) or []
     except (OSError, yaml.YAMLError):
         return None
+
     def trained(words: list[str]) -> list[str]:
         return sorted(str(word) for word in words if not str(word).startswith(_LAUNCH_ONLY))
     if trained(before) == trained(overrides):

@@ -206,6 +206,20 @@ class PaperTask(pl.LightningModule):
         """How the reported number was selected, in words, for the data's ``selection`` option."""
         return f"checkpoint selected with data.selection={selection}"
 
+    def evaluated_during_training(self) -> bool:
+        """Whether an evaluation ran during training, so that a checkpoint was selected: the run's checkpoint
+        callback picked one (True without a trainer or a checkpoint callback, where nothing says otherwise)."""
+        callback = getattr(self._trainer, "checkpoint_callback", None) if self._trainer is not None else None
+        return callback is None or bool(callback.best_model_path)
+
+    def _unselected_protocol(self) -> str:
+        """The protocol of a run whose training ended before its first evaluation (max_epochs below
+        check_val_every_n_epoch): nothing was selected; the test loop scored the weights training ended with."""
+        split = getattr(getattr(self.trainer, "datamodule", None), "reported_split", "test")
+        return (f"no evaluation during training ({self.trainer.max_epochs} epoch(s), evaluated every "
+                f"{self.trainer.check_val_every_n_epoch}): the weights at the end of training, scored on the {split} "
+                "images, nothing selected")
+
     def evaluation_record(self, values: dict[str, float | None], selection: str) -> dict[str, Any]:
         """``test``, ``baselines`` and ``result`` for ``metrics.json`` from the test loop's numbers.
 
@@ -215,7 +229,8 @@ class PaperTask(pl.LightningModule):
         last test pass measured of the AFNO mixer (:mod:`afno_repro.mixers.activity`), None when the
         backbone has no AFNO mixer with soft-thresholding.
         """
-        protocol = self.protocol(selection)
+        protocol = self.protocol(selection) if selection == "last" or self.evaluated_during_training() else (
+            self._unselected_protocol())
         count = logged_count(values.get("num_images"))
         test = {"num_images": count, **{k: v for k, v in values.items() if "/" not in k and k != "num_images"}}
         baselines: dict[str, dict[str, Any]] = {}

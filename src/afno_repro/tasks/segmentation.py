@@ -231,6 +231,9 @@ class SegmentationTask(PaperTask):
                                       "over the training crops, resized (nearest) to each evaluation label")
         return reading
 
+    def evaluated_during_training(self) -> bool:
+        return bool(self.history)  # every evaluation of the run, restored with a resumed checkpoint
+
     def protocol(self, selection: str) -> str:
         every = self.trainer.check_val_every_n_epoch if self._trainer is not None else None
         cadence = "after every epoch" if every == 1 else f"every {every} epochs" if every else "at each evaluation"
@@ -238,12 +241,6 @@ class SegmentationTask(PaperTask):
         best = (f"maximum over the run of the mIoU on all test images, evaluated {cadence} (the paper's protocol, A.4: "
                 "selected on the reported images)") if split == "test" else (
                 f"the checkpoint of the best {split} mIoU, evaluated {cadence}, reported on the same {split} images")
-        if self._trainer is not None and not self.history and selection != "last":
-            # Training ended before its first evaluation (max_epochs below check_val_every_n_epoch): nothing
-            # was selected; the test loop scored the weights training ended with.
-            epochs = self.trainer.max_epochs
-            return (f"no evaluation during training ({epochs} epoch(s), evaluated every {every}): the weights at the end "
-                    "of training, scored on the test images, nothing selected")
         return {
             "max_over_run": best,
             "heldout": "fold 0 of the sorted test images selects the checkpoint; the other folds are reported",
