@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_resume_checkpoint", "load_checkpoint", "state_dict_differences"]
+__all__ = ["check_resume_checkpoint", "load_checkpoint", "read_resume_checkpoint", "state_dict_differences"]
 
 # ckpt_path values that Lightning resolves itself (trainer.fit(ckpt_path="last") etc.).
 _LIGHTNING_SPECIAL_PATHS = ("last", "best", "hpc")
@@ -26,7 +26,23 @@ _PICKLE_MAGIC = b"\x80"  # torch.save(_use_new_zipfile_serialization=False): a b
 _SHOWN = 5  # parameter names listed per kind of difference
 
 
-def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) -> dict[str, Any] | None:
+def read_resume_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint a run resumes from, loaded on the CPU (memory-mapped), or None for Lightning's
+    own names (``last``, ``best``, ``hpc``, ``registry:...``). A file that is not a Lightning
+    checkpoint is returned as it loaded; :func:`check_resume_checkpoint` says what is wrong with it.
+
+    Raises
+    ------
+    ValueError
+        The file is missing, empty, truncated, corrupt or not a PyTorch file (:func:`load_checkpoint`).
+    """
+    if str(path) in _LIGHTNING_SPECIAL_PATHS or str(path).startswith("registry"):
+        return None
+    return load_checkpoint(Path(path).expanduser())
+
+
+def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module,
+                            checkpoint: Any = None) -> dict[str, Any] | None:
     """Check that ``path`` is a readable Lightning checkpoint whose weights fit ``module``.
 
     Parameters
@@ -37,6 +53,8 @@ def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) ->
     module
         The configured LightningModule, built but not yet fitted: its ``state_dict`` keys and
         shapes are what the checkpoint must provide.
+    checkpoint
+        ``path`` already read by :func:`read_resume_checkpoint`, or None to read it here.
 
     Returns
     -------
@@ -59,7 +77,8 @@ def check_resume_checkpoint(path: str | os.PathLike, module: torch.nn.Module) ->
     if str(path) in _LIGHTNING_SPECIAL_PATHS or str(path).startswith("registry"):
         return None
     path = Path(path).expanduser()
-    checkpoint = load_checkpoint(path)
+    if checkpoint is None:
+        checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(_not_lightning(path, checkpoint))
     problems = state_dict_differences(checkpoint["state_dict"], module.state_dict())

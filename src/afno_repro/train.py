@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.batch import batch_plan, world_size
+from afno_repro.checkpoints import check_resume_checkpoint, read_resume_checkpoint
 from afno_repro.config import PAPER_COLUMNS, fill_computed
 from afno_repro.failures import RunFolderInUse, RunInterrupted, UserFacingError, finish_wandb, run_guarded
 from afno_repro.precision import apply_precision, resolve_precision
@@ -250,7 +251,22 @@ class Built:
     loggers: list[Any]
     plan: dict[str, Any] | None
     numerics: dict[str, Any]
-    init: dict[str, Any] | None
+    init: dict[str, Any]
+
+
+def _resumed_init(cfg: DictConfig, resumed: Any) -> dict[str, Any] | None:
+    """Where the weights of the checkpoint a run resumes from started (its ``init`` entry), or None
+    when the run does not resume or its checkpoint predates that entry. A ``pretrained=<file>`` that
+    names another trunk is not loaded, and the user is told so: the resumed weights replace it."""
+    if not isinstance(resumed, dict) or not isinstance(resumed.get("init"), dict):
+        return None
+    init = dict(resumed["init"])
+    given = cfg.get("pretrained")
+    if given not in (None, "none", "null", "scratch", "auto") and str(given) != str(init.get("checkpoint")):
+        started = init.get("checkpoint") or "scratch"
+        log.warning("pretrained=%s is not loaded: this run resumes from ckpt_path=%s, whose weights started from %s "
+                    "and are recorded so.", given, cfg.ckpt_path, started)
+    return init
 
 
 def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built:
@@ -260,28 +276,33 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
     :func:`run` trains and evaluates what this builds; the paper-scale preflight
     (:mod:`afno_repro.preflight`) times a few steps of it, so both go through the same path.
     """
-    # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
-    # which must load with torch.load(weights_only=True).
+    # A resumed run's checkpoint is read once, here: a bad one gets its paragraph before anything is
+    # built, and it says where the weights it continues started.
+    resumed = read_resume_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    init = _resumed_init(cfg, resumed)
     # A finetuning run starts from its pretraining run's trunk (pretrained=auto|<file>|null); a
-    # missing one is reported before anything is built.
-    init = resolve_pretrained(cfg, list(HydraConfig.get().overrides.task))
+    # missing one is reported before anything is built. A resumed run has its weights already.
+    load_init = init is None
+    if load_init:
+        init = resolve_pretrained(cfg, list(HydraConfig.get().overrides.task))
     plan = _batch_plan(cfg)
     if plan is not None:
         cfg.data.batch_size = plan["per_device"]  # the declared global batch's share of one process
+    # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
+    # which must load with torch.load(weights_only=True).
     datamodule = instantiate(cfg.data, _convert_="all")
     backbone = instantiate(cfg.backbone)
-    if init is not None:
+    if load_init and init is not None:
         init["head_initialised"] = load_pretrained_backbone(backbone, init["checkpoint"])
-    elif cfg.backbone.get("checkpoint"):
+    elif load_init and cfg.backbone.get("checkpoint"):
         # A trunk built from someone else's classification weights (Figure 1's Swin), not from a run of ours.
         init = {"checkpoint": str(cfg.backbone.checkpoint), "how": "backbone.checkpoint (classification weights)"}
+    init = init or {"checkpoint": None, "how": "from scratch"}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    task.init_record = init
     if cfg.get("ckpt_path"):
-        # A bad checkpoint gets its paragraph before any logger or W&B run starts.
-        from afno_repro.checkpoints import check_resume_checkpoint
-
-        stored = check_resume_checkpoint(cfg.ckpt_path, task)
+        stored = check_resume_checkpoint(cfg.ckpt_path, task, resumed)
         done, epochs = (stored or {}).get("epoch"), cfg.trainer.get("max_epochs")
         if isinstance(done, int) and isinstance(epochs, int) and done + 1 > epochs:
             raise UserFacingError(
@@ -338,7 +359,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     batch = {**plan, "lr": None if lr is None else number(lr)} if plan is not None else None
     summary = {**identity(cfg, run_dir), **info, "precision": numerics, "batch": batch,
                "reported": [item.as_dict() for item in task.reported],
-               "init": init or {"checkpoint": None, "how": "from scratch"}, "reading": reading(datamodule, task)}
+               "init": init, "reading": reading(datamodule, task)}
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except FloatingPointError as error:

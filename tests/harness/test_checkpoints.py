@@ -187,3 +187,25 @@ def test_last_checkpoint_is_every_epochs_when_the_best_does_not_improve(tmp_path
     best_paths = [state["best_model_path"] for key, state in last["callbacks"].items() if "val/score" in key]
     assert best_paths == [str(tmp_path / "checkpoints" / "best-epoch000.ckpt")]
     assert trainer.checkpoint_callback.monitor == "val/score"  # the selection callback is the trainer's
+
+
+def test_a_resumed_run_records_where_its_weights_started_not_its_pretrained_option(written, tmp_path, caplog):
+    """`ckpt_path=` continues the checkpoint's weights: its `init` (what the interrupted run started from)
+    is recorded, and `pretrained=` is neither loaded nor recorded, so a resume needs no pretraining file."""
+    started_from = tmp_path / "pretraining.ckpt"
+    started_from.write_bytes(written.read_bytes())
+    first = tmp_path / "first"
+    main(compose([*SMOKE, "trainer.max_epochs=1", f"pretrained={started_from}"], output_dir=str(first)))
+    assert json.loads((first / "metrics.json").read_text())["init"]["checkpoint"] == str(started_from)
+    started_from.unlink()  # the resume must not need it
+
+    resumed = tmp_path / "resumed"
+    with caplog.at_level("WARNING", logger="afno_repro.train"):
+        main(compose([*SMOKE, "trainer.max_epochs=2", f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+                      f"pretrained={written}"], output_dir=str(resumed)))
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    assert metrics["init"]["checkpoint"] == str(started_from) and metrics["init"]["how"] == "given"
+    assert f"pretrained={written} is not loaded" in caplog.text and str(started_from) in caplog.text
+    # The resumed run's own checkpoints carry the same origin on to a further resume.
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["init"] == metrics["init"]

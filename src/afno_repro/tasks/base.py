@@ -196,6 +196,8 @@ class PaperTask(pl.LightningModule):
         self._activity: SpectrumActivity | None = None
         self._activity_counts: Tensor | None = None
         self._activity_split: str | None = None
+        # Where the weights started, as metrics.json records it under "init" (set by afno_repro.train.build).
+        self.init_record: dict[str, Any] | None = None
 
     # --- the harness contract -------------------------------------------------------------
     def reading(self) -> dict[str, Any]:
@@ -260,6 +262,11 @@ class PaperTask(pl.LightningModule):
         self._activity_split = getattr(self.trainer.datamodule, "reported_split", "val")
 
     # --- shared training code -------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run continues from these weights, so it records where they started from this entry,
+        # not from its own pretrained= option, which a resume does not load.
+        checkpoint["init"] = self.init_record
+
     def setup(self, stage: str) -> None:
         # In-place compilation keeps the state-dict keys (`backbone.*`) those of the eager module,
         # so checkpoints load into compiled and eager models alike.

@@ -388,6 +388,7 @@ class SegmentationTask(PaperTask):
 
     # --- the evaluation history is training state ------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["segmentation_history"] = [dict(entry) for entry in self.history]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
