@@ -373,3 +373,21 @@ def test_biharmonic_fills_an_image_with_nothing_visible_with_zeros_and_leaves_an
     assert torch.equal(filled[0], torch.zeros(3, 12, 12))
     assert torch.allclose(filled[1], image[1])
     assert torch.allclose(filled[2][:, :4], image[2][:, :4]) and filled[2][:, 4:8, 4:8].abs().sum() > 0
+
+
+def test_a_mask_that_hides_whole_images_is_counted_and_said_beside_the_baselines(tmp_path, capsys):
+    """`data.mask.brush_size=1000` hides every pixel of the 32x32 smoke images: the biharmonic row then
+    equals the masked input's (zeros), and the run says so rather than showing it as a biharmonic fill."""
+    import json
+
+    from afno_repro.config import compose
+    from afno_repro.train import main
+
+    main(compose(["debug=smoke", "data.mask.brush_size=1000", "logger=csv", "count_flops=false",
+                  f"runs_root={tmp_path}"], output_dir=str(tmp_path / "run")))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["fully_masked_images"] == metrics["test"]["num_images"] == 4
+    assert metrics["baselines"]["biharmonic"]["zero_filled_images"] == 4
+    assert metrics["baselines"]["biharmonic"]["psnr"] == metrics["baselines"]["masked_input"]["psnr"]
+    out = capsys.readouterr().out
+    assert "warning: 4 of the 4 test images have every pixel masked" in out and "fills them with zeros" in out

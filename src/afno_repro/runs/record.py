@@ -283,6 +283,12 @@ def summary_text(summary: dict[str, Any], *, show_init: bool = True) -> str:
     if result.get("miou_std") is not None:
         lines.append(f"(mean over folds; std {result['miou_std']:.2f})")
     lines.append(f"({result.get('protocol')})")
+    if fully_masked := test.get("fully_masked_images"):
+        zero = ", and the biharmonic baseline fills them with zeros (as the masked input)" if any(
+            values.get("zero_filled_images") for values in (summary.get("baselines") or {}).values()) else ""
+        lines.append(f"warning: {fully_masked} of the {test.get('num_images')} test images have every pixel masked (the "
+                     f"walk of data.mask covers them at this size: its steps and brush_size set how far): no method sees "
+                     f"anything of them{zero}.")
     lines += cached
     if init.get("checkpoint"):
         lines.append(f"started from: {init['checkpoint']}")

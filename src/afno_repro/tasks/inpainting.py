@@ -36,6 +36,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 from torchvision.utils import make_grid
 
+from afno_repro.runs import logged_count
 from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice
 
 if TYPE_CHECKING:  # baselines.py scores with this module's metrics: imported where it is used
@@ -427,7 +428,8 @@ class InpaintingTask(PaperTask):
     def _evaluation_metrics() -> MetricCollection:
         """PSNR, SSIM, loss, masked fraction and image count of one evaluation split."""
         metrics = image_quality_metrics()
-        metrics.add_metrics({"loss": MeanMetric(), "masked_fraction": MeanMetric(), "num_images": SumMetric()})
+        metrics.add_metrics({"loss": MeanMetric(), "masked_fraction": MeanMetric(), "num_images": SumMetric(),
+                             "fully_masked_images": SumMetric()})
         return metrics
 
     def reading(self) -> dict[str, Any]:
@@ -443,6 +445,11 @@ class InpaintingTask(PaperTask):
         # Every baseline is scored on the model's masks: the masked fraction belongs beside each.
         for baseline in record["baselines"].values():
             baseline["masked_fraction"] = record["test"].get("masked_fraction")
+        fully_masked = logged_count(record["test"].get("fully_masked_images"))
+        record["test"]["fully_masked_images"] = fully_masked
+        if fully_masked and "biharmonic" in record["baselines"]:
+            # No boundary to extend: scikit-image cannot solve these, and they are filled with zeros.
+            record["baselines"]["biharmonic"]["zero_filled_images"] = fully_masked
         if self.fill_cache is not None and "biharmonic" in record["baselines"]:
             # This process's fills (under DDP, rank 0's shard): how many were read back, how many solved.
             record["baselines"]["biharmonic"]["fill_cache"] = {"folder": str(self.fill_cache.directory),
@@ -497,6 +504,8 @@ class InpaintingTask(PaperTask):
         metrics["loss"].update(loss.detach(), weight=batch_size)
         metrics["masked_fraction"].update(batch["mask"].float().flatten(1).mean(1))
         metrics["num_images"].update(torch.tensor(float(batch_size), device=target.device))
+        # Images with no visible pixel: nothing to inpaint from, and the biharmonic fill of one is zeros.
+        metrics["fully_masked_images"].update((batch["mask"].flatten(1) > 0.5).all(1).sum().float())
         self.log_dict(
             {f"{stage}/{name}": metric for name, metric in metrics.items()},
             on_step=False,
