@@ -102,7 +102,16 @@ def test_embedded_scenes_have_ignored_pixels_and_five_classes():
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 64) and batch["mask"].shape == (2, 32, 64)
     assert bool((batch["mask"][:, -4:] == 255).all())
-    assert _module(val_samples=3).num_images("val") == 3
+    three = _module(val_samples=3)
+    assert three.num_images("val") == 3 and three.reported_split == "val (3 evenly spaced images)"
+
+
+def test_more_val_samples_than_the_split_holds_uses_all_and_says_so():
+    """Not recorded as 1000 evenly spaced images when the split has 8: a warning names the count used."""
+    many = _module(val_samples=1000)
+    with pytest.warns(UserWarning, match=r"data.val_samples=1000 is more than the split's 8 images: all 8 are used"):
+        assert many.num_images("val") == 8
+    assert many.reported_split == "val"
 
 
 @pytest.mark.parametrize(("broken", "message"), [

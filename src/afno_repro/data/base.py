@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -32,9 +33,13 @@ IGNORE_INDEX = 255
 """The label of pixels that are not scored, in every segmentation batch."""
 
 
-def evenly_spaced(dataset: Dataset, count: int | None) -> Dataset:
+def evenly_spaced(dataset: Dataset, count: int | None, option: str = "data.val_samples") -> Dataset:
     """``count`` evenly spaced items of ``dataset`` (all of it for ``None``): on a split sorted by
-    class, every class stays represented."""
+    class, every class stays represented. A ``count`` beyond the split keeps all of it, with a
+    warning naming ``option`` and the number used."""
+    if count is not None and count > len(dataset):
+        warnings.warn(f"{option}={count} is more than the split's {len(dataset)} images: all {len(dataset)} are used "
+                      "(the run's result.num_images records it).", stacklevel=2)
     if count is None or count >= len(dataset):
         return dataset
     return Subset(dataset, torch.linspace(0, len(dataset) - 1, count).round().long().tolist())

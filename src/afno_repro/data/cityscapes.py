@@ -378,7 +378,8 @@ class CityscapesDataModule(DataModuleBase):
     @property
     def reported_split(self) -> str:
         """What :meth:`test_dataloader` serves: ``"val"`` (Cityscapes' test labels are not public)."""
-        return "val" if self.val_samples is None else f"val ({self.val_samples} evenly spaced images)"
+        used = self.val_samples if self.val_set is None else len(self.val_set)
+        return "val" if self.val_samples is None or used != self.val_samples else f"val ({used} evenly spaced images)"
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Normalised ``(..., 3, H, W)`` images back to ``[0, 1]`` (for image grids)."""
