@@ -47,7 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from afno_repro.cli import available_device, nonnegative_int, output_file, positive_float, user_errors, whole_number_at_least
+from afno_repro.cli import (
+    UsageError, available_device, available_ram_bytes, nonnegative_int, output_file, positive_float, user_errors,
+    whole_number_at_least,
+)
 from afno_repro.report.render import format_number
 
 ROWS = ("attention", "efficient_attention", "long_short", "gfn", "afno", "afno_25pct")
@@ -200,9 +203,10 @@ def available_memory_gb(device: str) -> float:
     """Free device memory (CUDA) or 80% of the RAM available now (CPU), in GB."""
     if torch.device(device).type == "cuda":
         return torch.cuda.mem_get_info(torch.device(device))[0] / GB
-    with open("/proc/meminfo") as meminfo:
-        fields = dict(line.split(":", 1) for line in meminfo)
-    return 0.8 * int(fields["MemAvailable"].split()[0]) * 1024 / GB
+    available = available_ram_bytes()
+    if available is None:
+        raise UsageError("this system does not say how much memory is free (no /proc/meminfo); give --memory-limit-gb.")
+    return 0.8 * available / GB
 
 
 def _rss_bytes() -> int:

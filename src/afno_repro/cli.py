@@ -112,6 +112,17 @@ def output_file(text: str) -> Path:
     return path
 
 
+def available_ram_bytes() -> int | None:
+    """The memory a new allocation can have now (``MemAvailable`` of ``/proc/meminfo``), or None where
+    the system does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import ConfigCompositionException, OverrideParseException
 

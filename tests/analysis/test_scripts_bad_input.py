@@ -47,6 +47,8 @@ COUNTS = [
     ("benchmark_masks", ["--threads", "-2"], "--threads"),
     ("benchmark_masks", ["--seed", "-1"], "--seed: -1 is not a whole number >= 0"),
     ("benchmark_masks", ["--size", "6"], "not a multiple of 4"),
+    # More masks than memory holds (5 TB at 224x224): refused with the largest --n that fits, not an allocator traceback.
+    ("benchmark_masks", ["--n", "100000000"], "masks of 224x224 need about 30,105.6 GB at once"),
     ("benchmark_mixers", ["--threads", "0"], "--threads"),
     ("benchmark_mixers", ["--batch", "0"], "--batch"),
     ("benchmark_mixers", ["--repeats", "0"], "--repeats"),
