@@ -201,7 +201,8 @@ def unknown_key(arguments: Sequence[str]) -> str | None:
 
     Hydra's own answer exits 1 with its stack-trace hint and suggests ``+trainer.max_epoch=5``, which only moves
     the typo into the class that receives it. Checked by composing the command once (~0.2 s), only when it sets a
-    dotted key without ``+``/``~``; a sweep (``a=1,2``) is left to Hydra.
+    dotted key without ``+``/``~``. A sweep (``a=1,2``) is composed at each swept option's first value: its first
+    job, which Hydra composes first and where it would stop with the same error.
     """
     import difflib
 
@@ -214,8 +215,11 @@ def unknown_key(arguments: Sequence[str]) -> str | None:
     if not any("." in word.split("=", 1)[0] and not word.startswith(("+", "~")) for word in words):
         return None
     try:
-        if any(override.is_sweep_override() for override in OverridesParser.create().parse_overrides(words)):
-            return None
+        parsed = OverridesParser.create().parse_overrides(words)
+        first = {override.get_key_element(): next(iter(override.sweep_string_iterator()))
+                 for override in parsed if override.is_sweep_override()}
+        words = [f"{override.get_key_element()}={first[override.get_key_element()]}" if override.is_sweep_override()
+                 else word for override, word in zip(parsed, words)]
         with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
             try:
                 hydra_compose(config_name="train", overrides=words, return_hydra_config=True)
@@ -235,7 +239,9 @@ def unknown_key(arguments: Sequence[str]) -> str | None:
     close = difflib.get_close_matches(leaf, options, n=1)
     guess = f"Did you mean {parent}.{close[0]}? " if close else ""
     shown = ", ".join(options) if len(options) <= 40 else ", ".join(options[:40]) + ", ..."
-    return (f"{key}: this run's config has no key '{leaf}' under {parent}. {guess}Its keys: {shown}. A key that is "
+    job = "this run's config" if not first else (
+        "the config of the sweep's first job (" + " ".join(f"{name}={value}" for name, value in first.items()) + ")")
+    return (f"{key}: {job} has no key '{leaf}' under {parent}. {guess}Its keys: {shown}. A key that is "
             f"not in the config is added with a leading + (+{key}=...), for an option the class takes.")
 
 

@@ -138,9 +138,16 @@ def test_a_misspelt_key_names_the_closest_one():
     assert message.startswith("trainer.max_epoch: this run's config has no key 'max_epoch' under trainer. "
                               "Did you mean trainer.max_epochs?")
     assert "Did you mean data.root?" in unknown_key(["experiment=table2_inpainting", "data.roott=/data/imagenet"])
-    # Keys that exist, an added key, and a sweep (left to Hydra) pass untouched.
+    # Keys that exist and an added key pass untouched.
     assert unknown_key(["debug=smoke", "trainer.max_epochs=5", "+trainer.detect_anomaly=false"]) is None
-    assert unknown_key(["-m", "debug=smoke", "seed=0,1", "trainer.max_epoch=3"]) is None
+    # A sweep is checked at its first job, where Hydra would stop: the misspelt key may be swept or fixed.
+    assert unknown_key(["-m", "debug=smoke", "seed=0,1", "trainer.max_epochs=3", "mixer.num_blocks=2,4"]) is None
+    for sweep in (["seed=0,1", "trainer.max_epoch=3"], ["seed=range(2)", "trainer.max_epoch=3,4"]):
+        message = unknown_key(["-m", "debug=smoke", *sweep])
+        assert message.startswith("trainer.max_epoch: the config of the sweep's first job (") and "seed=0" in message
+        assert "Did you mean trainer.max_epochs?" in message
+    # A key only the first job lacks (attention has no blocks) is named with that job: Hydra fails there too.
+    assert "(mixer=attention)" in unknown_key(["-m", "debug=smoke", "mixer=attention,afno", "mixer.num_blocks=4"])
 
 
 @pytest.mark.slow
