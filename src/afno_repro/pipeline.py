@@ -21,9 +21,9 @@ of the sweep is complete, the step ``<experiment>_noise`` takes its ``rerun_best
 ``result.<metric>`` (the best and the runner-up) and trains each again with ``seed=<seed>``, one
 multirun of one job per point in a fixed folder, ``<root>/<experiment>_seed<seed>/<point>``. The
 reruns record the same ``experiment`` and ``mixer_options`` as the runs they repeat and another
-``seed``: the report reads the spread from those pairs. A finetuning rerun starts, through
-``pretrained=auto``, from the pretraining run of its own seed where one exists (the pretraining
-sweep's own reruns), else from the trunk the sweep's run used (:mod:`afno_repro.pretrained`).
+``seed``: the report reads the spread from those pairs. A finetuning rerun starts from the very
+trunk its point's run started from (``pretrained=<that checkpoint>``, read from the run's
+``metrics.json`` ``init``), so the spread is finetuning's own seed noise.
 
 Resuming: every run has a fixed folder, so a second invocation finds what the first left.
 ``resume=auto`` (:func:`afno_repro.runs.auto_resume`) makes a completed run return its recorded
