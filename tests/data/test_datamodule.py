@@ -229,3 +229,19 @@ def test_lightning_keeps_our_samplers_under_ddp(monkeypatch):
         assert isinstance(loader.sampler, DistributedSampler)
         assert not trainer._data_connector._requires_distributed_sampler(loader)
     assert trainer._data_connector._requires_distributed_sampler(DataLoader(range(4)))
+
+
+def test_seeding_the_global_state_for_a_transform_leaves_the_gpu_generators_alone(monkeypatch):
+    """timm's classification transforms draw from the global generators, seeded per item by
+    global_random_state; torch.manual_seed would also reseed every GPU's generator (drop-path's draws on a
+    GPU would then depend on num_workers), and fork_rng(devices=[]) restores the CPU's only."""
+    from afno_repro.data.sampling import global_random_state
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    state = torch.get_rng_state()
+    with global_random_state(7):
+        first = torch.rand(3)
+    with global_random_state(7):
+        assert torch.equal(torch.rand(3), first)
+    assert reseeded == [] and torch.equal(torch.get_rng_state(), state)

@@ -54,12 +54,14 @@ def item_generator(seed: int) -> torch.Generator:
 @contextmanager
 def global_random_state(seed: int) -> Iterator[None]:
     """Seed Python's, NumPy's and torch's (CPU) random state from ``seed`` for the block, then
-    restore them: for transforms that draw from the global generators only (timm's)."""
+    restore them: for transforms that draw from the global generators only (timm's). The GPUs'
+    generators are not touched (``torch.manual_seed`` would reseed them too, and ``fork_rng`` here
+    restores the CPU one only): a loader in the main process must not reset drop-path's draws."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         try:
             yield
         finally:
