@@ -112,3 +112,35 @@ def test_a_run_without_its_checkpoint_is_a_note(table2_runs, tmp_path):
     section = figure5_section([run, table2_runs[1]], tmp_path)
     assert len(section.notes) == 1 and "gone.ckpt" in section.notes[0] and "is missing" in section.notes[0]
     assert len({r["run"] for r in section.tables["figure5"]}) == 1
+
+
+def test_a_run_is_rebuilt_from_the_config_hydra_saved_before_it_ran(imagenet_writer, tmp_path):
+    """Hydra saves the composed config unresolved: Figure 4's `backbone.embed_dim: equal_params` and Table 6's
+    `subset_file: ${hydra:runtime.output_dir}/...` must be rebuilt as the run did (in its own folder), not
+    fail on a HydraConfig that is not set or land in another folder."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf, open_dict
+
+    from afno_repro.config import CONFIG_DIR, compose
+    from afno_repro.report.trained_figures import load_run
+
+    imagenet_root = imagenet_writer(tmp_path / "imagenet", train_per_class=20)  # 10%: 2 a class, one held out
+    overrides = ["experiment=fig4_blocks", "paper_model=table6/afno", "mixer.num_blocks=8", f"data.root={imagenet_root}"]
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved = hydra_compose(config_name="train", overrides=overrides)  # as Hydra writes .hydra/config.yaml
+    OmegaConf.save(saved, run_dir / ".hydra" / "config.yaml")
+    assert "equal_params" in (run_dir / ".hydra" / "config.yaml").read_text()
+    trained = compose(overrides, output_dir=str(run_dir))
+    task = instantiate(trained.task, backbone=instantiate(trained.backbone), optimizer=instantiate(trained.optimizer),
+                       scheduler=None)
+    torch.save({"state_dict": task.state_dict()}, run_dir / "best.ckpt")
+
+    cfg, loaded, datamodule = load_run({"run_dir": str(run_dir), "best_checkpoint": str(run_dir / "best.ckpt")})
+    # The width a run at k=8 computes (a multiple of 8 near the k=4 model's 584), so the weights load.
+    assert cfg.backbone.embed_dim == trained.backbone.embed_dim and cfg.backbone.embed_dim % 8 == 0
+    assert all(torch.equal(value, task.state_dict()[key]) for key, value in loaded.state_dict().items())
+    assert datamodule.subset_file == str(run_dir / "imagenet_subset.txt") and (run_dir / "imagenet_subset.txt").is_file()

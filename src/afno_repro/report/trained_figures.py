@@ -64,7 +64,7 @@ def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    import afno_repro.config  # noqa: F401 - registers the resolvers the configs use
+    from afno_repro.config import fill_computed  # importing it also registers the resolvers the configs use
 
     run_dir = Path(run["run_dir"])
     config = run_dir / ".hydra" / "config.yaml"
@@ -73,9 +73,14 @@ def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.
         raise FileNotFoundError(f"{config} is missing: the run's configuration is needed to rebuild its model")
     if not checkpoint or not Path(checkpoint).is_file():
         raise FileNotFoundError(f"the checkpoint the run's test scored ({checkpoint}) is missing")
-    cfg = OmegaConf.load(config)
+    # Hydra saves the config as composed, before the run: `${hydra:runtime.output_dir}` (Table 6's subset
+    # file, the checkpoints' folder) means the run's own folder, and the values left to code (class
+    # folders, Figure 4's equal-parameter width) are computed again, as the run did.
+    raw = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    cfg = OmegaConf.create(_in_run_folder(raw, str(run_dir)))
     for key, value in data_overrides.items():
         cfg.data[key] = value
+    fill_computed(cfg)
     backbone = instantiate(cfg.backbone)
     options = {"run_baselines": False} if "run_baselines" in cfg.task else {}
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=None, **options)
@@ -85,6 +90,15 @@ def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("test")
     return cfg, task, datamodule
+
+
+def _in_run_folder(node: Any, run_dir: str) -> Any:
+    """``node`` (a config as plain containers) with ``${hydra:runtime.output_dir}`` replaced by ``run_dir``."""
+    if isinstance(node, dict):
+        return {key: _in_run_folder(value, run_dir) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_in_run_folder(value, run_dir) for value in node]
+    return node.replace("${hydra:runtime.output_dir}", run_dir) if isinstance(node, str) else node
 
 
 def _test_images(datamodule: Any, count: int) -> torch.Tensor:
