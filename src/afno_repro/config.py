@@ -79,13 +79,18 @@ def sweep_points(experiment: str, *overrides: str) -> list[list[str]]:
     ``overrides`` leave them (``debug=smoke`` trains one column of Table 3)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=[f"experiment={experiment}", *overrides],
                             return_hydra_config=True)
     points: list[list[str]] = [[]]
+    parser = OverridesParser.create()
     for key, values in (cfg.hydra.sweeper.params or {}).items():
-        points = [point + [f"{key}={value}"] for point in points for value in str(values).split(",")]
+        # Hydra's own reading of the values (a,b; range(...); choice(...)), as its sweeper expands them.
+        (override,) = parser.parse_overrides([f"{key}={values}"])
+        expanded = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(values)]
+        points = [point + [f"{key}={value}"] for point in points for value in expanded]
     return points
 
 

@@ -50,6 +50,14 @@ def test_experiments_are_the_papers():
     assert set(SWEEPS) == set(EXPERIMENTS)
 
 
+def test_sweep_points_read_the_values_as_hydra_expands_them():
+    """range(1,4) is three seeds, not ['range(1', '4)']: make reproduce-all would never count such a sweep done."""
+    points = sweep_points("table2_inpainting", "+hydra.sweeper.params.seed='range(1,4)'")
+    assert len(points) == 12 and points[:3] == [["paper_model=table2/attention", f"seed={seed}"] for seed in (1, 2, 3)]
+    assert sweep_points("table2_inpainting", "hydra.sweeper.params.paper_model='choice(table2/gfn,table2/afno)'") == [
+        ["paper_model=table2/gfn"], ["paper_model=table2/afno"]]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_sweep_point_composes_and_builds(experiment):
     """Each experiment's declared sweep, point by point, composes and instantiates its model."""
