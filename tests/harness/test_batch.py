@@ -13,6 +13,8 @@ from afno_repro.config import compose
     (128, 1, (128, 8)),    # A.3's 1024 on one device: 8 micro-batches of 128
     (128, 8, (128, 1)),    # on 8 devices: the paper's own 8 x 128
     (128, 16, (64, 1)),    # more devices than needed: each takes its share
+    (96, 1, (64, 16)),     # 11 steps of 96 would not divide 1024: the fewest steps that do, of what fits
+    (100, 2, (64, 8)),
     (100, 3, None),        # 1024 does not divide over 3 processes
 ])
 def test_a_declared_global_batch_is_reached_or_refused(per_device, world, expected):
