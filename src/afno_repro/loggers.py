@@ -89,6 +89,17 @@ def wandb_mode(mode: str = "auto") -> str:
     return "online" if _has_wandb_credentials() else "offline"
 
 
+def online_problem(probe_timeout: float = 3.0) -> str | None:
+    """Why an online W&B run would not start from here (no credentials, the server does not answer
+    within ``probe_timeout`` seconds), or None; checked without starting one."""
+    if not _has_wandb_credentials():
+        return (f"mode is online but there are no W&B credentials for {wandb_base_url()} "
+                "(no WANDB_API_KEY, no `wandb login` entry in ~/.netrc)")
+    if (unreachable := _unreachable_reason(wandb_base_url(), probe_timeout)) is not None:
+        return f"the W&B server {wandb_base_url()} is not reachable ({unreachable})"
+    return None
+
+
 def make_wandb_logger(
     mode: str = "auto",
     project: str = "afno-repro",
@@ -130,13 +141,8 @@ def make_wandb_logger(
         return WandbLogger(log_model=log_model, offline=resolved == "offline",
                            mode=resolved, **options)
 
-    reason = None
-    if not _has_wandb_credentials():
-        reason = (f"mode is online but there are no W&B credentials for {wandb_base_url()} "
-                  "(no WANDB_API_KEY, no `wandb login` entry in ~/.netrc)")
-    elif (unreachable := _unreachable_reason(wandb_base_url(), probe_timeout)) is not None:
-        reason = f"the W&B server {wandb_base_url()} is not reachable ({unreachable})"
-    else:
+    reason = online_problem(probe_timeout)
+    if reason is None:
         import wandb
 
         logger = WandbLogger(log_model=log_model, offline=False, mode="online",

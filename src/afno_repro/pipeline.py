@@ -599,6 +599,12 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
     return 0
 
 
+def _report_wandb_mode(given: str | None) -> str:
+    """The report's W&B mode: ``--wandb`` as given, else ``WANDB_MODE`` where it names a mode, else offline."""
+    environment = os.environ.get("WANDB_MODE")
+    return given or (environment if environment in ("offline", "online", "disabled") else "offline")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m afno_repro.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="paper", choices=SCALES,
@@ -625,8 +631,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasetgan", help="DatasetGAN folder for --scale paper")
     parser.add_argument("--cityscapes", help="Cityscapes folder (leftImg8bit/, gtFine/) for --scale paper")
     parser.add_argument("--swin", help="folder of the Swin ImageNet checkpoints for Figure 1 (swin_checkpoints=)")
-    parser.add_argument("--wandb", default="offline", choices=("offline", "online", "disabled"),
-                        help="W&B mode of the report's tables (runs follow their logger config)")
+    parser.add_argument("--wandb", choices=("offline", "online", "disabled"),
+                        help="W&B mode of the report's tables (default: WANDB_MODE where it names one, else offline; "
+                        "runs follow their logger config)")
     parser.add_argument("--rebuild-report", action="store_true", help="rebuild the report even if no result changed")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer=ddp")
     args = parser.parse_args(argv)
@@ -692,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nerror: {missing}", file=sys.stderr)
         return 2
     try:
-        status = run_plan(steps, root, args.scale, report_dir, force_report=args.rebuild_report, wandb_mode=args.wandb)
+        status = run_plan(steps, root, args.scale, report_dir, force_report=args.rebuild_report, wandb_mode=_report_wandb_mode(args.wandb))
     except KeyboardInterrupt:
         print("\ninterrupted: the runs that completed are kept and the one in flight resumes from its last.ckpt. "
               "Run the same command again to go on.", file=sys.stderr, flush=True)

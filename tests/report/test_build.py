@@ -365,3 +365,55 @@ def test_tables_are_logged_to_wandb_offline_and_a_wandb_failure_keeps_the_report
 def test_run_command_leaves_out_the_pipelines_own_overrides():
     assert run_command({"overrides": ["experiment=fig1_trunks", "hydra.sweep.dir=/x", "runs_root=/y"]}) == \
         "python train.py experiment=fig1_trunks"
+
+
+class _FakeRun:
+    def __init__(self, fail: bool) -> None:
+        self.fail, self.finished = fail, []
+
+    def log(self, values):
+        if self.fail:
+            raise RuntimeError("W&B dropped the table")
+
+    def finish(self, exit_code=None):
+        self.finished.append(exit_code)
+
+
+def test_the_reports_wandb_run_checks_online_first_and_is_finished_when_logging_fails(tmp_path, monkeypatch, caplog):
+    """`--wandb online` without credentials would wait on W&B's login: it goes offline with a warning, as a
+    training run's logger does; a run whose logging fails is still finished (its service not left open)."""
+    import wandb
+
+    import afno_repro.loggers
+    from afno_repro.report.write import log_to_wandb
+
+    started = []
+
+    def fake_init(**options):
+        started.append(_FakeRun(fail=bool(started)))
+        started[-1].options = options
+        return started[-1]
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    monkeypatch.setattr(afno_repro.loggers, "_has_wandb_credentials", lambda: False)
+    sections = [Section("figure5", "Figure 5", "intro", tables={"t": [{"a": 1}]})]
+    with caplog.at_level("WARNING"):
+        log_to_wandb(sections, tmp_path, "online")
+    assert started[0].options["mode"] == "offline" and started[0].finished == [None]
+    assert "the report's W&B run is offline because mode is online but there are no W&B credentials" in caplog.text
+    with caplog.at_level("WARNING"):
+        log_to_wandb(sections, tmp_path, "offline")
+    assert started[1].finished == [1] and "logging it to W&B failed: RuntimeError: W&B dropped the table" in caplog.text
+    log_to_wandb(sections, tmp_path, "disabled")
+    assert len(started) == 2
+
+
+def test_the_reports_wandb_mode_is_the_flag_else_wandb_mode_else_offline(monkeypatch):
+    from afno_repro.pipeline import _report_wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert _report_wandb_mode(None) == "disabled" and _report_wandb_mode("online") == "online"
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert _report_wandb_mode(None) == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    assert _report_wandb_mode(None) == "offline"

@@ -118,10 +118,21 @@ def write_html(sections: Sequence[Section], path: Path, header: str, *, title: s
 
 def log_to_wandb(sections: Sequence[Section], out_dir: Path, mode: str) -> None:
     """Every section's tables (``wandb.Table``) and figures (``wandb.Image``) in one W&B run; a W&B
-    failure is a warning, never a failed report."""
-    mode = os.environ.get("WANDB_MODE", mode)
+    failure is a warning, never a failed report.
+
+    ``mode`` is ``offline``, ``online`` or ``disabled``, as given (the pipeline's ``--wandb``, else
+    ``WANDB_MODE``). Online is checked first as a training run's logger checks it (credentials, an
+    answering server): where it cannot start, the tables go to an offline run, with a warning, rather
+    than waiting on a login.
+    """
     if mode == "disabled":
         return
+    from afno_repro.loggers import online_problem
+
+    if mode == "online" and (reason := online_problem()) is not None:
+        log.warning("the report's W&B run is offline because %s.", reason)
+        mode = "offline"
+    run = None
     try:
         import wandb
 
@@ -135,9 +146,15 @@ def log_to_wandb(sections: Sequence[Section], out_dir: Path, mode: str) -> None:
                     run.log({name: wandb.Table(columns=columns, data=[[str(r.get(c, "")) for c in columns] for r in rows])})
             for figure in section.figures:
                 run.log({f"{section.key}/{Path(figure).stem}": wandb.Image(str(figure))})
-        run.finish()
+        finishing, run = run, None
+        finishing.finish()
         offline = sorted((out_dir / "wandb").glob("offline-run-*"))
         if offline:
             print(f"report tables logged to W&B offline: wandb sync {offline[-1]}", flush=True)
     except Exception as error:  # noqa: BLE001 - W&B is a copy of the report, never a reason to lose it
         log.warning("the report was written, but logging it to W&B failed: %s: %s", type(error).__name__, error)
+        if run is not None:  # a run left open would hold W&B's service past the report
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001 - already reported above
+                pass
