@@ -129,7 +129,7 @@ def _train_images(cfg: DictConfig, datamodule: Any, synthetic: bool) -> int | No
     if not synthetic and not cfg.data.get("train_samples_per_epoch"):
         try:
             return len(datamodule.train_dataloader().dataset)
-        except Exception:  # noqa: BLE001 - a data module without a sized dataset: fall back to the paper's count
+        except TypeError:  # a dataset without a length (an iterable one): the paper's count
             pass
     return paper_train_images(cfg)
 
