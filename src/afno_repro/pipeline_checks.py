@@ -135,6 +135,8 @@ def override_problem(steps: list[Step]) -> str | None:
 
     with initialize_config_dir(config_dir=str(_config_dir()), version_base="1.3"):
         for step in steps:
+            if not step.command:  # a noise step: its sweep's own command and points again, checked with the sweep
+                continue
             given = step.command[3:]  # after `python train.py -m`
             # Hydra's grammar first, told as train.py tells it (the quoted or closed form).
             if (message := override_syntax_message(given[1:], "python -m afno_repro.pipeline ...")) is not None:
@@ -164,6 +166,8 @@ def value_problem(steps: list[Step]) -> str | None:
     from afno_repro.train import check_values
 
     for step in steps:
+        if not step.command:  # a noise step (above)
+            continue
         given = [word for word in step.command[3:] if not word.startswith(("hydra.", "hydra/"))]
         for point in _distinct_points(step):
             try:

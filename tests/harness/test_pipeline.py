@@ -652,3 +652,13 @@ def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch,
             status, out, err = _pipeline(["--scale", "paper", *argv, *mode], capsys)
             assert status == 2 and out == "" and err.startswith("error: ") and says in err, err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "swin"]
+
+
+def test_the_plans_option_checks_leave_noise_steps_to_their_sweeps(tmp_path):
+    """A noise step has no command of its own (its sweep's, rerun): composing its chosen points alone would check
+    them against the demo's config and stop on a key only the experiment has."""
+    from afno_repro.pipeline_checks import override_problem, value_problem
+
+    rerun = NoiseStep("fig4_sparsity_noise", ["fig4_sparsity"], [["paper_model=table6/afno", "data.subset_fraction=0.1",
+                                                                  "seed=1"]], "imagenet", tmp_path / "fig4_sparsity_seed1")
+    assert rerun.command == [] and override_problem([rerun]) is None and value_problem([rerun]) is None
