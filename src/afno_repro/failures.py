@@ -161,7 +161,7 @@ def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = run_dir / "metrics.json"
     # Another run's folder is left exactly as it was.
-    if metrics.is_file() or _rank() != 0 or isinstance(cause, RunFolderInUse):
+    if metrics.is_file() or not _is_rank_zero() or isinstance(cause, RunFolderInUse):
         return
     message = describe(cause) if cause is not None else f"{type(error).__name__}: {error}"
     try:
@@ -174,8 +174,20 @@ def _record_failure(cfg: DictConfig, error: BaseException, cause: BaseException 
         pass  # an unwritable run folder is itself the error being reported
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+def _is_rank_zero() -> bool:
+    """Whether this is the process of global rank 0: torch.distributed's rank once its group is up, else
+    the launchers' variables (RANK from torchrun, SLURM_PROCID from srun; LOCAL_RANK alone only on node 0,
+    since every node's first process has LOCAL_RANK 0 and all of them would write the run's one record)."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    for key in ("RANK", "SLURM_PROCID"):
+        if str(os.environ.get(key, "")).isdigit():
+            return int(os.environ[key]) == 0
+    node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0"))
+    return str(os.environ.get("LOCAL_RANK", "0")) in ("", "0") and str(node) in ("", "0")
 
 
 def finish_wandb() -> None:

@@ -413,3 +413,21 @@ def test_a_ctrl_c_python_would_drop_is_raised_at_the_next_boundary():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.parametrize(("environment", "zero"), [
+    ({}, True),
+    ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+    ({"RANK": "3", "LOCAL_RANK": "0"}, False),             # torchrun, first process of the second node
+    ({"SLURM_PROCID": "2", "LOCAL_RANK": "0"}, False),     # srun, first task of the second node
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False),        # Lightning's launcher on node 1: not the run's rank 0
+    ({"LOCAL_RANK": "1"}, False),
+])
+def test_only_global_rank_zero_writes_a_failed_runs_record(monkeypatch, environment, zero):
+    from afno_repro.failures import _is_rank_zero
+
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert _is_rank_zero() is zero
