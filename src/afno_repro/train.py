@@ -237,7 +237,7 @@ def _batch_plan(cfg: DictConfig) -> dict[str, Any] | None:
     if not cfg.get("data") or cfg.data.get("batch_size") is None:
         return None
     trainer = cfg.trainer
-    world = world_size(trainer.get("accelerator", "auto"), trainer.get("devices", 1), trainer.get("num_nodes", 1))
+    world = world_size(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"), trainer.get("num_nodes", 1))
     return batch_plan(int(cfg.data.batch_size), world, cfg.get("global_batch"), trainer.get("accumulate_grad_batches"))
 
 
