@@ -154,3 +154,11 @@ def test_an_unknown_auto_augment_policy_is_named_with_the_forms_timm_reads(polic
     # The forms the message names are ones timm builds.
     for named in ("rand-m9-mstd0.5-inc1", "original", "v0", "augmix-m5-w4-d2"):
         ClassificationDataModule(source="lfw", image_size=32, batch_size=4, auto_augment=named)
+
+
+def test_the_recorded_evaluation_resize_is_the_one_applied(imagenet_root):
+    """interpolation=random is a training choice (timm draws per image); evaluation resizes bicubic, and says so."""
+    dm = _module(imagenet_root, interpolation="random")
+    assert "(bicubic)" in dm.reading()["eval_transform"] and dm.reading()["interpolation"] == "random"
+    resize = next(step for step in dm.eval_transform().transforms if type(step).__name__ == "Resize")
+    assert resize.interpolation.value == "bicubic"

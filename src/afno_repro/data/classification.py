@@ -443,8 +443,11 @@ class ClassificationDataModule(DataModuleBase):
         """timm's evaluation transform: resize to ``image_size / crop_pct``, centre crop, normalise."""
         h = self.hparams
         return create_transform(self.image_size, is_training=False, crop_pct=h.crop_pct,
-                                interpolation="bicubic" if h.interpolation == "random" else h.interpolation,
-                                mean=self.mean, std=self.std)
+                                interpolation=self._eval_interpolation(), mean=self.mean, std=self.std)
+
+    def _eval_interpolation(self) -> str:
+        """The evaluation resize's interpolation: ``interpolation``, with ``random`` (a training choice) as bicubic."""
+        return "bicubic" if self.hparams.interpolation == "random" else self.hparams.interpolation
 
     # --- the harness contract ------------------------------------------------------------
     @property
@@ -481,7 +484,8 @@ class ClassificationDataModule(DataModuleBase):
             "re_prob": h.re_prob,
             "re_mode": h.re_mode,
             "interpolation": h.interpolation,
-            "eval_transform": f"resize the short side to {math.floor(self.image_size / h.crop_pct)} ({h.interpolation}), centre crop {self.image_size}",
+            "eval_transform": (f"resize the short side to {math.floor(self.image_size / h.crop_pct)} ({self._eval_interpolation()}), "
+                               f"centre crop {self.image_size}"),
             "crop_pct": h.crop_pct,
             "repeated_augmentation": self.repeated_augmentation,
             "normalize": {"name": h.normalize, "mean": list(self.mean), "std": list(self.std)},
