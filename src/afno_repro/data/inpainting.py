@@ -267,12 +267,6 @@ class InpaintingDataModule(DataModuleBase):
             raise ValueError("there is no selection split with data.selection='val' (nothing is held out); use data.selection=heldout.")
         return dataset
 
-    def save_subset(self, file: str | os.PathLike) -> Path:
-        """Write the ImageNet training subset in use (after :meth:`setup`) to ``file``."""
-        if self.subset is None:
-            raise ValueError("there is no training subset to save: set data.subset_fraction (ImageNet only) and call setup() first.")
-        return save_subset(self.subset, file)
-
     def train_dataloader(self):
         self.setup("fit")
         return self.training_loader(_MaskedImages(self.train_set), _MaskCollate(self.masker))

@@ -133,8 +133,8 @@ class PaperTask(pl.LightningModule):
         (``compiled the backbone in X s``) and kept in :attr:`compile_timing`.
     head_lr_multiplier
         The learning rate of the head's parameters (names starting with one of
-        :attr:`head_prefixes`: ``backbone.head.`` or ``backbone.decode_head.``, SegFormer's all-MLP
-        head) is the optimizer's times this. 1 (default) = one learning rate; SegFormer's
+        :attr:`head_prefixes`: ``backbone.head.``, every backbone's head, SegFormer's all-MLP decoder
+        included) is the optimizer's times this. 1 (default) = one learning rate; SegFormer's
         Cityscapes recipe uses 10.
     no_weight_decay
         Exempt 1-D parameters (norm weights, biases) and position embeddings (names containing
@@ -164,7 +164,7 @@ class PaperTask(pl.LightningModule):
     # Whether a run of this task may start from a pretrained trunk (its end-of-run summary then says
     # "pretrained" or "from scratch"); inpainting, the paper's pretraining task, always starts from scratch.
     finetunes: bool = True
-    head_prefixes: tuple[str, ...] = ("backbone.head.", "backbone.decode_head.")
+    head_prefixes: tuple[str, ...] = ("backbone.head.",)
 
     def __init__(
         self,
