@@ -36,6 +36,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from afno_repro.releases import DATASETGAN_CLASSES
+
 __all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "override_syntax_message",
            "paper_rows", "sweep_points", "unknown_choice", "unknown_key"]
 
@@ -317,7 +319,6 @@ def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int)
 
 # Paper column (Table 3, Table 6) -> DatasetGAN category, and each category's class count.
 PAPER_COLUMNS = {"celeba_faces": "face", "ade_cars": "car", "lsun_cats": "cat"}
-DATASETGAN_CLASSES = {"face": 34, "car": 20, "cat": 16}
 
 
 def _datasetgan_category(column: str | None) -> str:

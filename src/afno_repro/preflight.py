@@ -58,6 +58,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afno_repro.releases import PAPER_TRAIN_IMAGES
+
 __all__ = ["ASSUMED_GPU", "PAPER_TRAIN_IMAGES", "PreflightError", "format_table", "paper_train_images", "preflight",
            "preflight_row", "preflight_section",
            "write_layouts"]
@@ -71,9 +73,6 @@ ASSUMED_GPU = {"name": "NVIDIA H200", "bf16_dense_tflops": 798.0, "utilisation":
                "peak_how": "the bf16 matrix-product rate measured on one, 2026-12-04",
                "why": "the median share of that measured rate the Table 2, 4 and 5 rows reached in one training "
                       "step on it (3.6% to 34%, README 'Speed on a GPU')"}
-# Training images per epoch of the paper's datasets (their published split sizes), for synthetic data.
-PAPER_TRAIN_IMAGES = {"imagenet": 1_281_167, "cityscapes": 2_975, "datasetgan/face": 16, "datasetgan/car": 16,
-                      "datasetgan/cat": 30}
 MEMORY_LIMIT_GB = 80.0
 EVALUATION_LIMIT = 1.5
 # Keys that do not change what a step computes: two rows differing only in these cost the same.

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from afno_repro.releases import DATASETGAN
+
 __all__ = ["DATASETGAN_CATEGORIES", "write_cityscapes", "write_datasetgan", "write_imagenet"]
 
 # DatasetGAN's categories: test folder, class count and the number of annotated training images of its release.
-DATASETGAN_CATEGORIES = {"face": ("face_34_class", 34, 16), "car": ("car_20_class", 20, 16),
-                         "cat": ("cat_16_class", 16, 30)}
+DATASETGAN_CATEGORIES = DATASETGAN
 _WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
 # Cityscapes labelIds drawn for the synthetic label maps: road, sidewalk, building, vegetation, sky, car, and
 # unlabeled 0 (ignored in training and scoring).

@@ -66,6 +66,7 @@ from afno_repro.data.files import listing, load_image, require_distinct, require
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.sampling import item_generator
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
+from afno_repro.releases import DATASETGAN, DATASETGAN_CLASSES
 
 __all__ = [
     "CAR_12_CLASSES",
@@ -85,9 +86,8 @@ __all__ = [
 
 SEGMENTATION_SELECTIONS = ("max_over_run", "heldout", "fivefold")
 
-DATASETGAN_CLASSES = {"face": 34, "car": 20, "cat": 16}
-_DATASETGAN_TRAIN_IMAGES = {"face": 16, "car": 16, "cat": 30}
-_DATASETGAN_TEST_FOLDERS = {"face": "face_34_class", "car": "car_20_class", "cat": "cat_16_class"}
+_DATASETGAN_TRAIN_IMAGES = {category: images for category, (_, _, images) in DATASETGAN.items()}
+_DATASETGAN_TEST_FOLDERS = {category: folder for category, (folder, _, _) in DATASETGAN.items()}
 _CAR_ROWS = (64, 448)
 _CAR_FULL_HEIGHT = 512
 
