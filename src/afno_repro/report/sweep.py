@@ -14,7 +14,6 @@ than doing nothing, so they cannot have been measured that way.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from afno_repro.paper import paper_results
 from afno_repro.report.render import format_number
 from afno_repro.runs import find_runs
+from afno_repro.runs.record import write_json
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ class SweepSummary(Callback):
         if note:
             table += f"\n\n{note}"
         (sweep_dir / "summary.md").write_text(table + "\n")
-        (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+        write_json(sweep_dir / "summary.json", rows)  # strict JSON (a NaN metric as null), never half written
         print(f"\nSweep summary ({len(rows)} runs, {sweep_dir}):\n{table}\n", flush=True)
         failed = [r.get("run_dir", "?") for r in rows if r.get("status") != "completed"]
         if failed:

@@ -119,7 +119,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
+def write_json(path: str | Path, data: dict[str, Any] | list[Any]) -> None:
     """Write ``data`` to ``path`` atomically (a reader never sees half a file), as strict JSON: a
     non-finite float (NaN, infinity) is written as ``null``, which every JSON parser reads.
 
