@@ -33,7 +33,7 @@ from afno_repro.report.sections import Section
 
 log = logging.getLogger(__name__)
 
-__all__ = ["figure5_section", "figure6_section", "load_run", "resolution_section", "spatial_coherence",
+__all__ = ["figure5_section", "figure6_section", "load_run", "resolution_section", "run_config", "spatial_coherence",
            "token_clusters"]
 
 
@@ -50,10 +50,36 @@ def _label(run: dict[str, Any]) -> str:
     return f"{row} [{flag}]" if flag else row
 
 
+def run_config(run: dict[str, Any], **data_overrides: Any) -> Any:
+    """The run's config as the run used it, rebuilt from the one Hydra saved in its folder, with
+    ``data_overrides`` (e.g. ``image_size=64``) applied to its data config; nothing is built.
+
+    Raises
+    ------
+    FileNotFoundError
+        The run folder has no Hydra config.
+    """
+    from omegaconf import OmegaConf
+
+    from afno_repro.config import fill_computed  # importing it also registers the resolvers the configs use
+
+    config = Path(run["run_dir"]) / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing: the run's configuration is needed to rebuild its model")
+    # Hydra saves the config as composed, before the run: `${hydra:runtime.output_dir}` (Table 6's subset
+    # file, the checkpoints' folder) means the run's own folder, and the values left to code (class
+    # folders, Figure 4's equal-parameter width) are computed again, as the run did.
+    raw = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    cfg = OmegaConf.create(_in_run_folder(raw, str(run["run_dir"])))
+    for key, value in data_overrides.items():
+        cfg.data[key] = value
+    return fill_computed(cfg)
+
+
 def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.Module, Any]:
-    """The run's config, its task with the weights its test scored (eval mode, on the GPU if there is
-    one), and its data module set up for testing (``data_overrides``, e.g. ``image_size=64``, change
-    the data config first).
+    """The run's config (:func:`run_config`), its task with the weights its test scored (eval mode, on the
+    GPU if there is one), and its data module set up for testing (``data_overrides``, e.g.
+    ``image_size=64``, change the data config first).
 
     Raises
     ------
@@ -62,30 +88,15 @@ def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.
     """
     quiet_third_party_noise()  # the same quieting of Lightning's notices as a training run
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from afno_repro.config import fill_computed  # importing it also registers the resolvers the configs use
-
-    run_dir = Path(run["run_dir"])
-    config = run_dir / ".hydra" / "config.yaml"
     checkpoint = (run.get("test") or {}).get("checkpoint") or run.get("best_checkpoint")
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} is missing: the run's configuration is needed to rebuild its model")
+    cfg = run_config(run, **data_overrides)
     if not checkpoint or not Path(checkpoint).is_file():
         raise FileNotFoundError(f"the checkpoint the run's test scored ({checkpoint}) is missing")
-    # Hydra saves the config as composed, before the run: `${hydra:runtime.output_dir}` (Table 6's subset
-    # file, the checkpoints' folder) means the run's own folder, and the values left to code (class
-    # folders, Figure 4's equal-parameter width) are computed again, as the run did.
-    raw = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
-    cfg = OmegaConf.create(_in_run_folder(raw, str(run_dir)))
-    for key, value in data_overrides.items():
-        cfg.data[key] = value
-    fill_computed(cfg)
     backbone = instantiate(cfg.backbone)
     options = {"run_baselines": False} if "run_baselines" in cfg.task else {}
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=None, **options)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    task.load_state_dict(state)
+    task.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     task.eval().to("cuda" if torch.cuda.is_available() else "cpu")
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("test")
@@ -366,7 +377,7 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
     for run in sorted(runs, key=_label):
         trained = int(run.get("image_size") or 0)
         try:
-            cfg, _, _ = load_run(run)
+            cfg = run_config(run)  # the patch size, without building the model or reading the data
             sizes = _sizes(trained, int(cfg.backbone.get("patch_size", 4)), factors)
         except Exception as error:  # noqa: BLE001 - a run that cannot be rebuilt is a note
             notes.append(f"{_label(run)} ({run.get('run_dir')}): not evaluated: {type(error).__name__}: {error}")
