@@ -96,27 +96,15 @@ def _sweep(work: Path, device: str) -> dict:
             "runs": runs, "stderr_tail": done.stderr[-2000:] if done.returncode else ""}
 
 
-def _write_imagenet(root: Path, classes: int, per_class: int, size: int) -> Path:
-    """A synthetic ImageNet in the real layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG), random pixels."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", per_class), ("val", max(2, per_class // 10))):
-        for c in range(classes):
-            folder = root / split / f"n{c:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = rng.integers(0, 256, (size, size + 32 * (i % 3), 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"n{c:08d}_{i}.JPEG", quality=90)
-    return root
-
-
 def _train_py_step(work: Path, smoke: bool) -> dict:
     """Seconds per training step of ``python train.py experiment=table2_inpainting`` (AFNO, its true size, the
     default precision) on a synthetic ImageNet: two runs that differ only in steps per epoch, so that start-up,
     validation and the test pass cancel in the difference."""
-    root = _write_imagenet(work / "imagenet", classes=4, per_class=8 if smoke else 600, size=32 if smoke else 256)
+    from afno_repro.data.layouts import write_imagenet
+
+    per_class, side = (8, 32) if smoke else (600, 256)  # a synthetic ImageNet in the real layout
+    root = write_imagenet(work / "imagenet", classes=4, train_per_class=per_class, val_per_class=max(2, per_class // 10),
+                          size=(side, side))
     batch = 4 if smoke else 64
     steps = (2, 4) if smoke else (10, 30)
     runs = []
