@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import resource
 import sys
 import time
@@ -48,7 +47,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from afno_repro.cli import (
-    UsageError, available_device, available_ram_bytes, nonnegative_int, output_file, positive_float, user_errors,
+    UsageError, available_device, available_ram_bytes, nonnegative_int, output_file, positive_float, resident_bytes,
+    user_errors,
     whole_number_at_least,
 )
 from afno_repro.report.render import format_number
@@ -209,11 +209,6 @@ def available_memory_gb(device: str) -> float:
     return 0.8 * available / GB
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _step(model, x, device: str, dtype: torch.dtype) -> float:
     start = time.perf_counter()
     with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
@@ -231,7 +226,7 @@ def measure(cfg, size: int, device: str, dtype: torch.dtype, warmup: bool) -> di
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    baseline = _rss_bytes()
+    baseline = resident_bytes()
     model = build_model(cfg, device).train()
     x = torch.randn(1, int(cfg.backbone.get("in_chans", 3)), size, size, device=device)
     if warmup:

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import resource
 import sys
 import time
@@ -41,7 +40,7 @@ from typing import Any
 import torch
 
 from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
-from afno_repro.cli import UsageError, positive_float, positive_int, user_errors
+from afno_repro.cli import UsageError, positive_float, positive_int, resident_bytes, user_errors
 from afno_repro.config import CONFIG_DIR, compose, sweep_points
 from afno_repro.mixers import build_mixer, list_mixers
 from afno_repro.paper import paper_results
@@ -253,18 +252,13 @@ def format_model_table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def _scaling_case(name: str, grid: int, dim: int, repeats: int, threads: int, results) -> None:
     """One mixer at one grid size, in a forked child so its peak-memory mark is its own."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     mixer = build_mixer(name, dim, grid_size=(grid, grid))
     x = torch.randn(1, grid, grid, dim, requires_grad=True)
-    baseline = _rss_mib()
+    baseline = resident_bytes() / 2**20
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()

@@ -112,6 +112,12 @@ def output_file(text: str) -> Path:
     return path
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (``/proc/self/statm``; Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def available_ram_bytes() -> int | None:
     """The memory a new allocation can have now (``MemAvailable`` of ``/proc/meminfo``), or None where
     the system does not say (not Linux)."""
