@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
+from timm.models.vision_transformer import Attention
 
 from afno_repro.mixers.registry import check_channel_split, register_mixer
 from afno_repro.mixers.weight_init import init_vit_weights
@@ -13,12 +12,13 @@ __all__ = ["SelfAttention"]
 
 
 @register_mixer("attention")
-class SelfAttention(nn.Module):
+class SelfAttention(Attention):
     r"""Multi-head self-attention over all ``N = H * W`` tokens (paper Section 3.1, Eq. 1).
 
     Implements ``Att(X) = softmax(X W_q (X W_k)^T / sqrt(d_h)) X W_v`` per head (Vaswani et al.,
-    2017) followed by the output projection of standard ViTs, using
-    :func:`torch.nn.functional.scaled_dot_product_attention`. Cost: ``O(N^2 d + N d^2)``.
+    2017) followed by the output projection of standard ViTs: timm's ViT attention
+    (``timm.models.vision_transformer.Attention``, fused ``scaled_dot_product_attention``) on the
+    flattened grid. Cost: ``O(N^2 d + N d^2)``.
 
     Parameter count: ``4 d^2`` weights (+ ``4 d`` biases): the fused query/key/value map
     ``Linear(d, 3d)`` and the output projection ``Linear(d, d)``. The paper's Table 1 lists
@@ -56,19 +56,11 @@ class SelfAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.head_dim = check_channel_split(dim, num_heads, "num_heads", "attention")
-        self.num_heads = num_heads
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        head_dim = check_channel_split(dim, num_heads, "num_heads", "attention")
+        super().__init__(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.head_dim = head_dim
         self.apply(init_vit_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape
-        qkv = self.qkv(x.reshape(batch, height * width, channels))
-        q, k, v = qkv.reshape(batch, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(batch, height, width, channels)
-        return self.proj_drop(self.proj(out))
+        return super().forward(x.reshape(batch, height * width, channels)).reshape(batch, height, width, channels)
