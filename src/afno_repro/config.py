@@ -10,7 +10,8 @@ the values they are given (arithmetic, lookups, string and path formatting); a v
 builds models or reads the disk is filled in by :func:`fill_computed` instead, once, when a run starts.
 
 ``${sanitize:...}``
-    makes a string safe as one path component (``/`` and ``=`` become ``-``).
+    makes a string safe as one path component (``/`` and ``=`` become ``-``; a long one is shortened
+    with a hash: :func:`sanitize`).
 ``${or_default:value,default}``
     ``value``, or ``default`` when it is unset (e.g. the experiment of a sweep without one).
 ``${datasetgan_category:column}``
@@ -30,9 +31,10 @@ builds models or reads the disk is filled in by :func:`fill_computed` instead, o
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -412,9 +414,29 @@ def fill_computed(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+_NAME_LIMIT = 120  # characters of a sanitized folder name; a file system allows 255 bytes
+
+
+def sanitize(text: Any) -> str:
+    """``text`` as one folder name: ``/`` and ``=`` become ``-``, ``,`` becomes ``_``; a name longer than
+    :data:`_NAME_LIMIT` keeps its start and ends with a hash of the whole, so that a sweep job's folder
+    (its overrides, a long path among them) stays within the file system's 255 bytes and stays unique.
+
+    >>> sanitize("paper_model=table2/afno")
+    'paper_model-table2-afno'
+    >>> len(sanitize("data.root=/" + "x" * 400)) == _NAME_LIMIT
+    True
+    """
+    name = str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run"
+    if len(name) <= _NAME_LIMIT:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return f"{name[:_NAME_LIMIT - len(digest) - 1]}-{digest}"
+
+
 def _register_resolvers() -> None:
     resolvers = {
-        "sanitize": lambda text: str(text).replace("/", "-").replace("=", "-").replace(",", "_") or "run",
+        "sanitize": sanitize,
         "or_default": lambda value, default: default if value in (None, "None", "null", "") else value,
         "datasetgan_category": _datasetgan_category,
         "datasetgan_classes": _datasetgan_classes,

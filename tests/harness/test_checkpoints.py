@@ -209,3 +209,30 @@ def test_a_resumed_run_records_where_its_weights_started_not_its_pretrained_opti
     assert f"pretrained={written} is not loaded" in caplog.text and str(started_from) in caplog.text
     # The resumed run's own checkpoints carry the same origin on to a further resume.
     assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["init"] == metrics["init"]
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_long_path_gets_folders_the_file_system_takes(written, tmp_path):
+    """A sweep job's folder is named after its overrides: a pretrained= path of a cluster's scratch folder made a
+    name past 255 bytes (OSError: File name too long, after the whole pretraining). Paths are left out of it and
+    a long name is shortened with a hash."""
+    import subprocess
+    import sys
+
+    from readme import user_env
+
+    deep = tmp_path / ("scratch_" + "p" * 90) / ("project_" + "q" * 90) / ("pretraining_" + "r" * 90)
+    deep.mkdir(parents=True)
+    checkpoint = deep / "best-epoch000.ckpt"
+    checkpoint.write_bytes(written.read_bytes())
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "train.py"), "-m", *SMOKE, "trainer.max_epochs=1",
+         f"pretrained={checkpoint}", "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep}", f"runs_root={tmp_path}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=user_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = sorted(path.name for path in sweep.iterdir() if path.is_dir())
+    assert [name.split("_")[0] for name in folders] == ["0", "1"] and "optimizer.lr-0.002" in folders[1]
+    assert all("pretrained" not in name and "p" * 90 not in name for name in folders)
+    assert all(json.loads((sweep / name / "metrics.json").read_text())["init"]["checkpoint"] == str(checkpoint)
+               for name in folders)
