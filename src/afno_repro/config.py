@@ -173,8 +173,8 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
 
     Hydra's own answer lists the group's options but ends with a hint to set ``HYDRA_FULL_ERROR`` for a stack
     trace and exits 1, like a crash; this names the closest option too. Groups under ``hydra/`` (launcher
-    plugins) and values Hydra computes (``choice(...)``, ``glob(...)``, interpolations) are left to Hydra,
-    ``paper_model`` to :func:`missing_paper_row`.
+    plugins) and values Hydra computes (``choice(...)``, ``glob(...)``, interpolations) are left to Hydra. A paper
+    row (``paper_model=table2/gfnet``) is matched among its table's rows.
 
     >>> print(unknown_choice(["mixer=afnoo"]))  # doctest: +ELLIPSIS
     mixer=afnoo names no config in configs/mixer/. Did you mean mixer=afno? Options: aff, afno, ...
@@ -189,7 +189,7 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
             continue
         key, value = argument.split("=", 1)
         group = key.lstrip("+")
-        if "." in group or group.startswith("hydra") or group == "paper_model" or not (root / group).is_dir():
+        if "." in group or group.startswith("hydra") or not (root / group).is_dir():
             continue
         if any(mark in value for mark in "()${}[]'\"") or not value:
             continue
@@ -197,6 +197,9 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
         for choice in value.split(","):
             if choice in options or choice == "null":
                 continue
+            table = choice.split("/")[0] + "/"
+            if group == "paper_model" and any(option.startswith(table) for option in options):
+                options = [option for option in options if option.startswith(table)]  # that table's rows
             close = difflib.get_close_matches(choice, options, n=1)
             guess = f"Did you mean {group}={close[0]}? " if close else ""
             shown = ", ".join(options) if len(options) <= 30 else ", ".join(options[:30]) + ", ..."

@@ -93,7 +93,10 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("override,expected", [("experiment=nope", "table2_inpainting"), ("mixer=nope", "afno"),
                                                ("mixer=afnoo", "Did you mean mixer=afno?"),
-                                               ("data=imagenett", "Did you mean data=imagenet?")])
+                                               ("data=imagenett", "Did you mean data=imagenet?"),
+                                               # a row of the table, among that table's rows (was Hydra's exit 1)
+                                               ("paper_model=table2/gfnet",
+                                                "Did you mean paper_model=table2/gfn? Options: table2/afno, table2/attention")])
 def test_unknown_config_names_list_valid_ones_without_traceback(train, override, expected):
     result = train(override, "debug=smoke")
     assert result.returncode == 2, "one paragraph and exit status 2, as every other bad input"
