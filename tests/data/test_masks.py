@@ -206,5 +206,12 @@ def test_masked_fraction_accepts_bool_and_float_batches():
     ],
 )
 def test_bad_options_raise_value_error_naming_them(options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"data.mask.{message}"):
         RandomWalkMask(**options)
+
+
+def test_a_misspelt_grid_names_the_closest_and_says_which_reading_is_which():
+    with pytest.raises(ValueError) as error:
+        RandomWalkMask(grid="tokens")
+    assert str(error.value).startswith("data.mask.grid='tokens' is not one of pixel, token. Did you mean data.mask.grid=token?")
+    assert "token walks the token grid" in str(error.value) and "pixel is the literal pixel walk" in str(error.value)

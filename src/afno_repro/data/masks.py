@@ -41,6 +41,7 @@ True
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,12 @@ __all__ = ["RandomWalkMask", "masked_fraction", "derive_seed", "GRIDS", "BORDERS
 GRIDS = ("pixel", "token")
 BORDERS = ("clip", "reflect", "wrap")
 STEPS_SCALINGS = ("fixed", "area")
+_CHOICES = {
+    "grid": "token walks the token grid and hides whole patches (the paper experiments' reading, under which its "
+            "numbers are attainable); pixel is the literal pixel walk.",
+    "border": "clip keeps a step off the image in place (the default); reflect and wrap are the alternatives.",
+    "steps_scaling": "area scales the 3136 steps with the image's area (smaller crops); fixed keeps them.",
+}
 
 # Chunking keeps the int64 walk buffers of one chunk (~ chunk * steps * 8 bytes each) inside the
 # CPU caches' neighbourhood instead of allocating gigabytes for a large benchmark batch.
@@ -203,16 +210,13 @@ class RandomWalkMask:
     ) -> None:
         for option, value, valid in (("grid", grid, GRIDS), ("border", border, BORDERS), ("steps_scaling", steps_scaling, STEPS_SCALINGS)):
             if value not in valid:
-                raise ValueError(
-                    f"RandomWalkMask got {option}={value!r}, which is not one of {', '.join(map(repr, valid))}. "
-                    f"Set mask.{option} to one of those (the paper's reading is {valid[0]!r})."
-                )
+                close = difflib.get_close_matches(str(value), valid, n=1)
+                guess = f" Did you mean data.mask.{option}={close[0]}?" if close else ""
+                raise ValueError(f"data.mask.{option}={value!r} is not one of {', '.join(valid)}.{guess} "
+                                 f"{_CHOICES[option]}")
         for option, value, lowest in (("steps", steps, 0), ("brush_size", brush_size, 1), ("reference_size", reference_size, 1), ("patch_size", patch_size, 1)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lowest:
-                raise ValueError(
-                    f"RandomWalkMask got {option}={value!r}; it must be an integer >= {lowest}. "
-                    f"Fix mask.{option} in the data config."
-                )
+                raise ValueError(f"data.mask.{option}={value!r} is not valid: it must be a whole number >= {lowest}.")
         self.steps = int(steps)
         self.grid = grid
         self.brush_size = int(brush_size)
