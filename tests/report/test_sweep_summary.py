@@ -131,3 +131,15 @@ def test_a_sweep_whose_jobs_all_stopped_before_a_record_exits_non_zero(tmp_path,
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert exit_info.value.code == 1
     assert f"error: no run of this sweep wrote a metrics.json under {tmp_path}" in capsys.readouterr().err
+
+
+def test_the_reading_names_the_steps_the_walk_took_at_the_runs_size():
+    """A 32x32 smoke run's walk takes 64 steps (3136 scaled by area): shown as 3136 it read as the paper's walk."""
+    from afno_repro.data import InpaintingDataModule
+    from afno_repro.report.sweep import describe_reading
+
+    small = InpaintingDataModule(image_size=32, batch_size=4, mask={"grid": "token", "steps_scaling": "area"}).reading()
+    assert small["mask"]["steps_used"] == 64
+    assert describe_reading(small).startswith("token grid, 64 steps (3136 at 224, by area), clip, brush 1")
+    full = InpaintingDataModule(image_size=224, batch_size=4, mask={"grid": "token", "steps_scaling": "area"}).reading()
+    assert describe_reading(full).startswith("token grid, 3136 steps, clip")

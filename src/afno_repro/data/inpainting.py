@@ -208,7 +208,11 @@ class InpaintingDataModule(DataModuleBase):
     def reading(self) -> dict[str, Any]:
         """The data's readings of the paper's open choices, recorded in ``metrics.json``: the mask
         options and which split selects the checkpoint."""
-        return {"mask": dict(self.hparams.get("mask") or {}), "selection": self.selection}
+        # Every mask option as the walk uses it (defaults included), and the steps it takes at this image size
+        # (steps_scaling=area scales the configured 3136 by area).
+        options = ("steps", "grid", "brush_size", "border", "steps_scaling", "reference_size", "patch_size")
+        mask = {name: getattr(self.masker, name) for name in options}
+        return {"mask": {**mask, "steps_used": self.masker.num_steps(self.image_size)}, "selection": self.selection}
 
     @property
     def validation_split(self) -> str:

@@ -131,8 +131,10 @@ def describe_reading(reading: dict[str, Any] | None) -> str:
         return ""
     mask = reading.get("mask") or {}
     if mask:
-        parts = [f"{mask.get('grid', '?')} grid, {mask.get('steps', '?')} steps, {mask.get('border', '?')}, "
-                 f"brush {mask.get('brush_size', '?')}"]
+        steps, used = mask.get("steps", "?"), mask.get("steps_used")
+        walked = f"{used} steps ({steps} at {mask.get('reference_size', 224)}, by area)" if used not in (None, steps) \
+            else f"{steps} steps"
+        parts = [f"{mask.get('grid', '?')} grid, {walked}, {mask.get('border', '?')}, brush {mask.get('brush_size', '?')}"]
         parts += [str(reading[key]) for key in ("metric_region", "selection") if reading.get(key)]
         return "; ".join(parts)
     shown = ("source", "category", "name", "num_classes", "image_size", "selection", "absent_classes")
