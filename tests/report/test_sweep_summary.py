@@ -60,6 +60,9 @@ def test_a_point_of_a_sweep_over_its_row_gets_no_paper_number(tmp_path):
     point, row = collect(tmp_path)
     assert point["paper"] == {} and point["comparable"] is None
     assert row["paper"] == {"psnr": 25.69}
+    # The summary says so in the point's row rather than leaving its column empty (a smoke point read as unflagged).
+    table = format_table([point, row])
+    assert table.count("the paper prints no value; trained on") == 1
 
 
 def test_runs_on_other_data_or_sizes_than_the_papers_are_not_comparable():

@@ -36,7 +36,7 @@ from afno_repro.report.declared import BASELINES, DECLARED, Borrowed, Declaratio
 from afno_repro.report.flags import SMOKE_LABEL, figure_title, is_smoke, mixer_off
 from afno_repro.report.render import format_number, pyplot, save_figure
 from afno_repro.report.sections import Section
-from afno_repro.report.sweep import collect, describe_reading
+from afno_repro.report.sweep import collect, comparison_note, describe_reading
 from afno_repro.report.write import BASELINE_PREFIX, log_to_wandb, write_html, write_markdown
 
 
@@ -111,10 +111,6 @@ def _comparable_note(runs: list[dict[str, Any]]) -> list[str]:
     reasons = sorted({run["comparable"] for run in runs if run.get("comparable") and run["comparable"] != "yes"})
     return [f"Not comparable with the paper: {reason.removeprefix('not comparable: ')}." for reason in reasons]
 
-
-def _unprinted(run: dict[str, Any]) -> str:
-    """The comparability of a point of a figure whose values the paper does not print."""
-    return run.get("comparable") or f"the paper prints no value; trained on {run.get('data')}"
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -378,7 +374,7 @@ def _sweep_table(sweep: Sweep, points: list[_Point], best: _Point | None) -> lis
             row.update({"params (M)": format_number(run.get("params_m"), ".3g"),
                         "GFLOPs": format_number(run.get("gflops"), ".3g"),
                         "images": format_number((run.get("result") or {}).get("num_images")),
-                        "comparable": _unprinted(run), "command": run_command(run)})
+                        "comparable": comparison_note(run), "command": run_command(run)})
             rows.append(row)
     return rows
 
@@ -527,7 +523,7 @@ def _scatter(scatter: Scatter, ctx: _Context) -> _Parts:
                      "init": how + ("" if pretrained else f": differs from the paper's ({scatter.paper_init})"),
                      "flag": mixer_off(run) or "",
                      "images": format_number((run.get("result") or {}).get("num_images")),
-                     "comparable": _unprinted(run), "command": run_command(run)})
+                     "comparable": comparison_note(run), "command": run_command(run)})
     if not any(row["flag"] for row in rows):
         for row in rows:
             del row["flag"]

@@ -147,6 +147,12 @@ def _natural(path: str) -> list[Any]:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(path))]
 
 
+def comparison_note(run: dict[str, Any]) -> str:
+    """What the paper's numbers are to this run: ``yes``, why not comparable, or, where the paper prints no
+    value (a point of Figure 4, a run outside the paper's rows), that, with the data it trained on."""
+    return run.get("comparable") or f"the paper prints no value; trained on {run.get('data')}"
+
+
 def collect(folder: str | Path) -> list[dict[str, Any]]:
     """Every run below ``folder`` (sorted by path), each with the paper's numbers beside its own."""
     rows = sorted(find_runs(folder, status=None), key=lambda r: _natural(r["metrics_file"]))
@@ -231,7 +237,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         status = r.get("status", "")
         if status == "failed" and r.get("error"):
             status = f"failed: {r['error'].splitlines()[0][:120]}"
-        cells += [describe_reading(r.get("reading")), status, r.get("comparable") or ""]
+        cells += [describe_reading(r.get("reading")), status, comparison_note(r)]
         lines.append("| " + " | ".join(cells) + " |")
     # The report's baseline rows (one per baseline, per dataset where the runs' data differ), as its tables show them.
     from afno_repro.report.build import baseline_rows
