@@ -263,6 +263,21 @@ def test_fig4_blocks_holds_parameters_equal():
             assert gap / target < 0.01, (k, width, gap / target)
 
 
+def test_fig4_blocks_holds_parameters_equal_at_smoke_size_too():
+    """debug=smoke's one width for every k made the smoke block sweep's models differ by 43% (k=1 against k=64);
+    each k now takes the multiple of k closest to the shrink's k=4 model, which at width ~64 moves in steps of k
+    channels: the models stay within 10% of it."""
+    import hydra.utils
+    import torch
+
+    counts = {}
+    for k in (1, 4, 64):
+        cfg = compose(["experiment=fig4_blocks", f"mixer.num_blocks={k}", "debug=smoke"])
+        with torch.device("meta"):
+            counts[k] = sum(p.numel() for p in hydra.utils.instantiate(cfg.backbone).parameters())
+    assert all(abs(count - counts[4]) / counts[4] < 0.10 for count in counts.values()), counts
+
+
 def test_values_left_to_code_are_filled_in_when_the_config_states_them(tmp_path):
     """``data.num_classes: class_folders`` counts ``root/train``'s folders (1000 until there is one) and
     ``backbone.embed_dim: equal_params`` is Figure 4's width; a value stated instead (debug=smoke's shrink)
@@ -277,7 +292,7 @@ def test_values_left_to_code_are_filled_in_when_the_config_states_them(tmp_path)
         (tmp_path / "train" / wnid).mkdir(parents=True)
     counted = compose(["experiment=table5_classification", f"data.root={tmp_path}"])
     assert counted.data.num_classes == counted.backbone.num_classes == 3
-    assert compose(["experiment=fig4_blocks", "mixer.num_blocks=8", "debug=smoke"]).backbone.embed_dim == 64
+    assert compose(["experiment=fig4_blocks", "mixer.num_blocks=1", "debug=smoke", "backbone.embed_dim=48"]).backbone.embed_dim == 48
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         raw = hydra_compose(config_name="train", overrides=["experiment=fig4_blocks", "mixer.num_blocks=8",
