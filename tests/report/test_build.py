@@ -271,7 +271,9 @@ def test_figure1_draws_its_b3_points_from_table4s_runs_marked_as_such(tree, tmp_
     for mixer, row in b3.items():
         assert row["run of"] == "table4_cityscapes (from Table 4)" and row["mIoU (%)"] == f"{table4[mixer][1]:.2f}"
         assert row["params (M)"] == f"{table4[mixer][0]:.3g}" and row["init"] == "pretrained (table4_pretrain)"
-        assert row["command"] == f"python train.py experiment=table4_cityscapes paper_model=table4/{mixer} debug=smoke"
+        # The trunk it started from is named: run from elsewhere, pretrained=auto would search another runs root.
+        assert row["command"] == (f"python train.py experiment=table4_cityscapes paper_model=table4/{mixer} debug=smoke "
+                                  "pretrained=/x/best.ckpt")
     assert {row["point"]: row["run of"] for row in points if row["point"] != "B3"} == {
         "B0": "fig1_trunks", "B1": "fig1_trunks", "Swin-T": "fig1_trunks"}
     assert any(note.startswith('Points marked "from Table 4": table4_cityscapes\'s runs of table4/afno, '

@@ -52,13 +52,20 @@ _PIPELINE_ONLY = ("resume=", "runs_root=", "hydra.")
 
 def run_command(run: dict[str, Any]) -> str:
     """The single-run command that makes ``run`` again: its recorded overrides, the pipeline's own left
-    out, the experiment first as users type it (a multirun records the swept row before it).
+    out, the experiment first as users type it (a multirun records the swept row before it). A run that
+    started from a pretraining run it found (``pretrained=auto``) names that checkpoint: run elsewhere,
+    ``auto`` would look below another runs root and could start from another trunk.
 
     >>> run_command({"overrides": ["paper_model=table2/gfn", "experiment=table2_inpainting", "debug=smoke", "resume=auto"]})
     'python train.py experiment=table2_inpainting paper_model=table2/gfn debug=smoke'
+    >>> run_command({"overrides": ["experiment=table3_fewshot", "runs_root=/r"], "init": {"how": "auto", "checkpoint": "/r/b.ckpt"}})
+    'python train.py experiment=table3_fewshot pretrained=/r/b.ckpt'
     """
     kept = [o for o in run.get("overrides") or [] if not o.startswith(_PIPELINE_ONLY)]
     kept.sort(key=lambda override: not override.startswith("experiment="))  # stable: the rest keep their order
+    init = run.get("init") or {}
+    if init.get("how") == "auto" and init.get("checkpoint") and not any(o.startswith("pretrained=") for o in kept):
+        kept.append(f"pretrained={init['checkpoint']}")
     return shlex.join(["python", "train.py", *kept])
 
 
