@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -272,6 +273,11 @@ def missing_paper_row(arguments: Sequence[str]) -> str | None:
     mixers = [m for m in values.get("mixer", "").split(",") if m]
     named = [r for r in values.get("paper_model", "").split(",") if r]
     experiments = [e for e in values.get("experiment", "").split(",") if e] or [None]
+    # The user's other overrides, kept in the command this suggests (a data.root left out would fail next).
+    others = [arg for arg in arguments
+              if arg.split("=", 1)[0].lstrip("+") not in ("mixer", "paper_model", "experiment") and arg != "--multirun"]
+    flags = "".join(f"{arg} " for arg in others if arg.startswith("-"))  # -m where the user gave it
+    rest = "".join(f" {shlex.quote(arg)}" for arg in others if not arg.startswith("-"))
     for experiment in experiments:
         default = _experiment_row(experiment) if experiment else None
         for row in named or ([default] if default else []):
@@ -280,18 +286,18 @@ def missing_paper_row(arguments: Sequence[str]) -> str | None:
             for mixer in mixers:
                 if row_mixer is None or mixer == row_mixer:
                     continue
-                run = f"python train.py {f'experiment={experiment} ' if experiment else ''}"
+                run = f"python train.py {flags}{f'experiment={experiment} ' if experiment else ''}"
                 rows = paper_rows(table)
                 by_mixer = [r for r in rows if _row_mixer(f"{table}/{r}") == mixer]
                 if by_mixer:
                     return (f"mixer={mixer} does not select a paper row: a row is named paper_model=<table>/<row> and "
                             f"brings its own mixer (paper_model={row} builds mixer={row_mixer}). For {table}'s "
-                            f"{mixer} row run `{run}paper_model={table}/{by_mixer[0]}`; to train {mixer} with this "
+                            f"{mixer} row run `{run}paper_model={table}/{by_mixer[0]}{rest}`; to train {mixer} with this "
                             "recipe at the backbone's default width instead, add ~paper_model (no paper row).")
                 return (
                     f"{f'experiment={experiment}' if experiment else f'paper_model={row}'} reproduces {table} of the "
                     f"paper, which has no row for mixer={mixer}. Its rows are: {', '.join(rows)} "
-                    f"({run}paper_model={table}/<one of them>). To train {mixer} with this experiment's recipe at the "
+                    f"({run}paper_model={table}/<one of them>{rest}). To train {mixer} with this experiment's recipe at the "
                     "backbone's default width instead, add ~paper_model (no paper row: no paper numbers beside the results)."
                 )
     return None

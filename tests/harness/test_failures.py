@@ -372,6 +372,9 @@ def test_a_mixer_on_top_of_another_row_names_the_row_to_ask_for():
     # Hydra would compose it: the gfn mixer inside the AFNO row's width, labelled as the AFNO row.
     message = missing_paper_row(["experiment=table2_inpainting", "mixer=gfn"])
     assert "paper_model=table2/gfn" in message and "~paper_model" in message
+    # The suggested command keeps the user's other overrides: without its data.root it would fail next.
+    message = missing_paper_row(["-m", "experiment=table2_inpainting", "mixer=gfn", "data.root=/data/my imagenet"])
+    assert "`python train.py -m experiment=table2_inpainting paper_model=table2/gfn 'data.root=/data/my imagenet'`" in message
     message = missing_paper_row(["experiment=table4_cityscapes", "paper_model=table4/afno_25pct", "mixer=gfn"])
     assert "paper_model=table4/gfn" in message
     # A row without a pluggable mixer (Swin) ignores the mixer group: nothing to refuse.
