@@ -166,6 +166,15 @@ _SWITCHES = ("task.compile", "run_baselines", "count_flops", "mixer.recompute", 
              "data.pin_memory", "data.repeated_augmentation", "data.photometric_distortion")
 
 
+# What data.root holds, per data source (configs/data/*.yaml; README, "Data").
+_DATA_LAYOUTS = {
+    "imagenet": "ImageNet's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
+    "cityscapes": "Cityscapes' leftImg8bit/ and gtFine/",
+    "datasetgan": "DatasetGAN's training_data/ and testing_data/",
+    "ddpm": "the DDPM-segmentation release's datasets/ folder",
+}
+
+
 def _check_data_root(cfg: DictConfig) -> None:
     """``data.root`` given to a run whose data is embedded (the scikit-image photographs, shapes, street scenes or
     faces, which ``debug=smoke`` selects for every task) would be ignored: the run would train and pass on data the
@@ -183,6 +192,13 @@ def _check_data_root(cfg: DictConfig) -> None:
     elif data.get("source") == "embedded":
         which, folder_data, shorter = "the embedded street scenes", "cityscapes", "data.train_samples_per_epoch=8 data.val_samples=4"
     else:
+        # A folder this run reads: a missing one is said before the model is built, W&B started or FLOPs counted
+        # (the data module names what is wrong inside an existing folder when it reads it).
+        folder = Path(str(root)).expanduser()
+        if str(root) not in ("???", "") and not folder.is_dir():
+            layout = _DATA_LAYOUTS.get(str(data.get("source") or data.get("name")), "the dataset in its standard layout")
+            state = "is not a folder" if folder.exists() else "does not exist"
+            raise UserFacingError(f"data.root={root} {state}. Set data.root to the folder holding {layout}.")
         return
     smoke = "smoke" in (cfg.get("tags") or [])
     raise UserFacingError(

@@ -38,6 +38,11 @@ def test_missing_data_root(tmp_path, capsys):
 def test_nonexistent_and_empty_data_root(tmp_path, capsys):
     err = _user_error([*SMOKE, "data=imagenet", f"data.root={tmp_path / 'nowhere'}"], tmp_path, capsys)
     assert "nowhere" in err
+    # Said before the model is built (ViT-B/4: ~20 s and a W&B run before the data module read the folder).
+    err = _user_error(["experiment=table2_inpainting", f"data.root={tmp_path / 'nowhere'}", "logger=csv"], tmp_path, capsys)
+    assert err.strip() == (f"error: data.root={tmp_path / 'nowhere'} does not exist. Set data.root to the folder holding "
+                           "ImageNet's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG.")
+    assert not (tmp_path / "run" / "csv").exists()
     (tmp_path / "empty").mkdir()
     err = _user_error([*SMOKE, "data=imagenet", f"data.root={tmp_path / 'empty'}"], tmp_path, capsys)
     assert "empty" in err and "train" in err
