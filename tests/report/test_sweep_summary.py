@@ -25,6 +25,13 @@ def test_paper_numbers_follow_the_row():
     assert paper_numbers(None) == {} and paper_numbers("table4/afno") == {}
 
 
+def test_paper_numbers_are_shown_with_the_digits_the_paper_prints():
+    """Table 2's AFNO SSIM is printed 0.931: shown as 0.9310 in a 4-digit column it claimed a digit the paper lacks."""
+    (line,) = [line for line in format_table([_run(12.4, 0.673)]).splitlines() if line.startswith("| table2/afno")]
+    cells = [cell.strip() for cell in line.split("|")]
+    assert "27.05" in cells and "0.931" in cells and "0.9310" not in cells and "0.9700" in cells
+
+
 def test_a_zero_fill_floor_above_the_paper_flags_the_row():
     # The pixel-grid reading at 224: zero-fill SSIM 0.966 is above the paper's 0.931.
     assert "SSIM 0.966 >= paper 0.931" in comparability(_run(24.5, 0.966))

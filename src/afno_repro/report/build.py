@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 from afno_repro.paper import paper_results
 from afno_repro.report.declared import BASELINES, DECLARED, Borrowed, Declaration, Metric, Scatter, Sweep, Table
 from afno_repro.report.flags import SMOKE_LABEL, figure_title, is_smoke, mixer_off
-from afno_repro.report.render import format_number, pyplot, save_figure
+from afno_repro.report.render import format_number, format_printed, pyplot, save_figure
 from afno_repro.report.sections import Section
 from afno_repro.report.sweep import collect, comparison_note, describe_reading
 from afno_repro.report.write import BASELINE_PREFIX, log_to_wandb, write_html, write_markdown
@@ -270,7 +270,7 @@ def _run_table(table: Table, ctx: _Context) -> _Parts:
         for metric in metrics:
             ours = result.get(metric.key)
             row[metric.label] = format_number(ours, f".{metric.digits}f")
-            row[f"paper {metric.label}"] = format_number(paper.get(metric.key), f".{metric.digits}f")
+            row[f"paper {metric.label}"] = format_printed(paper.get(metric.key), metric.digits)
             if comparable:  # a difference only where the paper's number can be compared with ours
                 delta = run.get("comparable") == "yes" and ours is not None and paper.get(metric.key) is not None
                 row[f"delta {metric.label}"] = f"{ours - paper[metric.key]:+.{metric.digits}f}" if delta else ""

@@ -29,6 +29,20 @@ def format_number(value: Any, spec: str = ".2f", missing: str = "") -> str:
     return str(value)
 
 
+def format_printed(value: Any, digits: int, missing: str = "") -> str:
+    """A number the paper prints, at the table's ``digits`` or at the fewer decimals it was printed with (as
+    ``paper_results.yaml`` holds it), never with digits the paper does not give.
+
+    >>> format_printed(0.931, 4), format_printed(25.69, 2), format_printed(70.6, 2), format_printed(None, 2)
+    ('0.931', '25.69', '70.6', '')
+    """
+    if not isinstance(value, float):
+        return format_number(value, missing=missing)
+    text = repr(value)
+    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else digits
+    return f"{value:.{min(digits, decimals)}f}"
+
+
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend: figures are files, no display is needed or opened."""
     import matplotlib

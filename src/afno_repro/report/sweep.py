@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.paper import paper_results
-from afno_repro.report.render import format_number
+from afno_repro.report.render import format_number, format_printed
 from afno_repro.runs import find_runs
 from afno_repro.runs.record import write_json
 
@@ -227,7 +227,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             value = format_number(result.get(item["key"]), f".{item['digits']}f")
             if result.get(f"{item['key']}_std") is not None:
                 value += f" ± {result[item['key'] + '_std']:.{item['digits']}f}"
-            cells += [value, format_number(paper.get(item["key"]), f".{item['digits']}f")]
+            cells += [value, format_printed(paper.get(item["key"]), item["digits"])]
         cells.append(str(result.get("num_images") or ""))
         if with_masks:
             fraction = test.get("masked_fraction")
