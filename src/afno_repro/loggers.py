@@ -138,15 +138,15 @@ def make_wandb_logger(
                    tags=list(tags), name=name, **kwargs)
 
     if resolved != "online" or rank_zero_only.rank != 0:
-        return WandbLogger(log_model=log_model, offline=resolved == "offline",
-                           mode=resolved, **options)
+        return _without_anonymous(WandbLogger(log_model=log_model, offline=resolved == "offline",
+                                              mode=resolved, **options))
 
     reason = online_problem(probe_timeout)
     if reason is None:
         import wandb
 
-        logger = WandbLogger(log_model=log_model, offline=False, mode="online",
-                             **{"settings": wandb.Settings(init_timeout=init_timeout), **options})
+        logger = _without_anonymous(WandbLogger(log_model=log_model, offline=False, mode="online",
+                                                **{"settings": wandb.Settings(init_timeout=init_timeout), **options}))
         try:
             logger.experiment  # noqa: B018 - starts the run now, while we can still fall back
             return logger
@@ -159,4 +159,14 @@ def make_wandb_logger(
         reason, Path(save_dir) / "wandb" / "offline-run-*",
         " log_model is ignored offline (checkpoints are not uploaded)." if log_model else "",
     )
-    return WandbLogger(log_model=False, offline=True, mode="offline", **options)
+    return _without_anonymous(WandbLogger(log_model=False, offline=True, mode="offline", **options))
+
+
+def _without_anonymous(logger: WandbLogger) -> WandbLogger:
+    """``logger`` without the ``anonymous=None`` Lightning passes to ``wandb.init`` unasked, for which W&B prints
+    "The anonymous setting has no effect" on every run. Where Lightning keeps its init arguments elsewhere,
+    nothing changes but that line."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger

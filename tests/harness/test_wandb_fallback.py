@@ -108,6 +108,8 @@ def _assert_offline_run_announced(result, run_dir: Path, why: str) -> None:
     output = result.stdout + result.stderr
     assert "W&B logs this run offline because" in output and why in output
     assert f"wandb sync {run_dir / 'wandb' / 'offline-run-*'}" in output
+    # W&B's "The anonymous setting has no effect" line, for the anonymous=None Lightning passes unasked.
+    assert "anonymous" not in output
 
 
 def test_api_key_but_no_server_runs_offline_without_waiting(train, tmp_path):
