@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = FillCache(cfg.task.baseline_cache)
         total, started = len(loader), time.perf_counter()
         print(f"filling the biharmonic baseline of {len(loader.dataset)} test images ({total} batches) into "
-              f"{cache.directory} with {args.workers} worker processes", flush=True)
+              f"{cache.directory} with {args.workers} worker process{'es' * (args.workers != 1)}", flush=True)
         report_every = max(1, total // 10)
         with BiharmonicPool(args.workers, cache=cache) as pool, torch.no_grad():
             for number, batch in enumerate(loader, 1):

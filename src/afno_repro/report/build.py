@@ -72,9 +72,11 @@ def run_command(run: dict[str, Any]) -> str:
 def _small(value: float, digits: int) -> str:
     """A difference at the table's digits, or at two significant digits when it would round to zero.
 
-    >>> _small(0.00093, 2), _small(0.5, 2)
-    ('0.00093', '0.50')
+    >>> _small(0.00093, 2), _small(0.5, 2), _small(0.0, 2)
+    ('0.00093', '0.50', '0 (equal)')
     """
+    if value == 0:
+        return "0 (equal)"
     return f"{value:.2g}" if 0 < abs(value) < 0.5 * 10 ** -digits else f"{value:.{digits}f}"
 
 

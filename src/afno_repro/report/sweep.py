@@ -300,7 +300,7 @@ class SweepSummary(Callback):
             table += f"\n\n{note}"
         (sweep_dir / "summary.md").write_text(table + "\n")
         write_json(sweep_dir / "summary.json", rows)  # strict JSON (a NaN metric as null), never half written
-        print(f"\nSweep summary ({len(rows)} runs, {sweep_dir}):\n{table}\n", flush=True)
+        print(f"\nSweep summary ({len(rows)} run{'s' * (len(rows) != 1)}, {sweep_dir}):\n{table}\n", flush=True)
         failed = [r.get("run_dir", "?") for r in rows if r.get("status") != "completed"]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} runs did not complete (see their metrics.json): "
