@@ -220,6 +220,19 @@ def test_efficient_attention_without_reduction_is_self_attention():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("sr_ratio", [1, 2, 4])
+def test_efficient_attention_is_timms_pvt_v2_attention_on_the_grid(sr_ratio):
+    """The same parameters and outputs as timm's PVT-v2/SegFormer attention (kept for speed: see its docstring)."""
+    from timm.models.pvt_v2 import Attention
+
+    ours = EfficientSelfAttention(32, num_heads=2, sr_ratio=sr_ratio).eval()
+    timms = Attention(32, num_heads=2, sr_ratio=sr_ratio).eval()
+    timms.load_state_dict(ours.state_dict())  # strict: the same names and shapes
+    x = torch.randn(2, 8, 12, 32)
+    torch.testing.assert_close(ours(x), timms(x.reshape(2, 96, 32), [8, 12]).reshape(2, 8, 12, 32))
+
+
+@torch.no_grad()
 @pytest.mark.parametrize(("grid", "sr_ratio"), [((8, 6), 2), ((7, 11), 3), ((9, 10), 4)])
 def test_efficient_attention_reduces_keys(grid, sr_ratio):
     """Keys/values are floor(H/sr) * floor(W/sr) reduced tokens; leftover rows/cols are dropped."""
