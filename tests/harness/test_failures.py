@@ -99,9 +99,13 @@ def test_a_data_root_the_smoke_data_would_ignore_is_refused(tmp_path, experiment
     with pytest.raises(UserFacingError, match=rf"^data.root={tmp_path}/mine would not be read: this run's data is the "
                                               rf"embedded .*, which debug=smoke selects .* e.g. {reads} data.root="):
         check_options(cfg, tmp_path / "run")
-    # The fix it names composes and gets past this check (the folder itself is the data module's to check).
-    check_options(compose([f"experiment={experiment}", *SMOKE, reads, f"data.root={tmp_path}/mine"],
-                          output_dir=str(tmp_path / "run")), tmp_path / "run")
+    # The fix it names composes and gets past this check once the folder exists (what it holds is the data module's
+    # to check); a folder that does not exist is refused here, before the model is built.
+    fixed = compose([f"experiment={experiment}", *SMOKE, reads, f"data.root={tmp_path}/mine"], output_dir=str(tmp_path / "run"))
+    with pytest.raises(UserFacingError, match=rf"^data.root={tmp_path}/mine does not exist. Set data.root to the folder holding"):
+        check_options(fixed, tmp_path / "run")
+    (tmp_path / "mine").mkdir()
+    check_options(fixed, tmp_path / "run")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
