@@ -114,6 +114,19 @@ def test_a_run_without_its_checkpoint_is_a_note(table2_runs, tmp_path):
     assert len({r["run"] for r in section.tables["figure5"]}) == 1
 
 
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_a_note_that_says_so(table2_runs, tmp_path):
+    run = dict(table2_runs[0])
+    copy = tmp_path / "copy"
+    shutil.copytree(run["run_dir"], copy)
+    checkpoint = copy / "checkpoints" / Path(run["test"]["checkpoint"]).name
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy stopped part-way
+    run.update(run_dir=str(copy), test={**run["test"], "checkpoint": str(checkpoint)})
+    section = resolution_section([run], tmp_path, factors=(1.0,))
+    assert len(section.notes) == 1 and "truncated or corrupt" in section.notes[0], section.notes
+    assert str(checkpoint) in section.notes[0]
+
 def test_a_run_is_rebuilt_from_the_config_hydra_saved_before_it_ran(imagenet_writer, tmp_path):
     """Hydra saves the composed config unresolved: Figure 4's `backbone.embed_dim: equal_params` and Table 6's
     `subset_file: ${hydra:runtime.output_dir}/...` must be rebuilt as the run did (in its own folder), not

@@ -33,8 +33,8 @@ from afno_repro.report.sections import Section
 
 log = logging.getLogger(__name__)
 
-__all__ = ["figure5_section", "figure6_section", "load_run", "resolution_section", "run_config", "spatial_coherence",
-           "token_clusters"]
+__all__ = ["figure5_section", "figure6_section", "load_run", "load_task", "resolution_section", "run_config", "spatial_coherence",
+           "test_data", "token_clusters"]
 
 
 def _label(run: dict[str, Any]) -> str:
@@ -77,30 +77,47 @@ def run_config(run: dict[str, Any], **data_overrides: Any) -> Any:
 
 
 def load_run(run: dict[str, Any], **data_overrides: Any) -> tuple[Any, torch.nn.Module, Any]:
-    """The run's config (:func:`run_config`), its task with the weights its test scored (eval mode, on the
-    GPU if there is one), and its data module set up for testing (``data_overrides``, e.g.
-    ``image_size=64``, change the data config first).
+    """The run's config (:func:`run_config`), its task with the weights its test scored (:func:`load_task`)
+    and its data module set up for testing (:func:`test_data`; ``data_overrides``, e.g. ``image_size=64``,
+    change the data config first).
 
     Raises
     ------
     FileNotFoundError
         The run folder has no Hydra config, or the checkpoint its test scored is gone.
+    ValueError
+        That checkpoint is empty, truncated or not one this project wrote.
     """
+    cfg = run_config(run, **data_overrides)
+    return cfg, load_task(run, cfg), test_data(cfg)
+
+
+def load_task(run: dict[str, Any], cfg: Any) -> torch.nn.Module:
+    """The run's task built from ``cfg`` with the weights its test scored, in eval mode, on the GPU if
+    there is one. The checkpoint is read through :func:`afno_repro.checkpoints.load_checkpoint`, so a
+    damaged one is named as such."""
     quiet_third_party_noise()  # the same quieting of Lightning's notices as a training run
     from hydra.utils import instantiate
 
+    from afno_repro.checkpoints import load_checkpoint
+
     checkpoint = (run.get("test") or {}).get("checkpoint") or run.get("best_checkpoint")
-    cfg = run_config(run, **data_overrides)
     if not checkpoint or not Path(checkpoint).is_file():
         raise FileNotFoundError(f"the checkpoint the run's test scored ({checkpoint}) is missing")
     backbone = instantiate(cfg.backbone)
     options = {"run_baselines": False} if "run_baselines" in cfg.task else {}
     task = instantiate(cfg.task, backbone=backbone, optimizer=instantiate(cfg.optimizer), scheduler=None, **options)
-    task.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
-    task.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+    task.load_state_dict(load_checkpoint(Path(checkpoint), option="the checkpoint the run's test scored")["state_dict"])
+    return task.eval().to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_data(cfg: Any) -> Any:
+    """The data module of ``cfg``, set up for testing."""
+    from hydra.utils import instantiate
+
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("test")
-    return cfg, task, datamodule
+    return datamodule
 
 
 def _in_run_folder(node: Any, run_dir: str) -> Any:
@@ -377,15 +394,16 @@ def resolution_section(runs: list[dict[str, Any]], out_dir: Path, *, factors: Se
     for run in sorted(runs, key=_label):
         trained = int(run.get("image_size") or 0)
         try:
-            cfg = run_config(run)  # the patch size, without building the model or reading the data
+            cfg = run_config(run)
             sizes = _sizes(trained, int(cfg.backbone.get("patch_size", 4)), factors)
+            task = load_task(run, cfg)  # once: the model as trained; only the data changes with the size
         except Exception as error:  # noqa: BLE001 - a run that cannot be rebuilt is a note
             notes.append(f"{_label(run)} ({run.get('run_dir')}): not evaluated: {type(error).__name__}: {error}")
             continue
         for size in sizes:
             row = {"run": _label(run), "trained at": trained, "evaluated at": size}
             try:
-                _, task, datamodule = load_run(run, image_size=size)
+                datamodule = test_data(run_config(run, image_size=size))
                 trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                                      enable_progress_bar=False, enable_model_summary=False)
                 (values,) = trainer.test(task, datamodule=datamodule, verbose=False)
