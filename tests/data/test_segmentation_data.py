@@ -179,6 +179,21 @@ def test_nearest_resize_adds_no_label_ids():
     assert np.array_equal(resize_mask(mask[:20, :20], 20), mask[:20, :20])
 
 
+
+def test_labels_resize_to_the_pixel_under_each_centre_in_the_loader_and_in_the_metrics():
+    from afno_repro.tasks.segmentation_inference import resize_labels
+
+    # 2 -> 41 pixels: output pixel 20's centre lies exactly on the boundary, (20 + 1/2) * 2 / 41 = 1, so it
+    # takes source pixel 1; torch's float32 nearest-exact takes pixel 0 there.
+    row = np.array([[0, 1]])
+    assert resize_mask(np.repeat(row, 2, axis=0), 41)[0].tolist() == [0] * 20 + [1] * 21
+    assert resize_labels(torch.from_numpy(row), (1, 41))[0].tolist() == [0] * 20 + [1] * 21
+    mask = np.random.default_rng(1).integers(0, 19, size=(37, 53))
+    for size in (8, 41, 64, 100):
+        from_loader = resize_mask(mask, size)
+        from_metrics = resize_labels(torch.from_numpy(mask)[None], (size, size))[0]
+        assert np.array_equal(from_metrics.numpy(), from_loader), size
+
 def test_embedded_set_is_deterministic_and_has_every_class_in_both_splits():
     images, masks = make_shapes("train", 48)
     again_images, again_masks = make_shapes("train", 48)

@@ -81,6 +81,7 @@ __all__ = [
     "datasetgan_files",
     "ddpm_files",
     "load_mask",
+    "centre_indices",
     "resize_mask",
 ]
 
@@ -247,7 +248,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of an ``(H, W)`` label map to ``(size, size)`` at pixel centres.
 
     Every output pixel takes the label of the input pixel under its centre (torch's ``nearest-exact``,
-    not PIL's NEAREST, which rounds differently), so no new label id appears and the map stays aligned
+    not PIL's NEAREST, which rounds differently; :func:`centre_indices`), so no new label id appears and the map stays aligned
     with an image resized bilinearly.
 
     Example
@@ -256,10 +257,20 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
     """
     height, width = mask.shape
-    centres = np.arange(size) + 0.5
-    rows = np.minimum((centres * height / size).astype(np.int64), height - 1)
-    cols = np.minimum((centres * width / size).astype(np.int64), width - 1)
-    return mask[np.ix_(rows, cols)]
+    return mask[np.ix_(centre_indices(height, size), centre_indices(width, size))]
+
+
+def centre_indices(source: int, target: int) -> np.ndarray:
+    """For each of ``target`` pixels along an axis, the index of the ``source`` pixel under its centre:
+    ``floor((i + 1/2) * source / target)``, computed in integers so that it is exact at every size (torch's
+    ``nearest-exact`` computes it in float32 and takes the pixel before at some exact boundaries, e.g. 2 -> 41).
+
+    Example
+    -------
+    >>> centre_indices(2, 5).tolist()
+    [0, 0, 1, 1, 1]
+    """
+    return np.minimum((2 * np.arange(target, dtype=np.int64) + 1) * source // (2 * target), source - 1)
 
 
 def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | None) -> np.ndarray:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from afno_repro.data.segmentation import centre_indices
 from afno_repro.tasks.base import check_choice
 
 __all__ = ["INFERENCES", "describe_inference", "infer_logits", "resize_labels", "resize_logits", "slide_logits"]
@@ -55,7 +56,9 @@ def resize_logits(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 
 def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(..., H, W)`` integer labels resized to ``size`` by nearest neighbour at pixel centres.
+    """``(..., H, W)`` integer labels resized to ``size`` by nearest neighbour at pixel centres, the same
+    pixels as the data loaders' :func:`afno_repro.data.segmentation.resize_mask` (no float round trip, any
+    integer dtype, on the labels' device).
 
     Example
     -------
@@ -64,10 +67,9 @@ def resize_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
     """
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
-    shape = labels.shape
-    flat = labels.reshape(-1, 1, *shape[-2:]).float()
-    resized = F.interpolate(flat, size=tuple(size), mode="nearest-exact")
-    return resized.reshape(*shape[:-2], *size).to(labels.dtype)
+    rows, cols = (torch.from_numpy(centre_indices(int(source), int(target))).to(labels.device)
+                  for source, target in zip(labels.shape[-2:], size))
+    return labels[..., rows[:, None], cols]
 
 
 def slide_logits(model: Callable[[Tensor], Tensor], image: Tensor, crop_size: int | tuple[int, int],
