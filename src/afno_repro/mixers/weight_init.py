@@ -18,7 +18,13 @@ __all__ = ["init_mit_weights", "init_vit_weights"]
 
 def init_vit_weights(module: nn.Module) -> None:
     """timm's ViT init of one module: ``Linear`` weights truncated normal, std 0.02, biases zero;
-    ``LayerNorm`` weight one, bias zero. Other modules are left as they are."""
+    ``LayerNorm`` weight one, bias zero. Other modules are left as they are.
+
+    Not ``timm.models.vision_transformer.init_weights_vit_timm`` itself: in timm 1.0.31 that function
+    also calls ``reset_parameters()`` on every other module that has one (convolutions, norms), drawing
+    from the random stream between the ``Linear`` layers (its ``needs_reset`` flag); the rule here leaves
+    those modules and the stream alone, as the mixers' own code does.
+    """
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

@@ -16,7 +16,10 @@ from torch import nn
 
 from afno_repro.mixers.weight_init import init_mit_weights
 
-__all__ = ["PatchPixelHead", "AllMLPDecodeHead", "build_stage_head"]
+__all__ = ["PatchPixelHead", "AllMLPDecodeHead", "HEADS", "StageHeads", "build_stage_head", "check_head"]
+
+#: The heads of the four-stage trunks (SegFormer, Swin); ``None`` returns the stage feature maps.
+HEADS = ("segmentation", "classification", None)
 
 
 class PatchPixelHead(nn.Module):
@@ -121,3 +124,38 @@ def build_stage_head(head: str | None, embed_dims: Sequence[int], decoder_dim: i
         module = nn.Identity()
     module.apply(init_mit_weights)
     return module
+
+
+def check_head(model: str, head: str | None, num_classes: int | None) -> None:
+    """ValueError unless ``head`` is one of :data:`HEADS` and a head with classes gets a class count."""
+    if head not in HEADS:
+        raise ValueError(
+            f"head={head!r} is not a {model} head; valid heads are 'segmentation' (all-MLP decoder, per-pixel "
+            "logits at 1/4 of the image), 'classification' (pooled last stage + linear, ImageNet pretraining) "
+            "and None (the four stage feature maps)."
+        )
+    if head is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(
+            f"head={head!r} needs num_classes, a positive integer, but got num_classes={num_classes!r}. Set "
+            "num_classes to the dataset's class count (19 for Cityscapes, 1000 for ImageNet)."
+        )
+
+
+class StageHeads:
+    """:meth:`reset_head` of the four-stage trunks (SegFormer, Swin), which set ``embed_dims``,
+    ``decoder_dim`` and ``decoder_dropout``."""
+
+    embed_dims: Sequence[int]
+    decoder_dim: int
+    decoder_dropout: float
+
+    def reset_head(self, head: str | None, num_classes: int | None = None) -> None:
+        """Replace the head (freshly initialised, :func:`build_stage_head`), keeping every trunk weight.
+
+        Used to finetune an ImageNet-pretrained trunk (``"classification"``) on Cityscapes
+        (``"segmentation"``, paper A.3). Arguments as in the constructor.
+        """
+        check_head(type(self).__name__, head, num_classes)
+        self.head = build_stage_head(head, self.embed_dims, self.decoder_dim, num_classes, self.decoder_dropout)
+        self.head_name = head
+        self.num_classes = num_classes if head is not None else None

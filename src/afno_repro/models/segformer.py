@@ -22,7 +22,7 @@ from torch import nn
 
 from afno_repro.mixers import build_mixer, get_mixer_spec
 from afno_repro.mixers.weight_init import init_mit_weights
-from afno_repro.models.heads import build_stage_head
+from afno_repro.models.heads import HEADS, StageHeads, check_head
 from afno_repro.models.vit import Block, init_outside, mixer_name_and_options
 
 __all__ = ["SegFormer", "MixFFN", "MiTStage", "VARIANTS", "NUM_STAGES", "HEADS", "check_head"]
@@ -37,7 +37,6 @@ VARIANTS: dict[str, dict[str, tuple[int, ...] | int]] = {
 }
 """MiT sizes (Xie et al. 2021, Table 6); all variants use heads (1, 2, 5, 8) and sr (8, 4, 2, 1)."""
 
-HEADS = ("segmentation", "classification", None)
 """Valid values of ``SegFormer(head=...)`` (and of the Swin trunks'); ``None`` returns the four stage maps."""
 
 _MIT_NUM_HEADS = (1, 2, 5, 8)
@@ -146,26 +145,11 @@ def _per_stage_options(name: str, options: dict[str, Any]) -> list[dict[str, Any
     return stages
 
 
-def check_head(model: str, head: str | None, num_classes: int | None) -> None:
-    """ValueError unless ``head`` is one of :data:`HEADS` and a head with classes gets a class count."""
-    if head not in HEADS:
-        raise ValueError(
-            f"head={head!r} is not a {model} head; valid heads are 'segmentation' (all-MLP decoder, per-pixel "
-            "logits at 1/4 of the image), 'classification' (pooled last stage + linear, ImageNet pretraining) "
-            "and None (the four stage feature maps)."
-        )
-    if head is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(
-            f"head={head!r} needs num_classes, a positive integer, but got num_classes={num_classes!r}. Set "
-            "num_classes to the dataset's class count (19 for Cityscapes, 1000 for ImageNet)."
-        )
-
-
 def _conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
-class SegFormer(nn.Module):
+class SegFormer(StageHeads, nn.Module):
     """SegFormer: MiT encoder (B0-B3) with a per-stage pluggable token mixer and all-MLP head.
 
     Paper Section 5.3 / A.3 (Cityscapes, Table 4, MiT-B3) and Section 5.6 (Figure 1, B0-B3).
@@ -306,17 +290,6 @@ class SegFormer(nn.Module):
         mixers = [block.mixer for stage in self.stages for block in stage.blocks]
         init_outside(self, mixers, init_mit_weights)
         self.reset_head(head, num_classes)
-
-    def reset_head(self, head: str | None, num_classes: int | None = None) -> None:
-        """Replace the head (freshly initialised), keeping every trunk weight.
-
-        Used to finetune an ImageNet-pretrained trunk (``"classification"``) on Cityscapes
-        (``"segmentation"``, paper A.3). Arguments as in the constructor.
-        """
-        check_head("SegFormer", head, num_classes)
-        self.head = build_stage_head(head, self.embed_dims, self.decoder_dim, num_classes, self.decoder_dropout)
-        self.head_name = head
-        self.num_classes = num_classes if head is not None else None
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder only: the four stage outputs, ``(B, C_i, h_i, w_i)`` each, shallowest first."""

@@ -23,8 +23,7 @@ from timm.layers import to_2tuple
 from timm.models.swin_transformer import checkpoint_filter_fn
 from torch import nn
 
-from afno_repro.models.heads import build_stage_head
-from afno_repro.models.segformer import check_head
+from afno_repro.models.heads import StageHeads, check_head
 
 __all__ = ["SwinSegFormer", "SWIN_VARIANTS"]
 
@@ -39,7 +38,7 @@ _PATCH = 4  # Swin's patch size: the input must tile into 4x4 patches
 _STAGE_KEY = re.compile(r"^layers\.(\d+)\.")
 
 
-class SwinSegFormer(nn.Module):
+class SwinSegFormer(StageHeads, nn.Module):
     """timm's Swin trunk + per-stage LayerNorms + SegFormer's all-MLP head (Figure 1, Section 5.6).
 
     Sizes (timm / Liu et al. 2021): T ``embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12,
@@ -156,13 +155,6 @@ class SwinSegFormer(nn.Module):
             )
         if self.checkpoint is not None:
             self.load_classification_checkpoint(self.checkpoint)
-
-    def reset_head(self, head: str | None, num_classes: int | None = None) -> None:
-        """Replace the head (freshly initialised), keeping every trunk weight; as :meth:`SegFormer.reset_head`."""
-        check_head("SwinSegFormer", head, num_classes)
-        self.head = build_stage_head(head, self.embed_dims, self.decoder_dim, num_classes, self.decoder_dropout)
-        self.head_name = head
-        self.num_classes = num_classes if head is not None else None
 
     def load_classification_checkpoint(self, path: str | os.PathLike) -> list[str]:
         """Load an ImageNet classification checkpoint of this Swin into the trunk (and ``norms.3``).
