@@ -372,15 +372,18 @@ def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | s
 
 
 def class_folders(root: str | None, default: int) -> int:
-    """How many class folders ``root/train`` holds; ``default`` without a readable ``root/train``."""
+    """How many class folders ``root/train`` holds, counted as the ImageNet loader counts them
+    (:func:`afno_repro.data.imagenet.class_folders`); ``default`` without a readable ``root/train``,
+    whose problem the data module names when it reads it."""
     if root in (None, "None", "null", "", "???"):
         return int(default)
-    train = Path(str(root)).expanduser() / "train"
+    from afno_repro.data.imagenet import class_folders as folders  # torchvision: only when a root is given
+    from afno_repro.data.errors import DataError
+
     try:
-        count = sum(1 for entry in train.iterdir() if entry.is_dir())
-    except OSError:
+        return len(folders(str(root))) or int(default)
+    except (DataError, OSError):
         return int(default)
-    return count or int(default)
 
 
 # What ImageNet-1k's train/ holds: the class count before data.root names a folder that says otherwise.
