@@ -419,3 +419,26 @@ def test_the_reports_wandb_mode_is_the_flag_else_wandb_mode_else_offline(monkeyp
     assert _report_wandb_mode(None) == "offline"
     monkeypatch.delenv("WANDB_MODE")
     assert _report_wandb_mode(None) == "offline"
+
+
+def test_a_partial_table_names_the_points_no_run_trained(report, tmp_path):
+    """A table with some rows is not to be read as the whole table: the paper sweep's points without a run
+    are named with the command that makes them; at smoke scale, the ones the smoke sweep leaves out on
+    purpose (Table 3's other dataset columns) are said to be left out, with the paper-scale command."""
+    note = _note(report["sections"]["table2"]["notes"], "Not run here")
+    assert "(2 of the paper sweep's 4 points" in note and "attention, long_short." in note
+    assert "`python train.py -m experiment=table2_inpainting debug=smoke`" in note
+    table3 = _note(report["sections"]["table3"]["notes"], "Not run here")
+    assert "(9 of the paper sweep's 12 points" in table3 and "gfn on" not in table3  # gfn ran all three columns
+
+    root = tmp_path / "smoke_runs"
+    for row in ("attention", "long_short", "gfn", "afno"):
+        _record(root, "table3_fewshot", f"table3/{row}", "segmentation", {"miou": 30.0, "num_images": 16},
+                paper_column="celeba_faces", data="embedded_shapes", reading=SHAPES)
+    index = build_report(root, tmp_path / "report2", wandb_mode="disabled")
+    (section,) = [s for s in json.loads((index.parent / "report.json").read_text())["sections"] if s["key"] == "table3"]
+    note = _note(section["notes"], "Not run here")
+    assert "(8 of the paper sweep's 12 points" in note and "afno on lsun_cats" in note and "celeba_faces" not in note
+    assert "leaves them out on purpose (configs/shrink_sweep/smoke/table3_fewshot.yaml" in note
+    assert note.endswith("`python train.py -m experiment=table3_fewshot` runs all 12.")
+    assert (Path(__file__).parents[2] / "configs/shrink_sweep/smoke/table3_fewshot.yaml").is_file()

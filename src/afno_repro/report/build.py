@@ -19,6 +19,8 @@ What the renderer refuses to let a reader misread:
 - an AFNO run whose softshrink zeroes nearly all of its spectrum is flagged on every row and point;
 - a figure's point drawn from another experiment's run (Figure 1's B3 points are Table 4's runs) is marked
   so, and one that has no completed run yet is named in the section and on the figure, never left out;
+- a table that lacks some points of its experiment's paper sweep (rows; Table 3's dataset columns)
+  names them under it, and at smoke scale says which the smoke sweep leaves out on purpose;
 - a metric that cannot tell models apart (top-5 of 5 or fewer classes) is not shown, columns that
   trained on identical data are flagged, and at smoke scale every section and figure says so.
 """
@@ -291,7 +293,50 @@ def _run_table(table: Table, ctx: _Context) -> _Parts:
         rows.append(row)
     baselines, baseline_notes = baseline_rows(table.baselines, runs, metrics, table.distinct_data)
     return _Parts(tables={table.name or "": rows + baselines}, warnings=_mixer_warning(runs) + identical_notes,
-                  notes=notes + baseline_notes + _comparable_note(runs))
+                  notes=_not_run(table.experiment, runs, ctx) + notes + baseline_notes + _comparable_note(runs))
+
+
+# The sweep overrides a run's record answers: which paper row and which dataset column it trained.
+_RECORDED = {"paper_model": "paper_row", "paper.column": "paper_column"}
+
+
+def _not_run(experiment: str, runs: list[dict[str, Any]], ctx: _Context) -> list[str]:
+    """The points of the experiment's paper sweep (rows, and Table 3's dataset columns) that no run here
+    trained, named so that a partial table is not read as the whole one; at smoke scale, which of them the
+    smoke sweep leaves out on purpose (``configs/shrink_sweep/smoke/``)."""
+    from afno_repro.config import sweep_points
+
+    def key(point: list[str]) -> tuple[str, ...] | None:
+        pairs = [override.split("=", 1) for override in point]
+        if not pairs or any(name not in _RECORDED for name, _ in pairs):
+            return None  # a sweep over other options: its points are not told apart by the record
+        # A row is recorded under the experiment's own table (Table 3 trains `table2/gfn` as `table3/gfn`).
+        return tuple(value.split("/")[-1] for _, value in sorted(pairs))
+
+    def made(run: dict[str, Any], names: list[str]) -> tuple[str, ...]:
+        return tuple(str(run.get(_RECORDED[name])).split("/")[-1] for name in sorted(names))
+
+    points = sweep_points(experiment)
+    if not points or key(points[0]) is None:
+        return []
+    names = [override.split("=", 1)[0] for override in points[0]]
+    done = {made(run, names) for run in runs}
+    missing = [point for point in points if key(point) not in done]
+    if not missing:
+        return []
+    shown = ", ".join(" on ".join(value.split("/")[-1] for _, value in (o.split("=", 1) for o in point))
+                      for point in missing)
+    note = (f"Not run here ({len(missing)} of the paper sweep's {len(points)} points; their rows are absent, not "
+            f"zero): {shown}.")
+    if ctx.smoke:
+        smoke = {key(point) for point in sweep_points(experiment, "debug=smoke")}
+        if not any(key(point) in smoke for point in missing):
+            return [f"{note} The smoke sweep leaves them out on purpose "
+                    f"(configs/shrink_sweep/smoke/{experiment}.yaml says why); at paper scale "
+                    f"`python train.py -m experiment={experiment}` runs all {len(points)}."]
+    command = next((step["command"] for step in ctx.plan or [] if step.get("experiment") == experiment),
+                   f"python train.py -m experiment={experiment}{' debug=smoke' if ctx.smoke else ''}")
+    return [f"{note} `{command}` runs them (or `make reproduce-all`)."]
 
 
 # --------------------------------------------------------------------------------------------- sweeps
