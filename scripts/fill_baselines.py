@@ -22,23 +22,18 @@ option that changes the images or masks: ``data.image_size``, ``data.mask.*``, `
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 
-from afno_repro.cli import UsageError, positive_int, user_errors
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from afno_repro.cli import UsageError, positive_int, usable_cores, user_errors
 
 
 @user_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      usage="python scripts/fill_baselines.py [--workers N] <train.py overrides>")
-    parser.add_argument("--workers", type=positive_int, default=_cores(),
+    parser.add_argument("--workers", type=positive_int, default=usable_cores(),
                         help="processes solving fills (default: every core this process may use)")
     parser.add_argument("overrides", nargs="*", help="the train.py overrides of the runs, e.g. experiment=table2_inpainting")
     args = parser.parse_args(argv)

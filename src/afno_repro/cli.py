@@ -31,8 +31,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["UsageError", "available_device", "nonnegative_int", "output_file", "positive_float", "positive_int", "user_errors",
-           "whole_number_at_least"]
+__all__ = ["UsageError", "available_device", "available_ram_bytes", "nonnegative_int", "output_file", "positive_float",
+           "positive_int", "resident_bytes", "usable_cores", "user_errors", "whole_number_at_least"]
 
 
 class UsageError(ValueError):
@@ -110,6 +110,12 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text} cannot be written by this user (permission denied); give a path "
                                          "in a folder you can write.")
     return path
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. under ``taskset`` or a Slurm
+    allocation), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def resident_bytes() -> int:

@@ -36,6 +36,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 from torchvision.utils import make_grid
 
+from afno_repro.cli import usable_cores
 from afno_repro.runs import logged_count
 from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice
 
@@ -542,7 +543,7 @@ class InpaintingTask(PaperTask):
         option = self.hparams.baseline_workers
         if option != "auto":
             return option
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         loaders = self.trainer.test_dataloaders
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         loader_workers = sum(getattr(loader, "num_workers", 0) for loader in loaders)
