@@ -135,20 +135,25 @@ def test_car_20_to_12_mapping(tmp_path):
     assert sorted(set(expected)) == list(range(12))
 
 
-def test_car_images_of_512_rows_are_cut_to_rows_64_to_448(tmp_path):
+def test_car_training_squares_are_cut_to_rows_64_to_448_and_test_images_are_used_whole(tmp_path):
+    """DatasetGAN annotates rows 64:448 of the generator's 512x512 car (its training frame is 512x384);
+    its evaluation resizes each test image whole, so a 512x512 test image keeps every row."""
     root = write_datasetgan(tmp_path, category="car", num_test=5)
-    folder = root / "training_data" / "car_processed"
     pixels = np.zeros((512, 512, 3), np.uint8)
     pixels[64:448] = 255
-    Image.fromarray(pixels).save(folder / "image_0.jpg", quality=100)
     mask = np.full((512, 512), 1, np.uint8)
     mask[64:448] = 2
-    np.save(folder / "image_mask0.npy", mask)
+    Image.fromarray(pixels).save(root / "training_data" / "car_processed" / "image_0.jpg", quality=100)
+    np.save(root / "training_data" / "car_processed" / "image_mask0.npy", mask)
+    test = root / "testing_data" / "car_20_class"  # the first pair in sorted order: photo_00.png, label_00.npy
+    Image.fromarray(pixels).save(test / "photo_00.png")
+    np.save(test / "label_00.npy", mask)
     dm = FewShotSegmentationDataModule(source="datasetgan", root=root, category="car", image_size=32)
     dm.setup()
     item = dm.train_set[0]
     assert item["mask"].unique().tolist() == [2]
     assert item["image"].min() > 0.9
+    assert dm.val_set[0]["mask"].unique().tolist() == [1, 2]  # whole: the rows outside 64:448 are there
 
 
 def test_ddpm_ignore_label_becomes_255(tmp_path):
@@ -156,20 +161,44 @@ def test_ddpm_ignore_label_becomes_255(tmp_path):
     dm = FewShotSegmentationDataModule(source="ddpm", root=root, name="cat_15", image_size=SIZE)
     dm.setup()
     assert (dm.val_set[0]["mask"][:2] == 255).all() and (dm.val_set[0]["mask"][2:] < 15).all()
+    # bedroom_28 as the release has it (experiments/bedroom_28/ddpm.json: number_class 29, ignore_label 0):
+    # ids 1 ... 28 are its 28 classes ("table staff" is 28), 0 is unscored.
     bedroom = tmp_path / "bedroom_root"
     folder = bedroom / "bedroom_28" / "real"
     for split in ("train", "test"):
         (folder / split).mkdir(parents=True)
         for k in range(5):
             write_image(folder / split / f"{k}.jpg", np.random.default_rng(k))
-            mask = np.full((SIZE, SIZE), 27, np.uint8)
+            mask = np.full((SIZE, SIZE), 28, np.uint8)
             mask[:10] = 0
+            mask[20:30] = 1
             np.save(folder / split / f"{k}.npy", mask)
     dm = FewShotSegmentationDataModule(source="ddpm", root=bedroom, name="bedroom_28", image_size=SIZE)
     dm.setup()
+    assert dm.num_classes == 28
     for item in (dm.train_set[0], dm.val_set[4]):
-        assert (item["mask"][:10] == 255).all() and (item["mask"][10:] == 27).all()
+        assert (item["mask"][:10] == 255).all() and (item["mask"][20:30] == 0).all()
+        assert (item["mask"][10:20] == 27).all() and (item["mask"][30:] == 27).all()
 
+
+
+def test_ddpm_small_training_classes_become_unscored_and_the_releases_image_counts_are_used(tmp_path):
+    """DDPM-segmentation's interpreter turns a training class under 20 pixels (at 256x256) into its unscored
+    label, not into class 0 (ade_bedroom_30's id 0 is "wall"), and takes the first training_number /
+    testing_number images (horse_21: 30 / 30) in sorted order."""
+    root = write_ddpm(tmp_path / "datasets", name="horse_21", num_train=31, num_test=31)
+    train = root / "horse_21" / "real" / "train"
+    mask = np.zeros((512, 512), np.uint8)
+    mask[:8, :8] = 7  # 64 pixels here, 16 at 256 x 256: unscored
+    mask[256:356, 256:356] = 3  # 2,500 at 256 x 256: kept
+    np.save(train / "000.npy", mask)
+    write_image(train / "000.png", np.random.default_rng(0), height=512, width=512)
+    dm = FewShotSegmentationDataModule(source="ddpm", root=root, name="horse_21", image_size=64)
+    dm.setup()
+    first = dm.train_set[0]["mask"]
+    assert (first[:1, :1] == 255).all() and (first[32:44, 32:44] == 3).all() and first[2:30, 2:30].max() == 0
+    assert (dm.num_images("train"), dm.num_images("val")) == (30, 30)
+    assert dm.reading()["images"] == {"train": 30, "test": 30}
 
 def test_nearest_resize_adds_no_label_ids():
     mask = np.random.default_rng(0).choice([0, 3, 9, 255], size=(37, 53))
@@ -307,17 +336,20 @@ def test_bad_masks_and_images(tmp_path):
     original = np.load(folder / "001.npy")
     np.save(folder / "001.npy", original[:30])
     message = _setup_error(source="ddpm", root=root, name="cat_15")
-    assert "001.png' is 40x40" in message and "001.npy' is 40x30" in message
+    assert "001.png' is 40x40" in message and "001.npy' is 40x30, another shape of frame" in message
     bad_id = original.copy()
     bad_id[5, 5] = 15
     np.save(folder / "001.npy", bad_id)
     message = _setup_error(source="ddpm", root=root, name="cat_15")
     assert "001.npy' has label id 15" in message and "0 ... 14" in message
     assert "data.num_classes and data.ignore_label match" in message  # DDPM-segmentation's option
-    np.save(folder / "001.npy", original.astype(np.float32))
-    assert "001.npy' holds a float32 array" in _setup_error(source="ddpm", root=root, name="cat_15")
-    np.save(folder / "001.npy", original[None])
-    assert "001.npy' holds a uint8 array of shape (1, 40, 40)" in _setup_error(source="ddpm", root=root, name="cat_15")
+    np.save(folder / "001.npy", original + np.float32(0.5))
+    message = _setup_error(source="ddpm", root=root, name="cat_15")
+    assert "001.npy' holds a float32 array of shape (40, 40) with values that are not whole numbers" in message
+    np.save(folder / "001.npy", np.stack([original, original + 1]))
+    assert "001.npy' holds a uint8 array of shape (2, 40, 40)" in _setup_error(source="ddpm", root=root, name="cat_15")
+    np.save(folder / "001.npy", np.stack([original, original + 1, original], axis=-1))
+    assert "of shape (40, 40, 3) whose channels differ" in _setup_error(source="ddpm", root=root, name="cat_15")
     (folder / "001.npy").write_bytes(b"not numpy")
     assert "001.npy' cannot be read" in _setup_error(source="ddpm", root=root, name="cat_15")
     np.save(folder / "001.npy", original)
@@ -344,6 +376,22 @@ def test_too_few_test_images_for_the_folds(tmp_path):
 def test_load_mask_returns_int64(tmp_path):
     np.save(tmp_path / "m.npy", np.array([[1, 2]], np.uint8))
     assert load_mask(tmp_path / "m.npy").dtype == np.int64
+
+
+def test_label_maps_are_read_as_the_releases_loaders_read_them(tmp_path):
+    """DatasetGAN's and DDPM-segmentation's loaders cast with astype('uint8'), keep channel 0 of a 3-D label
+    array and resize image and label each to the training size: such files load here too, with the same ids."""
+    labels = np.array([[0, 3], [7, 255]], np.uint8)
+    for stored in (labels.astype(np.float64), labels[None], labels[:, :, None], np.repeat(labels[:, :, None], 3, axis=2)):
+        np.save(tmp_path / "m.npy", stored)
+        assert load_mask(tmp_path / "m.npy").tolist() == labels.tolist(), stored.shape
+    root = write_ddpm(tmp_path / "datasets")
+    folder = root / "cat_15" / "real" / "test"
+    original = np.load(folder / "001.npy")
+    np.save(folder / "001.npy", original[::2, ::2])  # the same frame at half the size
+    dm = FewShotSegmentationDataModule(source="ddpm", root=root, name="cat_15", image_size=SIZE)
+    dm.setup()
+    assert dm.val_set[1]["mask"].tolist() == resize_mask(original[::2, ::2], SIZE).tolist()
 
 
 @pytest.mark.parametrize(

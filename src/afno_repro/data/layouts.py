@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from afno_repro.releases import DATASETGAN
+from afno_repro.releases import DATASETGAN, DATASETGAN_IMAGE_SIZE
 
 __all__ = ["DATASETGAN_CATEGORIES", "write_cityscapes", "write_datasetgan", "write_imagenet"]
 
@@ -62,23 +62,25 @@ def write_imagenet(root: Path, classes: int = 2, train_per_class: int = 20, val_
 
 
 def write_datasetgan(root: Path, categories: tuple[str, ...] = ("face", "car", "cat"), num_test: int = 10,
-                     size: int = 512, seed: int = 0) -> Path:
-    """DatasetGAN's release for ``categories``: its number of training images each, ``num_test`` test images."""
+                     size: int | None = None, seed: int = 0) -> Path:
+    """DatasetGAN's release for ``categories``: its number of training images each, ``num_test`` test images,
+    ``size`` x ``size`` (``None``: each category's own size, :data:`afno_repro.releases.DATASETGAN_IMAGE_SIZE`)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     for category in categories:
         test_folder, classes, num_train = DATASETGAN_CATEGORIES[category]
+        width, height = (size, size) if size else DATASETGAN_IMAGE_SIZE[category]
         train = root / "training_data" / f"{category}_processed"
         test = root / "testing_data" / test_folder
         train.mkdir(parents=True, exist_ok=True)
         test.mkdir(parents=True, exist_ok=True)
         values = np.arange(classes, dtype=np.uint8)
         for i in range(num_train):
-            Image.fromarray(_noise(rng, size, size)).save(train / f"image_{i}.jpg", quality=90)
-            np.save(train / f"image_mask{i}.npy", _blocks(rng, values, size, size, size // 8))
+            Image.fromarray(_noise(rng, height, width)).save(train / f"image_{i}.jpg", quality=90)
+            np.save(train / f"image_mask{i}.npy", _blocks(rng, values, height, width, height // 8))
         for k in range(num_test):
-            Image.fromarray(_noise(rng, size, size)).save(test / f"image_{k:03d}.png")
-            np.save(test / f"image_{k:03d}.npy", _blocks(rng, values, size, size, size // 8))
+            Image.fromarray(_noise(rng, height, width)).save(test / f"image_{k:03d}.png")
+            np.save(test / f"image_{k:03d}.npy", _blocks(rng, values, height, width, height // 8))
     return root
 
 

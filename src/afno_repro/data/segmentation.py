@@ -11,26 +11,32 @@ Three sources, all served by :class:`FewShotSegmentationDataModule`:
   Training uses the first 16 / 16 / 30 images by numeric index ``i`` (face / car / cat), as
   DatasetGAN does; the test images and ``.npy`` files are each sorted by name and paired by
   position (DatasetGAN's evaluation does the same). Classes: face 34, car 20, cat 16. Car
-  images are 512x512 in the release, of which DatasetGAN uses rows 64:448 (the car sits in a
-  512x384 frame padded to square): car images and masks 512 rows high, train and test, are cut
-  to those rows before anything else. ``num_classes=12`` for car applies DatasetGAN's 20 -> 12
+  training images are 512 wide and 384 high, the rows 64:448 of the generator's 512x512 output
+  that DatasetGAN annotates and trains on: a 512x512 training pair (that square, not yet cut) is cut
+  to those rows first; test images are used whole, as DatasetGAN's evaluation resizes them whole.
+  ``num_classes=12`` for car applies DatasetGAN's 20 -> 12
   ADE-Car mapping (:data:`CAR_12_CLASSES`) to train and test masks. The ADE-Car 12-class test
   set itself was never released, so this scores the released car_20 test images under that
   mapping, which is not the paper's car test set.
 - ``"ddpm"``: DDPM-segmentation's release (Baranchuk et al., ICLR 2022), ``root`` being its
   ``datasets/`` folder: ``root/<name>/real/{train,test}/<stem>.{png,jpg,jpeg}`` with a
-  same-stem ``<stem>.npy`` mask, paired by stem, sorted by file name. ``name`` is e.g.
-  ``ffhq_34``, ``cat_15``, ``horse_21``, ``celeba_19``, ``bedroom_28``, ``ade_bedroom_30``; its
-  integer suffix is the class count. The release marks pixels that are not scored with label 255
-  (0 in ``bedroom_28``), mapped to :data:`IGNORE_INDEX`.
+  same-stem ``<stem>.npy`` mask, paired by stem, sorted by file name. ``name`` is one of the
+  release's ``ffhq_34``, ``cat_15``, ``horse_21``, ``celeba_19``, ``bedroom_28``, ``ade_bedroom_30``
+  (or another folder in that layout); its integer suffix is the class count. As the release's
+  interpreter does (:data:`afno_repro.releases.DDPM_SEGMENTATION`), the first ``training_number``
+  / ``testing_number`` pairs in that order are used, pixels with the unscored label (255; 0 in
+  ``bedroom_28``, whose classes are ids 1 ... 28, shifted to 0 ... 27) are mapped to
+  :data:`IGNORE_INDEX`, and a training class under ``min_class_pixels`` (20) pixels, counted at
+  256 x 256, becomes unscored rather than background (in ``ade_bedroom_30`` id 0 is "wall").
 - ``"embedded"``: textured shapes on scikit-image photographs (:mod:`afno_repro.data.shapes`),
   no download; 5 classes, 16 training and 16 test images.
 
-Preprocessing, in this order, at the original resolution: the car row crop; on TRAINING masks
-only, every class covering fewer than ``min_class_pixels`` pixels becomes background (id 0), as
-DatasetGAN does to clean annotation slips (for both released sources; with ``bedroom_28``, whose
-id 0 is the unscored label, such pixels become unscored); the car 20 -> 12 mapping; the ignore
-label -> 255. Then images are resized to ``S x S`` bilinearly with antialiasing and masks by
+Preprocessing, in this order, at the original resolution: the car row crop (training files);
+on TRAINING masks only, every class covering fewer than ``min_class_pixels`` pixels becomes
+background (id 0), as DatasetGAN does to clean annotation slips (DDPM-segmentation: the unscored
+label, as its interpreter does); the unscored label -> 255; the car 20 -> 12 mapping or
+``bedroom_28``'s shift. A label map is read as the releases' loaders read it (:func:`load_mask`), and
+one of another size than its image (the same frame) is resized like it. Then images are resized to ``S x S`` bilinearly with antialiasing and masks by
 nearest neighbour at pixel centres (torch's ``nearest-exact``: output pixel ``i`` reads source pixel
 ``floor((i + 0.5) * H / S)``), so the two stay aligned and no new label id appears. PIL's NEAREST
 rounds the source coordinate otherwise: at 512 -> 224 it reads another source row or column at
@@ -66,7 +72,7 @@ from afno_repro.data.files import listing, load_image, require_distinct, require
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.sampling import item_generator
 from afno_repro.data.shapes import SHAPE_CLASSES, make_shapes
-from afno_repro.releases import DATASETGAN, DATASETGAN_CLASSES
+from afno_repro.releases import DATASETGAN, DATASETGAN_CLASSES, DDPM_COUNT_SIZE, DDPM_SEGMENTATION
 
 __all__ = [
     "CAR_12_CLASSES",
@@ -230,17 +236,29 @@ def _distinct(pairs: list[tuple[Path, Path]], dataset: str) -> list[tuple[Path, 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
     """A label map ``.npy`` file as an int64 ``(H, W)`` array.
 
-    Raises :class:`DataError` naming the file when it cannot be read as a NumPy array or is not a
-    2-D integer array.
+    Read as the releases' own loaders read them: an ``(H, W, 1)`` or ``(1, H, W)`` array is squeezed, an ``(H, W, C)``
+    array whose channels are equal is its first channel (DatasetGAN's test loader keeps channel 0), and
+    a float array holding whole numbers is cast. Raises :class:`DataError` naming the file when it
+    cannot be read as a NumPy array, or is anything else (channels that differ are a colour-coded map,
+    not class ids; fractions are not class ids).
     """
     try:
         mask = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"mask file {str(path)!r} cannot be read as a NumPy .npy array ({error}). It is corrupt or not a label map; restore it from the release.") from error
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+    if isinstance(mask, np.ndarray) and mask.ndim > 2 and np.squeeze(mask).ndim == 2:
+        mask = np.squeeze(mask)  # (1, H, W) or (H, W, 1)
+    if isinstance(mask, np.ndarray) and mask.ndim == 3 and (mask == mask[:, :, :1]).all():
+        mask = mask[:, :, 0]
+    numeric = isinstance(mask, np.ndarray) and (np.issubdtype(mask.dtype, np.integer)
+                                                or (np.issubdtype(mask.dtype, np.floating) and np.isfinite(mask).all()
+                                                    and (mask == np.round(mask)).all()))
+    if not numeric or mask.ndim != 2:
         shape = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
         dtype = mask.dtype if isinstance(mask, np.ndarray) else "-"
-        raise DataError(f"mask file {str(path)!r} holds a {dtype} array of shape {shape}; a label map must be a 2-D integer array (H, W) of class ids. Restore it from the release.")
+        what = (" whose channels differ (a colour-coded map?)" if isinstance(mask, np.ndarray) and mask.ndim == 3
+                else " with values that are not whole numbers" if isinstance(mask, np.ndarray) and mask.ndim == 2 else "")
+        raise DataError(f"mask file {str(path)!r} holds a {dtype} array of shape {shape}{what}; a label map must be a 2-D array (H, W) of integer class ids. Restore it from the release.")
     return mask.astype(np.int64)
 
 
@@ -273,10 +291,25 @@ def centre_indices(source: int, target: int) -> np.ndarray:
     return np.minimum((2 * np.arange(target, dtype=np.int64) + 1) * source // (2 * target), source - 1)
 
 
-def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | None) -> np.ndarray:
-    ids, counts = np.unique(mask, return_counts=True)
+def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | None, *, to: int = 0,
+                        counted_at: int | None = None) -> np.ndarray:
+    """Classes of ``mask`` covering fewer than ``min_pixels`` pixels become ``to`` (DatasetGAN: background 0;
+    DDPM-segmentation: its unscored label), counted on the mask as it is or, with ``counted_at``, resized
+    to ``counted_at`` x ``counted_at`` (a class that vanishes there counts 0). Class 0 and ``ignore_label``
+    stay as they are.
+
+    >>> _drop_small_classes(np.array([[1, 1, 2], [1, 1, 1]]), 2, None).tolist()
+    [[1, 1, 0], [1, 1, 1]]
+    >>> _drop_small_classes(np.array([[1, 1, 2], [1, 1, 1]]), 2, 255, to=255).tolist()
+    [[1, 1, 255], [1, 1, 1]]
+    """
+    ids = np.unique(mask)
+    counted = resize_mask(mask, counted_at) if counted_at else mask
+    found, found_counts = np.unique(counted, return_counts=True)
+    counts = np.zeros(len(ids), dtype=np.int64)
+    counts[np.isin(ids, found)] = found_counts[np.isin(found, ids)]
     small = ids[(counts < min_pixels) & (ids != 0) & (ids != ignore_label)]
-    return np.where(np.isin(mask, small), 0, mask) if small.size else mask
+    return np.where(np.isin(mask, small), to, mask) if small.size else mask
 
 
 def _load_pair(
@@ -290,15 +323,20 @@ def _load_pair(
     crop_rows: tuple[int, int] | None,
     label_map: np.ndarray | None,
     release: str,
+    small_to: int = 0,
+    small_counted_at: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read, check and preprocess one pair (see the module docstring for the order); ``release``
     says where a good copy of a corrupt file comes from."""
     image = load_image(str(image_file), dataset=release)
     mask = load_mask(mask_file)
-    if tuple(image.shape[-2:]) != mask.shape:
+    height, width = image.shape[-2:]
+    if (height, width) != mask.shape and height * mask.shape[1] != width * mask.shape[0]:
+        # Another size of the same frame is resized to S x S like the image, as the releases' loaders do.
         raise DataError(
-            f"image {str(image_file)!r} is {image.shape[-1]}x{image.shape[-2]} (width x height) but its mask "
-            f"{str(mask_file)!r} is {mask.shape[1]}x{mask.shape[0]}; they must match pixel for pixel. Restore the pair from the release."
+            f"image {str(image_file)!r} is {width}x{height} (width x height) but its mask "
+            f"{str(mask_file)!r} is {mask.shape[1]}x{mask.shape[0]}, another shape of frame, so they cannot be "
+            "aligned. Check that the two files belong together, or restore the pair from the release."
         )
     ids = np.unique(mask)
     bad = ids[((ids < 0) | (ids >= label_count)) & (ids != ignore_label)]
@@ -312,14 +350,14 @@ def _load_pair(
                if release.lower().startswith("datasetgan") else "Check that data.num_classes matches the dataset")
             + ", or restore the file from the release."
         )
-    if crop_rows is not None and mask.shape[0] == _CAR_FULL_HEIGHT:
+    if crop_rows is not None and mask.shape == (_CAR_FULL_HEIGHT, _CAR_FULL_HEIGHT) == (height, width):
         image, mask = image[:, crop_rows[0] : crop_rows[1]], mask[crop_rows[0] : crop_rows[1]]
     if min_class_pixels > 0:
-        mask = _drop_small_classes(mask, min_class_pixels, ignore_label)
-    if label_map is not None:
-        mask = label_map[mask]
+        mask = _drop_small_classes(mask, min_class_pixels, ignore_label, to=small_to, counted_at=small_counted_at)
     if ignore_label is not None and ignore_label != IGNORE_INDEX:
         mask = np.where(mask == ignore_label, IGNORE_INDEX, mask)
+    if label_map is not None:
+        mask = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, label_map[np.minimum(mask, len(label_map) - 1)])
     if tuple(image.shape[-2:]) != (image_size, image_size):
         image = TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
     return image, torch.from_numpy(np.ascontiguousarray(resize_mask(mask, image_size)))
@@ -416,14 +454,14 @@ class DatasetGAN:
         self.ignore_label = None
         self.label = f"datasetgan/{category}"
         self.described = {"category": category}
-        self.preprocessing = {"car_rows": list(_CAR_ROWS)} if category == "car" else {}
+        self.preprocessing = {"car_rows": list(_CAR_ROWS)} if category == "car" else {}  # of 512x512 training files
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
         options = {
             "label_count": DATASETGAN_CLASSES[self.category],
             "ignore_label": None,
-            "crop_rows": _CAR_ROWS if self.category == "car" else None,
+            "crop_rows": _CAR_ROWS if self.category == "car" and split == "train" else None,
             "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
             "release": f"DatasetGAN's release (its {'training_data' if split == 'train' else 'testing_data'}/ folder)",
         }
@@ -432,12 +470,15 @@ class DatasetGAN:
 
 @register_dataset("segmentation", "ddpm")
 class DDPMSegmentation:
-    """A DDPM-segmentation dataset ``name`` (module docstring); its ``_<count>`` suffix is the class count."""
+    """A DDPM-segmentation dataset ``name`` (module docstring). The six the release names take their facts
+    from :data:`afno_repro.releases.DDPM_SEGMENTATION`; another folder in its layout takes its class count
+    from its ``_<count>`` suffix and uses every file."""
 
     def __init__(self, root: str, category: str = "face", name: str | None = None, num_classes: int | None = None,
                  ignore_label: int | None = None) -> None:
         if name is None:
             raise ValueError("data.source='ddpm' needs data.name, the dataset folder under data.root, e.g. ffhq_34, cat_15, horse_21, celeba_19, bedroom_28 or ade_bedroom_30.")
+        known = DDPM_SEGMENTATION.get(name)
         if num_classes is None:
             suffix = re.fullmatch(r".*_(\d+)", name)
             if suffix is None or int(suffix[1]) < 1:
@@ -445,16 +486,29 @@ class DDPMSegmentation:
             num_classes = int(suffix[1])
         self.root, self.name, self.num_classes = root, name, num_classes
         self.class_names = None
-        self.ignore_label = ignore_label if ignore_label is not None else 0 if name == "bedroom_28" else IGNORE_INDEX
+        self.ignore_label = ignore_label if ignore_label is not None else known[1] if known else IGNORE_INDEX
+        # bedroom_28: ids 0 ... 28 with 0 unscored; its classes 1 ... 28 become 0 ... 27.
+        shifted = self.ignore_label == 0 and (known is None or known[0] == num_classes + 1)
+        self.label_ids = num_classes + 1 if shifted else num_classes
+        self.label_map = np.arange(-1, num_classes, dtype=np.int64) if shifted else None
+        self.images = {"train": known[2], "test": known[3]} if known else None
         self.label = f"ddpm/{name}"
         self.described = {"name": name, "ignore_label": self.ignore_label}
-        self.preprocessing = {}
+        self.preprocessing = {"small_classes": f"to the unscored label, counted at {DDPM_COUNT_SIZE}x{DDPM_COUNT_SIZE}"}
+        if shifted:
+            self.preprocessing["label_ids"] = f"1 ... {num_classes} -> 0 ... {num_classes - 1} (0 is unscored)"
+        if self.images:
+            self.preprocessing["images"] = dict(self.images)
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
-        options = {"label_count": self.num_classes, "ignore_label": self.ignore_label, "crop_rows": None, "label_map": None,
+        options = {"label_count": self.label_ids, "ignore_label": self.ignore_label, "crop_rows": None,
+                   "label_map": self.label_map, "small_to": self.ignore_label, "small_counted_at": DDPM_COUNT_SIZE,
                    "release": f"DDPM-segmentation's release (its datasets/{self.name}/real/{split}/ folder)"}
-        return _load_pairs(ddpm_files(self.root, self.name, split), image_size, min_class_pixels, options)
+        files = ddpm_files(self.root, self.name, split)
+        if self.images:  # the release's interpreter takes the first N in sorted order
+            files = files[: self.images[split]]
+        return _load_pairs(files, image_size, min_class_pixels, options)
 
 
 def _load_pairs(files: list[tuple[Path, Path]], image_size: int, min_class_pixels: int, options: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -495,8 +549,8 @@ class FewShotSegmentationDataModule(DataModuleBase):
     num_workers: data-loader worker processes (batches do not depend on it).
     train_samples_per_epoch: training items per epoch; ``None`` = one pass over the training
         images, a larger value repeats them in a fresh shuffled order.
-    min_class_pixels: on training masks, classes covering fewer pixels become background (0);
-        0 turns it off.
+    min_class_pixels: on training masks, classes covering fewer pixels become background (0;
+        ddpm: unscored, counted at 256 x 256); 0 turns it off.
     hflip: random horizontal flips of training pairs (the paper is silent; off by default).
     selection: ``"max_over_run"``, ``"heldout"`` or ``"fivefold"`` (module docstring).
     num_folds: folds the sorted test split is cut into (>= 2).
