@@ -9,7 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from afno_repro.config import missing_paper_row, override_syntax_message, unknown_choice, unknown_key  # also registers the configs' resolvers
+from afno_repro.config import (missing_paper_row, override_syntax_message, unknown_choice, unknown_key,  # also registers
+                               without_row_sweep)  # the configs' resolvers
 from afno_repro.console import quiet_third_party_noise
 from afno_repro.train import main
 
@@ -28,4 +29,8 @@ if __name__ == "__main__":
             or unknown_key(arguments)) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    if len(kept := without_row_sweep(arguments)) > len(arguments):
+        print("~paper_model: no paper row, so the experiment's sweep over its rows is dropped too "
+              f"({kept[-1]}); one run per point of its other sweeps.", file=sys.stderr)
+        sys.argv[1:] = kept
     cli()

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from afno_repro.releases import DATASETGAN_CLASSES
 
 __all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "override_syntax_message",
-           "paper_rows", "sweep_points", "unknown_choice", "unknown_key"]
+           "paper_rows", "sweep_points", "unknown_choice", "unknown_key", "without_row_sweep"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -266,7 +266,7 @@ def missing_paper_row(arguments: Sequence[str]) -> str | None:
     its paper label around another mixer, and Hydra would not object. ``arguments`` are the
     command-line overrides of ``train.py``; ``~paper_model`` (no row) lets any mixer train.
     """
-    if "~paper_model" in arguments:
+    if any(_no_row(arg) for arg in arguments):
         return None
     values = dict(arg.split("=", 1) for arg in arguments if "=" in arg and not arg.startswith(("~", "hydra")))
     values = {key.lstrip("+"): value for key, value in values.items()}
@@ -275,7 +275,7 @@ def missing_paper_row(arguments: Sequence[str]) -> str | None:
     experiments = [e for e in values.get("experiment", "").split(",") if e] or [None]
     # The user's other overrides, kept in the command this suggests (a data.root left out would fail next).
     others = [arg for arg in arguments
-              if arg.split("=", 1)[0].lstrip("+") not in ("mixer", "paper_model", "experiment") and arg != "--multirun"]
+              if arg.split("=", 1)[0].lstrip("+~") not in ("mixer", "paper_model", "experiment") and arg != "--multirun"]
     flags = "".join(f"{arg} " for arg in others if arg.startswith("-"))  # -m where the user gave it
     rest = "".join(f" {shlex.quote(arg)}" for arg in others if not arg.startswith("-"))
     for experiment in experiments:
@@ -301,6 +301,33 @@ def missing_paper_row(arguments: Sequence[str]) -> str | None:
                     "backbone's default width instead, add ~paper_model (no paper row: no paper numbers beside the results)."
                 )
     return None
+
+
+def _no_row(argument: str) -> bool:
+    """``~paper_model`` in any form Hydra takes or records (``~paper_model``, ``~paper_model=null``)."""
+    return argument.split("=", 1)[0] == "~paper_model"
+
+
+def without_row_sweep(arguments: Sequence[str]) -> list[str]:
+    """``arguments``, with the experiment's sweep over paper rows dropped when a multirun says ``~paper_model``.
+
+    ``~paper_model`` means no paper row; under ``-m`` a table's experiment would still sweep its rows
+    (``hydra.sweeper.params.paper_model``), and each job would then delete its row: the same model trained
+    once per row. So the row sweep goes too (``~hydra.sweeper.params.paper_model``), unless the command
+    names that parameter itself; the other sweeps stay.
+    """
+    if not any(_no_row(arg) for arg in arguments) or not {"-m", "--multirun"} & set(arguments):
+        return list(arguments)
+    if any(arg.split("=", 1)[0].lstrip("+~") == "hydra.sweeper.params.paper_model" for arg in arguments):
+        return list(arguments)
+    experiments = [value for arg in arguments if arg.startswith("experiment=") for value in arg.split("=", 1)[1].split(",")]
+    if not experiments:
+        return list(arguments)
+    try:
+        sweeps_rows = all(any(o.startswith("paper_model=") for point in sweep_points(e)[:1] for o in point) for e in experiments)
+    except Exception:  # noqa: BLE001 - an experiment that does not compose is Hydra's to name, as before
+        return list(arguments)
+    return [*arguments, "~hydra.sweeper.params.paper_model"] if sweeps_rows else list(arguments)
 
 
 def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int) -> int:

@@ -329,7 +329,28 @@ def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):
     assert "failed" in (_only_sweep(tmp_path) / "summary.md").read_text()
 
 
+
 @pytest.mark.slow
+def test_a_mixer_without_a_paper_row_is_one_run_of_a_tables_sweep_and_its_recorded_command_reruns_it(train, tmp_path):
+    """`-m experiment=table2_inpainting mixer=gfn ~paper_model` (what the refusal of mixer=<name> on a table
+    suggests): the experiment's sweep over its rows goes too, or each of its four jobs would delete its row
+    and train the same model. The command the report prints for the run passes train.py's checks."""
+    import shlex
+
+    from afno_repro.config import missing_paper_row
+    from afno_repro.report.build import run_command
+
+    result = train("experiment=table2_inpainting", "debug=smoke", "mixer=gfn", "~paper_model", "logger=csv",
+                   multirun=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the experiment's sweep over its rows is dropped too" in result.stderr
+    (row,) = json.loads((_only_sweep(tmp_path) / "summary.json").read_text())
+    (record,) = [json.loads(path.read_text()) for path in _only_sweep(tmp_path).glob("*/metrics.json")]
+    assert record["mixer"] == "gfn" and record["paper_row"] is None and row["status"] == "completed"
+    command = run_command(record)
+    assert command == "python train.py experiment=table2_inpainting debug=smoke mixer=gfn '~paper_model' logger=csv", command
+    assert missing_paper_row(shlex.split(command)[2:]) is None
+
 @pytest.mark.slow
 def test_fig1_swin_trunk_starts_from_the_checkpoint_folder(train, tmp_path):
     """Figure 1's Swin rows start from the Swin authors' ImageNet checkpoints: here Swin-T from the folder

@@ -390,6 +390,18 @@ def test_without_a_paper_row_any_mixer_trains_with_the_experiments_recipe():
     assert cfg.mixer.name == "fno" and cfg.paper.row is None and cfg.trainer.max_epochs == 100
     assert cfg.backbone.depth == compose(["experiment=table2_inpainting"]).backbone.depth
     assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_model"]) is None
+    assert missing_paper_row(["experiment=table2_inpainting", "mixer=fno", "~paper_model=null"]) is None  # as recorded
+    # Under -m the experiment's row sweep goes with the row; one run, not one per row. Not for a single run,
+    # nor for a sweep that names that parameter itself, nor for an experiment that sweeps no rows.
+    from afno_repro.config import without_row_sweep
+
+    assert without_row_sweep(["-m", "experiment=table2_inpainting", "mixer=fno", "~paper_model"])[-1] == \
+        "~hydra.sweeper.params.paper_model"
+    for unchanged in (["experiment=table2_inpainting", "mixer=fno", "~paper_model"],
+                      ["-m", "experiment=table2_inpainting", "mixer=fno"],
+                      ["-m", "experiment=table2_inpainting", "~paper_model", "hydra.sweeper.params.paper_model=table2/gfn"],
+                      ["-m", "experiment=fewshot_demo", "~paper_model"]):
+        assert without_row_sweep(unchanged) == unchanged, unchanged
 
 
 def test_a_ctrl_c_python_would_drop_is_raised_at_the_next_boundary():

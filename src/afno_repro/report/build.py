@@ -62,8 +62,14 @@ def run_command(run: dict[str, Any]) -> str:
     'python train.py experiment=table2_inpainting paper_model=table2/gfn debug=smoke'
     >>> run_command({"overrides": ["experiment=table3_fewshot", "runs_root=/r"], "init": {"how": "auto", "checkpoint": "/r/b.ckpt"}})
     'python train.py experiment=table3_fewshot pretrained=/r/b.ckpt'
+    >>> run_command({"overrides": ["paper_model=table2/afno", "experiment=table2_inpainting", "mixer=gfn", "~paper_model=null"]})
+    "python train.py experiment=table2_inpainting mixer=gfn '~paper_model'"
     """
     kept = [o for o in run.get("overrides") or [] if not o.startswith(_PIPELINE_ONLY)]
+    if any(o.split("=", 1)[0] == "~paper_model" for o in kept):
+        # No paper row (Hydra records it as ~paper_model=null): a row a sweep set before it is not the run's.
+        kept = [o for o in kept if not o.startswith("paper_model=")]
+        kept = ["~paper_model" if o.split("=", 1)[0] == "~paper_model" else o for o in kept]
     kept.sort(key=lambda override: not override.startswith("experiment="))  # stable: the rest keep their order
     init = run.get("init") or {}
     if init.get("how") == "auto" and init.get("checkpoint") and not any(o.startswith("pretrained=") for o in kept):
