@@ -12,12 +12,13 @@ from omegaconf import DictConfig
 from afno_repro.config import (missing_paper_row, override_syntax_message, unknown_choice, unknown_key,  # also registers
                                without_row_sweep)  # the configs' resolvers
 from afno_repro.console import quiet_third_party_noise
-from afno_repro.train import main
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def cli(cfg: DictConfig) -> None:
     quiet_third_party_noise()  # here, not at import: a Slurm job runs this function, not the module
+    from afno_repro.train import main  # Lightning and torch: after the checks below, which need neither
+
     main(cfg)
 
 

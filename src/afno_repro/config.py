@@ -204,6 +204,13 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
             close = difflib.get_close_matches(choice, options, n=1)
             guess = f"Did you mean {group}={close[0]}? " if close else ""
             shown = ", ".join(options) if len(options) <= 30 else ", ".join(options[:30]) + ", ..."
+            if group == "mixer":
+                # A class registered under that name (read, not imported: torch would cost seconds here).
+                mixers = Path(__file__).resolve().parent / "mixers"
+                registered = rf"@register_mixer\(\s*['\"]{re.escape(choice)}['\"]"
+                if any(re.search(registered, module.read_text()) for module in mixers.glob("*.py")):
+                    guess = (f"{choice} is a registered mixer without a config: add configs/mixer/{choice}.yaml with "
+                             f"name: {choice} and its options (configs/mixer/gfn.yaml shows the form). ")
             return f"{group}={choice} names no config in configs/{group}/. {guess}Options: {shown}."
     return None
 

@@ -41,20 +41,55 @@ class ToyConv(nn.Module):
 CONFIG = "# The toy mixer of tests/mixers/test_new_mixer.py.\nname: toy_conv\nkernel_size: 3\n"
 
 
-@pytest.fixture(scope="module")
-def copy_with_toy(tmp_path_factory) -> Path:
-    """The tracked files of this checkout, plus the toy mixer's two files and nothing else."""
+def _copy_of_checkout(repo: Path) -> Path:
+    """The tracked files of this checkout, copied into ``repo``."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
     if listed.returncode != 0:
         pytest.skip("not a git checkout: cannot tell which files a contributor would have")
-    repo = tmp_path_factory.mktemp("with_toy_mixer")
     for name in listed.stdout.decode().split("\0"):
         if name and (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def copy_with_toy(tmp_path_factory) -> Path:
+    """The tracked files of this checkout, plus the toy mixer's two files and nothing else."""
+    repo = _copy_of_checkout(tmp_path_factory.mktemp("with_toy_mixer"))
     (repo / "src/afno_repro/mixers/toy_conv.py").write_text(MIXER)
     (repo / "configs/mixer/toy_conv.yaml").write_text(CONFIG)
     return repo
+
+
+def test_every_mixer_config_names_a_registered_mixer_and_every_mixer_has_a_config():
+    from afno_repro.mixers import list_mixers
+
+    named = {re.search(r"^name:\s*(\w+)", path.read_text(), re.MULTILINE).group(1): path.name
+             for path in (ROOT / "configs/mixer").glob("*.yaml")}
+    assert sorted(named) == list_mixers(), named
+
+
+@pytest.mark.slow
+def test_each_half_done_step_of_adding_a_mixer_names_the_missing_half(tmp_path):
+    """A config without a registered class, a registered class without a config, and a mixer file that
+    does not import (which stops every mixer, the demo's too): each is one paragraph naming the file and
+    the fix, exit status 2."""
+    repo = _copy_of_checkout(tmp_path / "repo")
+    (repo / "configs/mixer/pool.yaml").write_text("name: pool\npool_size: 3\n")
+    result = _run(repo, "train.py", "mixer=pool", "debug=smoke", "logger=csv", timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "configs/mixer/pool.yaml names mixer 'pool', but no class is registered" in result.stderr
+    assert "@register_mixer('pool')" in result.stderr
+    (repo / "configs/mixer/pool.yaml").unlink()
+    (repo / "src/afno_repro/mixers/pool.py").write_text(MIXER.replace('"toy_conv"', '"pool"'))
+    result = _run(repo, "train.py", "mixer=pool", "debug=smoke", "logger=csv", timeout=300)
+    assert result.returncode == 2 and "pool is a registered mixer without a config: add configs/mixer/pool.yaml" \
+        in result.stderr, result.stderr[-3000:]
+    (repo / "src/afno_repro/mixers/pool.py").write_text("import timm.layers.not_a_module\n")
+    result = _run(repo, "train.py", "debug=smoke", "logger=csv", timeout=300)  # the demo, another mixer
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "mixers/pool.py failed to import (ModuleNotFoundError" in result.stderr and "Traceback" not in result.stderr
 
 
 def _run(repo: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:

@@ -16,9 +16,12 @@ torch.Size([2, 7, 5, 64])
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import operator
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
@@ -81,10 +84,22 @@ def get_mixer_spec(name: str) -> MixerSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
+        pass
+    configs = Path(__file__).resolve().parents[3] / "configs" / "mixer"
+    naming = sorted(path.name for path in configs.glob("*.yaml")
+                    if re.search(rf"^name:\s*['\"]?{re.escape(str(name))}['\"]?\s*(#.*)?$", path.read_text(), re.MULTILINE))
+    if naming:  # a config for it, no class: the half-done step of adding a mixer
+        closest = difflib.get_close_matches(str(name), list_mixers(), n=1)
         raise ValueError(
-            f"unknown mixer {name!r}; valid mixers are: {', '.join(list_mixers())}. "
-            "Pick one of these for `mixer=` (or `mixer.name=`)."
-        ) from None
+            f"configs/mixer/{naming[0]} names mixer {name!r}, but no class is registered under that name"
+            f"{f' (registered: {closest[0]!r}, the closest)' if closest else ''}. Decorate the mixer's class with "
+            f"@register_mixer({str(name)!r}) in a module of src/afno_repro/mixers/ (every module there is imported), "
+            "or set the config's name: to the name it is registered under."
+        )
+    raise ValueError(
+        f"unknown mixer {name!r}; valid mixers are: {', '.join(list_mixers())}. "
+        "Pick one of these for `mixer=` (or `mixer.name=`)."
+    )
 
 
 def build_mixer(name: str, dim: int, grid_size: tuple[int, int] | None = None, **options) -> nn.Module:
