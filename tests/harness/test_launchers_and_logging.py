@@ -149,3 +149,28 @@ def test_the_slurm_launcher_without_slurm_commands_is_refused_before_any_job(mon
     assert pipeline_main(["--scale", "smoke", "--only", "table2_inpainting", "--launcher", "slurm"]) == 2
     assert "sbatch and srun are not on PATH here" in capsys.readouterr().err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_of_a_new_untracked_mixer_is_recorded_dirty(tmp_path):
+    """A new mixer's module and YAML are untracked until committed: a run of it is not the commit alone."""
+    import subprocess
+
+    from afno_repro.runs.record import _git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "a")
+    clean = _git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "run.log").write_text("")  # run artefacts are not code
+    assert _git_commit(tmp_path) == clean
+    (tmp_path / "configs" / "mixer").mkdir(parents=True)
+    (tmp_path / "configs" / "mixer" / "pool.yaml").write_text("name: pool\n")
+    assert _git_commit(tmp_path) == f"{clean}-dirty"
+    assert _git_commit(tmp_path / "outputs" / "nowhere") == "unknown"

@@ -229,17 +229,22 @@ def number(value: Any) -> float | None:
     value = float(value.item() if isinstance(value, torch.Tensor) else value)
     return value if math.isfinite(value) else None
 
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parents[3]
+def _git_commit(root: Path | None = None) -> str:
+    """The checkout's commit, ``-dirty`` when what runs is not all in it; ``unknown`` outside git."""
+    root = root or Path(__file__).resolve().parents[3]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        # Changed tracked files anywhere, and new files where code and configs live (a new mixer's module and
+        # YAML are untracked until committed): the commit alone would not hold what trained.
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10)
+        new = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "src", "configs", "train.py"],
+                             cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if commit.returncode != 0:
         return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() or new.stdout.strip() else "")
 
 def write_metrics(trainer: pl.Trainer, run_dir: Path, summary: dict[str, Any], started: float) -> None:
     """Write the record to ``<run_dir>/metrics.json`` with its wall time so far (process of rank 0 only)."""
