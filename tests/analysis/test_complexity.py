@@ -14,6 +14,7 @@ from torch.utils import flop_counter
 from afno_repro.analysis import ATTENTION_MATMULS, DataDependentShapeError, count_flops, count_params
 from afno_repro.mixers import build_mixer, get_mixer_spec, list_mixers
 from afno_repro.models import ViT
+from mixer_options import small_options
 
 
 def macs(report) -> int:
@@ -111,8 +112,7 @@ def test_outer_reference_macs_win_over_nested_ones():
 
 
 def small_mixer_options(name: str) -> dict:
-    accepted = get_mixer_spec(name).options
-    return {key: value for key, value in {"num_heads": 2, "num_blocks": 2}.items() if key in accepted}
+    return small_options(name)
 
 
 @pytest.mark.parametrize("name", list_mixers())

@@ -36,8 +36,11 @@ def table2_json(model_table):
 
 
 def test_table2_json_reproduces_the_paper_gflops_within_half_a_percent(table2_json):
-    rows = table2_json
+    # The paper's rows, in its order; a row a contributor adds (configs/paper_model/table2/<mixer>.yaml) has no
+    # paper number and is listed after them.
+    rows = [row for row in table2_json if row["paper_gflops"] is not None]
     assert [row["row"] for row in rows] == ["attention", "long_short", "gfn", "afno"]
+    assert table2_json[: len(rows)] == rows
     for row in rows:
         assert {"table", "row", "params_m", "gflops", "paper_params_m", "paper_gflops"} <= row.keys()
         assert row["table"] == "table2"

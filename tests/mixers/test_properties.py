@@ -10,22 +10,11 @@ import pytest
 import torch
 
 from afno_repro.mixers import build_mixer, get_mixer_spec, list_mixers
+from mixer_options import MIXER_OPTIONS  # small, valid options at DIM channels (a mixer not listed: its defaults)
 
 DIM = 16
 BUILD_GRID = (8, 8)
 GRIDS = [(7, 5), (5, 9), (8, 8)]
-
-# Options that make a mixer small and valid at DIM channels; a name not listed is built with its
-# defaults, so a new mixer is covered as soon as it is registered.
-MIXER_OPTIONS = {
-    "attention": {"num_heads": 4},
-    "long_short": {"num_heads": 4, "window_size": 2, "rank": 3},
-    "efficient_attention": {"num_heads": 2, "sr_ratio": 2},
-    "fno": {"modes": (2, 3)},
-    "afno": {"num_blocks": 4},
-    "afno_static": {"num_blocks": 4},
-    "aff": {"num_blocks": 4},
-}
 
 SHIFT_EQUIVARIANT_MIXERS = [name for name in list_mixers() if get_mixer_spec(name).shift_equivariant]
 GRID_SIZE_MIXERS = [name for name in list_mixers() if "grid_size" in get_mixer_spec(name).options]

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import afno_repro.models.vit as vit_module
-from afno_repro.mixers import get_mixer_spec, list_mixers
+from afno_repro.mixers import list_mixers
 from afno_repro.models import ViT
 from afno_repro.models.heads import PatchPixelHead
 from afno_repro.models.vit import Block
+from mixer_options import small_options
 
 DIM = 32
 PATCH = 4
@@ -28,11 +29,8 @@ def tiny_vit(**overrides) -> ViT:
 
 
 def small_mixer(name: str) -> dict:
-    """The mixer's defaults, with few enough heads to divide DIM."""
-    options = {"name": name}
-    if "num_heads" in get_mixer_spec(name).options:
-        options["num_heads"] = 2
-    return options
+    """The mixer, small and valid at DIM channels (tests/mixer_options.py)."""
+    return {"name": name, **small_options(name)}
 
 
 def n_params(module: nn.Module) -> int:
