@@ -10,7 +10,7 @@ from PIL import Image
 
 from afno_repro.data import DataError, EvaluationSampler, FewShotSegmentationDataModule, SHAPE_CLASSES, make_shapes
 from afno_repro.data import base as segmentation_module
-from afno_repro.data.segmentation import CAR_12_CLASSES, load_mask, resize_mask
+from afno_repro.data.segmentation import CAR_12_CLASSES, fold_ids, load_mask, resize_mask
 from layouts import SIZE, write_datasetgan, write_ddpm, write_image
 
 
@@ -60,7 +60,7 @@ def test_batch_contract_for_every_source(datasetgan_root, ddpm_root):
             index = torch.cat([b["index"] for b in batches])
             n_test = dm.num_images("val")
             assert index.tolist() == list(range(n_test))
-            assert torch.cat([b["fold"] for b in batches]).tolist() == [dm.num_folds * i // n_test for i in index.tolist()]
+            assert torch.cat([b["fold"] for b in batches]).tolist() == [fold_ids(n_test, dm.num_folds)[i] for i in index.tolist()]
 
 
 def test_num_classes_and_reading_are_known_without_reading_files(tmp_path):
@@ -86,15 +86,17 @@ def test_num_classes_and_reading_are_known_without_reading_files(tmp_path):
 def test_fold_assignment_and_heldout_test_split(datasetgan_root):
     dm = FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=16, batch_size=3, selection="heldout")
     val = _batches(dm.val_dataloader())
-    assert torch.cat([b["fold"] for b in val]).tolist() == [0, 0, 1, 2, 2, 3, 4]  # floor(5 i / 7)
+    # DatasetGAN's cut (test_deeplab_cross_validation.py): fold_num = int(7 / 5) = 1 image a fold; the last 2
+    # images are in no selecting fold (5 here) and always scored.
+    assert torch.cat([b["fold"] for b in val]).tolist() == [0, 1, 2, 3, 4, 5, 5]
     test = _batches(dm.test_dataloader())
-    assert torch.cat([b["index"] for b in test]).tolist() == [2, 3, 4, 5, 6]
-    assert torch.cat([b["fold"] for b in test]).tolist() == [1, 2, 2, 3, 4]
-    assert (dm.num_images("train"), dm.num_images("val"), dm.num_images("test")) == (16, 7, 5)
+    assert torch.cat([b["index"] for b in test]).tolist() == [1, 2, 3, 4, 5, 6]
+    assert torch.cat([b["fold"] for b in test]).tolist() == [1, 2, 3, 4, 5, 5]
+    assert (dm.num_images("train"), dm.num_images("val"), dm.num_images("test")) == (16, 7, 6)
     for selection in ("max_over_run", "fivefold"):
         other = FewShotSegmentationDataModule(source="datasetgan", root=datasetgan_root, image_size=16, selection=selection, num_folds=3)
         assert other.num_images("test") == 7
-        assert [other.val_set[i]["fold"] for i in range(7)] == [3 * i // 7 for i in range(7)]
+        assert [other.val_set[i]["fold"] for i in range(7)] == [0, 0, 1, 1, 2, 2, 3]  # 2 a fold, 1 left over
 
 
 def test_datasetgan_test_files_pair_by_sorted_position(datasetgan_root):
@@ -260,7 +262,8 @@ def test_evaluation_is_sharded_without_padding(monkeypatch):
     dm = FewShotSegmentationDataModule(image_size=16, batch_size=4, selection="heldout")
     assert isinstance(dm.val_dataloader().sampler, EvaluationSampler)
     assert torch.cat([b["index"] for b in dm.val_dataloader()]).tolist() == list(range(1, 16, 3))
-    assert torch.cat([b["index"] for b in dm.test_dataloader()]).tolist() == [5, 8, 11, 14]  # fold 0 is 0 ... 3
+    # fold 0 is images 0 ... 2 (16 // 5 = 3 a fold); the reported 3 ... 15, every third from the second
+    assert torch.cat([b["index"] for b in dm.test_dataloader()]).tolist() == [4, 7, 10, 13]
     assert len(torch.cat([b["index"] for b in dm.train_dataloader()])) == 6  # 16 items over 3 ranks, padded
 
 

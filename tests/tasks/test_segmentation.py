@@ -90,6 +90,32 @@ def test_protocols_select_as_described():
     assert results["fivefold"]["miou_std"] == pytest.approx(scores.std(unbiased=False).item())
 
 
+
+def test_the_remainder_of_datasetgans_cut_is_always_scored_and_never_selects():
+    """DatasetGAN cuts n test images into folds of n // 5 and scores each fold's pick on all other images,
+    the left-over ones included: they are bucket F here, never a selecting fold. A checkpoint written before
+    that bucket existed resumes with an empty one."""
+    def confusion(correct: int) -> torch.Tensor:
+        return torch.tensor([[correct // 2, 2 - correct // 2], [2 - (correct - correct // 2), correct - correct // 2]])
+
+    # Two folds and the remainder; the remainder would pick evaluation 0 if it selected.
+    history = [
+        {"epoch": 9, "confusion": torch.stack([confusion(1), confusion(1), confusion(4)]), "images": torch.tensor([1, 1, 2])},
+        {"epoch": 19, "confusion": torch.stack([confusion(4), confusion(4), confusion(0)]), "images": torch.tensor([1, 1, 2])},
+    ]
+    results = protocol_results(history, num_folds=2)
+    miou = lambda *c: iou_from_confusion(sum(confusion(k) for k in c))[1].item()  # noqa: E731
+    assert results["fivefold"]["num_folds"] == 2 and [f["epoch"] for f in results["fivefold"]["folds"]] == [19, 19]
+    assert results["fivefold"]["folds"][0]["miou"] == pytest.approx(miou(4, 0))  # fold 1 and the remainder
+    assert results["heldout"]["num_images"] == 3
+    task = SegmentationTask(_PredictFromImage(), partial(torch.optim.SGD, lr=0.0), image_size=2, num_folds=2)
+    assert len(task.val_confusion) == 3
+    old = {"segmentation_history": [{"epoch": 0, "confusion": torch.stack([confusion(4), confusion(2)]),
+                                     "images": torch.tensor([1, 1])}]}
+    task.on_load_checkpoint(old)
+    assert task.history[0]["confusion"].shape[0] == 3 and task.history[0]["images"].tolist() == [1, 1, 0]
+    assert protocol_results(task.history, num_folds=2)["heldout"]["miou"] == pytest.approx(miou(2))
+
 def test_pixel_prior_predicts_each_pixels_most_frequent_training_class():
     prior = PixelPrior(num_classes=3, image_size=2)
     prior.update(torch.tensor([[[0, 2], [1, 255]], [[0, 2], [2, 255]], [[1, 2], [2, 1]]]))

@@ -45,8 +45,9 @@ checks every file once and keeps the resized tensors in memory: a bad file fails
 training, with a :class:`~afno_repro.data.errors.DataError` naming it.
 
 The test split is the only evaluation data these releases have. Every test item carries a fold
-id, ``floor(num_folds * index / n_test)`` over the sorted test files (DatasetGAN's
-cross-validation protocol), for the three ways of picking the reported number
+id over the sorted test files, cut as DatasetGAN's cross-validation cuts them (:func:`fold_ids`:
+``num_folds`` blocks of ``n_test // num_folds`` images, the remainder in fold ``num_folds``, which
+never selects and is always scored), for the three ways of picking the reported number
 (``selection``): ``"max_over_run"`` (the best over the run on all test images, as the paper
 reports), ``"heldout"`` (pick the checkpoint on fold 0, report on the other folds) and
 ``"fivefold"`` (the task picks on each fold in turn and reports on the rest).
@@ -88,6 +89,7 @@ __all__ = [
     "ddpm_files",
     "load_mask",
     "centre_indices",
+    "fold_ids",
     "resize_mask",
 ]
 
@@ -289,6 +291,21 @@ def centre_indices(source: int, target: int) -> np.ndarray:
     [0, 0, 1, 1, 1]
     """
     return np.minimum((2 * np.arange(target, dtype=np.int64) + 1) * source // (2 * target), source - 1)
+
+
+def fold_ids(count: int, num_folds: int) -> list[int]:
+    """The fold of each of ``count`` sorted test images, as DatasetGAN's cross-validation cuts them: ``num_folds``
+    contiguous blocks of ``count // num_folds`` images, each selecting once, and the remainder in fold
+    ``num_folds``, which never selects and is always scored. With fewer images than folds (only
+    ``selection=max_over_run`` allows it), ``floor(num_folds * i / count)``.
+
+    >>> fold_ids(7, 5), fold_ids(10, 5), fold_ids(3, 5)
+    ([0, 1, 2, 3, 4, 5, 5], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4], [0, 1, 3])
+    """
+    block = count // num_folds
+    if block == 0:
+        return [num_folds * index // count for index in range(count)]
+    return [min(index // block, num_folds) for index in range(count)]
 
 
 def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | None, *, to: int = 0,
@@ -523,8 +540,8 @@ class FewShotSegmentationDataModule(DataModuleBase):
     Batches are dicts: ``"image"`` float32 ``(B, 3, S, S)`` in ``[0, 1]``; ``"mask"`` int64
     ``(B, S, S)``, class ids in ``[0, num_classes)`` or :attr:`ignore_index` (255) for pixels not
     scored; ``"index"`` int64 ``(B,)``, the item's position in its split (sorted file order for
-    test); ``"fold"`` int64 ``(B,)``, ``floor(num_folds * index / n_test)`` for test items and
-    ``-1`` for training items.
+    test); ``"fold"`` int64 ``(B,)``, the test item's fold (:func:`fold_ids`; ``num_folds`` for the
+    remainder that never selects) and ``-1`` for training items.
 
     :meth:`val_dataloader` serves all test images (:attr:`validation_split` is ``"test"``);
     :meth:`test_dataloader` serves the reported ones: all of them, except with
@@ -566,7 +583,7 @@ class FewShotSegmentationDataModule(DataModuleBase):
     (5, 'disk')
     >>> batch = next(iter(dm.val_dataloader()))
     >>> batch["image"].shape, batch["mask"].dtype, batch["index"].tolist(), batch["fold"].tolist()
-    (torch.Size([4, 3, 32, 32]), torch.int64, [0, 1, 2, 3], [0, 0, 0, 0])
+    (torch.Size([4, 3, 32, 32]), torch.int64, [0, 1, 2, 3], [0, 0, 0, 1])
     >>> dm.num_images("train"), dm.num_images("val"), dm.num_images("test")
     (16, 16, 16)
     """
@@ -668,7 +685,7 @@ class FewShotSegmentationDataModule(DataModuleBase):
                 f"the test split has {n_test} images, fewer than data.num_folds={self.num_folds}, so some folds would be "
                 "empty; lower num_folds or use data.selection=max_over_run."
             )
-        folds = [self.num_folds * index // n_test for index in range(n_test)]
+        folds = fold_ids(n_test, self.num_folds)
         self.train_set = SegmentationPairs(*train, hflip=self.hflip)
         self.val_set = SegmentationPairs(*test, folds=folds)
         if self.selection == "heldout":

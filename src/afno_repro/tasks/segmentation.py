@@ -188,9 +188,10 @@ class SegmentationTask(PaperTask):
         self.hparams.num_classes = num_classes
         self.hparams.extra_inference = extra_inference
         confusion = dict(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
-        # One confusion matrix per fold of the sorted test images: every protocol is a sum of them.
-        self.val_confusion = nn.ModuleList(ConfusionMatrix(**confusion) for _ in range(num_folds))
-        self.val_images = nn.ModuleList(SumMetric() for _ in range(num_folds))
+        # One confusion matrix per fold of the sorted test images, and one for the remainder that never
+        # selects (fold num_folds, DatasetGAN's cut): every protocol is a sum of them.
+        self.val_confusion = nn.ModuleList(ConfusionMatrix(**confusion) for _ in range(num_folds + 1))
+        self.val_images = nn.ModuleList(SumMetric() for _ in range(num_folds + 1))
         self.val_loss = MeanMetric()
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)
@@ -266,7 +267,7 @@ class SegmentationTask(PaperTask):
         if extra:
             record["test"]["inference"] = self.hparams.inference
             record["test"]["extra_inference"] = extra
-        record["protocols"] = protocol_results(self.history, self.hparams.absent_classes)
+        record["protocols"] = protocol_results(self.history, self.hparams.absent_classes, self.hparams.num_folds)
         if selection == "fivefold" and record["protocols"]:
             fivefold = record["protocols"]["fivefold"]
             record["result"].update(miou=fivefold["miou"], miou_std=fivefold["miou_std"],
@@ -396,4 +397,14 @@ class SegmentationTask(PaperTask):
         # not: the run's full history stays, not the one saved at the selected epoch.
         if self._trainer is not None and self.trainer.state.fn != "fit":
             return
-        self.history = [dict(entry) for entry in checkpoint.get("segmentation_history", [])]
+        self.history = [_with_remainder(dict(entry), self.hparams.num_folds)
+                        for entry in checkpoint.get("segmentation_history", [])]
+
+
+def _with_remainder(entry: dict[str, Any], num_folds: int) -> dict[str, Any]:
+    """An evaluation of a checkpoint written before the remainder fold existed, given an empty one."""
+    confusion, images = torch.as_tensor(entry["confusion"]), torch.as_tensor(entry["images"])
+    if confusion.shape[0] == num_folds:
+        entry["confusion"] = torch.cat([confusion, torch.zeros_like(confusion[:1])])
+        entry["images"] = torch.cat([images, torch.zeros_like(images[:1])])
+    return entry

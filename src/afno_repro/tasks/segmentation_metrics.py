@@ -14,9 +14,10 @@ headline number and the checkpoint):
 
 - ``"max_over_run"`` (the paper's A.4: "evaluate every 100 epochs and report the maximum"): the
   best evaluation's mIoU on all test images. Selected on the reported images.
-- ``"heldout"``: fold 0 selects the evaluation; folds 1..F-1 are reported.
+- ``"heldout"``: fold 0 selects the evaluation; folds 1..F-1 (and the remainder) are reported.
 - ``"fivefold"`` (DatasetGAN's protocol): each fold selects an evaluation, the other folds score
-  it; mean and (population) standard deviation over the folds.
+  it; mean and (population) standard deviation over the folds. As DatasetGAN cuts them, a fold is
+  ``n // F`` images and the remainder is always among the scored ones, never selecting.
 
 :class:`PixelPrior` is the learning-free baseline: each pixel's most frequent training class.
 """
@@ -66,13 +67,17 @@ def iou_from_confusion(confusion: Tensor, absent_classes: str = "zero") -> tuple
     return iou.float(), (100 * miou).float()
 
 
-def protocol_results(history: list[dict[str, Any]], absent_classes: str = "zero") -> dict[str, Any]:
+def protocol_results(history: list[dict[str, Any]], absent_classes: str = "zero",
+                     num_folds: int | None = None) -> dict[str, Any]:
     """The three selection protocols from the per-fold confusion matrices of each evaluation.
 
     Parameters
     ----------
     history
         One entry per evaluation: ``{"epoch": int, "confusion": (F, C, C) tensor, "images": (F,)}``.
+    num_folds
+        How many of the ``F`` buckets are folds that select; those after them (DatasetGAN's remainder)
+        are always scored and never select. ``None``: all ``F``.
 
     Returns
     -------
@@ -100,7 +105,8 @@ def protocol_results(history: list[dict[str, Any]], absent_classes: str = "zero"
     epochs = [entry["epoch"] for entry in history]
     confusions = torch.stack([torch.as_tensor(entry["confusion"]) for entry in history])  # (E, F, C, C)
     images = torch.stack([torch.as_tensor(entry["images"]) for entry in history])  # (E, F)
-    num_folds = confusions.shape[1]
+    buckets = confusions.shape[1]
+    num_folds = buckets if num_folds is None else num_folds
     on_all = [miou(c.sum(0)) for c in confusions]
     best = max(range(len(history)), key=lambda e: on_all[e])
     results: dict[str, Any] = {
@@ -110,7 +116,7 @@ def protocol_results(history: list[dict[str, Any]], absent_classes: str = "zero"
 
     def select_on(fold: int) -> dict[str, Any]:
         chosen = max(range(len(history)), key=lambda e: miou(confusions[e, fold]))
-        others = [k for k in range(num_folds) if k != fold]
+        others = [k for k in range(buckets) if k != fold]
         return {"epoch": epochs[chosen], "selection_miou": miou(confusions[chosen, fold]),
                 "miou": miou(confusions[chosen, others].sum(0)), "num_images": int(images[chosen, others].sum()),
                 "selection_images": int(images[chosen, fold])}
