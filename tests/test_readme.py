@@ -65,6 +65,13 @@ def test_the_commands_are_found():
     assert set(SCRIPTS) <= set(commands)
 
 
+
+def test_the_mixers_readme_lists_are_the_registered_ones():
+    from afno_repro.mixers import list_mixers
+
+    listed = re.search(r"Each is one `mixer=<name>`: (.*?) \(`configs/mixer/`", README, re.DOTALL).group(1)
+    assert sorted(re.findall(r"`(\w+)`", listed)) == list_mixers()
+
 def test_make_help(tmp_path):
     result = subprocess.run(argv("make help"), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "make demo" in result.stdout and "make test" in result.stdout
