@@ -182,11 +182,26 @@ def rows_of(experiments: list[str], smoke: bool, only: list[str] | None) -> list
     return rows
 
 
+def row_label(overrides: list[str]) -> str:
+    """The row as it trains: each key's last value (an --override after the swept row replaces it), without
+    debug=smoke; never cut, so that a row another --override changed is named as it ran.
+
+    >>> row_label(["paper_model=table2/afno", "debug=smoke", "paper_model=table2/pool", "mixer.num_blocks=2"])
+    'paper_model=table2/pool mixer.num_blocks=2'
+    """
+    last = {}
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        last.pop(key, None)
+        last[key] = override
+    return " ".join(o for o in last.values() if o != "debug=smoke")
+
+
 def _table_line(row: dict[str, Any]) -> str:
     """One printed row: what the JSON holds, '-' where a value was not measured."""
     eager, compiled = row["eager"], row.get("compiled") or {}
     fraction = row.get("fraction_of_peak")
-    line = (f"{row['experiment']:<22}{' '.join(row['overrides'])[:39]:<40}{eager.get('batch', '-'):>6}"
+    line = (f"{row['experiment']:<22}{row_label(row['overrides']):<39} {eager.get('batch', '-'):>6}"
             f"{format_number(eager.get('images_per_s'), '.4g', '-'):>9}{format_number(compiled.get('images_per_s'), '.4g', '-'):>9}"
             f"{format_number(eager.get('peak_memory_gib'), '.1f', '-'):>9}{format_number(eager.get('saved_for_backward_gib'), '.3g', '-'):>10}"
             f"{format_number(row.get('achieved_tflops'), '.3g', '-'):>8}"
