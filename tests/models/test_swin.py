@@ -62,6 +62,37 @@ def test_checkpoint_loads_timm_weights_and_reproduces_timm_logits(tmp_path):
     assert torch.equal(seg.trunk.layers_2.blocks[0].attn.qkv.weight, reference.layers[2].blocks[0].attn.qkv.weight)
 
 
+
+def _in_the_authors_layout(timm_state: dict) -> dict:
+    """timm's Swin state dict written as microsoft/Swin-Transformer's models/swin_transformer.py names it:
+    each stage's PatchMerging at the END of the stage before (``layers.{i-1}.downsample``, timm puts it at the
+    start of stage i), the classifier as ``head.*`` (timm: ``head.fc.*``), and the two buffers the authors'
+    files carry: ``relative_position_index`` in every block and ``attn_mask`` in the shifted ones."""
+    import re
+
+    state = {}
+    for key, value in timm_state.items():
+        key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
+        state[key.replace("head.fc.", "head.")] = value
+    for key in [k for k in state if k.endswith("attn.relative_position_bias_table")]:
+        block = key.removesuffix("attn.relative_position_bias_table")
+        state[block + "attn.relative_position_index"] = torch.zeros(4, 4, dtype=torch.long)  # dropped on load
+        if int(block.split(".")[3]) % 2:
+            state[block + "attn_mask"] = torch.zeros(1, 4, 4)
+    return state
+
+
+def test_checkpoint_in_the_swin_authors_key_layout_reproduces_the_same_logits(tmp_path):
+    reference = timm_classifier(num_classes=10)
+    authors = _in_the_authors_layout(reference.state_dict())
+    assert "layers.0.downsample.reduction.weight" in authors and "head.weight" in authors  # not timm's names
+    path = tmp_path / "swin_tiny_patch4_window7_224.pth"
+    torch.save({"model": authors}, path)
+    model = tiny_swin(head="classification", num_classes=10, checkpoint=path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
 def test_bad_checkpoints_raise_value_errors_naming_the_file(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(ValueError, match=rf"checkpoint={missing} does not exist.*Swin authors' release"):
