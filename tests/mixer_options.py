@@ -1,4 +1,4 @@
-"""The options that make each mixer small and valid at the 16 channels the mixer tests build them with.
+"""The options that make each mixer small and valid at the 16 (or 32) channels the mixer tests build them with.
 
 One place for every test parametrised over ``list_mixers()`` (tests/mixers/test_properties.py, test_compile.py,
 tests/models/test_vit.py, tests/analysis/test_complexity.py): a new mixer whose defaults do not fit 16 channels

@@ -65,7 +65,6 @@ def test_the_commands_are_found():
     assert set(SCRIPTS) <= set(commands)
 
 
-
 def test_the_mixers_readme_lists_are_the_registered_ones():
     from afno_repro.mixers import list_mixers
 

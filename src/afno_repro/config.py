@@ -323,11 +323,13 @@ def without_row_sweep(arguments: Sequence[str]) -> list[str]:
     once per row. So the row sweep goes too (``~hydra.sweeper.params.paper_model``), unless the command
     names that parameter itself; the other sweeps stay.
     """
-    if not any(_no_row(arg) for arg in arguments) or not {"-m", "--multirun"} & set(arguments):
+    multirun = {"-m", "--multirun", "hydra.mode=MULTIRUN"} & set(arguments)
+    if not any(_no_row(arg) for arg in arguments) or not multirun:
         return list(arguments)
     if any(arg.split("=", 1)[0].lstrip("+~") == "hydra.sweeper.params.paper_model" for arg in arguments):
         return list(arguments)
-    experiments = [value for arg in arguments if arg.startswith("experiment=") for value in arg.split("=", 1)[1].split(",")]
+    experiments = [value for arg in arguments if arg.lstrip("+").startswith("experiment=")
+                   for value in arg.split("=", 1)[1].split(",")]
     if not experiments:
         return list(arguments)
     try:

@@ -14,7 +14,6 @@ from afno_repro.data.segmentation import CAR_12_CLASSES, fold_ids, load_mask, re
 from layouts import SIZE, write_datasetgan, write_ddpm, write_image
 
 
-
 def _batches(loader) -> list[dict]:
     return list(loader)
 
@@ -70,7 +69,7 @@ def test_num_classes_and_reading_are_known_without_reading_files(tmp_path):
     assert car.reading() == {
         "source": "datasetgan", "category": "car", "num_classes": 12, "image_size": 224,
         "resize": "image bilinear (antialiased), mask nearest", "min_class_pixels": 30, "hflip": False,
-        "selection": "max_over_run", "num_folds": 5, "car_rows": [64, 448],
+        "selection": "max_over_run", "num_folds": 5,
     }  # fmt: skip
     assert FewShotSegmentationDataModule(source="datasetgan", root=missing, category="cat").num_classes == 16
     ddpm = FewShotSegmentationDataModule(source="ddpm", root=missing, name="bedroom_28")
@@ -137,9 +136,9 @@ def test_car_20_to_12_mapping(tmp_path):
     assert sorted(set(expected)) == list(range(12))
 
 
-def test_car_training_squares_are_cut_to_rows_64_to_448_and_test_images_are_used_whole(tmp_path):
-    """DatasetGAN annotates rows 64:448 of the generator's 512x512 car (its training frame is 512x384);
-    its evaluation resizes each test image whole, so a 512x512 test image keeps every row."""
+def test_car_images_train_and_test_are_resized_whole_as_datasetgan_resizes_its_files(tmp_path):
+    """DatasetGAN crops only its generator's 512x512 output (rows 64:448); the files it trains and tests on
+    are resized whole (train_interpreter.py, test_deeplab_cross_validation.py), so no row is cut here."""
     root = write_datasetgan(tmp_path, category="car", num_test=5)
     pixels = np.zeros((512, 512, 3), np.uint8)
     pixels[64:448] = 255
@@ -152,10 +151,9 @@ def test_car_training_squares_are_cut_to_rows_64_to_448_and_test_images_are_used
     np.save(test / "label_00.npy", mask)
     dm = FewShotSegmentationDataModule(source="datasetgan", root=root, category="car", image_size=32)
     dm.setup()
-    item = dm.train_set[0]
-    assert item["mask"].unique().tolist() == [2]
-    assert item["image"].min() > 0.9
-    assert dm.val_set[0]["mask"].unique().tolist() == [1, 2]  # whole: the rows outside 64:448 are there
+    for item in (dm.train_set[0], dm.val_set[0]):
+        assert item["mask"][:4].unique().tolist() == [1] and item["mask"][4:28].unique().tolist() == [2]
+    assert "car_rows" not in dm.reading()
 
 
 def test_ddpm_ignore_label_becomes_255(tmp_path):
@@ -183,22 +181,23 @@ def test_ddpm_ignore_label_becomes_255(tmp_path):
         assert (item["mask"][10:20] == 27).all() and (item["mask"][30:] == 27).all()
 
 
-
 def test_ddpm_small_training_classes_become_unscored_and_the_releases_image_counts_are_used(tmp_path):
     """DDPM-segmentation's interpreter turns a training class under 20 pixels (at 256x256) into its unscored
     label, not into class 0 (ade_bedroom_30's id 0 is "wall"), and takes the first training_number /
     testing_number images (horse_21: 30 / 30) in sorted order."""
     root = write_ddpm(tmp_path / "datasets", name="horse_21", num_train=31, num_test=31)
     train = root / "horse_21" / "real" / "train"
-    mask = np.zeros((512, 512), np.uint8)
+    mask = np.full((512, 512), 5, np.uint8)
     mask[:8, :8] = 7  # 64 pixels here, 16 at 256 x 256: unscored
+    mask[-8:, -8:] = 0  # class 0 too (background in horse_21, "wall" in ade_bedroom_30)
     mask[256:356, 256:356] = 3  # 2,500 at 256 x 256: kept
     np.save(train / "000.npy", mask)
     write_image(train / "000.png", np.random.default_rng(0), height=512, width=512)
     dm = FewShotSegmentationDataModule(source="ddpm", root=root, name="horse_21", image_size=64)
     dm.setup()
     first = dm.train_set[0]["mask"]
-    assert (first[:1, :1] == 255).all() and (first[32:44, 32:44] == 3).all() and first[2:30, 2:30].max() == 0
+    assert (first[:1, :1] == 255).all() and (first[-1:, -1:] == 255).all() and (first[32:44, 32:44] == 3).all()
+    assert first[2:30, 2:30].unique().tolist() == [5]
     assert (dm.num_images("train"), dm.num_images("val")) == (30, 30)
     assert dm.reading()["images"] == {"train": 30, "test": 30}
 
@@ -208,7 +207,6 @@ def test_nearest_resize_adds_no_label_ids():
         resized = resize_mask(mask, size)
         assert resized.shape == (size, size) and set(np.unique(resized)) <= {0, 3, 9, 255}
     assert np.array_equal(resize_mask(mask[:20, :20], 20), mask[:20, :20])
-
 
 
 def test_labels_resize_to_the_pixel_under_each_centre_in_the_loader_and_in_the_metrics():

@@ -329,7 +329,6 @@ def test_a_failed_row_is_recorded_and_the_sweep_goes_on(train, tmp_path):
     assert "failed" in (_only_sweep(tmp_path) / "summary.md").read_text()
 
 
-
 @pytest.mark.slow
 def test_a_mixer_without_a_paper_row_is_one_run_of_a_tables_sweep_and_its_recorded_command_reruns_it(train, tmp_path):
     """`-m experiment=table2_inpainting mixer=gfn ~paper_model` (what the refusal of mixer=<name> on a table

@@ -395,8 +395,8 @@ def test_without_a_paper_row_any_mixer_trains_with_the_experiments_recipe():
     # nor for a sweep that names that parameter itself, nor for an experiment that sweeps no rows.
     from afno_repro.config import without_row_sweep
 
-    assert without_row_sweep(["-m", "experiment=table2_inpainting", "mixer=fno", "~paper_model"])[-1] == \
-        "~hydra.sweeper.params.paper_model"
+    for multirun in (["-m", "experiment=table2_inpainting"], ["hydra.mode=MULTIRUN", "+experiment=table2_inpainting"]):
+        assert without_row_sweep([*multirun, "mixer=fno", "~paper_model"])[-1] == "~hydra.sweeper.params.paper_model"
     for unchanged in (["experiment=table2_inpainting", "mixer=fno", "~paper_model"],
                       ["-m", "experiment=table2_inpainting", "mixer=fno"],
                       ["-m", "experiment=table2_inpainting", "~paper_model", "hydra.sweeper.params.paper_model=table2/gfn"],

@@ -29,7 +29,8 @@ from collections.abc import Callable
 import pytest
 import torch
 from graphs import GraphCounter
-from test_properties import BUILD_GRID, DIM, GRID_SIZE_MIXERS, MIXER_OPTIONS, make_mixer
+from mixer_options import small_options
+from test_properties import BUILD_GRID, DIM, GRID_SIZE_MIXERS, make_mixer
 from torch import nn
 
 from afno_repro.mixers import list_mixers
@@ -140,14 +141,14 @@ def test_afno_with_the_gpus_folded_fft_scaling_compiles_in_one_graph_and_matches
 
 
 def tiny_vit(name: str) -> ViT:
-    return ViT(img_size=IMAGE, patch_size=4, embed_dim=DIM, depth=1, mixer={"name": name, **MIXER_OPTIONS.get(name, {})})
+    return ViT(img_size=IMAGE, patch_size=4, embed_dim=DIM, depth=1, mixer={"name": name, **small_options(name)})
 
 
 def tiny_segformer(name: str) -> SegFormer:
     # Heads and key/value reduction per stage come from the SegFormer (one head: MiT's 5 of stage 3 would
     # not divide the tiny width; MiT's reductions 8, 4, 2, 1 fit its grids 8, 4, 2, 1 at 32x32). A list
     # option is one value per stage there, so FNO's (m1, m2) pair is given once per stage.
-    options = {k: [v] * 4 if isinstance(v, tuple) else v for k, v in MIXER_OPTIONS.get(name, {}).items()
+    options = {k: [v] * 4 if isinstance(v, tuple) else v for k, v in small_options(name).items()
                if k not in ("num_heads", "sr_ratio")}
     return SegFormer(variant="b0", embed_dims=[8, 8, 16, 16], depths=[1, 1, 1, 1], img_size=IMAGE, num_classes=3,
                      decoder_dim=8, mixer={"name": name, **options}, num_heads=[1, 1, 1, 1], drop_path_rate=0.1)

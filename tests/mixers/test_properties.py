@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from afno_repro.mixers import build_mixer, get_mixer_spec, list_mixers
-from mixer_options import MIXER_OPTIONS  # small, valid options at DIM channels (a mixer not listed: its defaults)
+from mixer_options import small_options  # small, valid options at DIM channels
 
 DIM = 16
 BUILD_GRID = (8, 8)
@@ -21,7 +21,7 @@ GRID_SIZE_MIXERS = [name for name in list_mixers() if "grid_size" in get_mixer_s
 
 
 def make_mixer(name: str) -> torch.nn.Module:
-    return build_mixer(name, DIM, grid_size=BUILD_GRID, **MIXER_OPTIONS.get(name, {}))
+    return build_mixer(name, DIM, grid_size=BUILD_GRID, **small_options(name))
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}")

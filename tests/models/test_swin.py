@@ -62,7 +62,6 @@ def test_checkpoint_loads_timm_weights_and_reproduces_timm_logits(tmp_path):
     assert torch.equal(seg.trunk.layers_2.blocks[0].attn.qkv.weight, reference.layers[2].blocks[0].attn.qkv.weight)
 
 
-
 def _in_the_authors_layout(timm_state: dict) -> dict:
     """timm's Swin state dict written as microsoft/Swin-Transformer's models/swin_transformer.py names it:
     each stage's PatchMerging at the END of the stage before (``layers.{i-1}.downsample``, timm puts it at the

@@ -114,7 +114,6 @@ def test_a_run_without_its_checkpoint_is_a_note(table2_runs, tmp_path):
     assert len({r["run"] for r in section.tables["figure5"]}) == 1
 
 
-
 @pytest.mark.slow
 def test_a_damaged_checkpoint_is_a_note_that_says_so(table2_runs, tmp_path):
     run = dict(table2_runs[0])

@@ -90,11 +90,10 @@ def test_protocols_select_as_described():
     assert results["fivefold"]["miou_std"] == pytest.approx(scores.std(unbiased=False).item())
 
 
-
 def test_the_remainder_of_datasetgans_cut_is_always_scored_and_never_selects():
     """DatasetGAN cuts n test images into folds of n // 5 and scores each fold's pick on all other images,
     the left-over ones included: they are bucket F here, never a selecting fold. A checkpoint written before
-    that bucket existed resumes with an empty one."""
+    that cut resumes with its evaluations whole in that bucket (their folds held other images)."""
     def confusion(correct: int) -> torch.Tensor:
         return torch.tensor([[correct // 2, 2 - correct // 2], [2 - (correct - correct // 2), correct - correct // 2]])
 
@@ -112,9 +111,10 @@ def test_the_remainder_of_datasetgans_cut_is_always_scored_and_never_selects():
     assert len(task.val_confusion) == 3
     old = {"segmentation_history": [{"epoch": 0, "confusion": torch.stack([confusion(4), confusion(2)]),
                                      "images": torch.tensor([1, 1])}]}
-    task.on_load_checkpoint(old)
-    assert task.history[0]["confusion"].shape[0] == 3 and task.history[0]["images"].tolist() == [1, 1, 0]
-    assert protocol_results(task.history, num_folds=2)["heldout"]["miou"] == pytest.approx(miou(2))
+    task.on_load_checkpoint(old)  # its folds were cut otherwise: kept whole, in the bucket that never selects
+    assert task.history[0]["images"].tolist() == [0, 0, 2]
+    assert torch.equal(task.history[0]["confusion"][2], confusion(4) + confusion(2))
+    assert protocol_results(task.history, num_folds=2)["max_over_run"]["miou"] == pytest.approx(miou(4, 2))
 
 def test_pixel_prior_predicts_each_pixels_most_frequent_training_class():
     prior = PixelPrior(num_classes=3, image_size=2)

@@ -11,10 +11,9 @@ Three sources, all served by :class:`FewShotSegmentationDataModule`:
   Training uses the first 16 / 16 / 30 images by numeric index ``i`` (face / car / cat), as
   DatasetGAN does; the test images and ``.npy`` files are each sorted by name and paired by
   position (DatasetGAN's evaluation does the same). Classes: face 34, car 20, cat 16. Car
-  training images are 512 wide and 384 high, the rows 64:448 of the generator's 512x512 output
-  that DatasetGAN annotates and trains on: a 512x512 training pair (that square, not yet cut) is cut
-  to those rows first; test images are used whole, as DatasetGAN's evaluation resizes them whole.
-  ``num_classes=12`` for car applies DatasetGAN's 20 -> 12
+  training images are 512 wide and 384 high (rows 64:448 of the generator's 512x512 output, the
+  frame DatasetGAN annotates); like every image here they are resized whole, as DatasetGAN resizes
+  its stored files (it crops only the generator's own output). ``num_classes=12`` for car applies DatasetGAN's 20 -> 12
   ADE-Car mapping (:data:`CAR_12_CLASSES`) to train and test masks. The ADE-Car 12-class test
   set itself was never released, so this scores the released car_20 test images under that
   mapping, which is not the paper's car test set.
@@ -31,8 +30,7 @@ Three sources, all served by :class:`FewShotSegmentationDataModule`:
 - ``"embedded"``: textured shapes on scikit-image photographs (:mod:`afno_repro.data.shapes`),
   no download; 5 classes, 16 training and 16 test images.
 
-Preprocessing, in this order, at the original resolution: the car row crop (training files);
-on TRAINING masks only, every class covering fewer than ``min_class_pixels`` pixels becomes
+Preprocessing, in this order, at the original resolution: on TRAINING masks only, every class covering fewer than ``min_class_pixels`` pixels becomes
 background (id 0), as DatasetGAN does to clean annotation slips (DDPM-segmentation: the unscored
 label, as its interpreter does); the unscored label -> 255; the car 20 -> 12 mapping or
 ``bedroom_28``'s shift. A label map is read as the releases' loaders read it (:func:`load_mask`), and
@@ -97,8 +95,6 @@ SEGMENTATION_SELECTIONS = ("max_over_run", "heldout", "fivefold")
 
 _DATASETGAN_TRAIN_IMAGES = {category: images for category, (_, _, images) in DATASETGAN.items()}
 _DATASETGAN_TEST_FOLDERS = {category: folder for category, (folder, _, _) in DATASETGAN.items()}
-_CAR_ROWS = (64, 448)
-_CAR_FULL_HEIGHT = 512
 
 CAR_12_CLASSES = (
     "background", "body", "headlight", "licence plate", "mirror", "tail light",
@@ -312,12 +308,15 @@ def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | N
                         counted_at: int | None = None) -> np.ndarray:
     """Classes of ``mask`` covering fewer than ``min_pixels`` pixels become ``to`` (DatasetGAN: background 0;
     DDPM-segmentation: its unscored label), counted on the mask as it is or, with ``counted_at``, resized
-    to ``counted_at`` x ``counted_at`` (a class that vanishes there counts 0). Class 0 and ``ignore_label``
-    stay as they are.
+    to ``counted_at`` x ``counted_at`` (a class that vanishes there counts 0). ``ignore_label`` stays, and
+    so does class 0 when it is what small classes become (DatasetGAN); DDPM-segmentation's rule takes every
+    class but its unscored one, class 0 included.
 
     >>> _drop_small_classes(np.array([[1, 1, 2], [1, 1, 1]]), 2, None).tolist()
     [[1, 1, 0], [1, 1, 1]]
     >>> _drop_small_classes(np.array([[1, 1, 2], [1, 1, 1]]), 2, 255, to=255).tolist()
+    [[1, 1, 255], [1, 1, 1]]
+    >>> _drop_small_classes(np.array([[1, 1, 0], [1, 1, 1]]), 2, 255, to=255).tolist()
     [[1, 1, 255], [1, 1, 1]]
     """
     ids = np.unique(mask)
@@ -325,7 +324,7 @@ def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | N
     found, found_counts = np.unique(counted, return_counts=True)
     counts = np.zeros(len(ids), dtype=np.int64)
     counts[np.isin(ids, found)] = found_counts[np.isin(found, ids)]
-    small = ids[(counts < min_pixels) & (ids != 0) & (ids != ignore_label)]
+    small = ids[(counts < min_pixels) & (ids != to) & (ids != ignore_label)]
     return np.where(np.isin(mask, small), to, mask) if small.size else mask
 
 
@@ -337,7 +336,6 @@ def _load_pair(
     label_count: int,
     ignore_label: int | None,
     min_class_pixels: int,
-    crop_rows: tuple[int, int] | None,
     label_map: np.ndarray | None,
     release: str,
     small_to: int = 0,
@@ -367,8 +365,6 @@ def _load_pair(
                if release.lower().startswith("datasetgan") else "Check that data.num_classes matches the dataset")
             + ", or restore the file from the release."
         )
-    if crop_rows is not None and mask.shape == (_CAR_FULL_HEIGHT, _CAR_FULL_HEIGHT) == (height, width):
-        image, mask = image[:, crop_rows[0] : crop_rows[1]], mask[crop_rows[0] : crop_rows[1]]
     if min_class_pixels > 0:
         mask = _drop_small_classes(mask, min_class_pixels, ignore_label, to=small_to, counted_at=small_counted_at)
     if ignore_label is not None and ignore_label != IGNORE_INDEX:
@@ -471,14 +467,13 @@ class DatasetGAN:
         self.ignore_label = None
         self.label = f"datasetgan/{category}"
         self.described = {"category": category}
-        self.preprocessing = {"car_rows": list(_CAR_ROWS)} if category == "car" else {}  # of 512x512 training files
+        self.preprocessing = {}
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
         options = {
             "label_count": DATASETGAN_CLASSES[self.category],
             "ignore_label": None,
-            "crop_rows": _CAR_ROWS if self.category == "car" and split == "train" else None,
             "label_map": _CAR_20_TO_12 if self.num_classes == 12 and self.category == "car" else None,
             "release": f"DatasetGAN's release (its {'training_data' if split == 'train' else 'testing_data'}/ folder)",
         }
@@ -519,7 +514,7 @@ class DDPMSegmentation:
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
-        options = {"label_count": self.label_ids, "ignore_label": self.ignore_label, "crop_rows": None,
+        options = {"label_count": self.label_ids, "ignore_label": self.ignore_label,
                    "label_map": self.label_map, "small_to": self.ignore_label, "small_counted_at": DDPM_COUNT_SIZE,
                    "release": f"DDPM-segmentation's release (its datasets/{self.name}/real/{split}/ folder)"}
         files = ddpm_files(self.root, self.name, split)

@@ -11,7 +11,6 @@ from pathlib import Path
 from afno_repro.mixers.registry import MixerSpec, build_mixer, get_mixer_spec, list_mixers, register_mixer
 
 
-
 class MixerModuleError(ImportError, ValueError):
     """A module of this package failed to import; the message names its file and the fix (a ValueError
     too, so that a run reports it as one paragraph naming the problem, not as a traceback)."""

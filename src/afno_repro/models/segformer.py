@@ -37,8 +37,6 @@ VARIANTS: dict[str, dict[str, tuple[int, ...] | int]] = {
 }
 """MiT sizes (Xie et al. 2021, Table 6); all variants use heads (1, 2, 5, 8) and sr (8, 4, 2, 1)."""
 
-"""Valid values of ``SegFormer(head=...)`` (and of the Swin trunks'); ``None`` returns the four stage maps."""
-
 _MIT_NUM_HEADS = (1, 2, 5, 8)
 _MIT_SR_RATIOS = (8, 4, 2, 1)
 # (kernel, stride) of the overlapping patch embedding that opens each stage; padding is kernel // 2.

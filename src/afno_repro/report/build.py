@@ -129,7 +129,6 @@ def _comparable_note(runs: list[dict[str, Any]]) -> list[str]:
     return [f"Not comparable with the paper: {reason.removeprefix('not comparable: ')}." for reason in reasons]
 
 
-
 # ----------------------------------------------------------------------------------------------- rendering
 @dataclass
 class _Context:

@@ -244,9 +244,9 @@ class SegmentationTask(PaperTask):
                 f"the checkpoint of the best {split} mIoU, evaluated {cadence}, reported on the same {split} images")
         return {
             "max_over_run": best,
-            "heldout": "fold 0 of the sorted test images selects the checkpoint; the other folds are reported",
+            "heldout": "fold 0 of the sorted test images selects the checkpoint; the other images are reported",
             "fivefold": "DatasetGAN's protocol: each of the folds of the sorted test images selects an evaluation, "
-                        "the other folds score it; mean (std) over the folds",
+                        "the other images score it; mean (std) over the folds",
             "last": "the weights at the end of training (SegFormer's recipe), no selection",
         }[selection]
 
@@ -313,10 +313,9 @@ class SegmentationTask(PaperTask):
         prediction = logits.argmax(1)
         self.val_loss.update(self.loss(logits, batch["mask"]), weight=batch["image"].shape[0])
         for fold, (confusion, count) in enumerate(zip(self.val_confusion, self.val_images)):
-            chosen = batch["fold"] == fold
-            if chosen.any():
-                confusion.update(prediction[chosen], batch["mask"][chosen])
-                count.update(chosen.sum().float())
+            chosen = batch["fold"] == fold  # every bucket is updated, an empty one too: computed, never "before update"
+            confusion.update(prediction[chosen], batch["mask"][chosen])
+            count.update(chosen.sum().float())
         if batch_idx == 0 and self.hparams.num_grid_images > 0:
             n = self.hparams.num_grid_images
             self._grid_batch = self._grid_cells(batch["image"][:n], batch["mask"][:n], prediction[:n])
@@ -402,9 +401,11 @@ class SegmentationTask(PaperTask):
 
 
 def _with_remainder(entry: dict[str, Any], num_folds: int) -> dict[str, Any]:
-    """An evaluation of a checkpoint written before the remainder fold existed, given an empty one."""
+    """An evaluation of a checkpoint written before the folds were cut as DatasetGAN cuts them (no remainder
+    bucket): its folds held other images, so it is kept whole in the remainder bucket. The maximum over the run
+    (all images) still counts it; heldout and fivefold select only among evaluations under today's cut."""
     confusion, images = torch.as_tensor(entry["confusion"]), torch.as_tensor(entry["images"])
     if confusion.shape[0] == num_folds:
-        entry["confusion"] = torch.cat([confusion, torch.zeros_like(confusion[:1])])
-        entry["images"] = torch.cat([images, torch.zeros_like(images[:1])])
+        entry["confusion"] = torch.cat([torch.zeros_like(confusion), confusion.sum(0, keepdim=True)])
+        entry["images"] = torch.cat([torch.zeros_like(images), images.sum(0, keepdim=True)])
     return entry

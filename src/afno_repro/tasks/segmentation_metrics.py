@@ -83,8 +83,9 @@ def protocol_results(history: list[dict[str, Any]], absent_classes: str = "zero"
     -------
     dict
         ``max_over_run``: best mIoU on all folds together and its epoch; ``heldout``: the mIoU on
-        folds 1..F-1 at the evaluation where fold 0 is best; ``fivefold``: per fold, the evaluation
-        it selects and the mIoU of the other folds there, with their mean and population std.
+        the other buckets (folds 1..F-1 and the remainder) at the evaluation where fold 0 is best;
+        ``fivefold``: per fold, the evaluation it selects and the mIoU of the other buckets there,
+        with their mean and population std.
         Empty when there was no evaluation; only ``max_over_run`` with a single fold.
 
     Example
