@@ -199,7 +199,7 @@ def test_ddpm_small_training_classes_become_unscored_and_the_releases_image_coun
     assert (first[:1, :1] == 255).all() and (first[-1:, -1:] == 255).all() and (first[32:44, 32:44] == 3).all()
     assert first[2:30, 2:30].unique().tolist() == [5]
     assert (dm.num_images("train"), dm.num_images("val")) == (30, 30)
-    assert dm.reading()["images"] == {"train": 30, "test": 30}
+    assert dm.reading()["first_images"] == {"train": 30, "test": 30}
 
 def test_nearest_resize_adds_no_label_ids():
     mask = np.random.default_rng(0).choice([0, 3, 9, 255], size=(37, 53))

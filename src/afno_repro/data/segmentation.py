@@ -510,7 +510,7 @@ class DDPMSegmentation:
         if shifted:
             self.preprocessing["label_ids"] = f"1 ... {num_classes} -> 0 ... {num_classes - 1} (0 is unscored)"
         if self.images:
-            self.preprocessing["images"] = dict(self.images)
+            self.preprocessing["first_images"] = dict(self.images)  # at most: the release's counts
 
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Checked, preprocessed and resized images and masks of ``split`` (module docstring)."""
