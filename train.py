@@ -17,9 +17,7 @@ from afno_repro.console import quiet_third_party_noise
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def cli(cfg: DictConfig) -> None:
     quiet_third_party_noise()  # here, not at import: a Slurm job runs this function, not the module
-    from afno_repro.train import main  # Lightning and torch: after the checks below, which need neither
-
-    main(cfg)
+    main(cfg)  # afno_repro.train's, imported below once the checks pass
 
 
 if __name__ == "__main__":
@@ -30,6 +28,11 @@ if __name__ == "__main__":
             or unknown_key(arguments)) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+    # Lightning and torch come in only now: the checks above need neither, so a typo is refused in a fraction
+    # of a second. Still before Hydra configures logging, so that Lightning keeps its own stderr handler (a
+    # Slurm job unpickles `cli` with this module-level name, which imports them there first too).
+    from afno_repro.train import main
+
     if len(kept := without_row_sweep(arguments)) > len(arguments):
         print("~paper_model: no paper row, so the experiment's sweep over its rows is dropped too "
               f"({kept[-1]}); one run per point of its other sweeps.", file=sys.stderr)
