@@ -321,9 +321,9 @@ def _drop_small_classes(mask: np.ndarray, min_pixels: int, ignore_label: int | N
     """
     ids = np.unique(mask)
     counted = resize_mask(mask, counted_at) if counted_at else mask
-    found, found_counts = np.unique(counted, return_counts=True)
+    found, found_counts = np.unique(counted, return_counts=True)  # a subset of ids: resizing adds no id
     counts = np.zeros(len(ids), dtype=np.int64)
-    counts[np.isin(ids, found)] = found_counts[np.isin(found, ids)]
+    counts[np.searchsorted(ids, found)] = found_counts
     small = ids[(counts < min_pixels) & (ids != to) & (ids != ignore_label)]
     return np.where(np.isin(mask, small), to, mask) if small.size else mask
 

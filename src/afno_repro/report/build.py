@@ -103,9 +103,9 @@ def _of(runs: list[dict[str, Any]], experiment: str) -> list[dict[str, Any]]:
     return [run for run in runs if run.get("experiment") == experiment]
 
 
-def _sweep_command(plan: list[dict[str, Any]] | None, experiment: str) -> str:
+def _sweep_command(plan: list[dict[str, Any]] | None, experiment: str, *, smoke: bool = False) -> str:
     entry = next((step for step in plan or [] if step.get("experiment") == experiment), None)
-    return entry["command"] if entry else f"python train.py -m experiment={experiment}"
+    return entry["command"] if entry else f"python train.py -m experiment={experiment}{' debug=smoke' if smoke else ''}"
 
 
 def _plan_command(plan: list[dict[str, Any]] | None, *experiments: str) -> str:
@@ -339,8 +339,7 @@ def _not_run(experiment: str, runs: list[dict[str, Any]], ctx: _Context) -> list
             return [f"{note} The smoke sweep leaves them out on purpose "
                     f"(configs/shrink_sweep/smoke/{experiment}.yaml says why); at paper scale "
                     f"`python train.py -m experiment={experiment}` runs all {len(points)}."]
-    command = next((step["command"] for step in ctx.plan or [] if step.get("experiment") == experiment),
-                   f"python train.py -m experiment={experiment}{' debug=smoke' if ctx.smoke else ''}")
+    command = _sweep_command(ctx.plan, experiment, smoke=ctx.smoke)
     return [f"{note} `{command}` runs them (or `make reproduce-all`)."]
 
 
