@@ -53,7 +53,22 @@ def pytest_sessionstart(session) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _background_runs(request, tmp_path_factory):
+def _temporary_files_stay_in_the_session(tmp_path_factory):
+    """Every process a test starts makes its temporary files (``TMPDIR``) under the session's own temporary
+    folder, not in /tmp: a run that a test stops leaves nothing behind outside it (wandb alone makes two
+    folders at import, which a killed process never removes)."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_runs(request, tmp_path_factory, _temporary_files_stay_in_the_session):
     """Queue the long runs the selected tests read (none in the fast tier) as the session's first test starts."""
     background.start({name for item in request.session.items for name in item.fixturenames}, tmp_path_factory)
     yield

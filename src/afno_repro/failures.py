@@ -58,7 +58,9 @@ def run_guarded(run: Callable[[DictConfig], dict[str, Any] | None], cfg: DictCon
         finish_wandb()
         sys.stdout.flush()
         # metrics.json and the checkpoints are written; exit now rather than wait at interpreter
-        # shutdown on DataLoader workers a Ctrl-C left mid-epoch (seen hanging there).
+        # shutdown on DataLoader workers a Ctrl-C left mid-epoch (seen hanging there). That skips the
+        # exit handlers, so the temporary folders wandb makes when imported are removed here.
+        _remove_wandb_temp_dirs()
         os._exit(130)
     except Exception as error:  # noqa: BLE001 - classified below, re-raised when not ours
         cause = user_cause(error)
@@ -188,6 +190,20 @@ def _is_rank_zero() -> bool:
             return int(os.environ[key]) == 0
     node = os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0"))
     return str(os.environ.get("LOCAL_RANK", "0")) in ("", "0") and str(node) in ("", "0")
+
+
+def _remove_wandb_temp_dirs() -> None:
+    """Remove the temporary folders wandb creates at import (for media and artifacts; ``tempfile.TemporaryDirectory``
+    objects held by its modules and classes, whose cleanup normally runs at interpreter exit)."""
+    import tempfile
+
+    for name, module in list(sys.modules.items()):
+        if not (name == "wandb" or name.startswith("wandb.")) or module is None:
+            continue
+        for value in list(vars(module).values()):
+            for held in (value, *(vars(value).values() if isinstance(value, type) else ())):
+                if isinstance(held, tempfile.TemporaryDirectory):
+                    held.cleanup()
 
 
 def finish_wandb() -> None:

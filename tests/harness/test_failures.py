@@ -287,8 +287,10 @@ def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd
                                                                        terminal_sigint):
     run_dir = tmp_path / "run"
     slow = (*SMOKE, "trainer.max_epochs=50", "data.train_samples_per_epoch=64", f"hydra.run.dir={run_dir}")
-    process = subprocess.Popen(train_cmd(*slow), cwd=tmp_path, env=user_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    process = subprocess.Popen(train_cmd(*slow), cwd=tmp_path, env=user_env({"TMPDIR": str(temporary)}),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=terminal_sigint)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.exists() and process.poll() is None and time.time() < deadline:
@@ -299,6 +301,8 @@ def test_ctrl_c_records_the_run_as_interrupted_with_the_resume_command(train_cmd
     assert process.returncode == 130, err[-3000:]
     metrics = metrics_of(run_dir)
     assert metrics["status"] == "interrupted" and "Traceback" not in err
+    # The quick exit after Ctrl-C skips the exit handlers, yet wandb's temporary folders are removed.
+    assert not [path.name for path in temporary.iterdir() if "wandb" in path.name], list(temporary.iterdir())
     command = metrics["resume_command"]
     assert f"ckpt_path={last}" in command and command in err
     # The recorded command resumes the run in its own folder and completes it.
