@@ -55,6 +55,9 @@ TABLES = {
     "table6": ("table6_ablations", "table6"),
 }
 
+SWEEPS = {"table3": "table3_fewshot"}
+"""The experiment whose sweep names the rows of a table counted from another table's models."""
+
 ONE_MATMUL_ROWS = {("table2", "attention"), ("table3", "attention")}
 """Rows whose paper GFLOPs count one ``N^2 d`` attention matmul; all others count both."""
 
@@ -82,6 +85,12 @@ def table_rows(table: str) -> list[str]:
     """Row keys of ``table``: the paper's rows in its order, then configured rows it prints no numbers for."""
     section, folder = TABLES[table]
     configured = {path.stem for path in (CONFIG_DIR / "paper_model" / folder).glob("*.yaml")}
+    if folder != table:
+        # Counted from another table's models (Table 3 from Table 2's): only the rows its own sweep runs, not a
+        # row a contributor added to that table alone.
+        swept = {word.split("=", 1)[1] for point in sweep_points(SWEEPS[table]) for word in point
+                 if word.startswith("paper_model=")}
+        configured &= {model.rsplit("/", 1)[1] for model in swept if model.startswith(f"{folder}/")}
     paper = [row for row in paper_results()[section] if row in configured]
     return paper + sorted(configured - set(paper))
 

@@ -74,6 +74,19 @@ def test_every_row_is_listed_with_the_documented_keys(all_rows):
     assert table4["afno"]["paper_gflops"] == 440.0 and table4["attention"]["paper_gflops"] is None
 
 
+def test_a_row_added_to_table2_alone_is_not_listed_under_table3(model_table, tmp_path, monkeypatch):
+    # Table 3 is counted from Table 2's models, but only those its sweep fine-tunes: a contributor's
+    # configs/paper_model/table2/<row>.yaml that table3_fewshot does not name is Table 2's row only.
+    import shutil
+
+    configs = tmp_path / "configs"
+    shutil.copytree(model_table.CONFIG_DIR, configs)
+    shutil.copy(configs / "paper_model" / "table2" / "gfn.yaml", configs / "paper_model" / "table2" / "gfn_wide.yaml")
+    monkeypatch.setattr(model_table, "CONFIG_DIR", configs)
+    assert model_table.table_rows("table2") == ["attention", "long_short", "gfn", "afno", "gfn_wide"]
+    assert model_table.table_rows("table3") == ["attention", "long_short", "gfn", "afno"]
+
+
 def test_params_within_five_percent_unless_the_row_says_why(all_rows):
     for row in all_rows:
         if row["paper_params_m"] is not None and row["note"] is None:
