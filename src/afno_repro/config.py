@@ -196,7 +196,9 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
             continue
         options = sorted(str(path.relative_to(root / group).with_suffix("")) for path in (root / group).rglob("*.yaml"))
         for choice in value.split(","):
-            if choice in options or choice == "null":
+            if choice == "null":
+                return _null_choice(group, options)
+            if choice in options:
                 continue
             table = choice.split("/")[0] + "/"
             if group == "paper_model" and any(option.startswith(table) for option in options):
@@ -213,6 +215,31 @@ def unknown_choice(arguments: Sequence[str]) -> str | None:
                              f"name: {choice} and its options (configs/mixer/gfn.yaml shows the form). ")
             return f"{group}={choice} names no config in configs/{group}/. {guess}Options: {shown}."
     return None
+
+
+# What a user who writes <group>=null wants instead, for the groups where that has an answer.
+_NULL_INSTEAD = {
+    "scheduler": "scheduler=none keeps the learning rate constant",
+    "logger": "logger=csv logs to CSV files without W&B",
+}
+
+
+def _null_choice(group: str, options: list[str]) -> str:
+    """The message for ``<group>=null``, which Hydra refuses for every group (with a stack trace), even for a group
+    that is null by default (paper_model, experiment, debug).
+
+    >>> print(_null_choice("scheduler", ["cosine", "none", "poly"]))
+    scheduler=null: a config group cannot be set to null on the command line. scheduler=none keeps the learning rate constant. Options: cosine, none, poly.
+    """
+    defaults = (_config_dir() / "train.yaml").read_text()
+    if re.search(rf"^\s*-\s*{re.escape(group)}:\s*null\b", defaults, flags=re.MULTILINE):
+        instead = f"{group} is optional and unset by default: leave the override out"
+        if group == "paper_model":
+            instead += ", or write ~paper_model to drop the paper row an experiment picks (the mixer's own defaults)"
+    else:
+        instead = _NULL_INSTEAD.get(group, f"every run needs one of configs/{group}/")
+    shown = ", ".join(options) if len(options) <= 30 else ", ".join(options[:30]) + ", ..."
+    return f"{group}=null: a config group cannot be set to null on the command line. {instead}. Options: {shown}."
 
 
 def unknown_key(arguments: Sequence[str]) -> str | None:

@@ -101,7 +101,11 @@ def test_nan_loss_stops_keeps_last_good_checkpoint_and_names_the_step(tmp_path, 
                                                ("data=imagenett", "Did you mean data=imagenet?"),
                                                # a row of the table, among that table's rows (was Hydra's exit 1)
                                                ("paper_model=table2/gfnet",
-                                                "Did you mean paper_model=table2/gfn? Options: table2/afno, table2/attention")])
+                                                "Did you mean paper_model=table2/gfn? Options: table2/afno, table2/attention"),
+                                               # null for a group: Hydra's ValueError and a stack trace, for every group
+                                               ("logger=null", "logger=csv logs to CSV files without W&B"),
+                                               ("paper_model=null", "write ~paper_model to drop the paper row"),
+                                               ("optimizer=null", "every run needs one of configs/optimizer/")])
 def test_unknown_config_names_list_valid_ones_without_traceback(train, override, expected):
     result = train(override, "debug=smoke")
     assert result.returncode == 2, "one paragraph and exit status 2, as every other bad input"
