@@ -326,8 +326,8 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
                 f"resumed run trains on up to trainer.max_epochs, so give at least {done + 1} (the run's own count, "
                 "unless you mean to extend it), or start afresh without ckpt_path.")
 
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [_instantiate_callback(c, task) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in _entries(cfg, "logger")]
+    callbacks = [_instantiate_callback(c, task) for c in _entries(cfg, "callbacks")]
     callbacks += list(extra_callbacks)
     progress_bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
     if progress_bar:
@@ -458,6 +458,22 @@ def _evaluate(cfg: DictConfig, trainer: pl.Trainer, task: pl.LightningModule, da
                       "checkpoint": best or ("last weights (no checkpoint callback)" if checkpoint is None
                                              else "last weights (no evaluation ran, so none was selected)"), **record["test"]}
     return record
+
+
+def _entries(cfg: DictConfig, group: str) -> list[DictConfig]:
+    """The configs under ``cfg.<group>`` (loggers, callbacks), one per name; ``<group>.<name>=null`` switches that one
+    off, as ``~<group>.<name>`` does. Anything else that is not a class to instantiate is refused by name."""
+    entries = []
+    for name, config in (cfg.get(group) or {}).items():
+        if config is None:
+            continue
+        if not isinstance(config, DictConfig) or "_target_" not in config:
+            raise UserFacingError(
+                f"{group}.{name}={OmegaConf.to_yaml(config).strip() if isinstance(config, DictConfig) else config!r} is "
+                f"not a {group} config: each entry under {group} is a class to instantiate, with its _target_ (as in "
+                f"configs/{group}/); {group}.{name}=null or ~{group}.{name} switches one off.")
+        entries.append(config)
+    return entries
 
 
 def _instantiate_callback(config: DictConfig, task: Any) -> Any:

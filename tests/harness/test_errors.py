@@ -169,3 +169,17 @@ def test_a_misspelt_key_through_the_command_line_exits_2(train):
     assert "error: mixer.num_block: this run's config has no key 'num_block' under mixer. Did you mean mixer.num_blocks?" \
         in result.stderr
 
+
+
+def test_a_null_callback_or_logger_is_switched_off_and_a_non_config_entry_is_refused(tmp_path, capsys):
+    # <group>.<name>=null is the usual way to switch one callback or logger off (it was an AttributeError).
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    from afno_repro.train import build
+
+    cfg = compose(["debug=smoke", "callbacks.lr_monitor=null", "logger.csv=null"], output_dir=str(tmp_path / "run"))
+    built = build(cfg)
+    assert not any(isinstance(callback, LearningRateMonitor) for callback in built.trainer.callbacks)
+    assert built.trainer.loggers == []
+    err = _user_error([*SMOKE, "+callbacks.foo=1"], tmp_path, capsys)
+    assert "callbacks.foo=1 is not a callbacks config" in err and "~callbacks.foo" in err
