@@ -115,7 +115,8 @@ def user_cause(error: BaseException) -> BaseException | None:
 
 
 # Where the classes a config group instantiates live, and the group: a TypeError names only the class.
-_OPTION_HOMES = (("torch.optim", "optimizer"), ("timm.scheduler", "scheduler"), ("pytorch_lightning", "trainer"))
+_OPTION_HOMES = (("torch.optim", "optimizer"), ("timm.scheduler", "scheduler"), ("pytorch_lightning", "trainer"),
+                 ("afno_repro.data", "data"), ("afno_repro.models", "backbone"), ("afno_repro.tasks", "task"))
 
 
 def unknown_option(error: TypeError) -> str | None:
@@ -136,9 +137,9 @@ def unknown_option(error: TypeError) -> str | None:
             break
     else:
         return None
-    # The first argument (the parameters, the optimizer) is the project's to pass, not the config's.
-    options = [option for option in inspect.signature(cls.__init__).parameters
-               if option not in ("self", "args", "kwargs", "params", "optimizer")]
+    # What the project passes (the parameters, the optimizer; a task's backbone and scheduler) is not the config's.
+    passed = ("self", "args", "kwargs", "params", "optimizer") + (("backbone", "scheduler") if group == "task" else ())
+    options = [option for option in inspect.signature(cls.__init__).parameters if option not in passed]
     close = difflib.get_close_matches(key, options, n=1)
     guess = f"Did you mean {group}.{close[0]}? " if close else ""
     return (f"{group}.{key} is not an option of {cls.__name__}: remove it. {guess}"

@@ -54,6 +54,10 @@ def _refused(result: subprocess.CompletedProcess) -> str:
     # Hydra's advice for a misspelt key (use +key=) led to a TypeError traceback from the class.
     ("+trainer.max_epoch=5", "trainer.max_epoch is not an option of Trainer: remove it. Did you mean trainer.max_epochs?"),
     ("+optimizer.momentum=0.9", "optimizer.momentum is not an option of AdamW: remove it. Its options: lr, betas,"),
+    # The project's own classes too (they ended in Hydra's error and exit status 1).
+    ("+data.batchsize=3", "data.batchsize is not an option of InpaintingDataModule: remove it. Did you mean data.batch_size?"),
+    ("+backbone.depht=3", "backbone.depht is not an option of ViT: remove it. Did you mean backbone.depth?"),
+    ("+task.run_baseline=false", "task.run_baseline is not an option of InpaintingTask: remove it. Did you mean task.run_baselines?"),
 ])
 def test_bad_run_options_are_refused_before_training(tmp_path, capsys, override, named):
     """In process, as train.py's entry point calls it (test_errors.py runs one refusal through the CLI)."""
