@@ -21,7 +21,7 @@ builds models or reads the disk is filled in by :func:`fill_computed` instead, o
     The class count of a DatasetGAN category (face 34, car 20, cat 16).
 ``${name_classes:name}``
     The class count in a DDPM-segmentation dataset name, its numeric suffix (``ffhq_34`` -> 34).
-``${scaled_lr:lr,reference_batch,batch_size,devices,num_nodes[,accumulation]}``
+``${scaled_lr:lr,reference_batch,batch_size,devices,num_nodes[,accumulation[,accelerator]]}``
     The linear scaling rule of A.5 (``lr x global batch / reference_batch``, "(BatchSize/512) x
     5e-4"): the global batch is ``batch_size`` per process times the processes, ``devices`` (an
     int, or ``auto``: the visible GPUs, 1 without) times ``num_nodes``.
@@ -419,9 +419,10 @@ def _name_classes(name: str) -> int:
 
 
 def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | str = 1, num_nodes: int = 1,
-              accumulation: int = 1) -> float:
+              accumulation: int = 1, accelerator: str = "auto") -> float:
     """``lr x global batch / reference_batch`` (A.5's linear scaling rule); the global batch is the images
-    per optimizer step: per-process batch x processes x gradient accumulation.
+    per optimizer step: per-process batch x processes x gradient accumulation, the processes counted as the
+    run's batch plan counts them (``devices=auto`` is every visible GPU, but one process with ``accelerator=cpu``).
 
     >>> scaled_lr(5e-4, 512, 128, 8)   # 8 GPUs x 128 = 1024 images a step
     0.001
@@ -430,7 +431,7 @@ def scaled_lr(lr: float, reference_batch: int, batch_size: int, devices: int | s
     """
     from afno_repro.batch import world_size
 
-    processes = world_size("auto", devices, num_nodes)
+    processes = world_size(accelerator, devices, num_nodes)
     return float(lr) * int(batch_size) * processes * int(accumulation or 1) / int(reference_batch)
 
 

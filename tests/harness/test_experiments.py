@@ -371,3 +371,16 @@ def test_fig1_swin_trunk_starts_from_the_checkpoint_folder(train, tmp_path):
     assert swin_run["init"]["checkpoint"] == str(folder / "swin_tiny_patch4_window7_224.pth")
     assert swin_run["mixer"] is None and swin_run["backbone"] == "swin_t" and swin_run["params_m"] > 0
     assert swin_run["status"] == "completed" and 0 <= swin_run["result"]["miou"] <= 100
+
+
+def test_table5_lr_counts_the_processes_the_run_starts(monkeypatch):
+    # A.5's rule scales by the global batch; on a node with 8 visible GPUs, trainer=ddp (devices: auto) runs 8
+    # processes, but with trainer.accelerator=cpu it runs one, as the batch plan counts it.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    on_gpus = compose(["experiment=table5_classification", "trainer=ddp"])
+    on_cpu = compose(["experiment=table5_classification", "trainer=ddp", "trainer.accelerator=cpu"])
+    assert on_gpus.optimizer.lr == pytest.approx(5e-4 * on_gpus.data.batch_size * 8 / 512)
+    assert on_cpu.optimizer.lr == pytest.approx(5e-4 * on_cpu.data.batch_size / 512)
