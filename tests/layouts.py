@@ -7,6 +7,8 @@ import numpy as np
 from PIL import Image
 
 SIZE = 40
+# DatasetGAN's release, written out here rather than read from afno_repro.releases: the fixtures are the
+# tests' independent record of the real layout, against which the loaders (which read releases.py) are checked.
 TEST_FOLDERS = {"face": "face_34_class", "car": "car_20_class", "cat": "cat_16_class"}
 TRAIN_COUNTS = {"face": 16, "car": 16, "cat": 30}
 CLASS_COUNTS = {"face": 34, "car": 20, "cat": 16}

@@ -3,8 +3,10 @@ training split sizes. Plain data with no imports, so the config checks that read
 
 DatasetGAN (Zhang et al., 2021; the paper's few-shot data, A.4) releases per category a test folder under
 ``testing_data/``, its number of part classes (background included) and a handful of annotated training
-images: the loaders (:mod:`afno_repro.data.segmentation`), the synthetic layouts the tests and the
-preflight write (:mod:`afno_repro.data.layouts`) and the configs' class counts all read them from here.
+images: the loaders (:mod:`afno_repro.data.segmentation`), the synthetic layouts the preflight writes
+(:mod:`afno_repro.data.layouts`) and the configs' class counts all read them from here. The tests' fixtures
+(``tests/layouts.py``) keep their own copy on purpose: an independent expectation, so a wrong value here
+fails a test instead of being written into the fixture and read back.
 """
 
 from __future__ import annotations
