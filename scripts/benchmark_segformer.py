@@ -51,9 +51,12 @@ from afno_repro.cli import (
     user_errors,
     whole_number_at_least,
 )
+from afno_repro.config import paper_rows
+from afno_repro.paper import paper_results
 from afno_repro.report.render import format_number
 
-ROWS = ("attention", "efficient_attention", "long_short", "gfn", "afno", "afno_25pct")
+# Table 4's rows: the paper's in its order, then any a contributor added (configs/paper_model/table4/<row>.yaml).
+ROWS = tuple(paper_rows("table4", order=list(paper_results()["table4_cityscapes"])))
 # The smallest image every row builds at: stage 1 has size / 4 tokens a side, and efficient attention's
 # reduction conv (sr_ratio 8) needs at least 8 of them.
 MIN_SIZE = 32

@@ -41,7 +41,7 @@ import torch
 
 from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
 from afno_repro.cli import UsageError, positive_float, positive_int, resident_bytes, user_errors
-from afno_repro.config import CONFIG_DIR, compose, sweep_points
+from afno_repro.config import CONFIG_DIR, compose, paper_rows, sweep_points
 from afno_repro.mixers import build_mixer, list_mixers
 from afno_repro.paper import paper_results
 from afno_repro.report.render import format_number
@@ -84,15 +84,14 @@ SCALING_GRIDS = (56, 64, 96, 128, 192, 256)
 def table_rows(table: str) -> list[str]:
     """Row keys of ``table``: the paper's rows in its order, then configured rows it prints no numbers for."""
     section, folder = TABLES[table]
-    configured = {path.stem for path in (CONFIG_DIR / "paper_model" / folder).glob("*.yaml")}
+    rows = paper_rows(folder, order=list(paper_results()[section]))
     if folder != table:
         # Counted from another table's models (Table 3 from Table 2's): only the rows its own sweep runs, not a
         # row a contributor added to that table alone.
         swept = {word.split("=", 1)[1] for point in sweep_points(SWEEPS[table]) for word in point
                  if word.startswith("paper_model=")}
-        configured &= {model.rsplit("/", 1)[1] for model in swept if model.startswith(f"{folder}/")}
-    paper = [row for row in paper_results()[section] if row in configured]
-    return paper + sorted(configured - set(paper))
+        rows = [row for row in rows if f"{folder}/{row}" in swept]
+    return rows
 
 
 def _build(overrides: list[str]) -> tuple[torch.nn.Module, tuple[int, ...], str]:

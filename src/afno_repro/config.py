@@ -99,9 +99,13 @@ def sweep_points(experiment: str, *overrides: str) -> list[list[str]]:
     return points
 
 
-def paper_rows(table: str) -> list[str]:
-    """The rows of paper table ``table``: ``configs/paper_model/<table>/*.yaml``, each ``paper_model=<table>/<row>``."""
-    return sorted(path.stem for path in (_config_dir() / "paper_model" / table).glob("*.yaml"))
+def paper_rows(table: str, order: Sequence[str] = ()) -> list[str]:
+    """The rows of paper table ``table``: ``configs/paper_model/<table>/*.yaml``, each ``paper_model=<table>/<row>``;
+    those named in ``order`` (the paper's rows, as ``paper_results.yaml`` lists them) first and in that order, then
+    the others (rows a contributor added) sorted."""
+    configured = sorted(path.stem for path in (_config_dir() / "paper_model" / table).glob("*.yaml"))
+    first = [row for row in order if row in configured]
+    return first + [row for row in configured if row not in first]
 
 
 def _declared(group: str, name: str, pattern: str, parent: str) -> str | None:

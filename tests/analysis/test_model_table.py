@@ -79,10 +79,12 @@ def test_a_row_added_to_table2_alone_is_not_listed_under_table3(model_table, tmp
     # configs/paper_model/table2/<row>.yaml that table3_fewshot does not name is Table 2's row only.
     import shutil
 
+    from afno_repro import config
+
     configs = tmp_path / "configs"
-    shutil.copytree(model_table.CONFIG_DIR, configs)
+    shutil.copytree(config.CONFIG_DIR, configs)
     shutil.copy(configs / "paper_model" / "table2" / "gfn.yaml", configs / "paper_model" / "table2" / "gfn_wide.yaml")
-    monkeypatch.setattr(model_table, "CONFIG_DIR", configs)
+    monkeypatch.setattr(config, "CONFIG_DIR", configs)
     assert model_table.table_rows("table2") == ["attention", "long_short", "gfn", "afno", "gfn_wide"]
     assert model_table.table_rows("table3") == ["attention", "long_short", "gfn", "afno"]
 
