@@ -6,8 +6,9 @@ most a device holds. On ``world`` processes (devices x nodes) the plan is:
 
 - ``data.batch_size x world >= global_batch``: each process takes ``global_batch / world`` images
   (the global batch must divide evenly), no accumulation;
-- otherwise gradients are accumulated over ``ceil(global_batch / (data.batch_size x world))``
-  micro-batches of ``global_batch / (world x accumulation)`` images each.
+- otherwise gradients are accumulated over the fewest micro-batches, at least
+  ``ceil(global_batch / (data.batch_size x world))``, whose size ``global_batch / (world x accumulation)``
+  is a whole number (1024 images at 96 a process: 16 steps of 64, since 11 steps would not divide).
 
 Either way the effective global batch equals the declared one or the run is refused with the numbers
 that would make it so; ``metrics.json`` records the plan under ``batch``. The learning rate is the

@@ -10,7 +10,7 @@ the values they are given (arithmetic, lookups, string and path formatting); a v
 builds models or reads the disk is filled in by :func:`fill_computed` instead, once, when a run starts.
 
 ``${sanitize:...}``
-    makes a string safe as one path component (``/`` and ``=`` become ``-``; a long one is shortened
+    makes a string safe as one path component (``/`` and ``=`` become ``-``, ``,`` becomes ``_``; a long one is shortened
     with a hash: :func:`sanitize`).
 ``${or_default:value,default}``
     ``value``, or ``default`` when it is unset (e.g. the experiment of a sweep without one).

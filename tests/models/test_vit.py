@@ -100,7 +100,6 @@ def test_parameter_count_matches_formula():
     assert n_params(with_pos) - n_params(without_pos) == h * w * c
 
 
-@pytest.mark.skipif("gfn" not in list_mixers(), reason="needs the gfn mixer")
 def test_vit_b4_gfn_is_87m_parameters():
     """Paper Table 2 gives ViT-B/4 with GFN 87M parameters (A.2: width 768, 12 layers, pixel head); the
     count without a position embedding fits it, and the 56x56 one adds 56*56*768 = 2.4M (README "Model
