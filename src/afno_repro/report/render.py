@@ -54,9 +54,9 @@ def pyplot():
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """Lay ``fig`` out tightly, write it to ``path`` (110 dpi) and close it, so a long report does not
+    """Lay ``fig`` out tightly, write it to ``path`` (110 dpi, cropped to what is drawn) and close it, so a long report does not
     keep every figure open; returns ``path``."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the whole of every label and legend, inside the axes or not
     pyplot().close(fig)
     return path

@@ -33,6 +33,9 @@ from afno_repro.report.sections import Section
 
 log = logging.getLogger(__name__)
 
+# (marker, line style) per curve, so that curves that coincide stay distinguishable.
+_STYLES = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))))
+
 __all__ = ["figure5_section", "figure6_section", "load_run", "load_task", "resolution_section", "run_config", "spatial_coherence",
            "test_data", "token_clusters"]
 
@@ -48,6 +51,12 @@ def _label(run: dict[str, Any]) -> str:
         row += f" k={options.get('num_blocks')}"
     flag = mixer_off(run)
     return f"{row} [{flag}]" if flag else row
+
+
+def _short(label: str) -> str:
+    """A :func:`_label` as a figure shows it (axis labels, legends, panel titles): the row, and ``(mixer off)`` for
+    the flag, whose full sentence is in the section's table and notes (in a label it ran off the figure)."""
+    return label.split(" [")[0] + (" (mixer off)" if " [" in label else "")
 
 
 def run_config(run: dict[str, Any], **data_overrides: Any) -> Any:
@@ -263,7 +272,7 @@ def _plot_clusters(images: torch.Tensor, maps: list[tuple[str, list[tuple[int, l
                 axes[m][first + j].imshow(upsampled, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
                 if m == 0:
                     axes[m][first + j].set_title(f"layer {layer + 1}", fontsize=8)
-        axes[m][0].set_ylabel(name, fontsize=8)
+        axes[m][0].set_ylabel(_short(name), fontsize=8)
         for axis in axes[m]:
             axis.set_xticks([])
             axis.set_yticks([])
@@ -349,15 +358,19 @@ def _plot_spectra(spectra: list[tuple[str, list[dict[str, Any]]]], path: Path, *
         shown = axis.imshow(image, cmap="viridis", aspect="auto", origin="lower",
                             extent=(-0.5, cols - 0.5, low - 0.5, low + rows - 0.5))
         fig.colorbar(shown, ax=axis, fraction=0.046, label="log10 |z|")
-        short = name.split(" [")[0] + (" (mixer off)" if " [" in name else "")
-        axis.set_title(f"{short}, layer {layer['layer']}", fontsize=8)
+        axis.set_title(f"{_short(name)}, layer {layer['layer']}", fontsize=8)
         axis.set_xlabel("W frequency (rfft half)", fontsize=7)
         axis.set_ylabel("H frequency (signed, 0 at the centre)", fontsize=7)
         axis.tick_params(labelsize=6)
     line = fig.add_subplot(grid[1, :])
-    for label, found in spectra:
-        line.plot([l["layer"] for l in found], [l["zero_after"] for l in found], "o-", label=label)
-    line.set_xlabel("layer")
+    # Curves that coincide (thresholds that zero the whole spectrum) stay apart: each its own marker and line
+    # style, shifted sideways a little.
+    for index, (label, found) in enumerate(spectra):
+        marker, style = _STYLES[index % len(_STYLES)]
+        offset = (index - (len(spectra) - 1) / 2) * 0.04
+        line.plot([l["layer"] + offset for l in found], [l["zero_after"] for l in found], marker=marker, linestyle=style,
+                  markersize=7 - min(index, 4), markerfacecolor="none" if index % 2 else None, label=_short(label))
+    line.set_xlabel("layer (curves shifted apart slightly)" if len(spectra) > 1 else "layer")
     line.set_ylabel("fraction softshrink zeroes")
     line.set_ylim(-0.02, 1.02)
     line.set_xticks(sorted({l["layer"] for _, found in spectra for l in found}))
@@ -433,19 +446,19 @@ def _plot_resolution(curves: dict[str, list[tuple[int, float]]], trained: set[in
     that curves that coincide (GFN's and Long-Short's at smoke size) stay visible."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(6.5, 4.5))
-    styles = (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))), ("P", (0, (1, 1))))
+    styles = _STYLES
     shift = 0.006 * max((s for points in curves.values() for s, _ in points), default=0)
     for index, (name, points) in enumerate(sorted(curves.items())):
         points.sort()
         marker, line = styles[index % len(styles)]
         offset = (index - (len(curves) - 1) / 2) * shift
         axis.plot([s + offset for s, _ in points], [p for _, p in points], marker=marker, linestyle=line,
-                  markersize=8 - index, markerfacecolor="none" if index % 2 else None, label=name.split("/")[-1])
+                  markersize=8 - index, markerfacecolor="none" if index % 2 else None, label=_short(name).split("/")[-1])
     for size in sorted(trained):
         axis.axvline(size, color="grey", linestyle="--", linewidth=1, label=f"trained at {size}")
     axis.set_xlabel("evaluation image size (pixels; curves shifted apart slightly)")
     axis.set_ylabel("inpainting PSNR (dB)")
     axis.set_title(figure_title("Zero-shot resolution transfer", smoke), fontsize=9)
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: it covered points
     return save_figure(fig, path)
