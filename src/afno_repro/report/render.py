@@ -35,11 +35,16 @@ def format_printed(value: Any, digits: int, missing: str = "") -> str:
 
     >>> format_printed(0.931, 4), format_printed(25.69, 2), format_printed(70.6, 2), format_printed(None, 2)
     ('0.931', '25.69', '70.6', '')
+    >>> from afno_repro.paper import Printed
+    >>> format_printed(Printed(0.92, "0.920"), 4), format_printed(Printed(49.6, "49.60"), 2)   # trailing zeros kept
+    ('0.920', '49.60')
     """
     if not isinstance(value, float):
         return format_number(value, missing=missing)
     text = repr(value)
-    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else digits
+    decimals = getattr(value, "decimals", None)
+    if decimals is None:
+        decimals = len(text.split(".")[1]) if "." in text and "e" not in text else digits
     return f"{value:.{min(digits, decimals)}f}"
 
 
