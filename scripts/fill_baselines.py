@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from afno_repro.config import compose
+    from afno_repro.config import compose, override_syntax_message, unknown_choice, unknown_key
     from afno_repro.tasks.baselines import BiharmonicPool
     from afno_repro.tasks.fill_cache import FillCache
 
+    # The overrides are train.py's, checked as train.py checks them (a misspelt experiment was Hydra's raw text).
+    message = (override_syntax_message(args.overrides, command="python scripts/fill_baselines.py")
+               or unknown_choice(args.overrides) or unknown_key(args.overrides))
+    if message:
+        raise UsageError(message)
     with tempfile.TemporaryDirectory() as scratch:
         cfg = compose(args.overrides, output_dir=scratch)
         target = str((cfg.task or {}).get("_target_", ""))

@@ -132,6 +132,11 @@ def _row_mixer(paper_model: str) -> str | None:
     return _declared("paper_model", paper_model, r"override /mixer:\s*(\w+)", r"-\s*/paper_model/(\S+)")
 
 
+# Hydra's command-line flags that take the next word as their value (``--info`` takes one optionally).
+_FLAGS_WITH_VALUES = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-c", "--cfg", "-p",
+                      "--package", "-i", "--info", "--experimental-rerun")
+
+
 def override_syntax_message(arguments: Sequence[str], command: str = "python train.py") -> str | None:
     """A message naming the first override Hydra's grammar cannot read and how to write it, else None.
 
@@ -141,12 +146,24 @@ def override_syntax_message(arguments: Sequence[str], command: str = "python tra
 
     >>> print(override_syntax_message(["data.root=/data/dätä"]))  # doctest: +ELLIPSIS
     the override `data.root=/data/dätä` holds characters Hydra reads only inside quotes (non-ASCII: ä); quote the value: python train.py "data.root='/data/dätä'"...
-    >>> override_syntax_message(["data.root='/data/dätä'", "-m", "seed=0,1"]) is None
+    >>> override_syntax_message(["data.root='/data/dätä'", "-m", "seed=0,1", "--cfg", "job", "~paper_model"]) is None
     True
+    >>> print(override_syntax_message(["experiment", "table2_inpainting"]))
+    `experiment` is not an override: Hydra reads each as key=value, with no spaces around the `=`. Write python train.py ... experiment=table2_inpainting.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    for index, argument in enumerate(arguments):
+        previous = arguments[index - 1] if index else ""
+        if "=" in argument or argument.startswith(("-", "~")) or previous in _FLAGS_WITH_VALUES:
+            continue
+        # A word that is neither an override nor a flag's value: `experiment table2_inpainting` (Hydra: "missing EQUAL").
+        following = arguments[index + 1] if index + 1 < len(arguments) else ""
+        written = (f"{argument}={following}" if following and "=" not in following and not following.startswith("-")
+                   else f"{argument}=<value>")
+        return (f"`{argument}` is not an override: Hydra reads each as key=value, with no spaces around the `=`. "
+                f"Write {command} ... {written}.")
     parser = OverridesParser.create()
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:

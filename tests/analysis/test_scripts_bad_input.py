@@ -129,6 +129,16 @@ def test_fill_baselines_without_a_data_folder_says_which_option(capsys):
     assert message.startswith("error: InpaintingDataModule got selection='foo'") and "InstantiationException" not in message
 
 
+def test_fill_baselines_checks_its_overrides_as_train_py_does(capsys):
+    # A misspelt experiment was Hydra's raw text ("Could not find 'experiment/table2_inpaint'", its search path).
+    message = _refused("fill_baselines", ["experiment=table2_inpaint"], capsys)
+    assert "Did you mean experiment=table2_inpainting?" in message and "search path" not in message
+    message = _refused("fill_baselines", ["experiment", "table2_inpainting"], capsys)
+    assert "Write python scripts/fill_baselines.py ... experiment=table2_inpainting" in message
+    message = _refused("fill_baselines", ["debug=smoke", "data.batchsize=4"], capsys)
+    assert "Did you mean data.batch_size?" in message
+
+
 def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):
     assert "scores no biharmonic baseline" in _refused("fill_baselines", ["experiment=table5_classification", "debug=smoke"],
                                                        capsys)
