@@ -132,7 +132,8 @@ def resolve_pretrained(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, A
     run = find_pretraining_run(cfg, needs)
     command = pretraining_command(cfg, needs, overrides)
     if run is None and needs.get("make_if_missing"):
-        print(f"\nNo pretraining run found below {cfg.get('runs_root') or 'outputs'}: making it first with\n  "
+        print(f"\nNo pretraining run found below {cfg.get('runs_root') or 'outputs'} (runs placed elsewhere with "
+              "hydra.run.dir= are not searched: pretrained=<their .ckpt> names one): making it first with\n  "
               f"{shlex.join(command)}\n", flush=True)
         made = subprocess.run([sys.executable, str(TRAIN_SCRIPT), *command[2:]], cwd=os.getcwd())
         if made.returncode != 0:
@@ -146,7 +147,8 @@ def resolve_pretrained(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, A
         raise ValueError(
             f"pretrained=auto found no completed pretraining run below {where} with {wanted} "
             f"(the same trunk as this run: mixer, widths, depth, image size). Make it first:\n  {shlex.join(command)}\n"
-            "then run this command again; or give pretrained=<file.ckpt>, or pretrained=null to train from scratch."
+            "then run this command again; or give pretrained=<file.ckpt> (a run placed elsewhere with hydra.run.dir= is "
+            "not searched), or pretrained=null to train from scratch."
         )
     return {"checkpoint": run["best_checkpoint"], "how": "auto", "run_dir": run.get("run_dir"),
             "experiment": run.get("experiment"), "paper_row": run.get("paper_row"),

@@ -139,8 +139,8 @@ def test_fewshot_demo_makes_its_pretraining_run_first(train, tmp_path):
     shows both; nothing goes to the default outputs/ (the README's `make fewshot-demo` test covers that one)."""
     result = train("experiment=fewshot_demo", "debug=smoke", "runs_root=mine", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("No pretraining run found below mine: making it first with\n  python train.py debug=smoke runs_root=mine"
-            in result.stdout)
+    assert "No pretraining run found below mine (runs placed elsewhere with hydra.run.dir= are not searched" in result.stdout
+    assert "making it first with\n  python train.py debug=smoke runs_root=mine" in result.stdout
     assert not (tmp_path / "outputs").exists()
     (pretraining,) = find_runs(tmp_path / "mine" / "runs", task="inpainting")
     (sweep_dir,) = (tmp_path / "mine" / "multirun").glob("*/*_fewshot_demo")
