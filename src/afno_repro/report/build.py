@@ -252,8 +252,10 @@ def _mixer_warning(runs: list[dict[str, Any]], label: Callable[[dict[str, Any]],
     measured = ""
     if activity.get("num_images"):
         measured = f", measured on {activity['num_images']} {activity.get('split', '')} images at the end of training"
-    names = ", ".join(dict.fromkeys(label(run) for run in off))  # in table order, each once
-    return [f"AFNO mixer effectively off in {len(off)} run(s) ({names}): softshrink zeroes over {above:.0%} of the "
+    names = list(dict.fromkeys(label(run) for run in off))  # in table order, each once
+    counted = (f"{len(off)} run{'s' * (len(off) != 1)}" if len(names) == len(off)
+               else f"{len(off)} runs of {len(names)} point{'s' * (len(names) != 1)}")  # seeds repeat a point
+    return [f"AFNO mixer effectively off in {counted} ({', '.join(names)}): softshrink zeroes over {above:.0%} of the "
             f"spectrum{measured}. Their numbers measure the network around the mixer, not AFNO."]
 
 

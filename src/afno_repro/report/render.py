@@ -21,11 +21,15 @@ def format_number(value: Any, spec: str = ".2f", missing: str = "") -> str:
     -------
     >>> format_number(23.456), format_number(None, missing="n/a"), format_number(-1.25, "+.1f"), format_number(32)
     ('23.46', 'n/a', '-1.2', '32')
+    >>> format_number(-0.0004)
+    '0.00'
     """
     if value is None:
         return missing
     if isinstance(value, float):
-        return format(value, spec)
+        text = format(value, spec)
+        # A value that rounds to zero is 0, not "-0.00" (a fitted exponent of -0.0004).
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
     return str(value)
 
 
