@@ -454,3 +454,18 @@ def test_paper_numbers_keep_the_decimals_the_paper_prints():
     assert ssim == 0.92 and format_printed(ssim, 4) == "0.920" and f"{ssim:g}" == "0.920"
     assert format_printed(paper_results()["table3_fewshot_miou"]["afno"]["ade_cars"], 2) == "49.60"
     assert format_printed(paper_results()["table2_inpainting"]["afno"]["psnr"], 2) == "27.05"
+
+
+def test_the_report_says_which_commits_devices_and_torch_made_its_numbers(tmp_path):
+    # Each run records them; the page a reader shares said none of it, so runs of two commits read as one.
+    root = tmp_path / "runs"
+    for commit, device in (("a954512f2d82164713e1d6eadc94e54c6194b10f", "cpu"),
+                           ("b8a6757c0ffee0000000000000000000000000000-dirty", "cuda (NVIDIA H200)")):
+        _record(root, "table2_inpainting", "table2/afno", "inpainting", {"psnr": 13.05, "ssim": 0.43, "num_images": 4},
+                git_commit=commit, precision={"device": device}, versions={"torch": "2.14.1"})
+    index = build_report(root, tmp_path / "report", wandb_mode="disabled")
+    markdown = (index.parent / "index.md").read_text()
+    assert "Made at mixed commits (a954512: 1 run, b8a6757-dirty: 1 run: compare their numbers with care)" in markdown
+    assert "on cpu: 1 run, cuda (NVIDIA H200): 1 run, with torch 2.14.1 (2 runs); report built 20" in markdown
+    made = json.loads((index.parent / "report.json").read_text())["provenance"]
+    assert made["commits"] == {"a954512": 1, "b8a6757-dirty": 1} and "Made at mixed commits" in index.read_text()
