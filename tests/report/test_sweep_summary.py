@@ -153,3 +153,20 @@ def test_the_reading_names_the_steps_the_walk_took_at_the_runs_size():
     assert describe_reading(small).startswith("token grid, 64 steps (3136 at 224, by area), clip, brush 1")
     full = InpaintingDataModule(image_size=224, batch_size=4, mask={"grid": "token", "steps_scaling": "area"}).reading()
     assert describe_reading(full).startswith("token grid, 3136 steps, clip")
+
+
+def test_an_accuracy_in_the_summary_and_the_run_s_table_has_the_decimals_its_images_give():
+    # Top-1 on 50 images moves in steps of 2 points: "80.00" claimed two decimals it has not got.
+    from afno_repro.runs.record import summary_text
+    from afno_repro.tasks.classification import ClassificationTask
+
+    reported = [item.as_dict() for item in ClassificationTask.reported]
+    run = {"paper_row": "table5/afno", "mixer": "afno", "status": "completed", "paper": paper_numbers("table5/afno"),
+           "reported": reported, "task": "classification", "data": "lfw",
+           "result": {"top1": 80.0, "top5": 96.0, "num_images": 50}, "test": {"num_images": 50},
+           "baselines": {"majority": {"top1": 50.0, "top5": 100.0, "num_images": 50}}}
+    (line,) = [line for line in format_table([run]).splitlines() if line.startswith("| table5/afno")]
+    cells = [cell.strip() for cell in line.split("|")]
+    assert "80" in cells and "96" in cells and "80.00" not in cells
+    text = summary_text({**run, "run_dir": "/runs/x"})
+    assert "    80" in text and "80.00" not in text and "50.00" not in text, text  # the run's row and the majority class

@@ -216,7 +216,7 @@ def baseline_rows(names: Sequence[str], runs: list[dict[str, Any]], metrics: Seq
             scores = (run.get("baselines") or {}).get(name)
             if not scores:
                 continue
-            values = tuple(format_number(scores.get(m.key), f".{m.digits}f") for m in metrics)
+            values = tuple(format_number(scores.get(m.key), f".{m.shown_digits(scores.get('num_images'))}f") for m in metrics)
             groups.setdefault((run.get(where) if where else None, values, scores.get("num_images")), []).append(run)
         if not groups:
             absent.append(name)
@@ -279,12 +279,12 @@ def _run_table(table: Table, ctx: _Context) -> _Parts:
         if seeds:
             row["seed"] = run.get("seed")
         for metric in metrics:
-            ours = result.get(metric.key)
-            row[metric.label] = format_number(ours, f".{metric.digits}f")
+            ours, digits = result.get(metric.key), metric.shown_digits(result.get("num_images"))
+            row[metric.label] = format_number(ours, f".{digits}f")
             row[f"paper {metric.label}"] = format_printed(paper.get(metric.key), metric.digits)
             if comparable:  # a difference only where the paper's number can be compared with ours
                 delta = run.get("comparable") == "yes" and ours is not None and paper.get(metric.key) is not None
-                row[f"delta {metric.label}"] = f"{ours - paper[metric.key]:+.{metric.digits}f}" if delta else ""
+                row[f"delta {metric.label}"] = f"{ours - paper[metric.key]:+.{digits}f}" if delta else ""
         row.update(after)
         if flagged:
             row["flag"] = mixer_off(run) or ""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from afno_repro.report.render import share_digits
+
 __all__ = ["BASELINES", "DECLARED", "Borrowed", "Declaration", "Metric", "Scatter", "Sweep", "Table", "borrowed_by"]
 
 
@@ -22,6 +24,8 @@ class Metric:
     ``min_classes``: the column is shown only when every run's task has at least this many classes
     (a top-5 accuracy over 5 or fewer classes is 100% for any model). ``min_span``: the smallest
     range a figure's axis of this metric is drawn over, so that noise is never blown up into a trend.
+    ``per_image``: a share of the images in percent (an accuracy), which moves in steps of ``100 / images``:
+    it is shown with no more decimals than that step has (:meth:`shown_digits`).
     """
 
     key: str
@@ -29,13 +33,24 @@ class Metric:
     digits: int
     min_classes: int = 0
     min_span: float = 0.0
+    per_image: bool = False
+
+    def shown_digits(self, num_images: Any = None) -> int:
+        """The decimals this metric is shown with, scored on ``num_images`` images.
+
+        >>> TOP1.shown_digits(50), TOP1.shown_digits(200), TOP1.shown_digits(50_000), TOP1.shown_digits(None)
+        (0, 1, 2, 2)
+        >>> PSNR.shown_digits(4)
+        2
+        """
+        return share_digits(self.digits, num_images) if self.per_image else self.digits
 
 
 PSNR = Metric("psnr", "PSNR (dB)", 2, min_span=1.0)
 SSIM = Metric("ssim", "SSIM", 4, min_span=0.05)
 MIOU = Metric("miou", "mIoU (%)", 2, min_span=2.0)
-TOP1 = Metric("top1", "top-1 (%)", 2, min_span=2.0)
-TOP5 = Metric("top5", "top-5 (%)", 2, min_classes=6, min_span=2.0)
+TOP1 = Metric("top1", "top-1 (%)", 2, min_span=2.0, per_image=True)
+TOP5 = Metric("top5", "top-5 (%)", 2, min_classes=6, min_span=2.0, per_image=True)
 
 # Each baseline a task scores on the very images (and masks) its model is scored on, as metrics.json names it.
 BASELINES = {

@@ -7,6 +7,8 @@ tables all write numbers with :func:`format_number`; the report's figures are dr
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,18 @@ def format_number(value: Any, spec: str = ".2f", missing: str = "") -> str:
         # A value that rounds to zero is 0, not "-0.00" (a fitted exponent of -0.0004).
         return text[1:] if text.startswith("-") and float(text) == 0 else text
     return str(value)
+
+
+def share_digits(digits: int, num_images: Any) -> int:
+    """The decimals a share of ``num_images`` images in percent (an accuracy) is shown with: at most ``digits``, and
+    no more than its step of ``100 / num_images`` points has (50 images: steps of 2 points, so none).
+
+    >>> share_digits(2, 50), share_digits(2, 200), share_digits(2, 50_000), share_digits(2, None)
+    (0, 1, 2, 2)
+    """
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images <= 0:
+        return digits
+    return min(digits, max(0, math.ceil(-math.log10(100 / num_images))))
 
 
 def format_printed(value: Any, digits: int, missing: str = "") -> str:

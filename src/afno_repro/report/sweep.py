@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.paper import paper_results
-from afno_repro.report.render import format_number, format_printed
+from afno_repro.report.render import format_number, format_printed, share_digits
 from afno_repro.runs import find_runs
 from afno_repro.runs.record import write_json
 
@@ -224,9 +224,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         # Significant digits: a smoke model's 0.0046 GFLOPs is not 0.00.
         cells = [label, format_number(r.get("params_m"), ".3g"), format_number(r.get("gflops"), ".3g")]
         for item in reported:
-            value = format_number(result.get(item["key"]), f".{item['digits']}f")
+            digits = share_digits(item["digits"], result.get("num_images")) if item.get("per_image") else item["digits"]
+            value = format_number(result.get(item["key"]), f".{digits}f")
             if result.get(f"{item['key']}_std") is not None:
-                value += f" ± {result[item['key'] + '_std']:.{item['digits']}f}"
+                value += f" ± {result[item['key'] + '_std']:.{digits}f}"
             cells += [value, format_printed(paper.get(item["key"]), item["digits"])]
         cells.append(str(result.get("num_images") or ""))
         if with_masks:

@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from afno_repro.report.render import format_number
+from afno_repro.report.render import format_number, share_digits
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -270,8 +270,13 @@ def summary_text(summary: dict[str, Any], *, show_init: bool = True) -> str:
         f"{'method':<40}" + "".join(f"{item['label']:>12}" for item in reported),
     ]
 
+    def digits(item: dict[str, Any], values: dict[str, Any]) -> int:
+        # An accuracy on n images moves in steps of 100/n points: no more decimals than that (50 images: none).
+        images = values.get("num_images", test.get("num_images"))
+        return share_digits(item["digits"], images) if item.get("per_image") else item["digits"]
+
     def row(name: str, values: dict[str, Any]) -> str:
-        cells = (format_number(values.get(item["key"]), f".{item['digits']}f", "n/a") for item in reported)
+        cells = (format_number(values.get(item["key"]), f".{digits(item, values)}f", "n/a") for item in reported)
         return f"{name:<40}" + "".join(f"{cell:>12}" for cell in cells)
 
     cached = []

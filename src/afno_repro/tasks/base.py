@@ -68,17 +68,19 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass(frozen=True)
 class Reported:
-    """One number a task reports: logged as ``test/<key>``, shown under ``label`` with ``digits``.
+    """One number a task reports: logged as ``test/<key>``, shown under ``label`` with ``digits``; ``per_image``: a
+    share of the images in percent (an accuracy), shown with no more decimals than its step of ``100 / images``.
 
     Example
     -------
     >>> Reported("miou", "mIoU (%)", 2).as_dict()
-    {'key': 'miou', 'label': 'mIoU (%)', 'digits': 2}
+    {'key': 'miou', 'label': 'mIoU (%)', 'digits': 2, 'per_image': False}
     """
 
     key: str
     label: str
     digits: int
+    per_image: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -152,7 +152,7 @@ class ClassificationTask(PaperTask):
 
     task_name = "classification"
     selection_metric = ("val/top1", "max")
-    reported = (Reported("top1", "top-1 (%)", 2), Reported("top5", "top-5 (%)", 2))
+    reported = (Reported("top1", "top-1 (%)", 2, per_image=True), Reported("top5", "top-5 (%)", 2, per_image=True))
 
     def __init__(
         self,
