@@ -119,6 +119,8 @@ def test_figure1s_summary_says_its_b3_points_are_table4s_runs(tmp_path, capsys):
         SweepSummary().on_multirun_end(config)
         summary = (sweep / "summary.md").read_text()
         printed = capsys.readouterr().out
+        # The file says what it is and what made its numbers (the run record here names no commit).
+        assert summary.startswith(f"# Sweep {experiment}: 1 run in {sweep}\n\nMade at commit unknown (1 run)")
         if experiment == "fig1_trunks":
             assert summary.rstrip().endswith(
                 "Not in this sweep: the figure's points of table4/efficient_attention, table4/gfn, table4/afno are "

@@ -38,7 +38,7 @@ from afno_repro.report.declared import BASELINES, DECLARED, Borrowed, Declaratio
 from afno_repro.report.flags import SMOKE_LABEL, figure_title, is_smoke, mixer_off
 from afno_repro.report.render import format_number, format_printed, pyplot, save_figure
 from afno_repro.report.sections import Section
-from afno_repro.report.sweep import collect, comparison_note, describe_reading
+from afno_repro.report.sweep import collect, comparison_note, describe_reading, provenance
 from afno_repro.report.write import BASELINE_PREFIX, log_to_wandb, write_html, write_markdown
 
 
@@ -778,35 +778,6 @@ def table_sections(runs: list[dict[str, Any]], *, scaling: dict[str, Any] | None
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def provenance(runs: Sequence[dict[str, Any]], built: str | None = None) -> dict[str, Any]:
-    """What the report's numbers were made with, from the runs' own records: commits, devices and torch versions,
-    each with its count of runs (several commits are said to be mixed), and when the report was built.
-
-    >>> made = provenance([{"git_commit": "a954512f2d", "precision": {"device": "cpu"}, "versions": {"torch": "2.14.1"}},
-    ...                    {"git_commit": "b8a6757aa1", "precision": {"device": "cpu"}, "versions": {"torch": "2.14.1"}}],
-    ...                   built="2026-12-06 05:00 UTC")
-    >>> print(made["sentence"])
-    Made at mixed commits (a954512: 1 run, b8a6757: 1 run: compare their numbers with care), on cpu (2 runs), with torch 2.14.1 (2 runs); report built 2026-12-06 05:00 UTC.
-    """
-    import datetime
-    from collections import Counter
-
-    def counted(values: Counter) -> str:
-        return ", ".join(f"{value}: {count} run{'s' * (count != 1)}" if len(values) > 1 else f"{value} ({count} run{'s' * (count != 1)})"
-                         for value, count in values.most_common())
-
-    commits = Counter(str(run.get("git_commit") or "unknown")[:7] + ("-dirty" if str(run.get("git_commit", "")).endswith("-dirty") else "")
-                      for run in runs)
-    devices = Counter(str((run.get("precision") or {}).get("device") or "unknown") for run in runs)
-    torches = Counter(str((run.get("versions") or {}).get("torch") or "unknown") for run in runs)
-    built = built or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    at = (f"mixed commits ({counted(commits)}: compare their numbers with care)" if len(commits) > 1
-          else f"commit {counted(commits)}")
-    sentence = (f"Made at {at}, on {counted(devices)}, with torch {counted(torches)}; report built {built}." if runs
-                else f"Report built {built}.")
-    return {"commits": dict(commits), "devices": dict(devices), "torch": dict(torches), "built": built, "sentence": sentence}
-
-
 def build_report(root: Path, out_dir: Path, *, scaling: dict[str, Any] | None = None, extra: Sequence[Section] = (),
                  plan: list[dict[str, Any]] | None = None, wandb_mode: str = "offline",
                  smoke: bool | None = None) -> Path:

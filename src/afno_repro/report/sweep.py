@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from afno_repro.paper import paper_results
+from afno_repro.report.flags import is_smoke
 from afno_repro.report.render import format_number, format_printed, share_digits
 from afno_repro.runs import find_runs
 from afno_repro.runs.record import write_json
@@ -31,7 +32,7 @@ from afno_repro.runs.record import write_json
 log = logging.getLogger(__name__)
 
 __all__ = ["SweepSummary", "borrowed_note", "collect", "comparability", "describe_reading", "format_table", "paper_keys",
-           "paper_numbers"]
+           "paper_numbers", "provenance"]
 
 # (paper table as configs/paper_model names it, task) -> the section of paper_results.yaml and, per
 # reported metric, its key in the row ("{column}" is the run's paper column, e.g. celeba_faces).
@@ -281,6 +282,35 @@ def borrowed_note(experiment: str | None) -> str | None:
     return f"Not in this sweep: {'; '.join(sentences)}; the report (make reproduce-all) draws them beside these."
 
 
+def provenance(runs: Sequence[dict[str, Any]], built: str | None = None) -> dict[str, Any]:
+    """What the report's numbers were made with, from the runs' own records: commits, devices and torch versions,
+    each with its count of runs (several commits are said to be mixed), and when the report was built.
+
+    >>> made = provenance([{"git_commit": "a954512f2d", "precision": {"device": "cpu"}, "versions": {"torch": "2.14.1"}},
+    ...                    {"git_commit": "b8a6757aa1", "precision": {"device": "cpu"}, "versions": {"torch": "2.14.1"}}],
+    ...                   built="2026-12-06 05:00 UTC")
+    >>> print(made["sentence"])
+    Made at mixed commits (a954512: 1 run, b8a6757: 1 run: compare their numbers with care), on cpu (2 runs), with torch 2.14.1 (2 runs); report built 2026-12-06 05:00 UTC.
+    """
+    import datetime
+    from collections import Counter
+
+    def counted(values: Counter) -> str:
+        return ", ".join(f"{value}: {count} run{'s' * (count != 1)}" if len(values) > 1 else f"{value} ({count} run{'s' * (count != 1)})"
+                         for value, count in values.most_common())
+
+    commits = Counter(str(run.get("git_commit") or "unknown")[:7] + ("-dirty" if str(run.get("git_commit", "")).endswith("-dirty") else "")
+                      for run in runs)
+    devices = Counter(str((run.get("precision") or {}).get("device") or "unknown") for run in runs)
+    torches = Counter(str((run.get("versions") or {}).get("torch") or "unknown") for run in runs)
+    built = built or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    at = (f"mixed commits ({counted(commits)}: compare their numbers with care)" if len(commits) > 1
+          else f"commit {counted(commits)}")
+    sentence = (f"Made at {at}, on {counted(devices)}, with torch {counted(torches)}; report built {built}." if runs
+                else f"Report built {built}.")
+    return {"commits": dict(commits), "devices": dict(devices), "torch": dict(torches), "built": built, "sentence": sentence}
+
+
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, tabulate its runs (``summary.md`` / ``summary.json``).
 
@@ -296,10 +326,14 @@ class SweepSummary(Callback):
                   "says why.", file=sys.stderr, flush=True)
             sys.exit(1)
         table = format_table(rows)
-        note = borrowed_note(OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None))
+        experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+        note = borrowed_note(experiment)
         if note:
             table += f"\n\n{note}"
-        (sweep_dir / "summary.md").write_text(table + "\n")
+        # The file is read apart from this run's output: it says what it is, and what made its numbers.
+        smoke = "Smoke scale (debug=smoke): a pipeline check, numbers not comparable with the paper. " if is_smoke(rows) else ""
+        head = f"# Sweep {experiment or 'without an experiment'}: {len(rows)} run{'s' * (len(rows) != 1)} in {sweep_dir}"
+        (sweep_dir / "summary.md").write_text(f"{head}\n\n{smoke}{provenance(rows)['sentence']}\n\n{table}\n")
         write_json(sweep_dir / "summary.json", rows)  # strict JSON (a NaN metric as null), never half written
         print(f"\nSweep summary ({len(rows)} run{'s' * (len(rows) != 1)}, {sweep_dir}):\n{table}\n", flush=True)
         failed = [r.get("run_dir", "?") for r in rows if r.get("status") != "completed"]
