@@ -21,6 +21,9 @@ class Printed(float):
     >>> value = Printed(0.92, "0.920")
     >>> value == 0.92, value.decimals, str(value), f"{value:g}", f"{value:.1f}"
     (True, 3, '0.920', '0.920', '0.9')
+    >>> import copy, pickle
+    >>> str(copy.deepcopy(value)), str(pickle.loads(pickle.dumps(value)))
+    ('0.920', '0.920')
     """
 
     decimals: int | None
@@ -32,6 +35,9 @@ class Printed(float):
         plain = text.lstrip("+-").replace("_", "")
         number.decimals = len(plain.split(".")[1]) if "." in plain and not any(c in plain for c in "eEnN") else None
         return number
+
+    def __getnewargs__(self) -> tuple[float, str]:  # copy and pickle rebuild it with its text
+        return float(self), self.text
 
     def __str__(self) -> str:
         return self.text
