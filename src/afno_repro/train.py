@@ -307,6 +307,7 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> Built
     # Plain containers, not DictConfigs: the DataModule's hyperparameters go into checkpoints,
     # which must load with torch.load(weights_only=True).
     datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.check_files()  # a wrong data.root, named before the model is built (seconds at paper size)
     backbone = instantiate(cfg.backbone)
     if load_init and init is not None:
         init["head_initialised"] = load_pretrained_backbone(backbone, init["checkpoint"])

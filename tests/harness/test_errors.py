@@ -48,6 +48,30 @@ def test_nonexistent_and_empty_data_root(tmp_path, capsys):
     assert "empty" in err and "train" in err
 
 
+@pytest.mark.parametrize(("experiment", "expected"), [
+    ("table2_inpainting", "has no 'train' folder"),
+    ("table5_classification", "has no 'train' folder"),
+    ("table3_fewshot", "DatasetGAN"),
+    ("table4_cityscapes", "is not a Cityscapes folder: leftImg8bit/ and gtFine/ missing"),
+])
+def test_a_folder_without_the_layout_is_named_before_the_model_is_built(experiment, expected, tmp_path, capsys,
+                                                                        monkeypatch):
+    """An existing folder that lacks the data's layout (the wrong level of the tree, say) is named by the data
+    module's listing before the backbone is built, its FLOPs counted or a logger started (ViT-B/4: ~7 s here)."""
+    import afno_repro.train as train
+
+    built = []
+    real_instantiate = train.instantiate
+    monkeypatch.setattr(train, "instantiate", lambda config, *a, **k: (built.append(str(config.get("_target_"))),
+                                                                        real_instantiate(config, *a, **k))[1])
+    (tmp_path / "wrong_level").mkdir()
+    err = _user_error([f"experiment={experiment}", f"data.root={tmp_path / 'wrong_level'}", "logger=csv",
+                       "pretrained=null"], tmp_path, capsys)
+    assert expected in err and str(tmp_path / "wrong_level") in err
+    assert not any("models" in target for target in built), built
+    assert not (tmp_path / "run" / "csv").exists()
+
+
 def test_image_size_not_divisible_by_patch(tmp_path, capsys):
     err = _user_error([*SMOKE, "data.image_size=30", "backbone.img_size=30"], tmp_path, capsys)
     assert "30" in err and "4" in err

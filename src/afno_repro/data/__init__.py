@@ -22,7 +22,8 @@ Where things are (one job per module):
 
 Where a new dataset goes: one small class, registered with
 ``@register_dataset(kind, name)`` in the module of its family (or a file of its own imported
-below), that knows only its layout on disk, its class names and how to read a split (see
+below), that knows only its layout on disk (``check()``: its folders listed, no image read, which the
+DataModule's ``check_files()`` runs before the model is built), its class names and how to read a split (see
 :class:`~afno_repro.data.segmentation.DDPMSegmentation` or
 :class:`~afno_repro.data.classification.LFWFaces`), plus one YAML file in ``configs/data/``
 naming the DataModule and ``source: <name>``. Augmentation, splits, seeding and loading are the

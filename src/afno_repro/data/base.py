@@ -95,6 +95,12 @@ class DataModuleBase(pl.LightningDataModule):
         """Build the datasets (``train_set`` and the evaluation ones); called once, by :meth:`setup`."""
         raise NotImplementedError(f"{type(self).__name__} must define build()")
 
+    def check_files(self) -> None:
+        """Check that ``data.root`` holds this module's layout, listing folders but reading no image: the run
+        calls it before the model is built, so a wrong folder is named in a second, not after the model is built,
+        its FLOPs counted and W&B started. Raises :class:`~afno_repro.data.errors.DataError` naming the folder;
+        data that is not on disk (the embedded sources) has nothing to check."""
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.build()

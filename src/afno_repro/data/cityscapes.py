@@ -229,6 +229,11 @@ class CityscapesRelease:
     def __init__(self, root: str, base_size: tuple[int, int]) -> None:
         self.root = root
 
+    def check(self) -> None:
+        """The file pairs of both splits listed (a few thousand names, no image read)."""
+        for split in ("train", "val"):
+            cityscapes_files(self.root, split)
+
     def load(self, split: str) -> list[tuple[Path, Path]]:
         """The ``(image, labelIds)`` file pairs of ``split``, for :func:`load_cityscapes_pair`."""
         return cityscapes_files(self.root, split)
@@ -244,6 +249,9 @@ class EmbeddedStreets:
 
     def __init__(self, root: None, base_size: tuple[int, int]) -> None:
         self.base_size = base_size
+
+    def check(self) -> None:
+        """Nothing on disk."""
 
     def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Uint8 images and int64 train ids of ``split``, held in memory."""
@@ -410,6 +418,9 @@ class CityscapesDataModule(DataModuleBase):
     @classmethod
     def run_label(cls, options: Mapping[str, Any]) -> str | None:
         return get_dataset_class(options.get("source", "cityscapes"), "cityscapes").label
+
+    def check_files(self) -> None:
+        self.dataset.check()
 
     def build(self) -> None:
         options = dict(base_size=self.base_size, crop_size=self.crop_size, ratio_range=self.ratio_range,

@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from afno_repro.data.base import DataModuleBase, evenly_spaced
 from afno_repro.data.errors import DataError
 from afno_repro.data.files import load_image_uint8
-from afno_repro.data.imagenet import IMAGENET_ARCHIVE, class_folders, make_selection, scan
+from afno_repro.data.imagenet import IMAGENET_ARCHIVE, check_layout, class_folders, make_selection, scan
 from afno_repro.data.masks import derive_seed
 from afno_repro.data.registry import get_dataset_class, list_datasets, register_dataset
 from afno_repro.data.sampling import MAX_SEED, global_random_state, process_group
@@ -202,6 +202,9 @@ class LFWFaces:
         self.classes = list(LFW_CLASSES)
         self.loader = _load_pil
 
+    def check(self) -> None:
+        """Nothing on disk."""
+
     def load(self) -> tuple[list, list, list[str]]:
         """``(train, val, names)``: ``(image, label)`` pairs, and a pseudo path
         ``train/<class>/<position>`` per training image (the held-out slice is drawn per class)."""
@@ -223,6 +226,10 @@ class ImageNetClasses:
         self.root = root
         self.classes: list[str] | None = None
         self.loader = partial(_load_pil, max_pixels=max_image_pixels)
+
+    def check(self) -> None:
+        """The layout's folders, no file listed (:meth:`ClassificationDataModule.check_files`)."""
+        check_layout(self.root, "train", "val")
 
     def load(self) -> tuple[list, list, list[str]]:
         """``(train, val, names)``: ``(path, class index)`` samples, and the training files
@@ -500,6 +507,9 @@ class ClassificationDataModule(DataModuleBase):
         return options.get("source", "lfw")
 
     # --- datasets ------------------------------------------------------------------------
+    def check_files(self) -> None:
+        self.dataset.check()
+
     def build(self) -> None:
         train, val, names = self.dataset.load()
         if self.dataset.files_on_disk:

@@ -51,6 +51,7 @@ __all__ = [
     "IMAGENET_ARCHIVE",
     "ImageNetTransform",
     "SPLITS",
+    "check_layout",
     "class_folders",
     "load_subset",
     "make_selection",
@@ -156,14 +157,10 @@ def _require_every_class(directory, class_to_idx, samples, extensions) -> None:
     )
 
 
-def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The ImageNet folder scanner: class folders and ``(path, class index)`` samples of ``splits``.
-
-    The classes are the sorted class folders of the first split; every other split must have the
-    same ones (the class index is the position in that list). Raises :class:`DataError` naming the
-    folder when the root or a split folder is missing or unreadable, the splits' class folders
-    differ, or a class folder holds no image; naming the link when a directory link loops or one
-    file is reached through two paths (within a split or across them).
+def check_layout(root: str | os.PathLike, *splits: str) -> tuple[dict[str, Path], list[str], dict[str, int]]:
+    """The folders of ``splits`` and their class folders, checked without listing a file: the split folders
+    exist and every split has the first split's class folders. Returns the split folders, the sorted
+    classes and their indices. Raises :class:`DataError` naming the folder (as :func:`scan`, which calls it).
     """
     folders = {split: _split_dir(root, split) for split in splits}
     found = {}
@@ -183,6 +180,19 @@ def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, li
                 f"{len(other)}, and they must be the same wnids (the class index is the position in the sorted list). "
                 f"Expected the layout {_LAYOUT}; restore or remove the folder."
             )
+    return folders, classes, class_to_idx
+
+
+def scan(root: str | os.PathLike, *splits: str) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """The ImageNet folder scanner: class folders and ``(path, class index)`` samples of ``splits``.
+
+    The classes are the sorted class folders of the first split; every other split must have the
+    same ones (the class index is the position in that list). Raises :class:`DataError` naming the
+    folder when the root or a split folder is missing or unreadable, the splits' class folders
+    differ (:func:`check_layout`), or a class folder holds no image; naming the link when a directory
+    link loops or one file is reached through two paths (within a split or across them).
+    """
+    folders, classes, class_to_idx = check_layout(root, *splits)
     samples = {split: _make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS) for split, folder in folders.items()}
     # A file of one split linked into another would be scored on after being trained on.
     require_distinct((path for split in splits for path, _ in samples[split]), f"ImageNet root {str(root)!r} ({' and '.join(splits)})")

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from afno_repro.data.base import DataModuleBase, evenly_spaced
 from afno_repro.data.embedded import PHOTO_SPLITS, SkimagePhotos
 from afno_repro.data.errors import DataError
-from afno_repro.data.imagenet import ImageNetFolder, load_subset, make_selection, make_subset, save_subset
+from afno_repro.data.imagenet import ImageNetFolder, check_layout, load_subset, make_selection, make_subset, save_subset
 from afno_repro.data.masks import RandomWalkMask, derive_seed, masked_fraction
 from afno_repro.data.registry import get_dataset_class
 from afno_repro.data.sampling import item_generator
@@ -238,6 +238,10 @@ class InpaintingDataModule(DataModuleBase):
     @classmethod
     def run_label(cls, options: Mapping[str, Any]) -> str | None:
         return options.get("name")
+
+    def check_files(self) -> None:
+        if self.name != "skimage":
+            check_layout(self.root, "train", "val")
 
     def build(self) -> None:
         heldout = self.selection == "heldout"

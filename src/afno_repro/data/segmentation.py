@@ -445,6 +445,9 @@ class EmbeddedShapes:
         self.described: dict[str, Any] = {}
         self.preprocessing: dict[str, Any] = {}
 
+    def check(self) -> None:
+        """Nothing on disk."""
+
     def load(self, split: str, image_size: int, min_class_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and masks of ``split``, drawn at ``image_size`` (exact masks: nothing to clean)."""
         return make_shapes(split, image_size)
@@ -478,6 +481,11 @@ class DatasetGAN:
             "release": f"DatasetGAN's release (its {'training_data' if split == 'train' else 'testing_data'}/ folder)",
         }
         return _load_pairs(datasetgan_files(self.root, self.category, split), image_size, min_class_pixels, options)
+
+    def check(self) -> None:
+        """Both splits' file pairs listed, none read."""
+        for split in ("train", "test"):
+            datasetgan_files(self.root, self.category, split)
 
 
 @register_dataset("segmentation", "ddpm")
@@ -521,6 +529,11 @@ class DDPMSegmentation:
         if self.images:  # the release's interpreter takes the first N in sorted order
             files = files[: self.images[split]]
         return _load_pairs(files, image_size, min_class_pixels, options)
+
+    def check(self) -> None:
+        """Both splits' file pairs listed, none read."""
+        for split in ("train", "test"):
+            ddpm_files(self.root, self.name, split)
 
 
 def _load_pairs(files: list[tuple[Path, Path]], image_size: int, min_class_pixels: int, options: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -670,6 +683,9 @@ class FewShotSegmentationDataModule(DataModuleBase):
             "num_folds": self.num_folds,
             **self.dataset.preprocessing,
         }
+
+    def check_files(self) -> None:
+        self.dataset.check()
 
     def build(self) -> None:
         train = self.dataset.load("train", self.image_size, self.min_class_pixels)
