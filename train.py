@@ -9,8 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from afno_repro.config import (missing_paper_row, override_syntax_message, unknown_choice, unknown_key,  # also registers
-                               without_row_sweep)  # the configs' resolvers
+from afno_repro.config import (ignored_output_dir, missing_paper_row, override_syntax_message,  # also registers the
+                               unknown_choice, unknown_key, without_row_sweep)  # configs' resolvers
 from afno_repro.console import quiet_third_party_noise
 
 
@@ -25,7 +25,7 @@ if __name__ == "__main__":
     # syntax errors name its parser's states rather than the fix, and a misspelt key gets no closest key.
     arguments = sys.argv[1:]
     if (message := override_syntax_message(arguments) or unknown_choice(arguments) or missing_paper_row(arguments)
-            or unknown_key(arguments)) is not None:
+            or unknown_key(arguments) or ignored_output_dir(arguments)) is not None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     # Lightning and torch come in only now: the checks above need neither, so a typo is refused in a fraction

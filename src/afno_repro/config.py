@@ -41,8 +41,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from afno_repro.releases import DATASETGAN_CLASSES
 
-__all__ = ["CONFIG_DIR", "compose", "equal_params_width", "fill_computed", "missing_paper_row", "override_syntax_message",
-           "paper_rows", "sweep_points", "unknown_choice", "unknown_key", "without_row_sweep"]
+__all__ = ["CONFIG_DIR", "compose", "declares_multirun", "equal_params_width", "fill_computed", "ignored_output_dir",
+           "missing_paper_row", "override_syntax_message", "paper_rows", "sweep_points", "sweep_reason", "unknown_choice",
+           "unknown_key", "without_row_sweep"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -376,8 +377,7 @@ def without_row_sweep(arguments: Sequence[str]) -> list[str]:
         return list(arguments)
     if any(arg.split("=", 1)[0].lstrip("+~") == "hydra.sweeper.params.paper_model" for arg in arguments):
         return list(arguments)
-    experiments = [value for arg in arguments if arg.lstrip("+").startswith("experiment=")
-                   for value in arg.split("=", 1)[1].split(",")]
+    experiments = _experiments(arguments)
     if not experiments:
         return list(arguments)
     try:
@@ -385,6 +385,62 @@ def without_row_sweep(arguments: Sequence[str]) -> list[str]:
     except Exception:  # noqa: BLE001 - an experiment that does not compose is Hydra's to name, as before
         return list(arguments)
     return [*arguments, "~hydra.sweeper.params.paper_model"] if sweeps_rows else list(arguments)
+
+
+def declares_multirun(experiment: str) -> bool:
+    """Whether ``experiment`` is a sweep even without ``-m`` (its config sets ``hydra.mode: MULTIRUN``, as
+    ``fewshot_demo`` does)."""
+    return _declared("experiment", experiment, r"(?m)^\s+mode:\s*(MULTIRUN)\s*(?:#.*)?$",
+                     r"^defaults:\s*\n\s*-\s*(\w+)\s*$") is not None
+
+
+def _experiments(arguments: Sequence[str]) -> list[str]:
+    return [value for arg in arguments if arg.lstrip("+").startswith("experiment=") for value in arg.split("=", 1)[1].split(",")]
+
+
+def sweep_reason(arguments: Sequence[str]) -> str | None:
+    """Why ``python train.py <arguments>`` is a sweep (Hydra's multirun): the ``-m`` or ``hydra.mode=MULTIRUN`` it
+    gives, or an experiment that declares it; None for one run (also where ``hydra.mode=RUN`` overrides that)."""
+    for arg in arguments:
+        if arg in ("-m", "--multirun") or arg.lstrip("+") == "hydra.mode=MULTIRUN":
+            return f"`{arg}`"
+    if any(arg.lstrip("+") == "hydra.mode=RUN" for arg in arguments):
+        return None
+    declared = [experiment for experiment in _experiments(arguments) if declares_multirun(experiment)]
+    return f"experiment={declared[0]} sets hydra.mode: MULTIRUN" if declared else None
+
+
+def ignored_output_dir(arguments: Sequence[str]) -> str | None:
+    """A run folder Hydra would ignore, said before anything runs: ``hydra.run.dir`` given to a sweep (its runs go
+    under ``hydra.sweep.dir``) or ``hydra.sweep.dir`` to one run (it goes to ``hydra.run.dir``). Hydra reads each
+    silently, and the runs landed under ``outputs/`` instead, where the user was not looking.
+
+    >>> ignored_output_dir(["-m", "mixer=afno,gfn", "hydra.run.dir=/x"])  # doctest: +ELLIPSIS
+    'hydra.run.dir=/x would be ignored: this command is a sweep (`-m`)... give hydra.sweep.dir=/x instead.'
+    >>> ignored_output_dir(["experiment=fewshot_demo", "hydra.run.dir=/x"])  # doctest: +ELLIPSIS
+    '... a sweep (experiment=fewshot_demo sets hydra.mode: MULTIRUN)... give hydra.sweep.dir=/x instead (or hydra.mode=RUN ...'
+    >>> ignored_output_dir(["hydra.sweep.dir=/x"])  # doctest: +ELLIPSIS
+    'hydra.sweep.dir=/x would be ignored: this command is one run, ... give hydra.run.dir=/x instead, or add -m ...'
+    >>> ignored_output_dir(["-m", "hydra.sweep.dir=/x"]), ignored_output_dir(["hydra.run.dir=/x"])
+    (None, None)
+    """
+    given = {}
+    for arg in arguments:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir"):
+            given[key.lstrip("+")] = value
+    why = sweep_reason(arguments)
+    if why and "hydra.run.dir" in given and "hydra.sweep.dir" not in given:
+        value = given["hydra.run.dir"]
+        one_run = (" (or hydra.mode=RUN for one run of it in that folder)" if why.startswith("experiment=") else "")
+        return (f"hydra.run.dir={value} would be ignored: this command is a sweep ({why}), whose runs go to numbered "
+                f"folders under hydra.sweep.dir; give hydra.sweep.dir={value} instead{one_run}.")
+    if not why and "hydra.sweep.dir" in given and "hydra.run.dir" not in given:
+        value = given["hydra.sweep.dir"]
+        return (f"hydra.sweep.dir={value} would be ignored: this command is one run, which goes to hydra.run.dir; "
+                f"give hydra.run.dir={value} instead, or add -m to run a sweep (its runs go to numbered folders under "
+                "hydra.sweep.dir).")
+    return None
 
 
 def equal_params_width(depth: int, base_dim: int, base_blocks: int, blocks: int) -> int:

@@ -194,6 +194,35 @@ def test_a_misspelt_key_through_the_command_line_exits_2(train):
         in result.stderr
 
 
+def test_a_run_folder_hydra_would_ignore_is_refused_before_anything_runs(train, tmp_path):
+    """fewshot_demo is a sweep by itself: Hydra ignored a hydra.run.dir given to it (and a hydra.sweep.dir given to
+    one run) without a word, and the runs landed in outputs/ of the working folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = train("experiment=fewshot_demo", f"hydra.run.dir={tmp_path / 'mine'}", cwd=cwd)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: hydra.run.dir={tmp_path / 'mine'} would be ignored: this command is a sweep (experiment=fewshot_demo "
+        "sets hydra.mode: MULTIRUN), whose runs go to numbered folders under hydra.sweep.dir; give "
+        f"hydra.sweep.dir={tmp_path / 'mine'} instead (or hydra.mode=RUN for one run of it in that folder).")
+    result = train("debug=smoke", f"hydra.sweep.dir={tmp_path / 'mine'}", cwd=cwd)
+    assert result.returncode == 2 and f"give hydra.run.dir={tmp_path / 'mine'} instead, or add -m" in result.stderr
+    assert not (tmp_path / "mine").exists() and not any(cwd.iterdir())
+
+
+def test_the_resume_command_of_a_run_in_a_sweep_resumes_it_in_its_own_folder():
+    """The command an interrupted run prints: for a job of fewshot_demo (a sweep by itself) it says hydra.mode=RUN,
+    else Hydra ignored its hydra.run.dir (and train.py now refuses it); a job of a -m sweep needs nothing more."""
+    from afno_repro.config import ignored_output_dir
+    from afno_repro.runs import resume_command
+
+    demo = resume_command(["experiment=fewshot_demo", "pretrained=null"], "/r/checkpoints/last.ckpt", "/r")
+    assert demo == ("python train.py experiment=fewshot_demo pretrained=null ckpt_path=/r/checkpoints/last.ckpt "
+                    "hydra.run.dir=/r hydra.mode=RUN")
+    table = resume_command(["experiment=table2_inpainting", "paper_model=table2/afno"], "/r/last.ckpt", "/r")
+    assert table == "python train.py experiment=table2_inpainting paper_model=table2/afno ckpt_path=/r/last.ckpt hydra.run.dir=/r"
+    assert ignored_output_dir(demo.split()[2:]) is None and ignored_output_dir(table.split()[2:]) is None
+
 
 def test_a_null_callback_or_logger_is_switched_off_and_a_non_config_entry_is_refused(tmp_path, capsys):
     # <group>.<name>=null is the usual way to switch one callback or logger off (it was an AttributeError).

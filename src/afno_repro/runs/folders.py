@@ -292,7 +292,11 @@ def _refuse(message: str | None) -> None:
 
 
 def resume_command(overrides: list[str], last_checkpoint: str | Path, run_dir: str | Path) -> str:
-    """The command that resumes a run in its own folder from ``last_checkpoint``."""
-    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-    words = ["python", "train.py", *kept, f"ckpt_path={last_checkpoint}", f"hydra.run.dir={run_dir}"]
+    """The command that resumes a run in its own folder from ``last_checkpoint``: one run (``hydra.mode=RUN`` where
+    its experiment is a sweep by itself, as ``fewshot_demo`` is, which would otherwise ignore ``hydra.run.dir``)."""
+    from afno_repro.config import sweep_reason
+
+    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "hydra.run.dir=", "hydra.mode="))]
+    one_run = ["hydra.mode=RUN"] if sweep_reason(kept) else []
+    words = ["python", "train.py", *kept, f"ckpt_path={last_checkpoint}", f"hydra.run.dir={run_dir}", *one_run]
     return " ".join(shlex.quote(word) for word in words)
