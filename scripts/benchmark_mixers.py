@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afno_repro.cli import available_device, output_file, positive_int, user_errors
+from afno_repro.cli import available_device, device_name, output_file, positive_int, user_errors
 from afno_repro.mixers import build_mixer
 from afno_repro.mixers.afno import AFNO2D
 
@@ -242,8 +242,8 @@ def main(argv=None) -> int:
         ("k=8 bf16 autocast", {"num_blocks": 8}, True),
         ("k=1 bf16 autocast", {"num_blocks": 1}, True),
     ]
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.threads} threads"
-    print(f"AFNO forward+backward, batch {args.batch}, grid {grid[0]}x{grid[1]}, d={dim}, {args.device} ({where}), "
+    where = device_name(args.device, args.threads)
+    print(f"AFNO forward+backward, batch {args.batch}, grid {grid[0]}x{grid[1]}, d={dim}, {where}, "
           f"median of {args.repeats}, torch {torch.__version__}, float32 matmul {args.matmul_precision}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
           + (f", nvidia-physicsnemo {peer_version}" if peer_version else ""))

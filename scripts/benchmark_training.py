@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from afno_repro.cli import available_device, output_file, positive_int, user_errors
+from afno_repro.cli import available_device, device_name, output_file, positive_int, user_errors
 from afno_repro.report.render import format_number
 
 EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = numerics["trainer"]
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
     peak = None if args.memory_only else peak_tflops(device, dtype)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = device_name(str(device))
     rate = ("activations only, nothing timed" if peak is None else
             f"measured {'bf16' if dtype == torch.bfloat16 else 'float32'} matmul peak {peak:.3g} TFLOP/s")
     print(f"training step per row: {name}, {precision}, float32 matmul {numerics['float32_matmul']}, torch {torch.__version__}, "

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from afno_repro.analysis import DataDependentShapeError, count_flops, count_params
-from afno_repro.cli import UsageError, positive_float, positive_int, resident_bytes, user_errors
+from afno_repro.cli import UsageError, device_name, positive_float, positive_int, resident_bytes, user_errors
 from afno_repro.config import CONFIG_DIR, compose, paper_rows, sweep_points
 from afno_repro.mixers import build_mixer, list_mixers
 from afno_repro.paper import paper_results
@@ -347,7 +347,7 @@ def scaling_study(
             "time": _slope([c["tokens"] for c in done], [c["seconds"] for c in done]),
             "memory": _slope([c["tokens"] for c in done], [max(c["peak_mib"], 1e-3) for c in done]),
         }
-    return {"cases": cases, "exponents": exponents}
+    return {"cases": cases, "exponents": exponents, "device": device_name("cpu", threads), "torch": torch.__version__}
 
 
 def format_scaling(study: dict[str, Any]) -> str:
@@ -361,7 +361,7 @@ def format_scaling(study: dict[str, Any]) -> str:
     for name, p in study["exponents"].items():
         lines.append(f"  {name:<10} time {format_number(p['time'], '.2f', '-')}   memory {format_number(p['memory'], '.2f', '-')}")
     lines.append(
-        f"(batch 1, width {study['cases'][0]['dim']}, {study['cases'][0]['threads']} thread(s); time = best of the "
+        f"(batch 1, width {study['cases'][0]['dim']}, on {study['device']}, torch {study['torch']}; time = best of the "
         "timed forward+backward passes; memory = peak RSS of a forked child minus its RSS before the first pass)"
     )
     return "\n".join(lines)

@@ -31,8 +31,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["UsageError", "available_device", "available_ram_bytes", "nonnegative_int", "output_file", "positive_float",
-           "positive_int", "resident_bytes", "usable_cores", "user_errors", "whole_number_at_least"]
+__all__ = ["UsageError", "available_device", "available_ram_bytes", "device_name", "nonnegative_int", "output_file",
+           "positive_float", "positive_int", "resident_bytes", "usable_cores", "user_errors", "whole_number_at_least"]
 
 
 class UsageError(ValueError):
@@ -116,6 +116,38 @@ def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, e.g. under ``taskset`` or a Slurm
     allocation), not the machine's count."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def processor_name() -> str:
+    """The CPU's model as the system names it (``model name`` of ``/proc/cpuinfo``), else its architecture."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: str = "cpu", threads: int | None = None) -> str:
+    """The device a measurement ran on, in the words a reader compares timings by: ``cuda: <GPU name>``, or
+    ``cpu: <model>, <threads> thread(s) of <usable> usable core(s)`` (``threads``: the intra-op threads the
+    measurement used, torch's count when not given).
+
+    >>> device_name("cpu", threads=1).startswith("cpu: ") and ", 1 thread of " in device_name("cpu", threads=1)
+    True
+    """
+    import torch
+
+    if str(device).startswith("cuda"):
+        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
+    threads = torch.get_num_threads() if threads is None else threads
+    cores = usable_cores()
+    return (f"cpu: {processor_name()}, {threads} thread{'s' if threads != 1 else ''} of {cores} usable "
+            f"core{'s' if cores != 1 else ''}")
 
 
 def resident_bytes() -> int:

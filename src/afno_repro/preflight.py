@@ -58,6 +58,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from afno_repro.cli import device_name
 from afno_repro.releases import PAPER_TRAIN_IMAGES
 
 __all__ = ["ASSUMED_GPU", "PAPER_TRAIN_IMAGES", "PreflightError", "format_table", "paper_train_images", "preflight",
@@ -594,12 +595,12 @@ def preflight(rows: Sequence[tuple[str, list[str]]], *, data_roots: dict[str, st
         printer(f"preflight: writing synthetic {', '.join(missing)} in the real layouts under {work_dir / 'data'} "
                 "(pass the dataset folders to measure on the real files)")
         given.update(write_layouts(work_dir / "data", missing))
-    device_name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    measured_on = device_name(device)
     commit = _git_commit()
     started = time.time()
     records, seen = [], {}
     memory = "CUDA allocator peak" if device == "cuda" else resident_tracks_live_memory()
-    result = {"device": device_name, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
+    result = {"device": measured_on, "torch": torch.__version__, "warmup": warmup, "steps": steps, "batch": batch,
               "memory_measure": memory,
               "overrides": list(extra),
               "data": (f"synthetic {', '.join(missing)} in the real layouts" if missing else "the given dataset folders")

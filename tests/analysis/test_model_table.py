@@ -110,6 +110,9 @@ def test_scaling_study_fits_exponents_and_skips_cases_over_budget(model_table):
     assert all(case["seconds"] > 0 and case["peak_mib"] >= 0 for case in measured)
     assert study["exponents"]["gfn"]["time"] is not None
     assert "does not fit" in model_table.format_scaling(study)
+    # Its timings say what timed them: one thread (the default) of this machine's CPU, and torch's version.
+    assert study["device"].startswith("cpu: ") and ", 1 thread of " in study["device"]
+    assert f"on {study['device']}, torch {model_table.torch.__version__}" in model_table.format_scaling(study)
 
 
 def test_afno_conv1d_skip_reading_adds_n_c_squared_per_layer():
