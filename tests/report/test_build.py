@@ -97,7 +97,8 @@ def tree(tmp_path):
 SCALING = {"cases": [{"mixer": m, "grid": g, "tokens": g * g, "dim": 64, "threads": 1, "seconds": 1e-3 * g ** p,
                       "peak_mib": 10.0 * g, "does_not_fit": None} for m, p in (("attention", 4), ("afno", 2))
                      for g in (4, 8)],
-           "exponents": {"attention": {"time": 2.0, "memory": 0.5}, "afno": {"time": 1.0, "memory": 0.5}}}
+           "exponents": {"attention": {"time": 2.0, "memory": 0.5}, "afno": {"time": 1.0, "memory": 0.5}},
+           "device": "cpu: AMD EPYC 7B13, 1 thread of 2 usable cores", "torch": "2.14.1"}
 
 
 @pytest.fixture
@@ -143,6 +144,22 @@ def test_every_section_in_the_papers_order_with_the_papers_numbers(report):
     for figure in ("table1_scaling.png", "figure1_miou_vs_params.png", "figure4_ablations.png"):
         assert (report["index"].parent / "figures" / figure).read_bytes()[:8] == PNG
         assert f'src="figures/{figure}"' in report["html"]
+
+
+def test_tables_are_captioned_in_a_readers_words_and_table_1_says_where_it_was_timed(report, tree, tmp_path):
+    """A table's caption was its internal key (``*table1_exponents*``); Table 1's timings did not say their device."""
+    markdown = report["markdown"]
+    assert "*table1_exponents*" not in markdown and "*table1_cases*" not in markdown
+    assert ("*Each case: one mixer's forward+backward at batch 1, width 64, on cpu: AMD EPYC 7B13, 1 thread of 2 "
+            "usable cores, torch 2.14.1*") in markdown
+    assert "*`fig4_sparsity`: PSNR (dB) against the sparsity threshold lambda*" in markdown
+    assert '<p class="caption"><code>fig4_blocks</code>: PSNR (dB) against the number of blocks k</p>' in report["html"]
+    assert report["sections"]["table1"]["captions"]["table1_exponents"].startswith("Growth exponent p")
+    # A study written before it recorded its device says so, not nothing.
+    older = {key: value for key, value in SCALING.items() if key not in ("device", "torch")}
+    index = build_report(tree, tmp_path / "older", scaling=older, wandb_mode="disabled")
+    assert "width 64, on a device the study did not record (rerun it to have it named)*" in \
+        (index.parent / "index.md").read_text()
 
 
 def test_every_tasks_table_ends_with_its_baselines_on_the_same_images(report):

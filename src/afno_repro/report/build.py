@@ -28,6 +28,7 @@ What the renderer refuses to let a reader misread:
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +81,17 @@ def run_command(run: dict[str, Any]) -> str:
 def _small(value: float, digits: int) -> str:
     """A difference at the table's digits, or at two significant digits when it would round to zero.
 
-    >>> _small(0.00093, 2), _small(0.5, 2), _small(0.0, 2)
-    ('0.00093', '0.50', '0 (equal)')
+    Written out, never in exponent notation (a reader of a table row does not parse ``3.3e-05``).
+
+    >>> _small(0.00093, 2), _small(0.5, 2), _small(0.0, 2), _small(-3.3e-05, 2)
+    ('0.00093', '0.50', '0 (equal)', '-0.000033')
     """
     if value == 0:
         return "0 (equal)"
-    return f"{value:.2g}" if 0 < abs(value) < 0.5 * 10 ** -digits else f"{value:.{digits}f}"
+    if abs(value) < 0.5 * 10 ** -digits:
+        rounded = float(f"{value:.2g}")  # two significant digits
+        return f"{rounded:.{1 - math.floor(math.log10(abs(rounded)))}f}"
+    return f"{value:.{digits}f}"
 
 
 def _row_name(run: dict[str, Any]) -> str:
@@ -147,6 +153,7 @@ class _Parts:
     figures: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
 
 
 def _dataset(run: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +306,9 @@ def _run_table(table: Table, ctx: _Context) -> _Parts:
         row["command"] = run_command(run)
         rows.append(row)
     baselines, baseline_notes = baseline_rows(table.baselines, runs, metrics, table.distinct_data)
-    return _Parts(tables={table.name or "": rows + baselines}, warnings=_mixer_warning(runs) + identical_notes,
+    captions = {table.name: f"`{table.experiment}`: {', '.join(metric.label for metric in metrics)}"} if table.name else {}
+    return _Parts(tables={table.name or "": rows + baselines}, captions=captions,
+                  warnings=_mixer_warning(runs) + identical_notes,
                   notes=_not_run(table.experiment, runs, ctx) + notes + baseline_notes + _comparable_note(runs))
 
 
@@ -454,6 +463,7 @@ def _sweeps(declaration: Declaration, ctx: _Context) -> _Parts:
         metrics = [sweep.metric]
         baselines, baseline_notes = baseline_rows(sweep.baselines, runs, metrics, None, key=sweep.option)
         parts.tables[name] = _sweep_table(sweep, points, best) + baselines
+        parts.captions[name] = f"`{sweep.experiment}`: {sweep.metric.label} against the {sweep.xlabel}"
         parts.warnings += [w for w in _mixer_warning(runs, lambda run: f"{sweep.experiment} {sweep.option}="
                                                      f"{(run.get('mixer_options') or {}).get(sweep.option)}")
                            if w not in parts.warnings]
@@ -681,7 +691,15 @@ def _table1(ctx: _Context) -> _Parts | str:
                      "test the measuring, not Table 1's formulas. `python scripts/model_table.py --scaling` (its "
                      "default grids, what SCALE=paper runs) measures them.")
     figure = _plot_scaling(scaling, ctx, ctx.figures / "table1_scaling.png")
-    return _Parts(tables={"table1_exponents": exponents, "table1_cases": cases}, figures=[figure], notes=notes)
+    width = scaling["cases"][0]["dim"] if scaling["cases"] else "?"
+    # A study written before the device was recorded says so rather than leave its timings without one.
+    where = (f"on {scaling['device']}, torch {scaling.get('torch', '?')}" if scaling.get("device") else
+             "on a device the study did not record (rerun it to have it named)")
+    captions = {"table1_exponents": "Growth exponent p of each mixer's cost ~ tokens^p, fitted to the cases below, "
+                                    "beside Table 1's formulas",
+                "table1_cases": f"Each case: one mixer's forward+backward at batch 1, width {width}, {where}"}
+    return _Parts(tables={"table1_exponents": exponents, "table1_cases": cases}, figures=[figure], notes=notes,
+                  captions=captions)
 
 
 def _plot_scaling(scaling: dict[str, Any], ctx: _Context, path: Path) -> Path:
@@ -742,7 +760,7 @@ def render(declaration: Declaration, runs: list[dict[str, Any]], *, figures: Pat
         if isinstance(parts, str):
             return Section(declaration.key, title, declaration.intro, missing=parts, banner=banner)
         return Section(declaration.key, title, declaration.intro, tables=parts.tables, figures=parts.figures,
-                       notes=parts.notes, banner=banner)
+                       notes=parts.notes, banner=banner, captions=parts.captions)
     if not mine:
         return Section(declaration.key, title, declaration.intro, missing=_missing(experiments[0], ctx.plan), banner=banner)
     parts = _Parts()
@@ -752,6 +770,7 @@ def render(declaration: Declaration, runs: list[dict[str, Any]], *, figures: Pat
     for piece in pieces:
         for name, rows in piece.tables.items():
             parts.tables[name or declaration.key] = rows
+        parts.captions.update(piece.captions)
         parts.figures += piece.figures
         parts.warnings += [w for w in piece.warnings if w not in parts.warnings]
         parts.notes += [n for n in piece.notes if n not in parts.notes]
@@ -762,7 +781,7 @@ def render(declaration: Declaration, runs: list[dict[str, Any]], *, figures: Pat
     made = [e for e in dict.fromkeys(experiments + borrowed) if _of(runs, e)]
     intro = f"{declaration.intro} {_plan_command(plan, *made)}"
     return Section(declaration.key, title, intro, tables=parts.tables, figures=parts.figures, notes=parts.notes,
-                   warnings=parts.warnings, banner=banner)
+                   warnings=parts.warnings, banner=banner, captions=parts.captions)
 
 
 def table_sections(runs: list[dict[str, Any]], *, scaling: dict[str, Any] | None, out_dir: Path,
@@ -825,7 +844,7 @@ def build_report(root: Path, out_dir: Path, *, scaling: dict[str, Any] | None = 
     (out_dir / "report.json").write_text(json.dumps(
         {"root": str(root), "runs": len(runs), "completed": completed, "smoke": smoke, "provenance": made,
          "sections": [{"key": s.key, "title": s.title, "banner": s.banner, "intro": s.intro, "warnings": s.warnings,
-                       "tables": s.tables, "figures": [str(Path(f).relative_to(out_dir)) for f in s.figures],
+                       "tables": s.tables, "captions": s.captions, "figures": [str(Path(f).relative_to(out_dir)) for f in s.figures],
                        "notes": s.notes, "missing": s.missing} for s in sections]}, indent=1, default=str) + "\n")
     log_to_wandb(sections, out_dir, wandb_mode)
     return index

@@ -26,7 +26,10 @@ class Section:
     intro: Markdown paragraph(s) above the tables: the reading used, the command that made it,
         and why numbers differ from the paper's where they cannot match.
     tables: named tables, each a list of rows (dicts with the same keys, in column order); written
-        as Markdown/HTML tables and logged as W&B tables.
+        as Markdown/HTML tables and logged as W&B tables (the name is the W&B table's).
+    captions: the line above a table, by table name, in a reader's words; a table without one is
+        captioned with its name (an experiment, as ``python train.py experiment=<name>`` runs it), and a
+        section's only table, named after the section, with nothing (its heading says it).
     figures: PNG files (already written inside the report folder), shown below the tables.
     notes: one-line remarks shown under the tables (e.g. a row's reason for not being comparable).
     missing: why the section has no numbers yet (e.g. the experiment has not run), or None.
@@ -39,6 +42,7 @@ class Section:
     title: str
     intro: str = ""
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: str | None = None

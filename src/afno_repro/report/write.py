@@ -79,7 +79,8 @@ def _view(sections: Sequence[Section], folder: Path) -> list[dict[str, Any]]:
             cells = [{"baseline": _is_baseline(row),
                       "cells": [str(row.get(c) if row.get(c) is not None else "") for c in columns]} for row in rows]
             # A section's only table is named after the section: its heading says it already.
-            tables.append({"caption": None if name == section.key else name,
+            caption = section.captions.get(name) or (None if name == section.key else f"`{name}`")
+            tables.append({"caption": caption,
                            "shared": _shared_line(shared) if shared else None, "columns": columns, "rows": cells})
         view.append({"key": section.key, "title": section.title, "short": section.title.split(":")[0],
                      "banner": section.banner, "intro": section.intro, "missing": section.missing,
