@@ -7,6 +7,7 @@ sweeps run as printed in tests/test_readme.py.)"""
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -163,6 +164,40 @@ def _what_trains(cfg: DictConfig, point: tuple[str, ...]) -> str:
     if source := _pretraining(cfg, point):
         container["starts_from"] = _what_trains(_composed(*source), source[1])
     return json.dumps(kept(container), sort_keys=True, default=str)
+
+
+def test_every_swept_mixer_option_reaches_every_mixer_of_the_model_built_at_the_papers_size():
+    """A sweep over a mixer option (Figure 4's lambda and k) measures what it says only if each point's value reaches
+    every block's mixer; at smoke size two points can score alike whether it did or not. Each point's backbone,
+    built at the paper's size on the meta device (no memory, ~0.5 s), holds its point's value in every mixer."""
+    import torch
+    import yaml
+    from hydra.utils import instantiate
+
+    from afno_repro.mixers import get_mixer_spec, list_mixers
+
+    classes = tuple({get_mixer_spec(name).cls for name in list_mixers()})
+    checked = []
+    # The experiments whose sweeps name a mixer option (composing the others' points costs ~1 s each); the count
+    # below fails if one is missed.
+    sweeping = [e for e in EXPERIMENTS if re.search(r"^\s+mixer\.\w+:", (CONFIG_DIR / "experiment" / f"{e}.yaml").read_text(), re.M)]
+    for experiment in sweeping:
+        for point in sweep_points(experiment):
+            swept = {key.removeprefix("mixer."): yaml.safe_load(value)
+                     for key, _, value in (override.partition("=") for override in point) if key.startswith("mixer.")}
+            if not swept:
+                continue
+            cfg = _composed(experiment, tuple(point))
+            with torch.device("meta"):
+                backbone = instantiate(cfg.backbone)
+            mixers = [module for module in backbone.modules() if isinstance(module, classes)]
+            assert len(mixers) == cfg.backbone.depth, (experiment, point)
+            for key, value in swept.items():
+                held = {getattr(mixer, key, "(no such attribute)") for mixer in mixers}
+                assert held == {value}, (experiment, point, key, held)
+            checked.append((experiment, *point))
+    # Figure 4's three sweeps: 6 lambdas, 6 lambdas finetuned, 7 block counts.
+    assert len(checked) == 19, checked
 
 
 def test_the_paper_plan_never_trains_the_same_run_twice(tmp_path):
