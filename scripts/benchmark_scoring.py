@@ -257,10 +257,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="images per batch (default: the task's evaluation batch: 1 Cityscapes crop, 8 otherwise)")
     parser.add_argument("--threads", type=nonnegative_int, default=0, help="torch threads in each measuring child (0: torch's)")
     parser.add_argument("--slow-path", action="store_true", help="also score one Cityscapes label the old way")
-    parser.add_argument("--workers", type=positive_int, nargs="*", default=[1, 2],
-                        help="inpainting: also score with the biharmonic fills in this many worker processes (each count)")
+    parser.add_argument("--workers", type=positive_int, nargs="*",
+                        help="inpainting: also score with the biharmonic fills in this many worker processes (each "
+                             "count; default 1 2)")
     parser.add_argument("--json", type=output_file, help="write the results to this file too")
     args = parser.parse_args(argv)
+    # An option for a task not measured was ignored without a word.
+    for flag, given, task in (("--slow-path", args.slow_path, "cityscapes"), ("--workers", args.workers is not None, "inpainting")):
+        if given and task not in args.tasks:
+            parser.error(f"{flag} applies to the {task} task, which --tasks {' '.join(args.tasks)} leaves out; add {task} "
+                         f"to --tasks, or leave {flag} out.")
+    args.workers = [1, 2] if args.workers is None else args.workers
 
     rows = []
     print(f"{'task':<11} {'what':<86} {'seconds':>8} {'peak GB':>8} {'x forward':>10}", flush=True)

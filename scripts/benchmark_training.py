@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from afno_repro.cli import available_device, device_name, output_file, positive_int, user_errors
+from afno_repro.cli import UsageError, available_device, device_name, output_file, positive_int, user_errors
 from afno_repro.report.render import format_number
 
 EXPERIMENTS = ("table2_inpainting", "table4_pretrain", "table4_cityscapes", "table5_classification")
@@ -234,18 +234,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="debug=smoke's shrunk models and batches (a CPU check of the script)")
     parser.add_argument("--json", type=output_file, help="write the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.compile and args.memory_only:
+        parser.error("--compile times the compiled step, and --memory-only times nothing: give one of them.")
     rows = [(experiment, [*overrides, *args.override]) for experiment, overrides in rows_of(args.experiments, args.smoke, args.rows)]
     if not rows:
         parser.error(f"argument --rows: {' '.join(args.rows)} matches no row of {', '.join(args.experiments)}; a word "
                      "matches a row when it appears in the row's overrides (e.g. afno, attention, paper_model=table2/afno).")
     from afno_repro.analysis.complexity import count_flops
-    from afno_repro.config import compose
+    from afno_repro.config import compose, overrides_message
     from afno_repro.precision import apply_precision, resolve_precision
     from afno_repro.train import check_values
     from hydra.utils import instantiate
 
     # A value every run would refuse (data.batch_size=-1 was measured and reported as out of memory): named
     # before anything is measured, as train.py names it.
+    if message := overrides_message(args.override, command="python scripts/benchmark_training.py --override"):
+        raise UsageError(f"--override: {message}")
     configs = [compose(overrides, output_dir="outputs/benchmark_training") for _, overrides in rows]
     for cfg in configs:
         check_values(cfg, on_this_machine=False)

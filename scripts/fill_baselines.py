@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from afno_repro.config import compose, override_syntax_message, unknown_choice, unknown_key
+    from afno_repro.config import compose, overrides_message
+    from afno_repro.runs import unwritable_message
     from afno_repro.tasks.baselines import BiharmonicPool
     from afno_repro.tasks.fill_cache import FillCache
 
     # The overrides are train.py's, checked as train.py checks them (a misspelt experiment was Hydra's raw text).
-    message = (override_syntax_message(args.overrides, command="python scripts/fill_baselines.py")
-               or unknown_choice(args.overrides) or unknown_key(args.overrides))
+    message = overrides_message(args.overrides, command="python scripts/fill_baselines.py")
     if message:
         raise UsageError(message)
     with tempfile.TemporaryDirectory() as scratch:
@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.run_baselines or cfg.task.get("baseline_cache") is None:
             raise UsageError("these runs keep no biharmonic fills (run_baselines=false or task.baseline_cache=null): "
                              "drop that override, or there is nothing to fill ahead of them.")
+        from afno_repro.train import check_values
+
+        check_values(cfg, on_this_machine=False)  # the values train.py would refuse for these runs
+        # A fill that cannot be stored is only a warning inside a run; here storing them is the whole job.
+        message = unwritable_message(cfg.task.baseline_cache, "biharmonic fill cache folder",
+                                     "no fill could be stored for the runs to read. Make it writable, or give the "
+                                     "runs' writable runs_root=... (the cache is <runs_root>/cache/biharmonic).")
+        if message:
+            raise UsageError(message)
         datamodule = instantiate(cfg.data, _convert_="all")
         loader = datamodule.test_dataloader()
         cache = FillCache(cfg.task.baseline_cache)

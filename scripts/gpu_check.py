@@ -50,7 +50,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 import benchmark_mixers  # noqa: E402
 import benchmark_training  # noqa: E402
-from afno_repro.cli import available_device, output_file, user_errors  # noqa: E402
+from afno_repro.cli import available_device, device_name, output_file, user_errors  # noqa: E402
 
 
 SECTIONS = ("mixers", "profile", "widths", "training", "sweep", "train_py", "compiled")
@@ -242,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"argument --work: {blocking} is a file, so the folder {work} cannot be made there; give a "
                      "folder path (it is created if it does not exist).")
     work.mkdir(parents=True, exist_ok=True)
+    if out.is_file() and out.stat().st_size > 0:
+        # The JSON is rewritten as each section ends: an earlier check's results would be gone at the first write.
+        kept = out.with_name(f"{out.stem}.{time.strftime('%Y%m%d-%H%M%S', time.localtime(out.stat().st_mtime))}{out.suffix}")
+        out.rename(kept)
+        print(f"[gpu_check] the earlier check in {out} is kept as {kept}", flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+              "device_name": device_name(args.device),
               "cuda": torch.version.cuda, "smoke": args.smoke}
     _write(out, report)
     # physicsnemo's AFNO2DLayer joins the comparison where its optional extra is installed (never by make install).

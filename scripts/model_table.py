@@ -379,7 +379,9 @@ def _check_scaling_cases(mixers: list[str], grids: list[int], dim: int) -> None:
                 with torch.device("meta"):
                     build_mixer(name, dim, grid_size=(grid, grid))
             except ValueError as error:
-                raise UsageError(f"mixer {name!r} cannot be built at --dim {dim} on a {grid}x{grid} grid: {error}") from None
+                # The mixer's own message names its constructor options, which this script sets from --dim alone.
+                raise UsageError(f"mixer {name!r} cannot be built at --dim {dim} on a {grid}x{grid} grid ({error}); "
+                                 f"give a --dim that its default options divide, e.g. --dim 64.") from None
 
 
 @user_errors
@@ -390,14 +392,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params-only", action="store_true", help="parameter counts only (seconds), no FLOP counting")
     parser.add_argument("--scaling", action="store_true", help="run the scaling study instead of the model table")
     parser.add_argument("--experiment", help="count every run of this experiment's sweep instead (e.g. fig4_blocks)")
-    parser.add_argument("--mixers", nargs="+", default=list(SCALING_MIXERS), help="mixers of the scaling study")
-    parser.add_argument("--grids", nargs="+", type=positive_int, default=list(SCALING_GRIDS), help="token grid sides")
-    parser.add_argument("--dim", type=positive_int, default=64, help="mixer width of the scaling study")
-    parser.add_argument("--repeats", type=positive_int, default=2, help="timed forward+backward passes per case")
-    parser.add_argument("--time-budget", type=positive_float, default=20.0, help="seconds one forward+backward may take")
-    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads of the scaling study")
-    parser.add_argument("--memory-budget", type=positive_float, default=8.0, help="GiB one case may use")
+    # The scaling study's options (None: not given, so that one given without --scaling is named below).
+    scaling_defaults = {"mixers": list(SCALING_MIXERS), "grids": list(SCALING_GRIDS), "dim": 64, "repeats": 2,
+                        "time_budget": 20.0, "threads": 1, "memory_budget": 8.0}
+    parser.add_argument("--mixers", nargs="+", help=f"mixers of the scaling study (default {' '.join(SCALING_MIXERS)})")
+    parser.add_argument("--grids", nargs="+", type=positive_int,
+                        help=f"token grid sides of the scaling study (default {' '.join(map(str, SCALING_GRIDS))})")
+    parser.add_argument("--dim", type=positive_int, help="mixer width of the scaling study (default 64)")
+    parser.add_argument("--repeats", type=positive_int, help="timed forward+backward passes per case (default 2)")
+    parser.add_argument("--time-budget", type=positive_float, help="seconds one forward+backward may take (default 20)")
+    parser.add_argument("--threads", type=positive_int, help="intra-op threads of the scaling study (default 1)")
+    parser.add_argument("--memory-budget", type=positive_float, help="GiB one case may use (default 8)")
     args = parser.parse_args(argv)
+    given = [f"--{key.replace('_', '-')}" for key in scaling_defaults if getattr(args, key) is not None]
+    if given and not args.scaling:
+        # Left unchecked, `--mixers afno --dim 128` printed the whole model table and measured nothing.
+        parser.error(f"{', '.join(given)} only applies with --scaling (the scaling study); add --scaling, or leave it out.")
+    if args.params_only and args.scaling:
+        parser.error("--params-only applies to the model table (parameter counts without FLOPs); the scaling study "
+                     "measures time and memory: give one of them.")
+    for key, default in scaling_defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     # Each picks a different output; one given with another was silently ignored.
     modes = [flag for flag, given in (("--scaling", args.scaling), ("--experiment", args.experiment is not None),
                                       ("--table", args.table is not None)) if given]

@@ -109,6 +109,17 @@ def output_file(text: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{text} cannot be written by this user (permission denied); give a path "
                                          "in a folder you can write.")
+    # os.access answers yes to root everywhere (/proc, /sys, a read-only mount): open it as the script will, and
+    # leave it as it was (an existing file untouched, a new one removed), so the work is not lost at the end.
+    existed = path.exists()
+    try:
+        with open(path, "a" if existed else "x"):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text} cannot be written ({error.strerror or error}); give a path in a "
+                                         "folder you can write.") from None
+    if not existed:
+        path.unlink()
     return path
 
 
@@ -170,11 +181,29 @@ def available_ram_bytes() -> int | None:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
-    types: list[type[BaseException]] = [ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+    types: list[type[BaseException]] = [ValueError, OSError,  # a missing file, a full disk, a read-only folder
                                         ConfigCompositionException, OverrideParseException]
     from afno_repro.failures import UserFacingError  # train.py's own user-facing errors (no Lightning import)
 
     return (*types, UserFacingError)
+
+
+def out_of_memory_message(error: BaseException) -> str | None:
+    """The paragraph for a size this machine cannot hold (torch's allocator failing on the CPU or a GPU), naming
+    the fix; None for any other error.
+
+    >>> out_of_memory_message(RuntimeError("[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: "
+    ...                                    "can't allocate memory: you tried to allocate 400000000000 bytes."))
+    "this size does not fit in this machine's memory (DefaultCPUAllocator: can't allocate memory: you tried to allocate 400000000000 bytes.): give a smaller batch or size (--batch, --size, ...)."
+    """
+    import torch
+
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError) and "can't allocate memory" in text):
+        where = text[text.index("DefaultCPUAllocator"):] if "DefaultCPUAllocator" in text else text
+        return (f"this size does not fit in this machine's memory ({where}): give a smaller batch or size (--batch, "
+                "--size, ...).")
+    return None
 
 
 def user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
@@ -186,6 +215,9 @@ def user_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] 
         try:
             return main(argv)
         except Exception as error:  # noqa: BLE001 - classified here, re-raised when not the user's
+            if (message := out_of_memory_message(error)) is not None:
+                print(f"error: {message}", file=sys.stderr, flush=True)
+                return 2
             if not isinstance(error, _user_error_types()):
                 from afno_repro.failures import user_cause
 

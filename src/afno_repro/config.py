@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from afno_repro.releases import DATASETGAN_CLASSES
 
 __all__ = ["CONFIG_DIR", "compose", "declares_multirun", "equal_params_width", "fill_computed", "ignored_output_dir",
-           "missing_paper_row", "override_syntax_message", "paper_rows", "sweep_points", "sweep_reason", "unknown_choice",
+           "missing_paper_row", "override_syntax_message", "overrides_message", "paper_rows", "sweep_points", "sweep_reason", "unknown_choice",
            "unknown_key", "without_row_sweep"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -244,6 +244,18 @@ _NULL_INSTEAD = {
     "scheduler": "scheduler=none keeps the learning rate constant",
     "logger": "logger=csv logs to CSV files without W&B",
 }
+
+
+def overrides_message(arguments: Sequence[str], command: str = "python train.py") -> str | None:
+    """What is wrong with train.py overrides a script passes on (its syntax, an unknown config name, a misspelt key),
+    in train.py's words; None when they compose.
+
+    >>> overrides_message(["mixer=nosuch"])  # doctest: +ELLIPSIS
+    'mixer=nosuch names no config in configs/mixer/. Options: aff, afno, ...'
+    >>> overrides_message(["mixer=gfn", "seed=1"]) is None
+    True
+    """
+    return override_syntax_message(arguments, command=command) or unknown_choice(arguments) or unknown_key(arguments)
 
 
 def _null_choice(group: str, options: list[str]) -> str:

@@ -92,6 +92,47 @@ def test_every_output_path_is_checked_before_the_work(name, argv, tmp_path, caps
     assert f"mkdir -p {missing.parent}" in message
     assert "is a folder" in _refused(name, [*argv, str(tmp_path)], capsys)
     assert not list(tmp_path.rglob("*.json"))
+    # A path no one can write, whatever the permission bits say (os.access answers yes to root): refused before the
+    # work, not after it with the results lost.
+    assert "/proc/out.json cannot be written" in _refused(name, [*argv, "/proc/out.json"], capsys)
+
+
+def test_an_output_path_that_can_be_written_is_left_as_it_was(tmp_path):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_text("earlier results")
+    assert output_file(str(new)) == new and not new.exists()
+    assert output_file(str(old)) == old and old.read_text() == "earlier results"
+
+
+def test_options_that_would_be_ignored_are_refused(capsys):
+    """Each was accepted and did nothing (exit 0): the study or the part it applies to was not run."""
+    assert "--mixers, --dim only applies with --scaling" in _refused("model_table", ["--mixers", "afno", "--dim", "32"], capsys)
+    assert "--params-only applies to the model table" in _refused("model_table", ["--params-only", "--scaling"], capsys)
+    message = _refused("benchmark_scoring", ["--tasks", "fewshot", "--slow-path"], capsys)
+    assert "--slow-path applies to the cityscapes task, which --tasks fewshot leaves out" in message
+    assert "--workers applies to the inpainting task" in _refused("benchmark_scoring", ["--tasks", "fewshot", "--workers", "3"],
+                                                                   capsys)
+    assert "give one of them" in _refused("benchmark_training", ["--device", "cpu", "--compile", "--memory-only"], capsys)
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("mixer=nosuch", "error: --override: mixer=nosuch names no config in configs/mixer/. Options: aff, afno,"),
+    ("mixer.num_blocks=[x", "is not valid Hydra override syntax"),
+    ("justaword", "`justaword` is not an override"),
+])
+def test_benchmark_training_checks_its_overrides_as_train_py_does(override, says, capsys):
+    # Hydra's raw text before: its config search path, its parser's "no viable alternative at input".
+    message = _refused("benchmark_training", ["--device", "cpu", "--smoke", "--memory-only", "--rows", "afno",
+                                              "--override", override], capsys)
+    assert says in message and "search path" not in message
+
+
+def test_a_size_that_does_not_fit_in_memory_is_one_paragraph(capsys):
+    """Five TB of activations: the allocator's RuntimeError was a traceback; now it names the fix."""
+    status = _script("benchmark_mixers").main(["--quick", "--repeats", "1", "--batch", "100000000"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert "error: this size does not fit in this machine's memory (DefaultCPUAllocator" in err and "smaller batch" in err
 
 
 DEVICES = ["benchmark_mixers", "benchmark_segformer", "benchmark_training", "gpu_check"]
@@ -139,6 +180,17 @@ def test_fill_baselines_checks_its_overrides_as_train_py_does(capsys):
     assert "Did you mean data.batch_size?" in message
 
 
+def test_fill_baselines_refuses_values_train_py_refuses_and_a_cache_it_cannot_write(capsys):
+    """Its whole job is storing fills: with a cache folder it could not write it solved every fill, stored none and
+    said "done: 32 fills solved"; a value every run refuses was a Hydra traceback, or accepted."""
+    message = _refused("fill_baselines", ["debug=smoke", "task.baseline_cache=/proc/fills"], capsys)
+    assert message.startswith("error: cannot create or write the biharmonic fill cache folder /proc/fills")
+    assert "runs_root=" in message
+    assert "data.batch_size='abc' is not valid" in _refused("fill_baselines", ["debug=smoke", "data.batch_size=abc"], capsys)
+    assert "run_baselines='maybe' is not true or false" in _refused("fill_baselines", ["debug=smoke", "run_baselines=maybe"],
+                                                                    capsys)
+
+
 def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):
     assert "scores no biharmonic baseline" in _refused("fill_baselines", ["experiment=table5_classification", "debug=smoke"],
                                                        capsys)
@@ -148,6 +200,19 @@ def test_fill_baselines_refuses_runs_without_fills_to_keep(tmp_path, capsys):
     missing = tmp_path / "imagenet"
     assert str(missing) in _refused("fill_baselines", ["experiment=table2_inpainting", f"data.root={missing}"], capsys)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_gpu_check_keeps_an_earlier_check_it_would_overwrite(tmp_path, capsys):
+    """The JSON is rewritten as each section ends, so a second check into the same --out replaced the first one's
+    results with a header at its first write."""
+    out = tmp_path / "gpu_check.json"
+    out.write_text('{"earlier": "results"}')
+    from gpu_check import SECTIONS
+
+    assert _script("gpu_check").main(["--device", "cpu", "--smoke", "--out", str(out), "--skip", *SECTIONS]) == 0
+    (kept,) = tmp_path.glob("gpu_check.*-*.json")
+    assert kept.read_text() == '{"earlier": "results"}' and f"is kept as {kept}" in capsys.readouterr().out
+    assert '"earlier"' not in out.read_text()
 
 
 def test_gpu_check_work_folder_under_a_file(tmp_path, capsys):

@@ -44,7 +44,8 @@ def find_runs(root: str | Path, *, status: Any = "completed", **fields: Any) -> 
     -------
     list of dict
         The records, each with ``metrics_file`` added, newest (by file time) first. A file that
-        cannot be read as JSON is skipped: it belongs to no finished run.
+        cannot be read as JSON, or is not a run's record (not an object; ``overrides`` that are not a list
+        of words), is skipped: it belongs to no finished run, and its run is done again.
     """
     found = []
     root = Path(root)
@@ -57,6 +58,9 @@ def find_runs(root: str | Path, *, status: Any = "completed", **fields: Any) -> 
         except (OSError, ValueError):
             continue
         if not isinstance(record, dict) or (status is not None and record.get("status") != status):
+            continue
+        overrides = record.get("overrides", [])
+        if not isinstance(overrides, list) or not all(isinstance(word, str) for word in overrides):
             continue
         if all(record.get(key, _ANY) == value for key, value in fields.items()):
             found.append((modified, str(path), {**_relocated(record, path.parent), "metrics_file": str(path)}))
@@ -239,8 +243,9 @@ def resume_mismatch_message(run_dir: str | Path, overrides: list[str]) -> str | 
             "start the changed run in a new folder (leave out `hydra.run.dir=`, or give one that does not exist yet).")
 
 
-def unwritable_message(folder: str | Path, what: str = "run folder") -> str | None:
-    """Why ``folder`` cannot be created or written to, or None when it can."""
+def unwritable_message(folder: str | Path, what: str = "run folder", advice: str | None = None) -> str | None:
+    """Why ``folder`` cannot be created or written to, or None when it can (``advice``: the fix to name, a run's
+    folder options by default)."""
     folder = Path(folder)
     blocking = next((path for path in (folder, *folder.parents) if path.exists() and not path.is_dir()), None)
     if blocking is not None:
@@ -254,9 +259,9 @@ def unwritable_message(folder: str | Path, what: str = "run folder") -> str | No
         probe.unlink()
     except OSError as error:
         return (
-            f"cannot create or write the {what} {folder} ({error.strerror or error}): the run could save no checkpoint "
-            "or result. Make it writable (e.g. `chmod u+w`), or choose another folder (`hydra.run.dir=...` for a run, "
-            "`hydra.sweep.dir=...` for a sweep)."
+            f"cannot create or write the {what} {folder} ({error.strerror or error}): "
+            + (advice or "the run could save no checkpoint or result. Make it writable (e.g. `chmod u+w`), or choose "
+                         "another folder (`hydra.run.dir=...` for a run, `hydra.sweep.dir=...` for a sweep).")
         )
     return None
 
