@@ -68,6 +68,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+from afno_repro.cli import positive_int, user_errors
 from afno_repro.config import sweep_points
 from afno_repro.pipeline_checks import folder_problem, missing_data, override_problem, scale_problem, value_problem
 from afno_repro.report.declared import borrowed_by
@@ -227,7 +228,9 @@ def _same_trunk(run_dir: str | None) -> list[str]:
     """``["pretrained=<checkpoint>"]`` when the run in ``run_dir`` started from a pretraining run's trunk, else []."""
     try:
         init = json.loads((Path(run_dir) / "metrics.json").read_text()).get("init") or {}
-    except (OSError, TypeError, ValueError):
+    except (OSError, TypeError, ValueError, AttributeError):  # AttributeError: a record that is not an object
+        return []
+    if not isinstance(init, dict):
         return []
     return [f"pretrained={init['checkpoint']}"] if init.get("checkpoint") and "backbone.checkpoint" not in str(init.get("how")) else []
 
@@ -298,6 +301,8 @@ def order(needs: dict[str, list[str]]) -> list[str]:
 
 
 def _is_done(point: list[str], records: list[dict[str, Any]]) -> bool:
+    """Whether a record (from :func:`find_runs`, which skips one whose overrides are not a list of words) holds
+    ``point``'s overrides."""
     return any(set(point) <= set(record.get("overrides") or []) for record in records)
 
 
@@ -432,7 +437,15 @@ def _scaling(root: Path, scale: str) -> dict[str, Any]:
     """Table 1's scaling study (``scripts/model_table.py --scaling``), measured once per root."""
     target = root / "table1_scaling" / "scaling.json"
     if target.is_file():
-        return json.loads(target.read_text())
+        try:
+            study = json.loads(target.read_text())
+        except (OSError, ValueError) as error:
+            study = error
+        if isinstance(study, dict) and isinstance(study.get("cases"), list) and isinstance(study.get("exponents"), dict):
+            return study
+        # Measured in minutes and made only here: one cut short or edited is measured again, not shown as missing.
+        print(f"\n{target} is not a scaling study ({study if isinstance(study, Exception) else 'not its shape'}); "
+              "measuring it again.", flush=True)
     command = [sys.executable, str(REPO / "scripts" / "model_table.py"), "--scaling", "--json", *_SCALING_ARGS[scale]]
     print(f"\n==> Table 1 scaling study\n    {shlex.join(['python', *command[1:]])}", flush=True)
     made = subprocess.run(command, capture_output=True, text=True)
@@ -481,9 +494,13 @@ def build_report(root: Path, report_dir: Path, steps: list[Step], scaling: dict[
             and Path(run.get("run_dir") or "").is_relative_to(root / run["experiment"])]
     extra = [figure5_section(table2, figures), figure6_section(afno, figures), resolution_section(table2, figures)]
     if (root / "preflight.json").is_file():
-        from afno_repro.preflight import preflight_section
+        from afno_repro.preflight import preflight_section, read_record
+        from afno_repro.report.sections import Section
 
-        extra.insert(0, preflight_section(json.loads((root / "preflight.json").read_text())))
+        record, problem = read_record(root / "preflight.json")
+        extra.insert(0, preflight_section(record) if record is not None else Section(
+            "preflight", "Preflight: the cost of every paper-scale row", missing=f"{problem}. `python -m "
+            "afno_repro.pipeline --scale paper --preflight` measures it again and replaces it."))
     written = write_report(root, report_dir, scaling=scaling, extra=extra, plan=[s.as_dict() for s in steps],
                            wandb_mode=wandb_mode)
     stamp.write_text(fingerprint)
@@ -529,12 +546,12 @@ def format_preflight_plan(rows: list[tuple[str, list[str]]], device: str, record
 
     lines = [f"preflight plan: {count(len(rows), 'paper-scale row')} on {device}, nothing measured (--dry-run)"]
     lines += [f"  {experiment:<24}{' '.join(point)}" for experiment, point in rows]
-    try:
-        earlier = json.loads(record.read_text())
-    except (OSError, ValueError):
-        earlier = None
+    from afno_repro.preflight import read_record
+
+    earlier, problem = read_record(record)
     if earlier is None:
-        lines.append(f"record: {record} (none yet)")
+        lines.append(f"record: {record} (none yet)" if not record.exists() else
+                     f"record: {problem}; the preflight replaces it")
     else:
         state = "complete" if earlier.get("complete", True) else "incomplete: the same command resumes it"
         lines.append(f"record: {record} ({count(len(earlier.get('rows', [])), 'row')} measured, {state})")
@@ -558,10 +575,6 @@ def _preflight(args: argparse.Namespace, steps: list[Step], root: Path, data_roo
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU here; use --device cpu.", file=sys.stderr)
         return 2
-    for name, value in (("--batch", args.batch), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            print(f"error: {name} {value}: give a positive whole number.", file=sys.stderr)
-            return 2
     # Rows are measured without their pretraining runs: --only names exactly the experiments to measure.
     # A noise step's reruns cost what the rows they repeat cost.
     measured = [step for step in steps if not isinstance(step, NoiseStep) and (not args.only or step.experiment in args.only)]
@@ -605,6 +618,7 @@ def _report_wandb_mode(given: str | None) -> str:
     return given or (environment if environment in ("offline", "online", "disabled") else "offline")
 
 
+@user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m afno_repro.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="paper", choices=SCALES,
@@ -622,9 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "--rows gfn)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="with --preflight: where to measure "
                         "(default cuda when a GPU is visible)")
-    parser.add_argument("--batch", type=int, help="with --preflight: the per-device batch to run (default: the "
+    parser.add_argument("--batch", type=positive_int, help="with --preflight: the per-device batch to run (default: the "
                         "configured one on a GPU, halved until it fits; 1 on a CPU, 2 where Mixup/CutMix pairs images)")
-    parser.add_argument("--steps", type=int, help="with --preflight: timed steps per row after one warm-up "
+    parser.add_argument("--steps", type=positive_int, help="with --preflight: timed steps per row after one warm-up "
                         "(default 5 on a GPU, 1 on a CPU)")
     parser.add_argument("--launcher", help="Hydra launcher for every sweep, e.g. slurm (configs/hydra/launcher)")
     parser.add_argument("--imagenet", help="ImageNet folder (train/, val/) for --scale paper")
@@ -658,6 +672,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: `{taken[0]}`: the pipeline sets runs_root, hydra.sweep.dir and resume for every run itself, from "
               "--root (runs go to <root>/<experiment>/ and resume=auto finishes or skips them). Give --root <folder> "
               "instead.", file=sys.stderr)
+        return 2
+    # Given to every run, one checkpoint would start every finetuning run (and every pretraining run) of the plan.
+    trunk = next((word for word in args.overrides if word.lstrip("+~").startswith("pretrained")), None)
+    if trunk:
+        print(f"error: `{trunk}`: the pipeline starts each finetuning run from its own row's pretraining run "
+              "(pretrained=auto), and an override goes to every run of the plan, pretraining runs included. To finetune "
+              "from one checkpoint, run that experiment yourself: python train.py -m experiment=<name> "
+              "pretrained=<file.ckpt>.", file=sys.stderr)
         return 2
 
     bare = [word for word in args.overrides if "=" not in word and not word.startswith("~")]

@@ -42,7 +42,9 @@ def scale_problem(steps: list[Step], scale: str, root: Path) -> str | None:
 
     for step in steps:
         for record in find_runs(step.sweep_dir, status=None):
-            smoke = "debug=smoke" in (record.get("overrides") or [])
+            if not isinstance(record.get("overrides"), list):
+                continue  # a record without its overrides (cut short, edited) says no scale: its run is done again
+            smoke = "debug=smoke" in record["overrides"]
             if smoke != (scale == "smoke"):
                 found = "smoke-scale (debug=smoke)" if smoke else "paper-scale"
                 return (f"--root {root} already holds {found} runs ({Path(record['metrics_file']).parent}), and this plan is "

@@ -553,17 +553,30 @@ def _quiet() -> Iterator[None]:
 _COMPARABLE = ("device", "torch", "warmup", "steps", "batch", "overrides", "data_roots", "memory_measure")
 
 
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A preflight record (``<root>/preflight.json``) and None, or None and why it is not one (missing, unreadable,
+    cut short, or not the shape :func:`preflight` writes: an object whose ``rows`` is a list of objects)."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except (OSError, ValueError) as error:
+        return None, f"{path} cannot be read as JSON ({error}): it was cut short or is not a preflight record"
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list) \
+            or not all(isinstance(row, dict) for row in record["rows"]):
+        return None, (f"{path} is not a preflight record (an object whose rows are a list of objects, as "
+                      "`python -m afno_repro.pipeline --preflight` writes)")
+    return record, None
+
+
 def _resumable(record_path: Path | None, result: dict[str, Any]) -> dict[str, Any]:
     """Rows of an interrupted preflight at ``record_path`` measured as ``result`` will be (:data:`_COMPARABLE`), by
     cost id; failed rows are measured again (a failure may have been this machine's, not the row's). A kept row
     keeps the commit it was measured at (``code``), and the table's legend names every commit its rows come from."""
     if record_path is None or not record_path.is_file():
         return {}
-    try:
-        earlier = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if earlier.get("complete", True) or any(earlier.get(key) != result[key] for key in _COMPARABLE):
+    earlier, _ = read_record(record_path)  # a record that is not one has nothing to resume; the new one replaces it
+    if earlier is None or earlier.get("complete", True) or any(earlier.get(key) != result[key] for key in _COMPARABLE):
         return {}
     return {r["cost_id"]: r for r in earlier.get("rows", []) if r.get("cost_id") and "error" not in r
             and not r.get("same_cost_as")}

@@ -613,6 +613,51 @@ def test_an_override_the_pipeline_sets_itself_is_refused(override, tmp_path, mon
     assert "Give --root <folder> instead." in err
 
 
+def test_a_checkpoint_for_every_run_is_refused(tmp_path, monkeypatch, capsys):
+    """`pretrained=<file>` went to every run of the plan, the pretraining runs included, and the dry run showed it."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _pipeline(["--scale", "smoke", "--dry-run", "--only", "table3_fewshot",
+                                  f"pretrained={tmp_path / 'x.ckpt'}"], capsys)
+    assert status == 2 and out == "" and err.startswith(f"error: `pretrained={tmp_path / 'x.ckpt'}`: the pipeline starts")
+    assert "python train.py -m experiment=<name> pretrained=<file.ckpt>" in err
+
+
+def test_records_cut_short_or_edited_do_not_stop_the_pipeline(tmp_path, monkeypatch, capsys):
+    """A metrics.json whose overrides are not a list, a preflight.json or scaling.json that is not one: each was a
+    TypeError or AttributeError traceback (or, for a metrics.json without overrides, a wrong diagnosis: "already holds
+    paper-scale runs"). The run is counted as not done, the preflight record named, the scaling study measured again."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    for name, record in (("a", {"status": "completed", "experiment": "table2_inpainting", "overrides": 5}),
+                         ("b", {"status": "completed", "experiment": "table2_inpainting"})):
+        (root / "table2_inpainting" / name).mkdir(parents=True)
+        (root / "table2_inpainting" / name / "metrics.json").write_text(json.dumps(record))
+    status, out, err = _pipeline(["--scale", "smoke", "--dry-run", "--only", "table2_inpainting", "--root", str(root)], capsys)
+    assert status == 0 and "0/4 runs done" in out, out + err
+    (root / "preflight.json").write_text("[1]")
+    status, out, err = _pipeline(["--scale", "paper", "--dry-run", "--preflight", "--only", "table2_inpainting", "--rows",
+                                  "afno", "--root", str(root / "paper")], capsys)
+    assert status == 0, err
+    (root / "paper" / "preflight.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "paper" / "preflight.json").write_text('{"rows": 5}')
+    status, out, err = _pipeline(["--scale", "paper", "--dry-run", "--preflight", "--only", "table2_inpainting", "--rows",
+                                  "afno", "--root", str(root / "paper")], capsys)
+    assert status == 0 and f"record: {root / 'paper' / 'preflight.json'} is not a preflight record" in out, out + err
+    # The report: the preflight section says its record is not one, the rest is written.
+    index = pipeline.build_report(root, tmp_path / "report", [], None, wandb_mode="disabled")
+    report = json.loads((index.parent / "report.json").read_text())
+    (section,) = [s for s in report["sections"] if s["key"] == "preflight"]
+    assert section["missing"].startswith(f"{root / 'preflight.json'} is not a preflight record")
+    # A scaling study cut short is measured again (the measuring here is a stand-in: the script's JSON).
+    (root / "table1_scaling").mkdir()
+    (root / "table1_scaling" / "scaling.json").write_text("")
+    study = {"cases": [], "exponents": {}}
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, json.dumps(study), ""))
+    assert pipeline._scaling(root, "smoke")["cases"] == []
+    assert "is not a scaling study" in capsys.readouterr().out
+    assert json.loads((root / "table1_scaling" / "scaling.json").read_text())["exponents"] == {}
+
+
 def test_a_root_that_holds_the_other_scales_runs_is_refused(tmp_path, monkeypatch, capsys):
     """The same --root for both scales: the paper plan took the smoke runs for its own, trained nothing and said
     'reproduce-all (paper) finished'."""
