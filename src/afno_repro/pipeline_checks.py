@@ -53,6 +53,23 @@ def scale_problem(steps: list[Step], scale: str, root: Path) -> str | None:
     return None
 
 
+def _unreadable_checkpoint(folder: Path) -> str | None:
+    """The first Swin checkpoint in ``folder`` that does not load as a PyTorch file (memory-mapped: no weights are
+    read), named; None when each loads. Whether its weights fit the trunk is checked where Figure 1's rows load it."""
+    from afno_repro.checkpoints import load_checkpoint
+
+    for file in SWIN_CHECKPOINTS:
+        try:
+            load_checkpoint(folder / file, option="--swin")
+        except ValueError as error:
+            said = str(error)
+            why = ("not a file torch.save writes" if "is not a PyTorch checkpoint" in said else
+                   "it holds Python objects, not plain tensors" if " holds " in said else "truncated or corrupt")
+            return (f"--swin {folder}: {file} does not load as a PyTorch checkpoint ({why}). Download it again from the "
+                    "Swin authors' release (github.com/microsoft/Swin-Transformer), under that name.")
+    return None
+
+
 def folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> str | None:
     """What is wrong with the folders given on the command line, before anything reads or writes them."""
     for name, folder in data_roots.items():
@@ -68,6 +85,8 @@ def folder_problem(data_roots: dict[str, str], root: Path, report_dir: Path) -> 
             return (f"--swin {folder} lacks {', '.join(missing)}: Figure 1's Swin rows start from the Swin authors' "
                     "ImageNet-1K checkpoints, each under its release name in that folder "
                     f"({', '.join(SWIN_CHECKPOINTS)}).")
+        if name == "swin" and (unreadable := _unreadable_checkpoint(path)):
+            return unreadable
     for option, path in (("--root", root), ("--report", report_dir)):
         blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         if blocking is not None:

@@ -684,6 +684,10 @@ def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch,
     swin = tmp_path / "swin"
     swin.mkdir()
     (swin / "swin_small_patch4_window7_224.pth").write_bytes(b"weights")
+    garbled = tmp_path / "garbled"  # all three there, none a checkpoint: accepted by the dry run before
+    garbled.mkdir()
+    for size in ("tiny", "small", "base"):
+        (garbled / f"swin_{size}_patch4_window7_224.pth").write_bytes(b"weights")
     for argv, says in (
         (["--imagenet", str(a_file)], f"--imagenet {a_file} is a file, not a folder"),
         (["--cityscapes", str(tmp_path / "missing")], "does not exist"),
@@ -693,11 +697,13 @@ def test_folders_that_are_files_are_named_before_any_work(tmp_path, monkeypatch,
         (["--report", "/proc/afno_report"], "--report /proc/afno_report: no folder can be made in /proc"),
         # Figure 1's Swin rows would stop only after its pretraining, hours into the plan.
         (["--swin", str(swin)], f"--swin {swin} lacks swin_tiny_patch4_window7_224.pth, swin_base_patch4_window7_224.pth"),
+        (["--swin", str(garbled)], f"--swin {garbled}: swin_tiny_patch4_window7_224.pth does not load as a PyTorch "
+                                   "checkpoint (not a file torch.save writes)"),
     ):
         for mode in ([], ["--dry-run"]):
             status, out, err = _pipeline(["--scale", "paper", *argv, *mode], capsys)
             assert status == 2 and out == "" and err.startswith("error: ") and says in err, err
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "swin"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "garbled", "swin"]
 
 
 def test_the_plans_option_checks_leave_noise_steps_to_their_sweeps(tmp_path):
