@@ -72,6 +72,28 @@ def test_a_folder_without_the_layout_is_named_before_the_model_is_built(experime
     assert not (tmp_path / "run" / "csv").exists()
 
 
+@pytest.mark.parametrize(("overrides", "says"), [
+    # timm's AssertionError with re_prob > 0, accepted and kept with it 0.
+    (["experiment=table5_classification", "data.re_mode=bogus"], "re_mode='bogus'; use one of 'pixel', 'rand', 'const'"),
+    # torchvision's "If brightness is a single number, it must be non negative", naming no option.
+    (["experiment=table5_classification", "data.color_jitter=-1"], "color_jitter=-1; it is a colour-jitter strength >= 0"),
+    # A TypeError at the first loss; 3 left a class out of the loss and scores; -5 scored the unscored pixels.
+    (["experiment=table3_fewshot", "pretrained=null", "task.ignore_index=abc"], "ignore_index='abc': the data modules"),
+    (["experiment=table3_fewshot", "pretrained=null", "task.ignore_index=3"], "leave task.ignore_index out or set it to 255"),
+    (["experiment=table3_fewshot", "pretrained=null", "task.ignore_index=-5"], "ignore_index=-5: the data modules mark"),
+    # Hydra's "Error in call to target ... TypeError('<' not supported ...)".
+    (["mixer.sparsity_threshold=abc"], "sparsity_threshold='abc' is not a number >= 0"),
+    # Failed after training, with int()'s message, and the resume command it printed repeated the value.
+    (["data.val_mask_seed=abc"], "val_mask_seed='abc'; a seed is a whole number from 0 to 2**32 - 1"),
+    # Silently no grid, where the inpainting task refuses the same value; 2 read as "on".
+    (["experiment=table3_fewshot", "pretrained=null", "task.num_grid_images=-2"], "num_grid_images=-2 is not a non-negative"),
+    (["experiment=table3_fewshot", "pretrained=null", "data.hflip=2"], "hflip=2; it is a switch: true"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_task_data_and_mixer_options_are_refused_before_training(overrides, says, tmp_path, capsys):
+    err = _user_error([*overrides, *SMOKE], tmp_path, capsys)
+    assert says in err and not list((tmp_path / "run").rglob("*.ckpt"))
+
+
 def test_image_size_not_divisible_by_patch(tmp_path, capsys):
     err = _user_error([*SMOKE, "data.image_size=30", "backbone.img_size=30"], tmp_path, capsys)
     assert "30" in err and "4" in err

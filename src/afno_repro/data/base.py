@@ -69,6 +69,13 @@ class DataModuleBase(pl.LightningDataModule):
         """
         self.save_hyperparameters(frame=inspect.currentframe().f_back)
         options = dict(self.hparams)
+        for name, value in options.items():
+            # Every seed option (seed, val_mask_seed, subset_seed, ...): a text one failed at its first use, after
+            # training, with int()'s message and no option named.
+            if (name == "seed" or name.endswith("_seed")) and (
+                    isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32):
+                raise ValueError(f"{type(self).__name__} got {name}={value!r}; a seed is a whole number from 0 to "
+                                 f"2**32 - 1, e.g. data.{name}=0.")
         if "val_batch_size" in options:
             options["val_batch_size"] = options["val_batch_size"] or options["batch_size"]
         for name, value in {**options, **derived}.items():

@@ -73,6 +73,7 @@ NORMALIZATIONS = {
     "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     "inception": (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD),
 }
+_ERASE_MODES = ("pixel", "rand", "const")  # timm.data.random_erasing.RandomErasing's modes
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 _LFW_VAL_EVERY = 4
 
@@ -389,6 +390,14 @@ class ClassificationDataModule(DataModuleBase):
             raise ValueError(f"{name} got normalize={normalize!r}; use one of {', '.join(map(repr, NORMALIZATIONS))}.")
         if auto_augment:
             _check_auto_augment(name, auto_augment)
+        if re_mode not in _ERASE_MODES:
+            # timm asserts on it only where random erasing is on (re_prob > 0): a traceback, or a value kept unchecked.
+            raise ValueError(f"{name} got re_mode={re_mode!r}; use one of {', '.join(map(repr, _ERASE_MODES))} (timm's "
+                             "random-erasing fill; 'pixel' is DeiT's).")
+        if color_jitter is not None and (isinstance(color_jitter, bool) or not isinstance(color_jitter, (int, float))
+                                         or color_jitter < 0):
+            raise ValueError(f"{name} got color_jitter={color_jitter!r}; it is a colour-jitter strength >= 0 (0.4 in the "
+                             "authors' code, 0.3 in DeiT's), or null (0) for none.")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"{name} got interpolation={interpolation!r}; use one of {', '.join(map(repr, _INTERPOLATIONS))} (A.5: 'bicubic').")
         if source == "imagenet" and root is None:

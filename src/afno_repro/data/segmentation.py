@@ -640,6 +640,10 @@ class FewShotSegmentationDataModule(DataModuleBase):
                 raise ValueError(f"FewShotSegmentationDataModule got {option}={value!r}; it must be >= 0.")
         if num_folds < 2:
             raise ValueError(f"FewShotSegmentationDataModule got num_folds={num_folds!r}; it must be >= 2 (DatasetGAN cross-validates on 5).")
+        if not isinstance(hflip, bool):
+            # Read as a switch: 2 (or 0.5, a probability elsewhere) meant "on" without a word.
+            raise ValueError(f"FewShotSegmentationDataModule got hflip={hflip!r}; it is a switch: true (flip each training "
+                             "pair with probability 1/2) or false (the default).")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"FewShotSegmentationDataModule got num_classes={num_classes!r}; it must be >= 1 (or null for the dataset's own count).")
         root = None if root is None else str(root)  # plain data for the saved hyperparameters

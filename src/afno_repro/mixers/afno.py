@@ -563,9 +563,9 @@ class AFNO2D(SpectralBlockMixer):
         skip: str = "identity",
     ):
         super().__init__(dim, num_blocks=num_blocks, hard_thresholding_fraction=hard_thresholding_fraction, skip=skip)
-        if sparsity_threshold < 0:
+        if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, (int, float)) or sparsity_threshold < 0:
             raise ValueError(
-                f"sparsity_threshold={sparsity_threshold} is negative: it is the lambda of the "
+                f"sparsity_threshold={sparsity_threshold!r} is not a number >= 0: it is the lambda of the "
                 "soft-thresholding S_lambda (paper Eq. 8). Use 0.01 (paper text), 0.1 (paper A.2) or 0 "
                 "to switch soft-thresholding off."
             )

@@ -86,6 +86,13 @@ class Reported:
         return asdict(self)
 
 
+def check_grid_images(value: Any, shows: str) -> None:
+    """``ValueError`` unless ``num_grid_images`` is a whole number >= 0 (``shows``: what its grid shows)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"num_grid_images={value!r} is not a non-negative integer. It is how many validation images "
+                         f"{shows}; use 0 to switch the grid off or a small count such as 4.")
+
+
 def check_choice(name: str, value: Any, choices: tuple[Any, ...], owner: str) -> None:
     """``ValueError`` naming ``name``, the bad ``value`` and the valid ``choices``."""
     if value not in choices:

@@ -38,7 +38,7 @@ from torchvision.utils import make_grid
 
 from afno_repro.cli import usable_cores
 from afno_repro.runs import logged_count
-from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice
+from afno_repro.tasks.base import NonFiniteLossError, PaperTask, Reported, check_choice, check_grid_images
 
 if TYPE_CHECKING:  # baselines.py scores with this module's metrics: imported where it is used
     from afno_repro.tasks.baselines import BiharmonicPool
@@ -390,12 +390,7 @@ class InpaintingTask(PaperTask):
                 "fills are kept so that other rows on the same images read them instead of solving again; use a "
                 "path such as outputs/cache/biharmonic, or null to solve every fill."
             )
-        if isinstance(num_grid_images, bool) or not isinstance(num_grid_images, int) or num_grid_images < 0:
-            raise ValueError(
-                f"num_grid_images={num_grid_images!r} is not a non-negative integer. It is how many "
-                "validation images the reconstruction grid shows; use 0 to switch the grid off or a "
-                "small count such as 4."
-            )
+        check_grid_images(num_grid_images, "the reconstruction grid shows")
         # The backbone and the optimizer/scheduler factories are objects, not hyperparameters: kept
         # out so checkpoints hold plain data and load with torch.load(weights_only=True). The full
         # config is saved by Hydra in the run directory (.hydra/config.yaml).

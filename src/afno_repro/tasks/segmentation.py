@@ -39,7 +39,8 @@ from torch.nn import functional as F
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 
-from afno_repro.tasks.base import PaperTask, Reported, check_choice, resolve_num_classes
+from afno_repro.data.base import IGNORE_INDEX
+from afno_repro.tasks.base import PaperTask, Reported, check_choice, check_grid_images, resolve_num_classes
 from afno_repro.tasks.confusion import ConfusionMatrix
 from afno_repro.tasks.grids import make_segmentation_grid, segmentation_cells
 from afno_repro.tasks.segmentation_inference import INFERENCES, describe_inference, infer_logits, resize_labels, resize_logits
@@ -184,6 +185,12 @@ class SegmentationTask(PaperTask):
                              f"num_folds={num_folds}; use selection=max_over_run or last, or more folds.")
         if not isinstance(run_baselines, bool):
             raise ValueError(f"run_baselines={run_baselines!r} is not true or false.")
+        check_grid_images(num_grid_images, "the image / truth / prediction grid shows")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index != IGNORE_INDEX:
+            # 3 left a class out of the loss and the scores; -5 scored the unscored pixels; 'abc' failed at the loss.
+            raise ValueError(f"ignore_index={ignore_index!r}: the data modules mark unscored pixels {IGNORE_INDEX} (each "
+                             f"release's own unscored label is mapped to it), so the loss and the scores ignore "
+                             f"{IGNORE_INDEX}; leave task.ignore_index out or set it to {IGNORE_INDEX}.")
         self.save_hyperparameters(logger=False, ignore=["backbone", "optimizer", "scheduler"])
         self.hparams.num_classes = num_classes
         self.hparams.extra_inference = extra_inference
