@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # A value every run would refuse (data.batch_size=-1 was measured and reported as out of memory): named
     # before anything is measured, as train.py names it.
-    if message := overrides_message(args.override, command="python scripts/benchmark_training.py --override"):
-        raise UsageError(f"--override: {message}")
+    # Each row's own words with them: a key such as mixer.recompute exists for the row's mixer, not the default's.
+    for _, overrides in rows:
+        if message := overrides_message(overrides, command="python scripts/benchmark_training.py --override"):
+            raise UsageError(f"--override: {message}")
     configs = [compose(overrides, output_dir="outputs/benchmark_training") for _, overrides in rows]
     for cfg in configs:
         check_values(cfg, on_this_machine=False)
