@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         from afno_repro.train import check_values
 
         check_values(cfg, on_this_machine=False)  # the values train.py would refuse for these runs
-        # A fill that cannot be stored is only a warning inside a run; here storing them is the whole job.
+        datamodule = instantiate(cfg.data, _convert_="all")
+        # A fill that cannot be stored is only a warning inside a run; here storing them is the whole job. (Checked
+        # once the data options are, since checking makes the folder.)
         message = unwritable_message(cfg.task.baseline_cache, "biharmonic fill cache folder",
                                      "no fill could be stored for the runs to read. Make it writable, or give the "
                                      "runs' writable runs_root=... (the cache is <runs_root>/cache/biharmonic).")
         if message:
             raise UsageError(message)
-        datamodule = instantiate(cfg.data, _convert_="all")
         loader = datamodule.test_dataloader()
         cache = FillCache(cfg.task.baseline_cache)
         total, started = len(loader), time.perf_counter()
